@@ -1,0 +1,347 @@
+"""The engine: decode in DataLoader workers, run the frozen network batched, store vectors, return them.
+
+One engine serves every door. It computes only what the store lacks (one forward pass per distinct image
+content), writes each finished batch at once (so an interrupted job keeps its work), and reports the inputs
+that failed instead of inventing vectors for them.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from featx.backbones import POOLINGS, Backbone, get_backbone
+from featx.cache import FeatureCache, MemoryNamespace, Namespace
+from featx.images import ImageError, ImageInput, as_image_list, content_key, load_rgb
+from featx.preprocessing import Preprocessing
+from featx.weights import RANDOM_INIT_SEED, resolve_weights
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+_AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+Store = Namespace | MemoryNamespace
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """'auto' picks cuda, then mps, then cpu; anything else goes to ``torch.device``."""
+    if str(device) != "auto":
+        return torch.device(device)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """'auto': bf16 autocast on CPUs with native bf16 (measured faithful: see tests/test_precision.py),
+    fp16 autocast on CUDA, fp32 elsewhere. Explicit values are honoured as given."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision={precision!r}; use one of {PRECISIONS}")
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "fp16"
+    if device.type == "cpu" and torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        return "bf16"
+    return "fp32"
+
+
+def resolve_pooling(backbone: Backbone, layer: str | None, pooling: str | None) -> str:
+    """The backbone's own pooling for its default node; global average for any other named node."""
+    if pooling is None:
+        return backbone.pooling if layer in (None, backbone.node) else "avg"
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling={pooling!r}; use one of {POOLINGS} or None")
+    return pooling
+
+
+def pool(features: torch.Tensor, pooling: str) -> torch.Tensor:
+    """Reduce a node's output to one vector per image: (B, C, H, W) or (B, tokens, C) -> (B, d)."""
+    if features.ndim <= 2 or pooling == "flatten":
+        return features.flatten(1)
+    spatial = tuple(range(2, features.ndim)) if features.ndim == 4 else (1,)
+    return features.mean(spatial) if pooling == "avg" else features.amax(spatial)
+
+
+@functools.lru_cache(maxsize=64)
+def _meta_output_shape(backbone: Backbone, node: str, crop: int) -> tuple[int, ...]:
+    with torch.device("meta"):
+        model = backbone.build().eval()
+        extractor = backbone.create_extractor(model, node).eval()
+        return tuple(extractor(torch.empty(1, 3, crop, crop))["features"].shape[1:])
+
+
+def feature_size(backbone: str | Backbone, layer: str | None = None, pooling: str | None = None) -> int:
+    """The length of the feature vector, computed on PyTorch's meta device: no weights, no images."""
+    spec = get_backbone(backbone)
+    shape = _output_shape(spec, layer or spec.node)
+    pooled = pool(torch.empty((1, *shape), device="meta"), resolve_pooling(spec, layer, pooling))
+    return int(pooled.shape[1])
+
+
+def _output_shape(spec: Backbone, node: str) -> tuple[int, ...]:
+    try:
+        return _meta_output_shape(spec, node, spec.preprocessing.crop)
+    except Exception as error:  # FX raises assorted errors for unknown nodes
+        with torch.device("meta"):
+            names = spec.node_names(spec.build().eval())
+        if node not in names:
+            raise ValueError(
+                f"layer={node!r} is not a node of {spec.name}; choose from featx.list_nodes({spec.name!r}), "
+                f"e.g. {names[-6:]}"
+            ) from None
+        raise error
+
+
+def list_nodes(backbone: str | Backbone) -> list[str]:
+    """The node names ``layer=`` accepts for this backbone, input to output."""
+    spec = get_backbone(backbone)
+    with torch.device("meta"):
+        return spec.node_names(spec.build().eval())
+
+
+class FrozenNetwork:
+    """A backbone with its weights, truncated at one node, frozen, on a device: batches in, vectors out.
+
+    ``fingerprint`` names everything that changes the output; it selects the cache namespace.
+    """
+
+    def __init__(
+        self,
+        backbone: str | Backbone = "resnet50",
+        weights: Any = "DEFAULT",
+        layer: str | None = None,
+        pooling: str | None = None,
+        device: str | torch.device = "auto",
+        precision: str = "auto",
+    ):
+        self.backbone = get_backbone(backbone)
+        self.node = layer or self.backbone.node
+        self.pooling = resolve_pooling(self.backbone, layer, pooling)
+        self.n_features = feature_size(self.backbone, layer, pooling)  # also validates the node
+        self.device = resolve_device(device)
+        self.precision = resolve_precision(precision, self.device)
+        resolved = resolve_weights(self.backbone, weights)
+        self.preprocessing: Preprocessing = resolved.preprocessing
+        self.weights_description = resolved.description
+        self.fingerprint = {
+            "format": 1,
+            "backbone": self.backbone.name,
+            "weights": resolved.digest,
+            "node": self.node,
+            "pooling": self.pooling,
+            "preprocessing": self.preprocessing.as_dict(),
+            "precision": self.precision,
+        }
+        self.module = self._load(resolved.state_dict)
+
+    def _load(self, state_dict: dict[str, torch.Tensor] | None) -> nn.Module:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(RANDOM_INIT_SEED)  # weights=None must mean the same network every time
+            model = self.backbone.build()
+        if state_dict is not None:
+            model.load_state_dict(state_dict)
+        extractor = self.backbone.create_extractor(model.eval(), self.node).eval().requires_grad_(False)
+        return extractor.to(self.device, memory_format=torch.channels_last)
+
+    @torch.inference_mode()
+    def __call__(self, batch: torch.Tensor) -> np.ndarray:
+        """(B, 3, H, W) preprocessed images -> (B, n_features) float32 numpy array."""
+        batch = batch.to(self.device, non_blocking=True, memory_format=torch.channels_last)
+        dtype = _AUTOCAST_DTYPES.get(self.precision)
+        with torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            features = self.module(batch)["features"]
+        return pool(features.float(), self.pooling).cpu().numpy()
+
+
+@dataclass
+class Extraction:
+    """What one run produced: vectors in input order (NaN rows where an input failed) and the failures."""
+
+    features: np.ndarray
+    errors: list[ImageError] = field(default_factory=list)
+    keys: list[str | None] = field(default_factory=list)
+    n_cached: int = 0
+    n_computed: int = 0
+
+
+class _Decode(Dataset):
+    """Decoding and preprocessing, run in DataLoader workers so the network never waits on PIL."""
+
+    def __init__(self, items: Sequence[tuple[int, ImageInput]], preprocessing: Preprocessing):
+        self.items, self.transform = items, preprocessing.transform()
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, position: int) -> tuple[int, torch.Tensor | ImageError]:
+        index, image = self.items[position]
+        try:
+            return index, self.transform(load_rgb(image, index))
+        except ImageError as error:
+            return index, error
+
+
+def _collate(samples: list[tuple[int, Any]]) -> tuple[list[int], torch.Tensor | None, list[ImageError]]:
+    good = [(i, t) for i, t in samples if isinstance(t, torch.Tensor)]
+    errors = [t for _, t in samples if isinstance(t, ImageError)]
+    batch = torch.stack([t for _, t in good]) if good else None
+    return [i for i, _ in good], batch, errors
+
+
+def content_keys(images: Sequence[ImageInput]) -> tuple[list[str | None], list[ImageError]]:
+    """The content key of every input (None where the input cannot even be read)."""
+    keys: list[str | None] = []
+    errors: list[ImageError] = []
+    for index, image in enumerate(images):
+        try:
+            keys.append(content_key(image, index))
+        except ImageError as error:
+            keys.append(None)
+            errors.append(error)
+    return keys, errors
+
+
+def default_num_workers(n_images: int, batch_size: int) -> int:
+    """No worker processes for a batch or two (start-up would dominate); otherwise half the cores, up to 4."""
+    if n_images <= 2 * batch_size:
+        return 0
+    return max(1, min(4, (os.cpu_count() or 2) // 2))
+
+
+def compute_missing(
+    images: Sequence[ImageInput],
+    keys: Sequence[str | None],
+    network: FrozenNetwork,
+    store: Store,
+    *,
+    batch_size: int = 64,
+    num_workers: int | None = None,
+    progress: tqdm | None = None,
+) -> tuple[int, list[ImageError]]:
+    """Run the network on the inputs whose key the store lacks (once per distinct key), storing each batch.
+
+    Returns the number of vectors computed and the decoding failures, each naming its input.
+    """
+    first_index: dict[str, int] = {}
+    for index, key in enumerate(keys):
+        if key is not None:
+            first_index.setdefault(key, index)
+    todo = [(first_index[key], images[first_index[key]]) for key in store.missing(first_index)]
+    if not todo:
+        return 0, []
+    workers = default_num_workers(len(todo), batch_size) if num_workers is None else num_workers
+    loader = DataLoader(
+        _Decode(todo, network.preprocessing),
+        batch_size=batch_size,
+        num_workers=workers,
+        collate_fn=_collate,
+        pin_memory=network.device.type == "cuda",
+        prefetch_factor=4 if workers else None,
+        persistent_workers=False,
+    )
+    computed, errors = 0, []
+    for indices, batch, batch_errors in _iterate(loader):
+        errors.extend(batch_errors)
+        if batch is not None:
+            store.write([keys[i] for i in indices], network(batch))
+            computed += len(indices)
+        if progress is not None:
+            progress.update(len(indices) + len(batch_errors))
+            progress.set_postfix(computed=computed, failed=len(errors), refresh=False)
+    return computed, errors
+
+
+def _iterate(loader: DataLoader) -> Iterator[Any]:
+    iterator = iter(loader)
+    try:
+        yield from iterator
+    finally:
+        # Shut worker processes down at once, also on Ctrl-C, so nothing lingers or half-writes.
+        shutdown = getattr(iterator, "_shutdown_workers", None)
+        if shutdown is not None:
+            shutdown()
+
+
+def extract(
+    images: Sequence[ImageInput],
+    network: FrozenNetwork,
+    store: Store | None = None,
+    *,
+    batch_size: int = 64,
+    num_workers: int | None = None,
+    progress: bool = False,
+) -> Extraction:
+    """Features for ``images`` in input order, computing only what ``store`` lacks.
+
+    Failed inputs get NaN rows and an :class:`ImageError` each (inputs sharing a failed content all fail).
+    """
+    store = store if store is not None else MemoryNamespace(network.fingerprint)
+    keys, errors = content_keys(images)
+    missing = set(store.missing(key for key in keys if key is not None))
+    n_cached = sum(1 for key in keys if key is not None and key not in missing)
+    bar = tqdm(total=len(images), disable=not progress, unit="img", desc=network.backbone.name)
+    with bar:
+        bar.update(n_cached + len(errors))
+        bar.set_postfix(cached=n_cached, refresh=False)
+        n_computed, decode_errors = compute_missing(
+            images, keys, network, store, batch_size=batch_size, num_workers=num_workers, progress=bar
+        )
+    failed_keys = {keys[e.index]: e for e in decode_errors}
+    for index, key in enumerate(keys):
+        if key in failed_keys:
+            first = failed_keys[key]
+            errors.append(first if first.index == index else ImageError(index, first.source, first.kind, first.reason))
+    errors.sort(key=lambda e: e.index)
+    features = np.full((len(images), network.n_features), np.nan, dtype=np.float32)
+    ok = [i for i, key in enumerate(keys) if key is not None and key not in failed_keys]
+    if ok:
+        vectors, corrupt = store.read([keys[i] for i in ok])
+        if corrupt:  # a stored vector failed its checksum: recompute those, then read again
+            n_computed += compute_missing(images, keys, network, store, batch_size=batch_size, num_workers=0)[0]
+            vectors, _ = store.read([keys[i] for i in ok])
+        features[ok] = vectors
+    return Extraction(features, errors, list(keys), n_cached=n_cached, n_computed=n_computed)
+
+
+ON_ERROR = ("raise", "nan")
+
+
+def extract_features(
+    images: Any,
+    backbone: str | Backbone = "resnet50",
+    *,
+    weights: Any = "DEFAULT",
+    layer: str | None = None,
+    pooling: str | None = None,
+    batch_size: int = 64,
+    device: str = "auto",
+    precision: str = "auto",
+    cache_dir: str | os.PathLike | None = None,
+    num_workers: int | None = None,
+    on_error: str = "raise",
+    progress: bool = False,
+) -> np.ndarray:
+    """Feature vectors of a sequence of images: an (n_images, n_features) float32 array, input order.
+
+    ``on_error='raise'`` raises the first failure (it names the input's index, path and reason);
+    ``on_error='nan'`` returns NaN rows for failed inputs. With ``cache_dir``, vectors are read from and
+    written to the on-disk cache shared with ``featx extract``.
+    """
+    if on_error not in ON_ERROR:
+        raise ValueError(f"on_error={on_error!r}; use one of {ON_ERROR}")
+    images = as_image_list(images)
+    network = FrozenNetwork(backbone, weights, layer, pooling, device, precision)
+    store = FeatureCache(cache_dir).namespace(network.fingerprint) if cache_dir is not None else None
+    result = extract(images, network, store, batch_size=batch_size, num_workers=num_workers, progress=progress)
+    if result.errors and on_error == "raise":
+        raise result.errors[0]
+    return result.features

@@ -1,0 +1,66 @@
+"""Input preprocessing as data: the resize, crop and normalisation a model's weights were trained with."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Callable
+
+import torch
+from PIL import Image
+from torchvision.transforms import v2
+
+_INTERPOLATIONS = {
+    "bilinear": v2.InterpolationMode.BILINEAR,
+    "bicubic": v2.InterpolationMode.BICUBIC,
+    "nearest": v2.InterpolationMode.NEAREST,
+}
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """Resize the short side to ``resize``, centre-crop ``crop`` x ``crop``, scale to [0, 1], normalise.
+
+    This is the evaluation transform of torchvision's ImageNet weights and of timm's ``pretrained_cfg``;
+    keeping it as plain data makes it part of the cache fingerprint.
+    """
+
+    resize: int = 256
+    crop: int = 224
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    interpolation: str = "bilinear"
+
+    def __post_init__(self) -> None:
+        if self.interpolation not in _INTERPOLATIONS:
+            raise ValueError(
+                f"interpolation={self.interpolation!r} is not supported; use one of {sorted(_INTERPOLATIONS)}"
+            )
+
+    @classmethod
+    def from_torchvision(cls, transforms: Any) -> "Preprocessing":
+        """Read torchvision's ``ImageClassification`` preset (what ``weights.transforms()`` returns)."""
+        return cls(
+            resize=int(transforms.resize_size[0]),
+            crop=int(transforms.crop_size[0]),
+            mean=tuple(float(m) for m in transforms.mean),
+            std=tuple(float(s) for s in transforms.std),
+            interpolation=transforms.interpolation.value,
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def transform(self) -> Callable[[Image.Image], torch.Tensor]:
+        """The callable that turns an RGB PIL image into a normalised ``3 x crop x crop`` float tensor."""
+        return v2.Compose(
+            [
+                v2.PILToTensor(),
+                v2.Resize(self.resize, interpolation=_INTERPOLATIONS[self.interpolation], antialias=True),
+                v2.CenterCrop(self.crop),
+                v2.ToDtype(torch.float32, scale=True),
+                v2.Normalize(mean=list(self.mean), std=list(self.std)),
+            ]
+        )
