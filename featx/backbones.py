@@ -80,9 +80,12 @@ def register_backbone(backbone: Backbone, *, overwrite: bool = False) -> Backbon
 
 
 def get_backbone(backbone: str | Backbone) -> Backbone:
-    """Look a backbone up by name (a ``Backbone`` passes through, so unregistered ones work too)."""
+    """Look a backbone up by name; a ``Backbone`` passes through, and ``"package.module:attr"`` imports one
+    (how the command line and fresh worker processes reach backbones users defined in their own code)."""
     if isinstance(backbone, Backbone):
         return backbone
+    if isinstance(backbone, str) and ":" in backbone:
+        return _import_backbone(backbone)
     try:
         return _REGISTRY[backbone]
     except (KeyError, TypeError):
@@ -90,6 +93,19 @@ def get_backbone(backbone: str | Backbone) -> Backbone:
             f"backbone={backbone!r} is not registered; choose one of {sorted(_REGISTRY)} "
             "or add yours with featx.register_backbone"
         ) from None
+
+
+def _import_backbone(reference: str) -> Backbone:
+    import importlib
+
+    module_name, _, attribute = reference.partition(":")
+    try:
+        found = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as error:
+        raise ValueError(f"backbone={reference!r}: cannot import {attribute!r} from {module_name!r} ({error})") from None
+    if not isinstance(found, Backbone):
+        raise ValueError(f"backbone={reference!r} is a {type(found).__name__}, not a featx.Backbone")
+    return found
 
 
 def list_backbones() -> list[str]:

@@ -197,11 +197,11 @@ def _collate(samples: list[tuple[int, Any]]) -> tuple[list[int], torch.Tensor | 
     return [i for i, _ in good], batch, errors
 
 
-def content_keys(images: Sequence[ImageInput]) -> tuple[list[str | None], list[ImageError]]:
+def content_keys(images: Sequence[ImageInput], progress: bool = False) -> tuple[list[str | None], list[ImageError]]:
     """The content key of every input (None where the input cannot even be read)."""
     keys: list[str | None] = []
     errors: list[ImageError] = []
-    for index, image in enumerate(images):
+    for index, image in enumerate(tqdm(images, disable=not progress, unit="img", desc="hashing", leave=False)):
         try:
             keys.append(content_key(image, index))
         except ImageError as error:
@@ -226,10 +226,12 @@ def compute_missing(
     batch_size: int = 64,
     num_workers: int | None = None,
     progress: tqdm | None = None,
+    fail_fast: bool = False,
 ) -> tuple[int, list[ImageError]]:
     """Run the network on the inputs whose key the store lacks (once per distinct key), storing each batch.
 
-    Returns the number of vectors computed and the decoding failures, each naming its input.
+    Returns the number of vectors computed and the decoding failures, each naming its input. With
+    ``fail_fast`` the first failure is raised, after the good vectors of its batch are stored.
     """
     first_index: dict[str, int] = {}
     for index, key in enumerate(keys):
@@ -254,6 +256,8 @@ def compute_missing(
         if batch is not None:
             store.write([keys[i] for i in indices], network(batch))
             computed += len(indices)
+        if fail_fast and batch_errors:
+            raise batch_errors[0]
         if progress is not None:
             progress.update(len(indices) + len(batch_errors))
             progress.set_postfix(computed=computed, failed=len(errors), refresh=False)
@@ -269,6 +273,16 @@ def _iterate(loader: DataLoader) -> Iterator[Any]:
         shutdown = getattr(iterator, "_shutdown_workers", None)
         if shutdown is not None:
             shutdown()
+
+
+def spread_failures(decode_errors: list[ImageError], keys: Sequence[str | None]) -> list[ImageError]:
+    """A decoding failure of one content is a failure of every input with that content."""
+    by_key = {keys[e.index]: e for e in decode_errors}
+    return [
+        e if e.index == i else ImageError(i, e.source, e.kind, e.reason)
+        for i, key in enumerate(keys)
+        if (e := by_key.get(key)) is not None
+    ]
 
 
 def extract(
@@ -295,14 +309,10 @@ def extract(
         n_computed, decode_errors = compute_missing(
             images, keys, network, store, batch_size=batch_size, num_workers=num_workers, progress=bar
         )
-    failed_keys = {keys[e.index]: e for e in decode_errors}
-    for index, key in enumerate(keys):
-        if key in failed_keys:
-            first = failed_keys[key]
-            errors.append(first if first.index == index else ImageError(index, first.source, first.kind, first.reason))
-    errors.sort(key=lambda e: e.index)
+    errors = sorted(errors + spread_failures(decode_errors, keys), key=lambda e: e.index)
+    failed = {e.index for e in errors}
     features = np.full((len(images), network.n_features), np.nan, dtype=np.float32)
-    ok = [i for i, key in enumerate(keys) if key is not None and key not in failed_keys]
+    ok = [i for i in range(len(images)) if i not in failed]
     if ok:
         vectors, corrupt = store.read([keys[i] for i in ok])
         if corrupt:  # a stored vector failed its checksum: recompute those, then read again

@@ -1,0 +1,86 @@
+"""The registry: feature sizes per backbone and node, user backbones, real EfficientNet-Lite0 weights."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from conftest import photo
+from featx import Backbone, Preprocessing, extract_features, feature_size, list_backbones, list_nodes, register_backbone
+
+
+@pytest.mark.parametrize(
+    "backbone, layer, pooling, size",
+    [
+        ("resnet18", None, None, 512), ("resnet34", None, None, 512), ("resnet50", None, None, 2048),
+        ("resnet101", None, None, 2048), ("resnet152", None, None, 2048),
+        ("vgg16", None, None, 512 * 7 * 7), ("vgg16", None, "avg", 512), ("vgg16", None, "max", 512),
+        ("vgg16_bn", None, None, 25088), ("vgg19", None, None, 25088),
+        ("efficientnet_lite0", None, None, 1280),
+        ("resnet50", "layer3", None, 1024), ("resnet50", "layer2", "flatten", 512 * 28 * 28),
+        ("vgg16", "features.23", None, 512),
+    ],
+)
+def test_feature_size_per_backbone_node_and_pooling(backbone, layer, pooling, size):
+    assert feature_size(backbone, layer, pooling) == size
+
+
+@pytest.mark.parametrize("backbone, pooling", [("resnet18", None), ("vgg16", None), ("vgg16", "max")])
+def test_real_outputs_have_the_registry_size(backbone, pooling):
+    X = extract_features([photo(0)], backbone, weights=None, pooling=pooling)
+    assert X.shape == (1, feature_size(backbone, pooling=pooling))
+
+
+def test_vgg16_is_plain_vgg16_without_batchnorm():
+    network_types = {type(m) for m in __import__("torchvision").models.vgg16().modules()}
+    assert nn.BatchNorm2d not in network_types
+    assert "vgg16" in list_backbones() and "vgg16_bn" in list_backbones()
+
+
+def test_unknown_layers_and_backbones_are_refused_with_the_choices():
+    with pytest.raises(ValueError, match="list_nodes"):
+        feature_size("resnet18", "layer9")
+    with pytest.raises(ValueError, match="resnet50"):
+        feature_size("resnet5O")
+    assert "layer4" in " ".join(list_nodes("resnet18"))
+
+
+def test_users_register_their_own_backbone_without_editing_featx():
+    spec = Backbone(
+        name="user_net",
+        build=lambda: nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveMaxPool2d(1)),
+        node="2",
+        preprocessing=Preprocessing(resize=20, crop=16),
+    )
+    register_backbone(spec, overwrite=True)
+    assert feature_size("user_net") == 4
+    assert extract_features([photo(0)], "user_net", weights=None).shape == (1, 4)
+    assert extract_features([photo(0)], spec, weights=None).shape == (1, 4)
+    assert extract_features([photo(0)], "tiny_backbone:TINY", weights=None).shape == (1, 64)
+
+
+def test_efficientnet_lite0_pip_weights_load_exactly_and_recognise_a_temple():
+    from sklearn.datasets import load_sample_image
+    from torchvision.models import ResNet50_Weights
+
+    network = extract_module_with_head("efficientnet_lite0")
+    categories = ResNet50_Weights.IMAGENET1K_V2.meta["categories"]
+    from featx.backbones import get_backbone
+
+    transform = get_backbone("efficientnet_lite0").preprocessing.transform()
+    from PIL import Image
+
+    x = transform(Image.fromarray(load_sample_image("china.jpg")))[None]
+    with torch.inference_mode():
+        top5 = network(x).topk(5).indices[0].tolist()
+    assert {"palace", "monastery", "bell cote"} & {categories[i] for i in top5}
+
+
+def extract_module_with_head(name: str) -> nn.Module:
+    from featx.backbones import get_backbone
+
+    spec = get_backbone(name)
+    model = spec.build()
+    missing = model.load_state_dict(spec.weights[spec.default_weights].load())
+    assert not missing.missing_keys and not missing.unexpected_keys
+    return model.eval()

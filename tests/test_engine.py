@@ -1,0 +1,62 @@
+"""The engine: order, batch invariance, frozen networks, duplicates, devices and precision."""
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import photo
+from featx import FrozenNetwork, extract_features
+from featx.extract import extract, resolve_precision
+
+
+def test_rows_follow_input_order_and_do_not_depend_on_batch_size_or_neighbours():
+    images = [photo(i) for i in range(7)]
+    reference = extract_features(images, "tiny", weights=None, batch_size=7)
+    for batch_size in (1, 3):
+        shuffled = extract_features(images[::-1], "tiny", weights=None, batch_size=batch_size)
+        # the batch's size may change the last bits of CPU kernels: tolerance 1e-3 relative under bf16
+        np.testing.assert_allclose(shuffled[::-1], reference, rtol=1e-3, atol=1e-4)
+
+
+def test_resnet18_vectors_are_batch_invariant_in_fp32_within_1e_5():
+    images = [photo(i) for i in range(4)]
+    one = extract_features(images, "resnet18", weights=None, precision="fp32", batch_size=1)
+    four = extract_features(images, "resnet18", weights=None, precision="fp32", batch_size=4)
+    np.testing.assert_allclose(one, four, rtol=1e-5, atol=1e-5)
+
+
+def test_the_network_is_frozen_in_eval_mode_without_gradients():
+    network = FrozenNetwork("resnet18", weights=None, device="cpu")
+    assert not any(module.training for module in network.module.modules())
+    assert not any(p.requires_grad for p in network.module.parameters())
+    before = {k: v.clone() for k, v in network.module.state_dict().items()}
+    network(torch.randn(4, 3, 224, 224))
+    after = network.module.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # BatchNorm running stats untouched
+
+
+def test_random_init_is_the_same_network_every_time():
+    a = FrozenNetwork("tiny", weights=None).module.state_dict()
+    b = FrozenNetwork("tiny", weights=None).module.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_duplicate_images_are_computed_once():
+    network = FrozenNetwork("tiny", weights=None)
+    result = extract([photo(0), photo(1), photo(0), photo(0)], network)
+    assert result.n_computed == 2
+    np.testing.assert_array_equal(result.features[0], result.features[2])
+
+
+def test_output_is_float32_one_row_per_image():
+    X = extract_features([photo(0), photo(1)], "tiny", weights=None)
+    assert X.dtype == np.float32 and X.shape == (2, 64)
+
+
+def test_precision_auto_is_bf16_only_on_cpus_with_native_bf16_and_fp16_on_cuda():
+    native = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    assert resolve_precision("auto", torch.device("cpu")) == ("bf16" if native else "fp32")
+    assert resolve_precision("auto", torch.device("cuda")) == "fp16"
+    assert resolve_precision("fp32", torch.device("cuda")) == "fp32"
+    with pytest.raises(ValueError, match="precision='fp8'"):
+        resolve_precision("fp8", torch.device("cpu"))
