@@ -145,7 +145,8 @@ def _decode(data: bytes, index: int, source: str, max_pixels: int) -> Image.Imag
     except UnidentifiedImageError:
         raise ImageError(index, source, "not_an_image", "not a recognised image format") from None
     except (OSError, SyntaxError, ValueError) as error:  # PIL raises these for damaged streams
-        kind = "truncated" if "truncated" in str(error) or "broken data stream" in str(error) else "not_an_image"
+        message = str(error).lower()
+        kind = "truncated" if "truncated" in message or "broken data stream" in message else "not_an_image"
         raise ImageError(index, source, kind, f"could not decode: {error}") from None
     return _to_rgb(opened, index, source)
 
