@@ -113,10 +113,8 @@ def resolve_weights(backbone: "Backbone", weights: str | os.PathLike | None) -> 
         if named is not None:
             return ResolvedWeights(named.load(), named.digest, named.preprocessing, f"{backbone.name}:{named.name}")
         path = Path(weights).expanduser()
-        if path.is_file():
-            default = _named_weights(backbone, "DEFAULT")
-            preprocessing = default.preprocessing if default else backbone.preprocessing
-            return ResolvedWeights(load_state_dict_file(path), file_digest(path), preprocessing, str(path))
+        if path.is_file():  # a registry entry's preprocessing is its default weights' preprocessing
+            return ResolvedWeights(load_state_dict_file(path), file_digest(path), backbone.preprocessing, str(path))
     choices = ", ".join(["'DEFAULT'", *(repr(n) for n in backbone.weights), "a file path", "None"])
     raise ValueError(
         f"weights={weights!r} is neither a weights name of backbone {backbone.name!r} nor an existing file; "

@@ -1,0 +1,171 @@
+"""The feature cache: fingerprints, checksums, crash safety, concurrent writers, sharing between doors."""
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import REPO, encode, photo
+from featx import FeatureCache, FrozenNetwork, PretrainedFeatures, extract_features, load_features
+from featx.cache import Namespace
+
+
+def write_images(folder: Path, n: int, size=(32, 32)) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        (folder / f"{i:05d}.png").write_bytes(encode(photo(i, size=size)))
+    return folder
+
+
+def featx_cli(*args, **popen):
+    env = {**os.environ, "PYTHONPATH": str(REPO / "tests")}
+    command = [sys.executable, "-m", "featx", *map(str, args)]
+    if popen:
+        return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return subprocess.run(command, env=env, capture_output=True, text=True)
+
+
+def only_namespace(cache: Path) -> Namespace:
+    (namespace,) = FeatureCache(cache).namespaces()
+    return namespace
+
+
+@pytest.mark.parametrize("change", [{"layer": "3"}, {"pooling": "avg", "layer": "3"}, {"precision": "fp32"},
+                                    {"weights": "file"}])
+def test_a_fingerprint_change_misses_the_cache(tmp_path, change):
+    base = {"backbone": "tiny", "weights": None, "precision": "bf16"}
+    if change.get("weights") == "file":
+        import torch
+        from tiny_backbone import build_tiny
+
+        torch.save(build_tiny().state_dict(), tmp_path / "w.pth")
+        change = {"weights": tmp_path / "w.pth"}
+    first, second = FrozenNetwork(**base), FrozenNetwork(**{**base, **change})
+    cache = FeatureCache(tmp_path / "cache")
+    cache.namespace(first.fingerprint).write(["k"], np.ones((1, first.n_features)))
+    assert cache.namespace(second.fingerprint).missing(["k"]) == ["k"]
+    assert cache.namespace(first.fingerprint).missing(["k"]) == []
+
+
+def test_reads_are_memory_mapped_and_nothing_is_pickled(tmp_path):
+    namespace = FeatureCache(tmp_path).namespace({"backbone": "b", "node": "n"})
+    shard = namespace.write(["a", "b"], np.arange(6, dtype=np.float32).reshape(2, 3))
+    assert isinstance(namespace._vectors(shard), np.memmap)
+    for path in namespace.path.glob("*.npy"):
+        np.load(path, allow_pickle=False)  # raises if any file needed pickle
+
+
+def test_a_corrupted_vector_is_caught_by_verify_dropped_and_recomputed(tmp_path):
+    images = [photo(i) for i in range(6)]
+    reference = extract_features(images, "tiny", weights=None, cache_dir=tmp_path)
+    namespace = only_namespace(tmp_path)
+    (vectors_file,) = namespace.path.glob("*.vectors.npy")
+    data = bytearray(vectors_file.read_bytes())
+    data[-5] ^= 0xFF  # flip bits inside the last vector
+    vectors_file.write_bytes(bytes(data))
+
+    problems = Namespace(namespace.path).verify()
+    assert [p["problem"] for p in problems] == ["checksum mismatch"]
+    result = featx_cli("cache", "verify", tmp_path)
+    assert result.returncode == 1 and "checksum mismatch" in result.stdout
+    # reading through the engine notices the checksum and recomputes instead of returning bad numbers
+    np.testing.assert_array_equal(extract_features(images, "tiny", weights=None, cache_dir=tmp_path), reference)
+    assert featx_cli("cache", "verify", tmp_path, "--drop").returncode == 0
+    assert Namespace(namespace.path).verify() == []
+
+
+def test_debris_of_a_killed_writer_is_invisible_and_pruned(tmp_path):
+    namespace = FeatureCache(tmp_path).namespace({"backbone": "b", "node": "n"})
+    namespace.write(["a"], np.ones((1, 3)))
+    (namespace.path / ".tmp-dead-x.keys.npy").write_bytes(b"half a file")
+    (namespace.path / "123-1-dead.vectors.npy").write_bytes(b"uncommitted")
+    assert len(Namespace(namespace.path)) == 1
+    old = time.time() - 3600
+    for debris in (".tmp-dead-x.keys.npy", "123-1-dead.vectors.npy"):
+        os.utime(namespace.path / debris, (old, old))
+    result = featx_cli("cache", "prune", tmp_path)
+    assert "2 leftover file(s)" in result.stdout
+    assert sorted(p.name.split(".", 1)[1] for p in namespace.path.glob("*.npy")) == ["keys.npy", "vectors.npy"]
+
+
+def test_cache_info_lists_namespaces_with_counts_and_prune_removes_a_namespace(tmp_path):
+    extract_features([photo(0), photo(1)], "tiny", weights=None, cache_dir=tmp_path)
+    name = only_namespace(tmp_path).path.name
+    info = featx_cli("cache", "info", tmp_path).stdout
+    assert name in info and "tiny" in info
+    assert only_namespace(tmp_path).stats()["vectors"] == 2
+    featx_cli("cache", "prune", tmp_path, "--namespace", name)
+    assert FeatureCache(tmp_path).namespaces() == []
+
+
+def test_the_job_and_the_transformer_share_one_cache(tmp_path, monkeypatch):
+    folder = write_images(tmp_path / "images", 10)
+    out = tmp_path / "features.parquet"
+    result = featx_cli("extract", folder, "--backbone", "tiny_backbone:TINY", "--weights", "none",
+                       "--cache", tmp_path / "cache", "--out", out, "--quiet")
+    assert result.returncode == 0, result.stderr
+    X_job, meta = load_features(out)
+    calls = []
+    monkeypatch.setattr(FrozenNetwork, "__call__", lambda self, batch: calls.append(batch))
+    transformer = PretrainedFeatures("tiny_backbone:TINY", weights=None, cache_dir=tmp_path / "cache")
+    X_notebook = transformer.fit_transform(meta["path"])
+    assert calls == []  # everything came from the job's cache
+    np.testing.assert_array_equal(X_notebook, X_job)
+
+
+def test_two_processes_writing_one_cache_at_once(tmp_path):
+    folder = write_images(tmp_path / "images", 120)
+    cache = tmp_path / "cache"
+    args = ("extract", folder, "--backbone", "tiny_backbone:TINY", "--weights", "none", "--precision", "fp32",
+            "--batch-size", "4", "--cache", cache, "--quiet")
+    jobs = [featx_cli(*args, popen=True) for _ in range(2)]
+    assert [job.wait(timeout=300) for job in jobs] == [0, 0]
+    namespace = only_namespace(cache)
+    assert namespace.verify() == [] and len(namespace) == 120
+    reference = extract_features(sorted(folder.iterdir()), "tiny", weights=None, precision="fp32", batch_size=4)
+    X, corrupt = namespace.read(_keys(folder))
+    assert corrupt == []
+    np.testing.assert_allclose(X, reference, rtol=1e-5, atol=1e-6)
+
+
+def _keys(folder):
+    from featx.images import content_key
+
+    return [content_key(p) for p in sorted(folder.iterdir())]
+
+
+@pytest.mark.slow
+def test_kill_9_at_random_moments_then_resume_gives_the_uninterrupted_result(tmp_path):
+    folder = write_images(tmp_path / "images", 300)
+    args = ["extract", folder, "--backbone", "resnet18", "--weights", "none", "--precision", "fp32",
+            "--batch-size", "8", "--num-workers", "1", "--quiet"]
+    reference = featx_cli(*args, "--cache", tmp_path / "reference", "--out", tmp_path / "reference.parquet")
+    assert reference.returncode == 0, reference.stderr
+
+    cache, rng, kills = tmp_path / "cache", random.Random(7), 0
+    for _ in range(3):
+        job = featx_cli(*args, "--cache", cache, popen=True)
+        time.sleep(rng.uniform(3.0, 7.0))
+        if job.poll() is None:
+            job.send_signal(signal.SIGKILL)
+            kills += 1
+        job.wait()
+        if cache.exists() and FeatureCache(cache).namespaces():
+            assert only_namespace(cache).verify() == []  # a kill never leaves a corrupt committed shard
+    assert kills >= 1
+    done_before = len(only_namespace(cache))
+    resumed = featx_cli(*args, "--cache", cache, "--out", tmp_path / "resumed.parquet")
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"cached: {done_before}" in resumed.stdout  # finished work was not recomputed
+    X_ref, meta_ref = load_features(tmp_path / "reference.parquet")
+    X, meta = load_features(tmp_path / "resumed.parquet")
+    assert meta["key"].tolist() == meta_ref["key"].tolist()
+    np.testing.assert_array_equal(X, X_ref)  # same vectors, bit for bit (fp32, same batch size)
+    stats = only_namespace(cache).stats()
+    assert stats["stored_rows"] == stats["vectors"] == 300  # no duplicates

@@ -1,0 +1,94 @@
+"""The batch job from the command line: every bad-file kind reported, every good file extracted."""
+
+import io
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from conftest import encode, photo
+from test_cache import featx_cli
+
+from featx import load_features
+
+
+def save(image: Image.Image, path, fmt, **kwargs):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path, format=fmt, **kwargs)
+
+
+@pytest.fixture
+def messy_folder(tmp_path):
+    """Good files in odd modes next to every kind of bad file."""
+    root = tmp_path / "photos"
+    rgb = Image.fromarray(photo(1, size=(40, 30)))
+    save(rgb.convert("CMYK"), root / "good" / "cmyk.jpg", "JPEG")
+    save(Image.fromarray((photo(2)[..., 0].astype(np.uint16) * 257)), root / "good" / "grey16.png", "PNG")
+    save(rgb.convert("RGBA").convert("P"), root / "good" / "palette.png", "PNG", transparency=0)
+    save(rgb.convert("LA"), root / "good" / "la.png", "PNG")
+    exif = rgb.getexif()
+    exif[0x0112] = 6
+    save(rgb, root / "good" / "rotated.jpg", "JPEG", exif=exif)
+    save(rgb, root / "good" / "plain.png", "PNG")
+    jpeg = encode(photo(3), "JPEG")
+    (root / "bad").mkdir()
+    (root / "bad" / "empty.jpg").write_bytes(b"")
+    (root / "bad" / "truncated.jpg").write_bytes(jpeg[: len(jpeg) // 2])
+    (root / "bad" / "text.jpg").write_text("hello")
+    bomb = io.BytesIO()
+    Image.new("1", (12000, 10000)).save(bomb, format="PNG")  # 120 megapixels, a few kB on disk
+    (root / "bad" / "bomb.png").write_bytes(bomb.getvalue())
+    manifest = pd.DataFrame({"path": [str(p.relative_to(tmp_path)) for p in sorted(root.rglob("*.*"))]
+                             + ["photos/bad/missing.jpg"]})
+    manifest["label"] = [p.split("/")[1] for p in manifest["path"]]
+    manifest.to_csv(tmp_path / "manifest.csv", index=False)
+    return tmp_path / "manifest.csv"
+
+
+def test_bad_files_are_listed_with_their_kind_and_every_good_file_is_extracted(messy_folder, tmp_path):
+    out, errors = tmp_path / "out.parquet", tmp_path / "errors.csv"
+    result = featx_cli("extract", messy_folder, "--backbone", "tiny_backbone:TINY", "--weights", "none",
+                       "--cache", tmp_path / "cache", "--out", out, "--errors", errors, "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert "images: 11" in result.stdout and "failed: 5" in result.stdout
+    listed = pd.read_csv(errors)
+    kinds = dict(zip(listed["path"].str.rsplit("/", n=1).str[-1], listed["kind"]))
+    assert kinds == {"empty.jpg": "empty", "truncated.jpg": "truncated", "text.jpg": "not_an_image",
+                     "bomb.png": "decompression_bomb", "missing.jpg": "missing"}
+    X, meta = load_features(out)
+    assert sorted(meta["path"].str.rsplit("/", n=1).str[-1]) == [
+        "cmyk.jpg", "grey16.png", "la.png", "palette.png", "plain.png", "rotated.jpg"]
+    assert np.isfinite(X).all() and X.shape == (6, 64)
+    assert (meta["label"] == "good").all()
+
+
+def test_on_error_raise_stops_with_a_message_naming_the_file(messy_folder, tmp_path):
+    result = featx_cli("extract", messy_folder, "--backbone", "tiny_backbone:TINY", "--weights", "none",
+                       "--cache", tmp_path / "cache", "--on-error", "raise", "--quiet")
+    assert result.returncode == 1
+    assert "featx: error: input" in result.stderr and "missing.jpg" in result.stderr
+
+
+def test_folder_sources_take_labels_from_class_folders_and_write_npy(image_folder, tmp_path):
+    out = tmp_path / "features.npy"
+    result = featx_cli("extract", image_folder, "--backbone", "tiny_backbone:TINY", "--weights", "none",
+                       "--cache", tmp_path / "cache", "--out", out, "--quiet")
+    assert result.returncode == 0, result.stderr
+    X, meta = load_features(out)
+    assert X.shape == (6, 64) and sorted(set(meta["label"])) == ["cat", "dog"]
+    X_parquet, _ = load_features(_extract_parquet(image_folder, tmp_path))
+    np.testing.assert_array_equal(X, X_parquet)
+
+
+def _extract_parquet(folder, tmp_path):
+    out = tmp_path / "features.parquet"
+    featx_cli("extract", folder, "--backbone", "tiny_backbone:TINY", "--weights", "none",
+              "--cache", tmp_path / "cache", "--out", out, "--quiet")
+    return out
+
+
+def test_backbones_lists_node_and_feature_size():
+    listing = featx_cli("backbones").stdout
+    assert "resnet50" in listing and "avgpool" in listing and "2048" in listing
+    assert "vgg16" in listing and "features.30" in listing and "25088" in listing
