@@ -169,3 +169,19 @@ def test_kill_9_at_random_moments_then_resume_gives_the_uninterrupted_result(tmp
     np.testing.assert_array_equal(X, X_ref)  # same vectors, bit for bit (fp32, same batch size)
     stats = only_namespace(cache).stats()
     assert stats["stored_rows"] == stats["vectors"] == 300  # no duplicates
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_cleanly_keeping_finished_batches(tmp_path):
+    folder = write_images(tmp_path / "images", 300)
+    cache = tmp_path / "cache"
+    job = featx_cli("extract", folder, "--backbone", "resnet18", "--weights", "none", "--batch-size", "8",
+                    "--cache", cache, "--quiet", popen=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and not (cache.exists() and any(cache.rglob("*.keys.npy"))):
+        time.sleep(0.2)  # wait for the first committed batch
+    job.send_signal(signal.SIGINT)
+    assert job.wait(timeout=60) == 130
+    assert b"run the same command again to resume" in job.stderr.read()
+    namespace = only_namespace(cache)
+    assert 0 < len(namespace) < 300 and namespace.verify() == []
