@@ -52,10 +52,6 @@ def vector_checksums(vectors: np.ndarray) -> np.ndarray:
     return np.fromiter((zlib.crc32(row.tobytes()) for row in rows), dtype=np.uint32, count=len(rows))
 
 
-class CorruptCacheError(RuntimeError):
-    """A stored vector failed its checksum."""
-
-
 @dataclass
 class MemoryNamespace:
     """The in-memory stand-in used when no cache directory is given: same interface, nothing persists."""

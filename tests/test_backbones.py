@@ -1,6 +1,5 @@
 """The registry: feature sizes per backbone and node, user backbones, real EfficientNet-Lite0 weights."""
 
-import numpy as np
 import pytest
 import torch
 from torch import nn
