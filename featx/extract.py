@@ -41,7 +41,7 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
-    """'auto': bf16 autocast on CPUs with native bf16 (measured faithful: see tests/test_precision.py),
+    """'auto': bf16 autocast on CPUs with native bf16 (measured faithful: see tests/test_transfer.py),
     fp16 autocast on CUDA, fp32 elsewhere. Explicit values are honoured as given."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision={precision!r}; use one of {PRECISIONS}")
@@ -91,8 +91,7 @@ def _output_shape(spec: Backbone, node: str) -> tuple[int, ...]:
     try:
         return _meta_output_shape(spec, node, spec.preprocessing.crop)
     except Exception as error:  # FX raises assorted errors for unknown nodes
-        with torch.device("meta"):
-            names = spec.node_names(spec.build().eval())
+        names = list_nodes(spec)
         if node not in names:
             raise ValueError(
                 f"layer={node!r} is not a node of {spec.name}; choose from featx.list_nodes({spec.name!r}), "
@@ -168,9 +167,23 @@ class Extraction:
 
     features: np.ndarray
     errors: list[ImageError] = field(default_factory=list)
-    keys: list[str | None] = field(default_factory=list)
     n_cached: int = 0
     n_computed: int = 0
+
+
+@dataclass
+class Filled:
+    """The outcome of :func:`fill_store`: each input's content key, the failures, hit and compute counts."""
+
+    keys: list[str | None]
+    errors: list[ImageError]
+    n_cached: int
+    n_computed: int
+
+    def good(self) -> list[int]:
+        """Indices of the inputs whose vector is in the store, in input order."""
+        failed = {e.index for e in self.errors}
+        return [i for i in range(len(self.keys)) if i not in failed]
 
 
 class _Decode(Dataset):
@@ -285,6 +298,57 @@ def spread_failures(decode_errors: list[ImageError], keys: Sequence[str | None])
     ]
 
 
+def open_store(network: FrozenNetwork, cache_dir: str | os.PathLike | None) -> Store:
+    """The cache namespace of ``network`` under ``cache_dir``; an in-memory one when there is no cache."""
+    if cache_dir is None:
+        return MemoryNamespace(network.fingerprint)
+    return FeatureCache(cache_dir).namespace(network.fingerprint)
+
+
+def fill_store(
+    images: Sequence[ImageInput],
+    network: FrozenNetwork,
+    store: Store,
+    *,
+    batch_size: int = 64,
+    num_workers: int | None = None,
+    progress: bool = False,
+    fail_fast: bool = False,
+) -> Filled:
+    """Key every input, then compute and store what ``store`` lacks, with a progress bar.
+
+    Inputs sharing a failed content all fail. With ``fail_fast`` the first failure is raised (unreadable
+    inputs before any computing; a decoding failure after its batch's good vectors are stored).
+    """
+    keys, errors = content_keys(images, progress=progress)
+    if fail_fast and errors:
+        raise errors[0]
+    missing = set(store.missing(key for key in keys if key is not None))
+    n_cached = sum(1 for key in keys if key is not None and key not in missing)
+    with tqdm(total=len(images), disable=not progress, unit="img", desc=network.backbone.name) as bar:
+        bar.update(n_cached + len(errors))
+        bar.set_postfix(cached=n_cached, refresh=False)
+        n_computed, decode_errors = compute_missing(
+            images, keys, network, store, batch_size=batch_size, num_workers=num_workers,
+            progress=bar, fail_fast=fail_fast,
+        )
+    errors = sorted(errors + spread_failures(decode_errors, keys), key=lambda e: e.index)
+    return Filled(keys, errors, n_cached, n_computed)
+
+
+def read_vectors(
+    images: Sequence[ImageInput], keys: Sequence[str], network: FrozenNetwork, store: Store, *, batch_size: int = 64
+) -> tuple[np.ndarray, int]:
+    """Stored vectors for ``keys`` (all present, ``images`` aligned with them), and how many were recomputed:
+    a vector that fails its checksum is computed again rather than returned."""
+    vectors, corrupt = store.read(keys)
+    if not corrupt:
+        return vectors, 0
+    recomputed, _ = compute_missing(images, keys, network, store, batch_size=batch_size, num_workers=0)
+    vectors, _ = store.read(keys)
+    return vectors, recomputed
+
+
 def extract(
     images: Sequence[ImageInput],
     network: FrozenNetwork,
@@ -294,32 +358,20 @@ def extract(
     num_workers: int | None = None,
     progress: bool = False,
 ) -> Extraction:
-    """Features for ``images`` in input order, computing only what ``store`` lacks.
+    """Features for ``images`` in input order, computing only what ``store`` lacks (default: in memory).
 
     Failed inputs get NaN rows and an :class:`ImageError` each (inputs sharing a failed content all fail).
     """
     store = store if store is not None else MemoryNamespace(network.fingerprint)
-    keys, errors = content_keys(images)
-    missing = set(store.missing(key for key in keys if key is not None))
-    n_cached = sum(1 for key in keys if key is not None and key not in missing)
-    bar = tqdm(total=len(images), disable=not progress, unit="img", desc=network.backbone.name)
-    with bar:
-        bar.update(n_cached + len(errors))
-        bar.set_postfix(cached=n_cached, refresh=False)
-        n_computed, decode_errors = compute_missing(
-            images, keys, network, store, batch_size=batch_size, num_workers=num_workers, progress=bar
-        )
-    errors = sorted(errors + spread_failures(decode_errors, keys), key=lambda e: e.index)
-    failed = {e.index for e in errors}
+    filled = fill_store(images, network, store, batch_size=batch_size, num_workers=num_workers, progress=progress)
     features = np.full((len(images), network.n_features), np.nan, dtype=np.float32)
-    ok = [i for i in range(len(images)) if i not in failed]
-    if ok:
-        vectors, corrupt = store.read([keys[i] for i in ok])
-        if corrupt:  # a stored vector failed its checksum: recompute those, then read again
-            n_computed += compute_missing(images, keys, network, store, batch_size=batch_size, num_workers=0)[0]
-            vectors, _ = store.read([keys[i] for i in ok])
-        features[ok] = vectors
-    return Extraction(features, errors, list(keys), n_cached=n_cached, n_computed=n_computed)
+    good = filled.good()
+    recomputed = 0
+    if good:
+        features[good], recomputed = read_vectors(
+            [images[i] for i in good], [filled.keys[i] for i in good], network, store, batch_size=batch_size
+        )
+    return Extraction(features, filled.errors, n_cached=filled.n_cached, n_computed=filled.n_computed + recomputed)
 
 
 ON_ERROR = ("raise", "nan")
@@ -350,8 +402,7 @@ def extract_features(
         raise ValueError(f"on_error={on_error!r}; use one of {ON_ERROR}")
     images = as_image_list(images)
     network = FrozenNetwork(backbone, weights, layer, pooling, device, precision)
-    store = FeatureCache(cache_dir).namespace(network.fingerprint) if cache_dir is not None else None
-    result = extract(images, network, store, batch_size=batch_size, num_workers=num_workers, progress=progress)
+    result = extract(images, network, open_store(network, cache_dir), batch_size=batch_size, num_workers=num_workers, progress=progress)
     if result.errors and on_error == "raise":
         raise result.errors[0]
     return result.features

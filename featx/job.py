@@ -15,10 +15,9 @@ from typing import Iterator
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from featx.cache import Namespace
-from featx.extract import FrozenNetwork, compute_missing, content_keys, spread_failures
+from featx.extract import FrozenNetwork, fill_store, read_vectors
 from featx.feature_files import write_features
 from featx.images import ImageError
 
@@ -70,24 +69,12 @@ def run_extract_job(
         raise ValueError(f"on_error={on_error!r}; use one of {ON_ERROR}")
     start = time.perf_counter()
     paths = manifest["path"].tolist()
-    keys, errors = content_keys(paths, progress=progress)
-    if errors and on_error == "raise":
-        raise errors[0]
-    missing = set(namespace.missing(k for k in keys if k is not None))
-    n_cached = sum(1 for k in keys if k is not None and k not in missing)
-    with tqdm(total=len(paths), disable=not progress, unit="img", desc=network.backbone.name) as bar:
-        bar.update(n_cached + len(errors))
-        bar.set_postfix(cached=n_cached, refresh=False)
-        n_computed, decode_errors = compute_missing(
-            paths, keys, network, namespace, batch_size=batch_size, num_workers=num_workers,
-            progress=bar, fail_fast=on_error == "raise",
-        )
-    errors = sorted(errors + spread_failures(decode_errors, keys), key=lambda e: e.index)
-    summary = JobSummary(len(paths), n_cached, n_computed, errors)
+    filled = fill_store(paths, network, namespace, batch_size=batch_size, num_workers=num_workers,
+                        progress=progress, fail_fast=on_error == "raise")
+    summary = JobSummary(len(paths), filled.n_cached, filled.n_computed, filled.errors)
     if out is not None:
-        failed = {e.index for e in errors}
-        good = [i for i in range(len(paths)) if i not in failed]
-        frame = manifest.assign(key=keys)
+        good = filled.good()
+        frame = manifest.assign(key=filled.keys)
         summary.out = write_features(
             out, _chunks(frame, good, network, namespace), network.n_features, len(good), network.fingerprint
         )
@@ -99,12 +86,7 @@ def _chunks(frame: pd.DataFrame, rows: list[int], network: FrozenNetwork,
             namespace: Namespace) -> Iterator[tuple[pd.DataFrame, np.ndarray]]:
     for start in range(0, len(rows), _CHUNK_ROWS):
         chunk = frame.iloc[rows[start : start + _CHUNK_ROWS]]
-        keys = chunk["key"].tolist()
-        vectors, corrupt = namespace.read(keys)
-        if corrupt:  # recompute vectors whose stored copy failed its checksum
-            images = chunk["path"].tolist()
-            compute_missing(images, keys, network, namespace, num_workers=0)
-            vectors, _ = namespace.read(keys)
+        vectors, _ = read_vectors(chunk["path"].tolist(), chunk["key"].tolist(), network, namespace)
         yield chunk, vectors
 
 

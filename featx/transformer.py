@@ -10,8 +10,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
 from featx.backbones import Backbone, get_backbone
-from featx.cache import FeatureCache
-from featx.extract import ON_ERROR, PRECISIONS, FrozenNetwork, extract, feature_size
+from featx.extract import ON_ERROR, PRECISIONS, FrozenNetwork, extract, feature_size, open_store
 from featx.images import ImageError, as_image_list
 
 
@@ -101,8 +100,7 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
         check_is_fitted(self, "n_features_out_")
         images = as_image_list(X)
         network = self._network()
-        store = FeatureCache(self.cache_dir).namespace(network.fingerprint) if self.cache_dir is not None else None
-        result = extract(images, network, store, batch_size=self.batch_size, num_workers=self.num_workers,
+        result = extract(images, network, open_store(network, self.cache_dir), batch_size=self.batch_size, num_workers=self.num_workers,
                          progress=self.progress)
         self.errors_: list[ImageError] = result.errors
         if result.errors:
