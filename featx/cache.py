@@ -179,12 +179,12 @@ class Namespace:
 
     def stats(self) -> dict[str, Any]:
         files = [p for p in self.path.iterdir() if p.is_file()]
-        rows = sum(len(self._keys(shard)) for shard in self.shard_names())
+        shards = self.shard_names()
         return {
             "namespace": self.path.name,
             "vectors": len(self.index()),
-            "stored_rows": rows,
-            "shards": len(self.shard_names()),
+            "stored_rows": sum(len(self._keys(shard)) for shard in shards),
+            "shards": len(shards),
             "bytes": sum(p.stat().st_size for p in files),
         }
 

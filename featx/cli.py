@@ -94,8 +94,9 @@ def _extract(args: argparse.Namespace) -> int:
         manifest, network, namespace, batch_size=args.batch_size, num_workers=args.num_workers,
         on_error=args.on_error, out=args.out, progress=not args.quiet,
     )
-    errors_path = args.errors or (summary.errors and (Path(args.out).with_suffix(".errors.csv") if args.out
-                                                      else Path("featx-errors.csv")))
+    errors_path = args.errors
+    if errors_path is None and summary.errors:  # never lose the list of failures
+        errors_path = Path(args.out).with_suffix(".errors.csv") if args.out else Path("featx-errors.csv")
     print(summary)
     if errors_path:
         write_errors(errors_path, summary.errors)

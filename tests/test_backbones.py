@@ -2,10 +2,13 @@
 
 import pytest
 import torch
+from PIL import Image
+from sklearn.datasets import load_sample_image
 from torch import nn
+from torchvision.models import ResNet50_Weights
 
 from conftest import photo
-from featx import Backbone, Preprocessing, extract_features, feature_size, list_backbones, list_nodes, register_backbone
+from featx import Backbone, get_backbone, Preprocessing, extract_features, feature_size, list_backbones, list_nodes, register_backbone
 
 
 @pytest.mark.parametrize(
@@ -31,8 +34,6 @@ def test_real_outputs_have_the_registry_size(backbone, pooling):
 
 
 def test_vgg16_is_plain_vgg16_and_vgg16_bn_is_the_batchnorm_variant():
-    from featx.backbones import get_backbone
-
     def has_batchnorm(name):
         with torch.device("meta"):
             return any(isinstance(m, nn.BatchNorm2d) for m in get_backbone(name).build().modules())
@@ -64,27 +65,12 @@ def test_users_register_their_own_backbone_without_editing_featx():
 
 
 def test_efficientnet_lite0_pip_weights_load_exactly_and_recognise_a_temple():
-    from sklearn.datasets import load_sample_image
-    from torchvision.models import ResNet50_Weights
-
-    network = extract_module_with_head("efficientnet_lite0")
-    categories = ResNet50_Weights.IMAGENET1K_V2.meta["categories"]
-    from featx.backbones import get_backbone
-
-    transform = get_backbone("efficientnet_lite0").preprocessing.transform()
-    from PIL import Image
-
-    x = transform(Image.fromarray(load_sample_image("china.jpg")))[None]
+    spec = get_backbone("efficientnet_lite0")
+    classifier = spec.build()
+    loaded = classifier.load_state_dict(spec.weights[spec.default_weights].load())
+    assert not loaded.missing_keys and not loaded.unexpected_keys
+    x = spec.preprocessing.transform()(Image.fromarray(load_sample_image("china.jpg")))[None]
     with torch.inference_mode():
-        top5 = network(x).topk(5).indices[0].tolist()
+        top5 = classifier.eval()(x).topk(5).indices[0].tolist()
+    categories = ResNet50_Weights.IMAGENET1K_V2.meta["categories"]  # the ImageNet-1k class names
     assert {"palace", "monastery", "bell cote"} & {categories[i] for i in top5}
-
-
-def extract_module_with_head(name: str) -> nn.Module:
-    from featx.backbones import get_backbone
-
-    spec = get_backbone(name)
-    model = spec.build()
-    missing = model.load_state_dict(spec.weights[spec.default_weights].load())
-    assert not missing.missing_keys and not missing.unexpected_keys
-    return model.eval()
