@@ -1,0 +1,84 @@
+"""The classifiers ``featx compare`` tries on features, each a Pipeline with the scaling it needs.
+
+Defaults suit CNN features (hundreds to thousands of dense, non-negative dimensions): standardise for the
+linear models and the RBF SVM, L2-normalise for k-NN (Euclidean on unit vectors ranks like cosine), nothing
+for the forest. ``tune=True`` wraps each in a small ``GridSearchCV`` over its regularisation.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable, Mapping
+
+from sklearn.base import BaseEstimator, clone
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GridSearchCV, StratifiedKFold
+from sklearn.neighbors import KNeighborsClassifier
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import Normalizer, StandardScaler
+from sklearn.svm import SVC, LinearSVC
+
+
+def _logreg(random_state: int) -> Pipeline:
+    return make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=2000, random_state=random_state))
+
+
+def _linsvm(random_state: int) -> Pipeline:
+    return make_pipeline(StandardScaler(), LinearSVC(C=0.01, max_iter=5000, random_state=random_state))
+
+
+def _svm(random_state: int) -> Pipeline:
+    return make_pipeline(StandardScaler(), SVC(C=10, gamma="scale", random_state=random_state))
+
+
+def _knn(random_state: int) -> Pipeline:
+    return make_pipeline(Normalizer(), KNeighborsClassifier(n_neighbors=10, weights="distance"))
+
+
+def _rf(random_state: int) -> Pipeline:
+    return make_pipeline(RandomForestClassifier(n_estimators=300, random_state=random_state))
+
+
+CLASSIFIERS: dict[str, Callable[[int], Pipeline]] = {
+    "logreg": _logreg,
+    "linsvm": _linsvm,
+    "svm": _svm,
+    "knn": _knn,
+    "rf": _rf,
+}
+
+PARAM_GRIDS: dict[str, dict[str, list[Any]]] = {
+    "logreg": {"logisticregression__C": [0.01, 0.1, 1.0]},
+    "linsvm": {"linearsvc__C": [0.001, 0.01, 0.1]},
+    "svm": {"svc__C": [1, 10, 100]},
+    "knn": {"kneighborsclassifier__n_neighbors": [5, 10, 20]},
+    "rf": {"randomforestclassifier__max_features": ["sqrt", 0.1]},
+}
+
+
+def make_classifier(name: str, *, tune: bool = False, random_state: int = 0) -> BaseEstimator:
+    """A fresh, unfitted classifier by name (see ``CLASSIFIERS``); tuned by an inner 3-fold grid search."""
+    if name not in CLASSIFIERS:
+        raise ValueError(f"classifier {name!r} is not known; use one of {sorted(CLASSIFIERS)} "
+                         "or pass a dict of name -> estimator")
+    pipeline = CLASSIFIERS[name](random_state)
+    if not tune:
+        return pipeline
+    inner = StratifiedKFold(n_splits=3, shuffle=True, random_state=random_state)
+    return GridSearchCV(pipeline, PARAM_GRIDS[name], cv=inner, scoring="accuracy")
+
+
+def resolve_classifiers(
+    classifiers: Iterable[str] | Mapping[str, BaseEstimator] | None, *, tune: bool = False, random_state: int = 0
+) -> dict[str, BaseEstimator]:
+    """Names (or a name -> estimator mapping, used as given) -> unfitted estimators, in order."""
+    if classifiers is None:
+        classifiers = list(CLASSIFIERS)
+    if isinstance(classifiers, str):
+        classifiers = [name.strip() for name in classifiers.split(",") if name.strip()]
+    if isinstance(classifiers, Mapping):
+        return {name: clone(estimator) for name, estimator in classifiers.items()}
+    resolved = {name: make_classifier(name, tune=tune, random_state=random_state) for name in classifiers}
+    if not resolved:
+        raise ValueError("no classifiers to compare")
+    return resolved
