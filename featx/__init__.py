@@ -5,6 +5,7 @@ from featx.cache import FeatureCache
 from featx.extract import FrozenNetwork, extract_features, feature_size, list_nodes
 from featx.feature_files import load_features
 from featx.images import ImageError
+from featx.pixels import RawPixels
 from featx.preprocessing import Preprocessing
 from featx.transformer import PretrainedFeatures
 from featx.weights import PretrainedWeights, WeightsUnavailableError
@@ -17,6 +18,7 @@ __all__ = [
     "Preprocessing",
     "PretrainedFeatures",
     "PretrainedWeights",
+    "RawPixels",
     "WeightsUnavailableError",
     "extract_features",
     "feature_size",

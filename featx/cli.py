@@ -1,4 +1,4 @@
-"""The ``featx`` command: list backbones, run the caching job, maintain the cache."""
+"""The ``featx`` command: list backbones, run the caching job, compare classifiers, maintain the cache."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import pandas as pd
 
 
@@ -42,10 +43,36 @@ def _parser() -> argparse.ArgumentParser:
     extract.add_argument("--num-workers", type=int, help="decoding processes (default: from job size and cores)")
     extract.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
     extract.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    extract.add_argument("--compile", default="auto", choices=["auto", "on", "off"],
+                         help="torch.compile the network (auto: when >= 1000 images need computing)")
     extract.add_argument("--on-error", default="skip", choices=["skip", "raise"])
     extract.add_argument("--errors", help="CSV listing every failed image (default: next to --out, if any fail)")
     extract.add_argument("--quiet", action="store_true", help="no progress bar")
     extract.set_defaults(run=_extract)
+
+    compare = commands.add_parser(
+        "compare", help="cross-validate classifiers on features; --report: did transfer help at all?")
+    compare.add_argument("source", help="a features file from `featx extract --out`, or a folder / manifest of images")
+    compare.add_argument("--backbone", action="append",
+                         help="backbone (repeat for several in the report; default: the features file's, or resnet50)")
+    compare.add_argument("--weights", default="DEFAULT", help="DEFAULT, a weights name or a file")
+    compare.add_argument("--layer", help="graph node for the comparison (default: the last pooling layer)")
+    compare.add_argument("--cache", default=".featx-cache", help="feature cache directory (default: .featx-cache)")
+    compare.add_argument("--classifiers", default="logreg,linsvm,svm,knn,rf", help="comma-separated names")
+    compare.add_argument("--cv", default="5", help="number of stratified folds, or 'split' for the manifest's split")
+    compare.add_argument("--tune", action="store_true", help="grid-search each classifier's regularisation (nested)")
+    compare.add_argument("--out", help="write the comparison table to FILE.csv (the report to FILE.transfer.csv)")
+    compare.add_argument("--plot", help="write accuracies, the best one's confusion matrix (and the report) to FILE.png")
+    compare.add_argument("--report", action="store_true",
+                         help="transfer report: pretrained features vs raw pixels and random weights, same folds")
+    compare.add_argument("--layers", default=None,
+                         help="report: 'stages' for early/middle/last layers, or comma-separated nodes")
+    compare.add_argument("--n-jobs", type=int, help="folds fitted in parallel (default 1)")
+    compare.add_argument("--batch-size", type=int, default=64)
+    compare.add_argument("--device", default="auto")
+    compare.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    compare.add_argument("--quiet", action="store_true", help="no progress bar")
+    compare.set_defaults(run=_compare)
 
     cache = commands.add_parser("cache", help="inspect and maintain a feature cache")
     actions = cache.add_subparsers(required=True, metavar="ACTION")
@@ -78,6 +105,9 @@ def _backbones(args: argparse.Namespace) -> int:
     return 0
 
 
+_COMPILE = {"auto": "auto", "on": True, "off": False}
+
+
 def _extract(args: argparse.Namespace) -> int:
     from featx.cache import FeatureCache
     from featx.datasets import load_manifest
@@ -85,7 +115,8 @@ def _extract(args: argparse.Namespace) -> int:
     from featx.job import run_extract_job, write_errors
 
     manifest = load_manifest(args.source)
-    network = FrozenNetwork(args.backbone, args.weights, args.layer, args.pooling, args.device, args.precision)
+    network = FrozenNetwork(args.backbone, args.weights, args.layer, args.pooling, args.device, args.precision,
+                            _COMPILE[args.compile])
     namespace = FeatureCache(args.cache).namespace(network.fingerprint)
     print(f"{len(manifest)} images -> {network.backbone.name} [{network.weights_description}] "
           f"node {network.node} ({network.n_features} features, {network.pooling}), "
@@ -104,6 +135,79 @@ def _extract(args: argparse.Namespace) -> int:
     for error in summary.errors[:5]:
         print(f"  skipped {error.source}: {error.kind}: {error.reason}", file=sys.stderr)
     return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from featx.evaluate import compare_classifiers, confusion, recommendation, transfer_report
+
+    cv = args.cv if args.cv == "split" else int(args.cv)
+    X, meta, backbone, layer = _labelled_features(args)
+    split = meta["split"].to_numpy() if "split" in meta else None
+    y = meta["label"].astype(str).to_numpy()
+    print(f"{len(y)} labelled images, {X.shape[1]} features ({backbone} {layer}), "
+          f"{'the manifest split' if cv == 'split' else f'{cv}-fold cross-validation'}", file=sys.stderr)
+    table = compare_classifiers(X, y, classifiers=args.classifiers, cv=cv, split=split, tune=args.tune,
+                                backbone=backbone, layer=layer, n_jobs=args.n_jobs)
+    print(table.to_string(index=False, float_format="{:.4f}".format))
+    print(recommendation(table))
+    report = None
+    if args.report:
+        layers = args.layers if args.layers in (None, "stages") else args.layers.split(",")
+        report = transfer_report(
+            meta["path"].tolist(), y, backbones=args.backbone or [backbone], layers=layers, weights=args.weights,
+            classifier=table.iloc[0]["classifier"], cv=cv, split=split, dataset=_dataset_name(args.source),
+            cache_dir=args.cache, batch_size=args.batch_size, device=args.device, precision=args.precision,
+            progress=not args.quiet, n_jobs=args.n_jobs,
+        )
+        print(f"\n{report}")
+    if args.out:
+        table.to_csv(args.out, index=False)
+        print(f"table: {args.out}")
+        if report is not None:
+            transfer_csv = Path(args.out).with_suffix(".transfer.csv")
+            report.summary.to_csv(transfer_csv, index=False)
+            print(f"transfer report: {transfer_csv}")
+    if args.plot:
+        from featx.plots import comparison_figure, save_png
+
+        matrix = confusion(X, y, table.iloc[0]["classifier"], cv=cv, split=split)
+        print(f"plot: {save_png(comparison_figure(table, matrix, report), args.plot)}")
+    return 0
+
+
+def _dataset_name(source: str) -> str:
+    """'data/digits/manifest.csv' -> 'digits'; 'out/fashion.parquet' -> 'fashion'; a folder -> its name."""
+    path = Path(source)
+    return path.parent.resolve().name if path.stem == "manifest" else path.stem
+
+
+def _labelled_features(args: argparse.Namespace) -> tuple[np.ndarray, pd.DataFrame, str, str]:
+    """(X, meta, backbone, layer) from a features file, or extracted through the cache from images."""
+    from featx.datasets import is_features_file, load_manifest
+    from featx.extract import FrozenNetwork, extract, open_store
+    from featx.feature_files import load_features
+
+    if is_features_file(args.source):
+        X, meta = load_features(args.source)
+        fingerprint = meta.attrs.get("featx", {})
+        backbone = fingerprint.get("backbone", "?")
+        layer = fingerprint.get("node", "?")
+    else:
+        meta = load_manifest(args.source)
+        backbone = (args.backbone or ["resnet50"])[0]
+        network = FrozenNetwork(backbone, args.weights, args.layer, None, args.device, args.precision)
+        result = extract(meta["path"].tolist(), network, open_store(network, args.cache),
+                         batch_size=args.batch_size, progress=not args.quiet)
+        for error in result.errors[:5]:
+            print(f"  skipped {error.source}: {error.kind}: {error.reason}", file=sys.stderr)
+        failed = [error.index for error in result.errors]
+        X = np.delete(result.features, failed, axis=0)
+        meta = meta.drop(index=failed).reset_index(drop=True)
+        layer = network.node
+    if "label" not in meta:
+        raise ValueError(f"{args.source} has no labels: compare needs class sub-folders or a 'label' column")
+    labelled = meta["label"].notna().to_numpy()
+    return X[labelled], meta[labelled].reset_index(drop=True), backbone, layer
 
 
 def _cache_info(args: argparse.Namespace) -> int:

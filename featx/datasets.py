@@ -35,6 +35,20 @@ def load_manifest(source: str | os.PathLike) -> pd.DataFrame:
     return frame.reset_index(drop=True)
 
 
+def is_features_file(path: str | os.PathLike) -> bool:
+    """True for what ``featx extract --out`` writes (a ``.npy``, or a Parquet file with a features column)."""
+    path = Path(path)
+    if path.suffix.lower() == ".npy":
+        return True
+    if path.suffix.lower() != ".parquet" or not path.is_file():
+        return False
+    import pyarrow.parquet as pq
+
+    from featx.feature_files import FEATURES_COLUMN
+
+    return FEATURES_COLUMN in pq.read_schema(path).names
+
+
 def _folder_manifest(folder: Path) -> pd.DataFrame:
     classes = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
     if classes:

@@ -92,3 +92,52 @@ def test_backbones_lists_node_and_feature_size():
     listing = featx_cli("backbones").stdout
     assert "resnet50" in listing and "avgpool" in listing and "2048" in listing
     assert "vgg16" in listing and "features.30" in listing and "25088" in listing
+
+
+@pytest.fixture(scope="module")
+def small_fashion_manifest(fashion_manifest, tmp_path_factory):
+    """20 images per class of the Fashion-MNIST sample, as a manifest with absolute paths."""
+    manifest = pd.read_csv(fashion_manifest).groupby("label").head(20)
+    manifest["path"] = [str(fashion_manifest.parent / p) for p in manifest["path"]]
+    path = tmp_path_factory.mktemp("manifest") / "small.csv"
+    manifest.to_csv(path, index=False)
+    return path
+
+
+def test_compare_prints_a_table_a_recommendation_and_a_verdict_and_writes_csv_and_png(small_fashion_manifest, tmp_path):
+    out, plot = tmp_path / "results.csv", tmp_path / "results.png"
+    done = featx_cli("compare", small_fashion_manifest, "--backbone", "efficientnet_lite0", "--cache", tmp_path / "cache",
+                     "--cv", "3", "--classifiers", "logreg,knn", "--report", "--out", out, "--plot", plot, "--quiet")
+    assert done.returncode == 0, done.stderr
+    print(done.stdout)
+    assert "Best: " in done.stdout and "Transfer " in done.stdout
+    table = pd.read_csv(out)
+    assert sorted(table["classifier"]) == ["knn", "logreg"] and (table["n_folds"] == 3).all()
+    report = pd.read_csv(tmp_path / "results.transfer.csv")
+    assert sorted(report["kind"]) == ["pretrained", "random init", "raw pixels"]
+    with Image.open(plot) as png:
+        assert png.format == "PNG" and png.size == (1950, 550)
+
+
+def test_compare_on_a_features_file_gives_the_same_table_as_on_its_images(small_fashion_manifest, tmp_path):
+    cache, features = tmp_path / "cache", tmp_path / "features.parquet"
+    args = ("--cv", "3", "--classifiers", "logreg", "--quiet")
+    assert featx_cli("extract", small_fashion_manifest, "--backbone", "efficientnet_lite0", "--cache", cache,
+                     "--out", features, "--quiet").returncode == 0
+    from_images = featx_cli("compare", small_fashion_manifest, "--backbone", "efficientnet_lite0", "--cache", cache,
+                            "--out", tmp_path / "a.csv", *args)
+    from_file = featx_cli("compare", features, "--out", tmp_path / "b.csv", *args)
+    assert from_images.returncode == 0 and from_file.returncode == 0, from_images.stderr + from_file.stderr
+    a, b = pd.read_csv(tmp_path / "a.csv"), pd.read_csv(tmp_path / "b.csv")
+    assert a["accuracy_mean"].tolist() == b["accuracy_mean"].tolist()
+    assert b["backbone"].tolist() == ["efficientnet_lite0"] and b["layer"].tolist() == ["global_pool"]
+
+
+def test_compare_without_labels_says_what_it_needs(image_folder, tmp_path):
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for n, path in enumerate(sorted(image_folder.rglob("*.png"))):
+        (flat / f"{n}.png").write_bytes(path.read_bytes())
+    done = featx_cli("compare", flat, "--backbone", "tiny_backbone:TINY", "--weights", "none", "--cache", tmp_path / "c")
+    assert done.returncode == 1
+    assert "has no labels: compare needs class sub-folders or a 'label' column" in done.stderr

@@ -3,10 +3,12 @@
 import numpy as np
 import pytest
 import torch
+import torchvision
+from PIL import Image
 
 from conftest import photo
 from featx import FrozenNetwork, extract_features
-from featx.extract import extract, resolve_precision
+from featx.extract import COMPILE_MIN_IMAGES, extract, resolve_precision
 
 
 def test_rows_follow_input_order_and_do_not_depend_on_batch_size_or_neighbours():
@@ -30,7 +32,7 @@ def test_the_network_is_frozen_in_eval_mode_without_gradients():
     assert not any(module.training for module in network.module.modules())
     assert not any(p.requires_grad for p in network.module.parameters())
     before = {k: v.clone() for k, v in network.module.state_dict().items()}
-    network(torch.randn(4, 3, 224, 224))
+    network(torch.randint(0, 256, (4, 3, 224, 224), dtype=torch.uint8))
     after = network.module.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # BatchNorm running stats untouched
 
@@ -60,3 +62,50 @@ def test_precision_auto_is_bf16_only_on_cpus_with_native_bf16_and_fp16_on_cuda()
     assert resolve_precision("fp32", torch.device("cuda")) == "fp32"
     with pytest.raises(ValueError, match="precision='fp8'"):
         resolve_precision("fp8", torch.device("cpu"))
+
+
+def test_the_engine_scales_uint8_batches_as_the_per_image_float_transform_does():
+    network = FrozenNetwork("tiny", weights=None, precision="fp32")
+    pictures = [Image.fromarray(photo(seed, size=(50 + seed, 40))) for seed in range(3)]
+    uint8 = torch.stack([network.preprocessing.geometry()(p) for p in pictures])
+    assert uint8.dtype == torch.uint8
+    with torch.inference_mode():
+        expected = network.module(torch.stack([network.preprocessing.transform()(p) for p in pictures]))
+    np.testing.assert_allclose(network(uint8), expected["features"].flatten(1).numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_batchnorm_is_folded_into_convolutions_without_changing_the_features():
+    network = FrozenNetwork("resnet18", weights=None, precision="fp32")
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in network.module.modules())
+    torch.manual_seed(0)  # featx's random init: the same seed, the same network
+    unfused = torchvision.models.resnet18().eval()
+    unfused.fc = torch.nn.Identity()
+    batch = torch.randint(0, 256, (2, 3, 224, 224), dtype=torch.uint8)
+    scaled = torchvision.transforms.v2.Normalize(network.preprocessing.mean, network.preprocessing.std)(batch / 255)
+    with torch.inference_mode():
+        expected = unfused(scaled).numpy()
+    np.testing.assert_allclose(network(batch), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_compiled_network_pads_small_batches_and_matches_the_eager_one():
+    images = [photo(seed) for seed in range(5)]
+    eager = extract_features(images, "tiny", weights=None, precision="fp32", batch_size=4, compile=False)
+    network = FrozenNetwork("tiny", weights=None, precision="fp32", compile=True)
+    compiled = extract(images, network, batch_size=4)  # batches of 4 and 1 (padded to 4)
+    assert network._compiled is not None and network._compiled[1] == 4
+    np.testing.assert_allclose(compiled.features, eager, rtol=1e-4, atol=1e-5)
+
+
+def test_compile_auto_waits_for_a_big_job_and_a_failed_compile_falls_back_with_a_warning(monkeypatch):
+    network = FrozenNetwork("tiny", weights=None, compile="auto")
+    network.prepare(n_images=COMPILE_MIN_IMAGES - 1, batch_size=8)
+    assert network._compiled is None
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no C compiler")
+
+    monkeypatch.setattr(torch, "compile", lambda module, **kwargs: broken)
+    with pytest.warns(UserWarning, match="torch.compile failed for tiny .*no C compiler.*running eagerly"):
+        network.prepare(n_images=COMPILE_MIN_IMAGES, batch_size=8)
+    assert network._compiled is None and network.compile is False
+    assert extract([photo(0)], network).features.shape == (1, 64)
