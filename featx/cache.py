@@ -111,6 +111,10 @@ class Namespace:
             self._index = index
         return self._index
 
+    def refresh(self) -> None:
+        """Forget the index, so the next lookup sees shards other processes committed since (Ray actors)."""
+        self._index = None
+
     def __len__(self) -> int:
         return len(self.index())
 

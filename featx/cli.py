@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -44,10 +45,14 @@ def _parser() -> argparse.ArgumentParser:
     extract.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
     extract.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
     extract.add_argument("--compile", default="auto", choices=["auto", "on", "off"],
-                         help="torch.compile the network (auto: when >= 1000 images need computing)")
+                         help="torch.compile the network (auto: when >= 10000 images need computing)")
     extract.add_argument("--on-error", default="skip", choices=["skip", "raise"])
     extract.add_argument("--errors", help="CSV listing every failed image (default: next to --out, if any fail)")
     extract.add_argument("--quiet", action="store_true", help="no progress bar")
+    extract.add_argument("--engine", default="local", choices=["local", "ray"],
+                         help="local: DataLoader workers; ray: Ray Data tasks and actors (pip install 'featx[ray]')")
+    extract.add_argument("--ray-address", help="join this Ray cluster ('auto': the running one); default: start one")
+    extract.add_argument("--ray-concurrency", type=int, help="model actors (default: one per GPU, else one)")
     extract.set_defaults(run=_extract)
 
     compare = commands.add_parser(
@@ -67,6 +72,11 @@ def _parser() -> argparse.ArgumentParser:
                          help="transfer report: pretrained features vs raw pixels and random weights, same folds")
     compare.add_argument("--layers", default=None,
                          help="report: 'stages' for early/middle/last layers, or comma-separated nodes")
+    compare.add_argument("--finetune", action="store_true",
+                         help="add fine-tuned rows: a new head on the frozen base, then the last blocks unfrozen")
+    compare.add_argument("--unfreeze", type=int, default=2, help="--finetune: blocks to unfreeze (default 2)")
+    compare.add_argument("--finetune-folds", type=int, default=1,
+                         help="--finetune: folds to train on (default 1: minutes per fold on a CPU)")
     compare.add_argument("--n-jobs", type=int, help="folds fitted in parallel (default 1)")
     compare.add_argument("--batch-size", type=int, default=64)
     compare.add_argument("--device", default="auto")
@@ -111,7 +121,7 @@ _COMPILE = {"auto": "auto", "on": True, "off": False}
 def _extract(args: argparse.Namespace) -> int:
     from featx.cache import FeatureCache
     from featx.datasets import load_manifest
-    from featx.extract import FrozenNetwork
+    from featx.extract import FrozenNetwork, fill_store
     from featx.job import run_extract_job, write_errors
 
     manifest = load_manifest(args.source)
@@ -121,9 +131,14 @@ def _extract(args: argparse.Namespace) -> int:
     print(f"{len(manifest)} images -> {network.backbone.name} [{network.weights_description}] "
           f"node {network.node} ({network.n_features} features, {network.pooling}), "
           f"{network.device} {network.precision}; cache {namespace.path}", file=sys.stderr)
+    fill = fill_store
+    if args.engine == "ray":
+        from featx.engines import ray
+
+        fill = functools.partial(ray.fill_store, address=args.ray_address, concurrency=args.ray_concurrency)
     summary = run_extract_job(
         manifest, network, namespace, batch_size=args.batch_size, num_workers=args.num_workers,
-        on_error=args.on_error, out=args.out, progress=not args.quiet,
+        on_error=args.on_error, out=args.out, progress=not args.quiet, fill=fill,
     )
     errors_path = args.errors
     if errors_path is None and summary.errors:  # never lose the list of failures
@@ -138,7 +153,7 @@ def _extract(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from featx.evaluate import compare_classifiers, confusion, recommendation, transfer_report
+    from featx.evaluate import compare_classifiers, compare_finetuning, confusion, recommendation, transfer_report
 
     cv = args.cv if args.cv == "split" else int(args.cv)
     X, meta, backbone, layer = _labelled_features(args)
@@ -148,14 +163,20 @@ def _compare(args: argparse.Namespace) -> int:
           f"{'the manifest split' if cv == 'split' else f'{cv}-fold cross-validation'}", file=sys.stderr)
     table = compare_classifiers(X, y, classifiers=args.classifiers, cv=cv, split=split, tune=args.tune,
                                 backbone=backbone, layer=layer, n_jobs=args.n_jobs)
+    if args.finetune:
+        finetuned = compare_finetuning(meta["path"].tolist(), y, backbone=(args.backbone or [backbone])[0],
+                                       weights=args.weights, unfreeze=(0, args.unfreeze), cv=cv, split=split,
+                                       max_folds=args.finetune_folds)
+        table = pd.concat([table, finetuned]).sort_values("accuracy_mean", ascending=False, ignore_index=True)
     print(table.to_string(index=False, float_format="{:.4f}".format))
     print(recommendation(table))
+    best = table.loc[table["layer"] != "trained", "classifier"].iloc[0]  # the best on the features themselves
     report = None
     if args.report:
         layers = args.layers if args.layers in (None, "stages") else args.layers.split(",")
         report = transfer_report(
             meta["path"].tolist(), y, backbones=args.backbone or [backbone], layers=layers, weights=args.weights,
-            classifier=table.iloc[0]["classifier"], cv=cv, split=split, dataset=_dataset_name(args.source),
+            classifier=best, cv=cv, split=split, dataset=_dataset_name(args.source),
             cache_dir=args.cache, batch_size=args.batch_size, device=args.device, precision=args.precision,
             progress=not args.quiet, n_jobs=args.n_jobs,
         )
@@ -170,7 +191,7 @@ def _compare(args: argparse.Namespace) -> int:
     if args.plot:
         from featx.plots import comparison_figure, save_png
 
-        matrix = confusion(X, y, table.iloc[0]["classifier"], cv=cv, split=split)
+        matrix = confusion(X, y, best, cv=cv, split=split)
         print(f"plot: {save_png(comparison_figure(table, matrix, report), args.plot)}")
     return 0
 

@@ -28,10 +28,10 @@ from featx.weights import RANDOM_INIT_SEED, resolve_weights
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 COMPILES = ("auto", True, False)
-# Below this many images to compute, torch.compile's one-off cost (3-20 s per network and process on
-# 2 CPU cores, less with inductor's on-disk cache) does not pay back; above it, it speeds up the forward
-# pass by 1.1x (VGG16) to 1.6x (ResNet-50) here. See benchmarks/speed.py.
-COMPILE_MIN_IMAGES = 1000
+# torch.compile costs 3-20 s once per network and process on 2 CPU cores (less from inductor's on-disk
+# cache) and saves 1.3 ms (ResNet-18) to 9 ms (ResNet-50) per image here: it pays back after a few
+# thousand images. See benchmarks/speed.py.
+COMPILE_MIN_IMAGES = 10_000
 _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 Store = Namespace | MemoryNamespace
 
@@ -134,6 +134,9 @@ class FrozenNetwork:
             raise ValueError(f"compile={compile!r}; use True, False or 'auto' (when >= {COMPILE_MIN_IMAGES} images)")
         self.compile = compile
         self._compiled: tuple[nn.Module, int] | None = None
+        # what rebuilds this network in another process (a Ray actor): picklable by value
+        self.settings = {"backbone": backbone, "weights": weights, "layer": layer, "pooling": pooling,
+                         "device": str(device), "precision": precision, "compile": compile}
         self.backbone = get_backbone(backbone)
         self.node = layer or self.backbone.node
         self.pooling = resolve_pooling(self.backbone, layer, pooling)

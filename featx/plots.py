@@ -84,7 +84,7 @@ def comparison_figure(
     if table is not None:
         plot_accuracy(table, next(axes))
     if confusion is not None:
-        best = table.iloc[0]["classifier"] if table is not None else "classifier"
+        best = table.loc[table["layer"] != "trained", "classifier"].iloc[0] if table is not None else "classifier"
         plot_confusion(*confusion, next(axes), title=f"confusion of {best} (all test folds)")
     if report is not None:
         plot_transfer(report, next(axes))

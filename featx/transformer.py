@@ -47,7 +47,7 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
     progress : bool, default=False
         Show a progress bar.
     compile : {"auto", True, False}, default="auto"
-        ``torch.compile`` the network; "auto" does when a transform computes at least 1,000 images, where
+        ``torch.compile`` the network; "auto" does when a transform computes at least 10,000 images, where
         the one-off compile pays back (features equal within float rounding; see the README).
 
     Attributes

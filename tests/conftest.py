@@ -4,6 +4,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 
@@ -42,3 +43,36 @@ def image_folder(tmp_path: Path) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
         (folder / f"{n}.png").write_bytes(encode(photo(n)))
     return tmp_path / "images"
+
+
+def save(image: Image.Image, path, fmt, **kwargs):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path, format=fmt, **kwargs)
+
+
+@pytest.fixture
+def messy_folder(tmp_path):
+    """Good files in odd modes next to every kind of bad file."""
+    root = tmp_path / "photos"
+    rgb = Image.fromarray(photo(1, size=(40, 30)))
+    save(rgb.convert("CMYK"), root / "good" / "cmyk.jpg", "JPEG")
+    save(Image.fromarray((photo(2)[..., 0].astype(np.uint16) * 257)), root / "good" / "grey16.png", "PNG")
+    save(rgb.convert("RGBA").convert("P"), root / "good" / "palette.png", "PNG", transparency=0)
+    save(rgb.convert("LA"), root / "good" / "la.png", "PNG")
+    exif = rgb.getexif()
+    exif[0x0112] = 6
+    save(rgb, root / "good" / "rotated.jpg", "JPEG", exif=exif)
+    save(rgb, root / "good" / "plain.png", "PNG")
+    jpeg = encode(photo(3), "JPEG")
+    (root / "bad").mkdir()
+    (root / "bad" / "empty.jpg").write_bytes(b"")
+    (root / "bad" / "truncated.jpg").write_bytes(jpeg[: len(jpeg) // 2])
+    (root / "bad" / "text.jpg").write_text("hello")
+    bomb = io.BytesIO()
+    Image.new("1", (12000, 10000)).save(bomb, format="PNG")  # 120 megapixels, a few kB on disk
+    (root / "bad" / "bomb.png").write_bytes(bomb.getvalue())
+    manifest = pd.DataFrame({"path": [str(p.relative_to(tmp_path)) for p in sorted(root.rglob("*.*"))]
+                             + ["photos/bad/missing.jpg"]})
+    manifest["label"] = [p.split("/")[1] for p in manifest["path"]]
+    manifest.to_csv(tmp_path / "manifest.csv", index=False)
+    return tmp_path / "manifest.csv"

@@ -1,0 +1,186 @@
+"""The batch job on Ray Data: hash and decode in CPU tasks, run the frozen network in an actor pool.
+
+    featx extract SOURCE --backbone resnet50 --cache /shared/cache --engine ray [--ray-address ADDR]
+
+The unit of work is the local engine's: a batch of decoded images -> ``FrozenNetwork`` -> one atomic
+``Namespace.write`` into the on-disk cache. So a re-run computes only what is missing, a killed run keeps
+its finished shards, and everything downstream reads the same namespaces. Every node must see the cache
+directory (shared storage) and the image paths. Ray stays optional: ``pip install 'featx[ray]'``.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from featx.cache import FeatureCache, Namespace
+from featx.datasets import load_manifest
+from featx.extract import Filled, FrozenNetwork, spread_failures
+from featx.images import ImageError, content_key, load_rgb
+from featx.job import JobSummary, run_extract_job
+from featx.preprocessing import Preprocessing
+
+
+def _ray():
+    try:
+        import ray
+    except ImportError as error:
+        raise ImportError("the Ray engine needs Ray Data: pip install 'featx[ray]'") from error
+    return ray
+
+
+def connect(address: str | None = None, num_cpus: int | None = None) -> None:
+    """Join the cluster at ``address`` ('auto' finds a running one), or start a local Ray instance."""
+    ray = _ray()
+    if not ray.is_initialized():
+        if address:
+            ray.init(address=address, log_to_driver=False)
+        else:
+            ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+
+
+def _failure_columns(errors: Sequence[ImageError | None]) -> dict[str, np.ndarray]:
+    return {
+        "error_kind": np.array([e.kind if e else "" for e in errors], dtype=object),
+        "error_reason": np.array([e.reason if e else "" for e in errors], dtype=object),
+    }
+
+
+def _hash_batch(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Content keys, as the local engine computes them; unreadable inputs get an empty key and a reason."""
+    keys, errors = [], []
+    for index, path in zip(batch["index"], batch["path"]):
+        try:
+            keys.append(content_key(str(path), int(index)))
+            errors.append(None)
+        except ImageError as error:
+            keys.append("")
+            errors.append(error)
+    return {"index": batch["index"], "key": np.array(keys, dtype=object), **_failure_columns(errors)}
+
+
+def _decode_batch(batch: dict[str, np.ndarray], preprocessing: Preprocessing) -> dict[str, np.ndarray]:
+    """Decode, resize and crop to uint8 (the local workers' step); failures keep a zero image, never stored."""
+    transform = preprocessing.geometry()
+    pixels = np.zeros((len(batch["index"]), 3, preprocessing.crop, preprocessing.crop), dtype=np.uint8)
+    errors = []
+    for row, (index, path) in enumerate(zip(batch["index"], batch["path"])):
+        try:
+            pixels[row] = transform(load_rgb(str(path), int(index))).numpy()
+            errors.append(None)
+        except ImageError as error:
+            errors.append(error)
+    return {"index": batch["index"], "key": batch["key"], "pixels": pixels, **_failure_columns(errors)}
+
+
+class _Embed:
+    """A Ray actor: one frozen network, loaded once; each batch is computed and committed to the cache."""
+
+    def __init__(self, settings: dict[str, Any], cache_path: str, threads: int):
+        torch.set_num_threads(threads)
+        self.network = FrozenNetwork(**settings)
+        self.namespace = Namespace(Path(cache_path))
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        good = batch["error_kind"] == ""
+        if good.any():
+            vectors = self.network(torch.from_numpy(np.ascontiguousarray(batch["pixels"][good])))
+            self.namespace.write([str(k) for k in batch["key"][good]], vectors)
+        return {"index": batch["index"], "error_kind": batch["error_kind"], "error_reason": batch["error_reason"]}
+
+
+def _errors(frame, paths: Sequence[str]) -> list[ImageError]:
+    failed = frame[frame["error_kind"] != ""]
+    return [ImageError(int(i), paths[int(i)], kind, reason)
+            for i, kind, reason in zip(failed["index"], failed["error_kind"], failed["error_reason"])]
+
+
+def fill_store(
+    images: Sequence[str | os.PathLike],
+    network: FrozenNetwork,
+    store: Namespace,
+    *,
+    batch_size: int = 64,
+    num_workers: int | None = None,
+    progress: bool = False,
+    fail_fast: bool = False,
+    address: str | None = None,
+    concurrency: int | None = None,
+) -> Filled:
+    """:func:`featx.extract.fill_store` on Ray Data: the same keys, errors and counts, the same cache.
+
+    ``concurrency`` model actors (default: one per GPU, else one); ``num_workers`` caps the decoding tasks
+    running at once (default: Ray's choice). ``fail_fast`` raises the first failure after the run.
+    """
+    if not isinstance(store, Namespace):
+        raise ValueError("the Ray engine writes to an on-disk cache that every node sees: pass cache_dir / --cache")
+    if network.device.type not in ("cpu", "cuda"):
+        raise ValueError(f"the Ray engine runs on cpu or cuda, not {network.device}")
+    ray = _ray()
+    connect(address)
+    paths = [os.fspath(p) for p in images]
+    items = ray.data.from_items([{"index": i, "path": p} for i, p in enumerate(paths)])
+    hashed = items.map_batches(_hash_batch, batch_size=1024).to_pandas().sort_values("index")
+    keys = [k or None for k in hashed["key"]]
+    errors = _errors(hashed, paths)
+    if fail_fast and errors:
+        raise errors[0]
+
+    missing = set(store.missing(k for k in keys if k is not None))
+    n_cached = sum(1 for k in keys if k is not None and k not in missing)
+    first_index: dict[str, int] = {}
+    for index, key in enumerate(keys):
+        if key in missing:
+            first_index.setdefault(key, index)
+    decode_errors: list[ImageError] = []
+    n_computed = 0
+    if first_index:
+        gpus = int(ray.cluster_resources().get("GPU", 0)) if network.device.type == "cuda" else 0
+        actors = concurrency or max(1, gpus)
+        threads = max(1, int(ray.cluster_resources().get("CPU", 1)) // (2 * actors)) if not gpus else 1
+        todo = ray.data.from_items([{"index": i, "path": paths[i], "key": k} for k, i in first_index.items()])
+        decoded = todo.map_batches(_decode_batch, fn_kwargs={"preprocessing": network.preprocessing},
+                                   batch_size=batch_size, concurrency=num_workers)
+        embedded = decoded.map_batches(
+            _Embed, fn_constructor_kwargs={"settings": network.settings, "cache_path": str(store.path),
+                                           "threads": threads},
+            batch_size=batch_size, concurrency=actors, num_gpus=1 if gpus else 0, num_cpus=threads,
+        )
+        done = embedded.to_pandas()
+        store.refresh()  # the actors committed shards from their own processes
+        decode_errors = _errors(done, paths)
+        n_computed = len(done) - len(decode_errors)
+    errors = sorted(errors + spread_failures(decode_errors, keys), key=lambda e: e.index)
+    if fail_fast and errors:
+        raise errors[0]
+    return Filled(keys, errors, n_cached, n_computed)
+
+
+def extract(
+    source: str | os.PathLike,
+    backbone: str = "resnet50",
+    *,
+    cache_dir: str | os.PathLike,
+    out: str | os.PathLike | None = None,
+    weights: Any = "DEFAULT",
+    layer: str | None = None,
+    pooling: str | None = None,
+    device: str = "auto",
+    precision: str = "auto",
+    batch_size: int = 64,
+    on_error: str = "skip",
+    address: str | None = None,
+    concurrency: int | None = None,
+    progress: bool = False,
+) -> JobSummary:
+    """``featx extract SOURCE --engine ray`` from Python: cache a manifest's features, optionally write ``out``."""
+    network = FrozenNetwork(backbone, weights, layer, pooling, device, precision)
+    namespace = FeatureCache(cache_dir).namespace(network.fingerprint)
+    fill = functools.partial(fill_store, address=address, concurrency=concurrency)
+    return run_extract_job(load_manifest(source), network, namespace, batch_size=batch_size, on_error=on_error,
+                           out=out, progress=progress, fill=fill)

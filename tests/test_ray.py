@@ -1,0 +1,84 @@
+"""The Ray engine on a local 2-CPU Ray instance: the local engine's vectors, errors and resumability."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import REPO
+from test_cache import featx_cli
+
+from featx import FeatureCache, FrozenNetwork, load_features
+from featx.datasets import load_manifest
+from featx.job import run_extract_job
+
+ray = pytest.importorskip("ray", reason="the Ray engine is an optional extra: pip install 'featx[ray]'")
+from featx.engines import ray as ray_engine  # noqa: E402
+
+TINY = "tiny_backbone:TINY"  # importable by Ray's worker processes (PYTHONPATH below), unlike a registration
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PYTHONPATH", str(REPO / "tests"))  # Ray's workers inherit the driver's environment
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        yield
+        ray.shutdown()
+
+
+def job(manifest, tmp_path, engine, name):
+    network = FrozenNetwork(TINY, weights=None, precision="fp32")
+    namespace = FeatureCache(tmp_path / f"cache-{name}").namespace(network.fingerprint)
+    fill = ray_engine.fill_store if engine == "ray" else None
+    kwargs = {"fill": fill} if fill else {}
+    out = tmp_path / f"{name}.parquet"
+    summary = run_extract_job(load_manifest(manifest), network, namespace, batch_size=4, out=out, progress=False,
+                              **kwargs)
+    return summary, out
+
+
+def test_ray_engine_gives_the_local_engines_vectors_and_errors_and_a_rerun_computes_nothing(
+        local_ray, messy_folder, tmp_path):
+    local, local_out = job(messy_folder, tmp_path, "local", "local")
+    remote, remote_out = job(messy_folder, tmp_path, "ray", "ray")
+    assert [(e.index, e.kind) for e in remote.errors] == [(e.index, e.kind) for e in local.errors]
+    assert {e.kind for e in remote.errors} == {"empty", "truncated", "not_an_image", "decompression_bomb", "missing"}
+    assert (remote.n_computed, remote.n_cached) == (local.n_computed, 0) == (6, 0)
+    X_local, meta_local = load_features(local_out)
+    X_ray, meta_ray = load_features(remote_out)
+    assert meta_ray["path"].tolist() == meta_local["path"].tolist()
+    # fp32 on the CPU: Ray cuts the same batches here, so the vectors are bit-identical
+    np.testing.assert_array_equal(X_ray, X_local)
+
+    again, _ = job(messy_folder, tmp_path, "ray", "ray")
+    assert (again.n_computed, again.n_cached, len(again.errors)) == (0, 6, 5)
+
+
+def test_ray_vectors_land_in_the_namespace_the_local_engine_and_transformer_read(local_ray, image_folder, tmp_path):
+    network = FrozenNetwork(TINY, weights=None, precision="fp32")
+    namespace = FeatureCache(tmp_path / "cache").namespace(network.fingerprint)
+    summary = run_extract_job(load_manifest(image_folder), network, namespace, progress=False,
+                              fill=ray_engine.fill_store)
+    assert summary.n_computed == 6
+    local_rerun = run_extract_job(load_manifest(image_folder), network, namespace, progress=False)
+    assert (local_rerun.n_computed, local_rerun.n_cached) == (0, 6)
+
+
+def test_ray_engine_refuses_an_in_memory_store_by_name(local_ray):
+    from featx.cache import MemoryNamespace
+
+    network = FrozenNetwork(TINY, weights=None)
+    with pytest.raises(ValueError, match="on-disk cache that every node sees"):
+        ray_engine.fill_store(["x.png"], network, MemoryNamespace(network.fingerprint))
+
+
+@pytest.mark.slow
+def test_featx_extract_engine_ray_on_the_command_line(image_folder, tmp_path):
+    out = tmp_path / "ray.parquet"
+    done = featx_cli("extract", image_folder, "--backbone", TINY, "--weights", "none", "--precision", "fp32",
+                     "--cache", tmp_path / "cache", "--out", out, "--engine", "ray", "--quiet")
+    assert done.returncode == 0, done.stderr
+    assert "computed: 6" in done.stdout
+    X, meta = load_features(out)
+    assert X.shape == (6, 64) and sorted(set(meta["label"])) == ["cat", "dog"]
+    assert pd.read_parquet(out).shape[0] == 6
