@@ -48,7 +48,7 @@ def main() -> None:
             kwargs = {"fill": fill} if fill else {}
             summary = run_extract_job(manifest, network, namespace, out=work / f"{engine}.parquet", progress=False,
                                       **kwargs)
-            assert summary.n_computed == args.images and not summary.errors
+            assert summary.n_computed == args.images and not summary.errors, summary
             row[f"{engine}_images_per_s"] = summary.images_per_second
     row["ray_over_local"] = row["ray_images_per_s"] / row["local_images_per_s"]
     row["machine"] = machine()

@@ -1,6 +1,6 @@
 """featx against what a user would write instead: same images, same weights, same machine, one run.
 
-    python benchmarks/speed.py                                  # resnet18, resnet50, vgg16; 256 images each
+    python benchmarks/speed.py                                  # resnet18, resnet50, vgg16; 1,024 images each
     python benchmarks/speed.py --backbones resnet18 --images 128 --skip-peers
 
 Variants, each timed in its own process (so thread pools, caches and peak RSS do not leak between them),
@@ -58,16 +58,19 @@ def write_images(folder: Path, n: int, seed: int) -> list[str]:
     manifest = pd.read_csv(REPO / "data" / "fashion_mnist" / "manifest.csv")
     rng = np.random.default_rng(seed)
     photos = [Image.fromarray(p) for p in load_sample_images().images]
+    # distinct sources: no content repeats, so no variant gets an image for free
+    sample_rows = rng.permutation(len(manifest))
+    crop_positions = rng.permutation((640 - 400) * (427 - 300))
     paths = []
     for i in range(n):
         if i % 2:
             photo = photos[i % len(photos)]
-            left, top = int(rng.integers(0, photo.width - 400)), int(rng.integers(0, photo.height - 300))
+            left, top = divmod(int(crop_positions[i // 2]), photo.height - 300)  # distinct crops
             path = folder / f"{i:06d}.jpg"
             photo.crop((left, top, left + 400, top + 300)).save(path, quality=90)
         else:
             path = folder / f"{i:06d}.png"
-            row = manifest.iloc[int(rng.integers(len(manifest)))]
+            row = manifest.iloc[int(sample_rows[(i // 2) % len(manifest)])]
             pixels = np.asarray(Image.open(REPO / "data" / "fashion_mnist" / row["path"]))
             Image.fromarray(np.clip(pixels.astype(int) + int(rng.integers(-3, 4)), 0, 255).astype(np.uint8)).save(path)
         paths.append(str(path))
@@ -373,7 +376,7 @@ def machine() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backbones", default="resnet18,resnet50,vgg16")
-    parser.add_argument("--images", type=int, default=256, help="images per variant (default 256)")
+    parser.add_argument("--images", type=int, default=1024, help="images per variant (default 1024)")
     parser.add_argument("--skip-peers", action="store_true", help="leave out img2vec-pytorch and embetter")
     parser.add_argument("--skip-fidelity", action="store_true", help="leave out the EfficientNet-Lite0 fidelity run")
     parser.add_argument("--child", help=argparse.SUPPRESS)

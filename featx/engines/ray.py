@@ -123,6 +123,7 @@ def fill_store(
         raise ValueError(f"the Ray engine runs on cpu or cuda, not {network.device}")
     ray = _ray()
     connect(address)
+    ray.data.DataContext.get_current().enable_progress_bars = progress  # Ray Data's own bars
     paths = [os.fspath(p) for p in images]
     items = ray.data.from_items([{"index": i, "path": p} for i, p in enumerate(paths)])
     hashed = items.map_batches(_hash_batch, batch_size=1024).to_pandas().sort_values("index")
@@ -142,14 +143,16 @@ def fill_store(
     if first_index:
         gpus = int(ray.cluster_resources().get("GPU", 0)) if network.device.type == "cuda" else 0
         actors = concurrency or max(1, gpus)
-        threads = max(1, int(ray.cluster_resources().get("CPU", 1)) // (2 * actors)) if not gpus else 1
+        # On CPUs each actor's thread pool takes its share of the cluster's cores, while reserving one
+        # logical CPU only, so Ray still schedules the decoding tasks (which yield to it, as locally).
+        threads = 1 if gpus else max(1, int(ray.cluster_resources().get("CPU", 1)) // actors)
         todo = ray.data.from_items([{"index": i, "path": paths[i], "key": k} for k, i in first_index.items()])
         decoded = todo.map_batches(_decode_batch, fn_kwargs={"preprocessing": network.preprocessing},
                                    batch_size=batch_size, concurrency=num_workers)
         embedded = decoded.map_batches(
             _Embed, fn_constructor_kwargs={"settings": network.settings, "cache_path": str(store.path),
                                            "threads": threads},
-            batch_size=batch_size, concurrency=actors, num_gpus=1 if gpus else 0, num_cpus=threads,
+            batch_size=batch_size, concurrency=actors, num_gpus=1 if gpus else 0, num_cpus=1,
         )
         done = embedded.to_pandas()
         store.refresh()  # the actors committed shards from their own processes
