@@ -165,9 +165,10 @@ class FrozenNetwork:
         if state_dict is not None:
             model.load_state_dict(state_dict)
         extractor = self.backbone.create_extractor(model.eval(), self.node).eval().requires_grad_(False)
-        if isinstance(extractor, torch.fx.GraphModule):
+        if isinstance(extractor, torch.fx.GraphModule) and any(type(m) is nn.BatchNorm2d for m in extractor.modules()):
             # Fold each BatchNorm into its convolution: frozen statistics make it an affine map of the
             # weights (fp32 features change by ~1e-6 relative; ResNet-50 runs 1.25x faster in bf16 here).
+            # Only where there is a plain BatchNorm2d to fold: regenerating timm's graph for nothing slows it.
             extractor = fuse_conv_bn(extractor, inplace=True, no_trace=True).eval()
         return extractor.to(self.device, memory_format=torch.channels_last)
 
