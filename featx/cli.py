@@ -153,7 +153,14 @@ def _extract(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from featx.evaluate import compare_classifiers, compare_finetuning, confusion, recommendation, transfer_report
+    from featx.evaluate import (
+        compare_classifiers,
+        compare_finetuning,
+        confusion,
+        recommendation,
+        transfer_report,
+        with_finetuning,
+    )
 
     cv = args.cv if args.cv == "split" else int(args.cv)
     X, meta, backbone, layer = _labelled_features(args)
@@ -180,6 +187,8 @@ def _compare(args: argparse.Namespace) -> int:
             cache_dir=args.cache, batch_size=args.batch_size, device=args.device, precision=args.precision,
             progress=not args.quiet, n_jobs=args.n_jobs,
         )
+        if args.finetune:
+            report = with_finetuning(report, table[table["layer"] == "trained"])
         print(f"\n{report}")
     if args.out:
         table.to_csv(args.out, index=False)

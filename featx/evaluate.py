@@ -340,6 +340,26 @@ def transfer_report(
     return TransferReport(summary, scores, _verdict(summary, name, dataset), name)
 
 
+def with_finetuning(report: TransferReport, finetuned: pd.DataFrame) -> TransferReport:
+    """The report with :func:`compare_finetuning`'s rows added (kind "fine-tuned").
+
+    Each row's ``difference`` is taken against the best pretrained set on the same first folds it ran.
+    Its ``p_value`` is NaN: fine-tuning usually runs on too few folds for the paired test. The verdict
+    is unchanged, because it is about frozen features.
+    """
+    best = report.summary.loc[report.summary["best_pretrained"], "features"].item()
+    reference = report.scores[report.scores["features"] == best].sort_values("fold")["accuracy"].to_numpy()
+    rows = [{"features": f"{row['backbone']} {row['classifier']}", "kind": "fine-tuned", "backbone": row["backbone"],
+             "layer": row["layer"], "n_features": row["n_features"], "n_folds": row["n_folds"],
+             "accuracy_mean": row["accuracy_mean"], "accuracy_std": row["accuracy_std"],
+             "f1_macro_mean": row["f1_macro_mean"], "f1_macro_std": row["f1_macro_std"], "fit_s": row["fit_s"],
+             "predict_s": row["predict_s"],
+             "difference": 100 * (row["accuracy_mean"] - reference[: int(row["n_folds"])].mean()),
+             "p_value": math.nan, "best_pretrained": False} for _, row in finetuned.iterrows()]
+    summary = pd.concat([report.summary, pd.DataFrame(rows)], ignore_index=True)
+    return TransferReport(summary, report.scores, report.verdict, report.classifier)
+
+
 def _layers(spec: Backbone, layers: str | Sequence[str] | None) -> list[str]:
     if layers is None:
         return [spec.node]

@@ -19,7 +19,8 @@ if TYPE_CHECKING:
 
     from featx.evaluate import TransferReport
 
-KIND_COLOURS = {"pretrained": "tab:blue", "random init": "tab:grey", "raw pixels": "tab:orange"}
+KIND_COLOURS = {"pretrained": "tab:blue", "random init": "tab:grey", "raw pixels": "tab:orange",
+                "fine-tuned": "tab:green"}
 
 
 def _figure_class():

@@ -16,7 +16,7 @@ from conftest import encode
 
 from featx import extract_features
 from featx.adapt import CORAL, shift_report
-from featx.evaluate import compare_finetuning
+from featx.evaluate import compare_finetuning, transfer_report, with_finetuning
 from featx.finetune import FineTunedClassifier, blocks
 
 
@@ -86,6 +86,18 @@ def test_finetuned_rows_join_the_comparison_table_with_their_training_cost():
     assert rows["classifier"].tolist() == ["finetune head", "finetune last 1 blocks"]
     assert (rows["n_folds"] == 1).all() and (rows["layer"] == "trained").all()
     assert rows["accuracy_mean"].between(0, 1).all() and (rows["fit_s"] > 0).all()
+
+
+def test_finetuned_rows_join_the_transfer_report_against_the_best_pretrained_set_on_their_folds():
+    images, y = striped(40, seed=4)
+    report = transfer_report(images, y, backbones="tiny", weights=None, baselines=["pixels"], cv=4)
+    rows = compare_finetuning(images, y, backbone="tiny", weights=None, unfreeze=(0,), cv=4, epochs=1, batch_size=8)
+    extended = with_finetuning(report, rows)
+    added = extended.summary.iloc[-1]
+    assert added["kind"] == "fine-tuned" and added["features"] == "tiny finetune head" and np.isnan(added["p_value"])
+    first_fold = report.scores[(report.scores["kind"] == "pretrained") & (report.scores["fold"] == 0)]["accuracy"]
+    assert added["difference"] == pytest.approx(100 * (rows["accuracy_mean"].iloc[0] - first_fold.item()))
+    assert extended.verdict == report.verdict and len(extended.summary) == len(report.summary) + 1
 
 
 def test_coral_output_covariance_and_mean_match_the_targets():
