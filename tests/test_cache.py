@@ -150,8 +150,12 @@ def test_kill_9_at_random_moments_then_resume_gives_the_uninterrupted_result(tmp
 
     cache, rng, kills = tmp_path / "cache", random.Random(7), 0
     for _ in range(3):
+        committed = len(list(cache.rglob("*.keys.npy"))) if cache.exists() else 0
         job = featx_cli(*args, "--cache", cache, popen=True)
-        time.sleep(rng.uniform(3.0, 7.0))
+        deadline = time.time() + 60  # kill while it computes: after its first new batch, a random moment later
+        while job.poll() is None and time.time() < deadline and len(list(cache.rglob("*.keys.npy"))) <= committed:
+            time.sleep(0.05)
+        time.sleep(rng.uniform(0.0, 1.0))
         if job.poll() is None:
             job.send_signal(signal.SIGKILL)
             kills += 1
