@@ -68,6 +68,13 @@ def make_classifier(name: str, *, tune: bool = False, random_state: int = 0) -> 
     return GridSearchCV(pipeline, PARAM_GRIDS[name], cv=inner, scoring="accuracy")
 
 
+def as_classifier(classifier: str | BaseEstimator, *, random_state: int = 0) -> BaseEstimator:
+    """An estimator as given, or a fresh one by name (see ``CLASSIFIERS``)."""
+    if isinstance(classifier, BaseEstimator):
+        return classifier
+    return make_classifier(classifier, random_state=random_state)
+
+
 def resolve_classifiers(
     classifiers: Iterable[str] | Mapping[str, BaseEstimator] | None, *, tune: bool = False, random_state: int = 0
 ) -> dict[str, BaseEstimator]:

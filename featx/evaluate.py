@@ -21,7 +21,7 @@ from sklearn.metrics import confusion_matrix
 from sklearn.model_selection import StratifiedKFold, check_cv, cross_validate
 
 from featx.backbones import Backbone, get_backbone
-from featx.classifiers import resolve_classifiers
+from featx.classifiers import as_classifier, resolve_classifiers
 from featx.extract import extract_features
 from featx.images import as_image_list
 from featx.pixels import RawPixels
@@ -191,8 +191,7 @@ def confusion(
 ) -> tuple[np.ndarray, np.ndarray]:
     """The confusion matrix of one classifier summed over the test folds, and its labels (row order)."""
     X, y = _check_inputs(X, y)
-    estimator = classifier if isinstance(classifier, BaseEstimator) else \
-        resolve_classifiers([classifier], random_state=random_state)[classifier]
+    estimator = as_classifier(classifier, random_state=random_state)
     labels = np.unique(y)
     matrix = np.zeros((len(labels), len(labels)), dtype=np.int64)
     for train, test in make_folds(y, cv, split=split, random_state=random_state):
@@ -322,8 +321,7 @@ def transfer_report(
     y = y[usable]
     split = None if split is None else np.asarray(split)[usable]
     folds = make_folds(y, cv, split=split, random_state=random_state)
-    estimator = classifier if isinstance(classifier, BaseEstimator) else \
-        resolve_classifiers([classifier], random_state=random_state)[classifier]
+    estimator = as_classifier(classifier, random_state=random_state)
 
     fold_scores, rows = [], []
     for s in sets:
