@@ -36,7 +36,7 @@ def main() -> None:
     args = parser.parse_args()
 
     manifest = load_manifest(args.manifest).head(args.images)
-    network = FrozenNetwork(args.backbone, args.weights)
+    network = FrozenNetwork(args.backbone, weights=args.weights)
     with tempfile.TemporaryDirectory() as cache_dir:
         namespace = FeatureCache(cache_dir).namespace(network.fingerprint)
         timings = {}

@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from speed import RESULTS, machine, write_images  # noqa: E402
 
 from featx import FeatureCache, FrozenNetwork  # noqa: E402
+from featx import engines  # noqa: E402
 from featx.engines import ray as ray_engine  # noqa: E402
 from featx.job import run_extract_job  # noqa: E402
 
@@ -38,16 +39,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         manifest = pd.DataFrame({"path": write_images(work / "images", args.images, seed=1)})
-        network = FrozenNetwork(args.backbone, args.weights, compile=False)
+        network = FrozenNetwork(args.backbone, weights=args.weights, compile=False)
         start = time.perf_counter()
         ray_engine.connect(num_cpus=torch.get_num_threads())
         ray_start = time.perf_counter() - start
         row = {"backbone": network.backbone.name, "images": args.images, "ray_init_s": ray_start}
-        for engine, fill in (("local", None), ("ray", ray_engine.fill_store)):
+        for engine in ("local", "ray"):
             namespace = FeatureCache(work / f"cache-{engine}").namespace(network.fingerprint)
-            kwargs = {"fill": fill} if fill else {}
             summary = run_extract_job(manifest, network, namespace, out=work / f"{engine}.parquet", progress=False,
-                                      **kwargs)
+                                      engine=engines.get(engine))
             assert summary.n_computed == args.images and not summary.errors, summary
             row[f"{engine}_images_per_s"] = summary.images_per_second
     row["ray_over_local"] = row["ray_images_per_s"] / row["local_images_per_s"]

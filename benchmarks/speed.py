@@ -182,7 +182,7 @@ def featx_engine(backbone: str, weights_file: str, paths: list[str], warmup: lis
     from featx import FeatureCache, FrozenNetwork
     from featx.extract import extract
 
-    network = FrozenNetwork(backbone, weights_file, precision=precision, compile=compile)
+    network = FrozenNetwork(backbone, weights=weights_file, precision=precision, compile=compile)
     namespace = FeatureCache(cache_dir).namespace(network.fingerprint)
     start = time.perf_counter()
     extract(warmup, network, namespace, batch_size=BATCH)
@@ -202,7 +202,7 @@ def bare(backbone: str, weights_file: str, precision: str, layout: str) -> Calla
     ``layout``: 'contiguous', 'cl' (channels_last) or 'compiled' (channels_last + torch.compile)."""
     from featx import FrozenNetwork
 
-    network = FrozenNetwork(backbone, weights_file, precision=precision, compile=False)
+    network = FrozenNetwork(backbone, weights=weights_file, precision=precision, compile=False)
     memory_format = torch.contiguous_format if layout == "contiguous" else torch.channels_last
     module = network.module.to(memory_format=memory_format)
     if layout == "compiled":

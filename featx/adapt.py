@@ -14,6 +14,8 @@ import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin, clone
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
+from featx.errors import ParameterError
+
 
 def _matrix_power(covariance: np.ndarray, power: float) -> np.ndarray:
     """A symmetric positive-definite matrix to a real power, through its eigendecomposition."""
@@ -45,12 +47,12 @@ class CORAL(TransformerMixin, BaseEstimator):
         """Learn the map from the source features X to the statistics of ``target`` (unlabelled)."""
         X = validate_data(self, X, dtype=np.float64, reset=True)
         if target is None:
-            raise ValueError("CORAL needs target-domain features: fit(X_source, target=X_target)")
+            raise ParameterError("CORAL needs target-domain features: fit(X_source, target=X_target)")
         target = check_array(target, dtype=np.float64)
         if target.shape[1] != X.shape[1]:
-            raise ValueError(f"target has {target.shape[1]} features, X has {X.shape[1]}")
+            raise ParameterError(f"target has {target.shape[1]} features, X has {X.shape[1]}")
         if self.regularization < 0:
-            raise ValueError(f"regularization={self.regularization}; use a non-negative number")
+            raise ParameterError(f"regularization={self.regularization}; use a non-negative number")
         identity = self.regularization * np.eye(X.shape[1])
         source_cov = np.atleast_2d(np.cov(X, rowvar=False)) + identity
         target_cov = np.atleast_2d(np.cov(target, rowvar=False)) + identity

@@ -26,9 +26,11 @@ import uuid
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Iterable, Mapping, Sequence
+from typing import Any, BinaryIO, Callable, Iterable, Mapping, Protocol, Sequence
 
 import numpy as np
+
+from featx.errors import ParameterError
 
 FORMAT_VERSION = 1
 KEY_DTYPE = np.dtype([("key", "S64"), ("crc32", "<u4")])
@@ -50,6 +52,31 @@ def vector_checksums(vectors: np.ndarray) -> np.ndarray:
     """crc32 of each row's float32 bytes."""
     rows = np.ascontiguousarray(vectors, dtype=np.float32)
     return np.fromiter((zlib.crc32(row.tobytes()) for row in rows), dtype=np.uint32, count=len(rows))
+
+
+class Store(Protocol):
+    """Where vectors live, by content key: the seam every engine and door writes and reads through.
+
+    :class:`Namespace` (on disk, shared between processes) and :class:`MemoryNamespace` (no cache) fill it.
+    """
+
+    fingerprint: Mapping[str, Any]
+
+    def missing(self, keys: Iterable[str]) -> list[str]:
+        """The distinct keys that have no vector here, in first-seen order."""
+
+    def write(self, keys: Sequence[str], vectors: np.ndarray) -> object:
+        """Store ``vectors`` (len(keys), d) under ``keys``, all or nothing."""
+
+    def read(self, keys: Sequence[str]) -> tuple[np.ndarray, list[str]]:
+        """Vectors for ``keys`` (all present), and the keys whose vector failed its checksum."""
+
+
+def open_store(fingerprint: Mapping[str, Any], cache_dir: str | os.PathLike | None) -> Store:
+    """The namespace of ``fingerprint`` under ``cache_dir``; an in-memory one when there is no cache."""
+    if cache_dir is None:
+        return MemoryNamespace(fingerprint)
+    return FeatureCache(cache_dir).namespace(fingerprint)
 
 
 @dataclass
@@ -166,7 +193,7 @@ class Namespace:
         """Store one shard atomically and return its name. ``vectors`` is (len(keys), d) float32."""
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         if vectors.ndim != 2 or len(vectors) != len(keys):
-            raise ValueError(f"expected ({len(keys)}, d) vectors, got shape {vectors.shape}")
+            raise ParameterError(f"expected ({len(keys)}, d) vectors, got shape {vectors.shape}")
         shard = f"{time.time_ns():020d}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         key_rows = np.empty(len(keys), dtype=KEY_DTYPE)
         key_rows["key"] = [key.encode() for key in keys]
@@ -203,7 +230,7 @@ class Namespace:
                 keys = self._keys(shard)
                 vectors = np.load(self.path / f"{shard}{_VECTORS_SUFFIX}", allow_pickle=False)
                 if keys.dtype != KEY_DTYPE or vectors.ndim != 2 or len(vectors) != len(keys):
-                    raise ValueError(f"{len(keys)} keys but vectors of shape {vectors.shape}")
+                    raise ParameterError(f"{len(keys)} keys but vectors of shape {vectors.shape}")
             except (OSError, ValueError, EOFError) as error:
                 problems.append({"shard": shard, "key": None, "problem": f"unreadable shard: {error}"})
                 if drop:
@@ -268,7 +295,7 @@ class FeatureCache:
     def remove_namespace(self, name: str) -> None:
         path = self.root / name
         if not (path / "namespace.json").is_file():
-            raise ValueError(f"{path} is not a featx cache namespace; see `featx cache info {self.root}`")
+            raise ParameterError(f"{path} is not a featx cache namespace; see `featx cache info {self.root}`")
         shutil.rmtree(path)
 
 

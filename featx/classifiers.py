@@ -18,6 +18,8 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import Normalizer, StandardScaler
 from sklearn.svm import SVC, LinearSVC
 
+from featx.errors import ParameterError
+
 
 def _logreg(random_state: int) -> Pipeline:
     return make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=2000, random_state=random_state))
@@ -59,7 +61,7 @@ PARAM_GRIDS: dict[str, dict[str, list[Any]]] = {
 def make_classifier(name: str, *, tune: bool = False, random_state: int = 0) -> BaseEstimator:
     """A fresh, unfitted classifier by name (see ``CLASSIFIERS``); tuned by an inner 3-fold grid search."""
     if name not in CLASSIFIERS:
-        raise ValueError(f"classifier {name!r} is not known; use one of {sorted(CLASSIFIERS)} "
+        raise ParameterError(f"classifier {name!r} is not known; use one of {sorted(CLASSIFIERS)} "
                          "or pass a dict of name -> estimator")
     pipeline = CLASSIFIERS[name](random_state)
     if not tune:
@@ -87,5 +89,5 @@ def resolve_classifiers(
         return {name: clone(estimator) for name, estimator in classifiers.items()}
     resolved = {name: make_classifier(name, tune=tune, random_state=random_state) for name in classifiers}
     if not resolved:
-        raise ValueError("no classifiers to compare")
+        raise ParameterError("no classifiers to compare")
     return resolved

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import functools
 import sys
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
+
+from featx.errors import FeatxError, ParameterError
+from featx.options import COMPILE_WORDS, ENGINES, JOB_ON_ERROR, POOLINGS, PRECISIONS
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -20,7 +22,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted: finished batches are cached; run the same command again to resume", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, ImportError, RuntimeError) as error:
+    except (FeatxError, OSError, ImportError) as error:
+        # featx's own errors and the OS errors a job expects (a full disk, a read-only folder) end in one
+        # line; anything else is a bug and keeps its traceback.
         print(f"featx: error: {error}", file=sys.stderr)
         return 1
 
@@ -39,17 +43,17 @@ def _parser() -> argparse.ArgumentParser:
     extract.add_argument("--out", help="write path, label, split, key and vectors to FILE.parquet or FILE.npy")
     extract.add_argument("--weights", default="DEFAULT", help="DEFAULT, a weights name, a file, or none (random init)")
     extract.add_argument("--layer", help="graph node to read (default: the last pooling layer)")
-    extract.add_argument("--pooling", choices=["flatten", "avg", "max"])
+    extract.add_argument("--pooling", choices=POOLINGS)
     extract.add_argument("--batch-size", type=int, default=64)
     extract.add_argument("--num-workers", type=int, help="decoding processes (default: from job size and cores)")
     extract.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
-    extract.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
-    extract.add_argument("--compile", default="auto", choices=["auto", "on", "off"],
+    extract.add_argument("--precision", default="auto", choices=PRECISIONS)
+    extract.add_argument("--compile", default="auto", choices=list(COMPILE_WORDS),
                          help="torch.compile the network (auto: when >= 10000 images need computing)")
-    extract.add_argument("--on-error", default="skip", choices=["skip", "raise"])
+    extract.add_argument("--on-error", default="skip", choices=JOB_ON_ERROR)
     extract.add_argument("--errors", help="CSV listing every failed image (default: next to --out, if any fail)")
-    extract.add_argument("--quiet", action="store_true", help="no progress bar")
-    extract.add_argument("--engine", default="local", choices=["local", "ray"],
+    extract.add_argument("--quiet", action="store_true", help="no progress bar (there is none when stderr is not a terminal)")
+    extract.add_argument("--engine", default="local", choices=ENGINES,
                          help="local: DataLoader workers; ray: Ray Data tasks and actors (pip install 'featx[ray]')")
     extract.add_argument("--ray-address", help="join this Ray cluster ('auto': the running one); default: start one")
     extract.add_argument("--ray-concurrency", type=int, help="model actors (default: one per GPU, else one)")
@@ -80,7 +84,7 @@ def _parser() -> argparse.ArgumentParser:
     compare.add_argument("--n-jobs", type=int, help="folds fitted in parallel (default 1)")
     compare.add_argument("--batch-size", type=int, default=64)
     compare.add_argument("--device", default="auto")
-    compare.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    compare.add_argument("--precision", default="auto", choices=PRECISIONS)
     compare.add_argument("--quiet", action="store_true", help="no progress bar")
     compare.set_defaults(run=_compare)
 
@@ -102,8 +106,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _backbones(args: argparse.Namespace) -> int:
-    from featx.backbones import get_backbone, list_backbones
-    from featx.extract import feature_size
+    from featx.network import feature_size
+    from featx.registry import get_backbone, list_backbones
 
     rows = []
     for name in list_backbones():
@@ -115,30 +119,29 @@ def _backbones(args: argparse.Namespace) -> int:
     return 0
 
 
-_COMPILE = {"auto": "auto", "on": True, "off": False}
+def _progress(args: argparse.Namespace) -> bool:
+    """A progress bar only for a person watching: not with --quiet, nor into a log file or a pipe."""
+    return not args.quiet and sys.stderr.isatty()
 
 
 def _extract(args: argparse.Namespace) -> int:
+    from featx import engines
     from featx.cache import FeatureCache
     from featx.datasets import load_manifest
-    from featx.extract import FrozenNetwork, fill_store
     from featx.job import run_extract_job, write_errors
+    from featx.network import FrozenNetwork, NetworkSpec
 
     manifest = load_manifest(args.source)
-    network = FrozenNetwork(args.backbone, args.weights, args.layer, args.pooling, args.device, args.precision,
-                            _COMPILE[args.compile])
+    network = FrozenNetwork(NetworkSpec(args.backbone, args.weights, args.layer, args.pooling, args.device,
+                                        args.precision, COMPILE_WORDS[args.compile]))
     namespace = FeatureCache(args.cache).namespace(network.fingerprint)
     print(f"{len(manifest)} images -> {network.backbone.name} [{network.weights_description}] "
           f"node {network.node} ({network.n_features} features, {network.pooling}), "
           f"{network.device} {network.precision}; cache {namespace.path}", file=sys.stderr)
-    fill = fill_store
-    if args.engine == "ray":
-        from featx.engines import ray
-
-        fill = functools.partial(ray.fill_store, address=args.ray_address, concurrency=args.ray_concurrency)
+    options = {"address": args.ray_address, "concurrency": args.ray_concurrency} if args.engine == "ray" else {}
     summary = run_extract_job(
         manifest, network, namespace, batch_size=args.batch_size, num_workers=args.num_workers,
-        on_error=args.on_error, out=args.out, progress=not args.quiet, fill=fill,
+        on_error=args.on_error, out=args.out, progress=_progress(args), engine=engines.get(args.engine, **options),
     )
     errors_path = args.errors
     if errors_path is None and summary.errors:  # never lose the list of failures
@@ -185,7 +188,7 @@ def _compare(args: argparse.Namespace) -> int:
             meta["path"].tolist(), y, backbones=args.backbone or [backbone], layers=layers, weights=args.weights,
             classifier=best, cv=cv, split=split, dataset=_dataset_name(args.source),
             cache_dir=args.cache, batch_size=args.batch_size, device=args.device, precision=args.precision,
-            progress=not args.quiet, n_jobs=args.n_jobs,
+            progress=_progress(args), n_jobs=args.n_jobs,
         )
         if args.finetune:
             report = with_finetuning(report, table[table["layer"] == "trained"])
@@ -213,9 +216,11 @@ def _dataset_name(source: str) -> str:
 
 def _labelled_features(args: argparse.Namespace) -> tuple[np.ndarray, pd.DataFrame, str, str]:
     """(X, meta, backbone, layer) from a features file, or extracted through the cache from images."""
+    from featx.cache import open_store
     from featx.datasets import is_features_file, load_manifest
-    from featx.extract import FrozenNetwork, extract, open_store
+    from featx.extract import extract
     from featx.feature_files import load_features
+    from featx.network import FrozenNetwork, NetworkSpec
 
     if is_features_file(args.source):
         X, meta = load_features(args.source)
@@ -225,9 +230,9 @@ def _labelled_features(args: argparse.Namespace) -> tuple[np.ndarray, pd.DataFra
     else:
         meta = load_manifest(args.source)
         backbone = (args.backbone or ["resnet50"])[0]
-        network = FrozenNetwork(backbone, args.weights, args.layer, None, args.device, args.precision)
-        result = extract(meta["path"].tolist(), network, open_store(network, args.cache),
-                         batch_size=args.batch_size, progress=not args.quiet)
+        network = FrozenNetwork(NetworkSpec(backbone, args.weights, args.layer, None, args.device, args.precision))
+        result = extract(meta["path"].tolist(), network, open_store(network.fingerprint, args.cache),
+                         batch_size=args.batch_size, progress=_progress(args))
         for error in result.errors[:5]:
             print(f"  skipped {error.source}: {error.kind}: {error.reason}", file=sys.stderr)
         failed = [error.index for error in result.errors]
@@ -235,7 +240,7 @@ def _labelled_features(args: argparse.Namespace) -> tuple[np.ndarray, pd.DataFra
         meta = meta.drop(index=failed).reset_index(drop=True)
         layer = network.node
     if "label" not in meta:
-        raise ValueError(f"{args.source} has no labels: compare needs class sub-folders or a 'label' column")
+        raise ParameterError(f"{args.source} has no labels: compare needs class sub-folders or a 'label' column")
     labelled = meta["label"].notna().to_numpy()
     return X[labelled], meta[labelled].reset_index(drop=True), backbone, layer
 

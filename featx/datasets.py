@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from featx.errors import ParameterError
+
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}
 
 
@@ -26,9 +28,9 @@ def load_manifest(source: str | os.PathLike) -> pd.DataFrame:
     elif source.suffix.lower() in (".csv", ".tsv", ".txt"):
         frame = pd.read_csv(source, sep="\t" if source.suffix.lower() == ".tsv" else ",")
     else:
-        raise ValueError(f"{source}: a manifest must be .csv, .tsv or .parquet (or pass a folder)")
+        raise ParameterError(f"{source}: a manifest must be .csv, .tsv or .parquet (or pass a folder)")
     if "path" not in frame.columns:
-        raise ValueError(f"{source} has columns {list(frame.columns)}; a manifest needs a 'path' column")
+        raise ParameterError(f"{source} has columns {list(frame.columns)}; a manifest needs a 'path' column")
     root = source.parent.resolve()
     frame = frame.copy()
     frame["path"] = [str(p if Path(p).is_absolute() else root / p) for p in frame["path"].astype(str)]
@@ -57,7 +59,7 @@ def _folder_manifest(folder: Path) -> pd.DataFrame:
     else:
         frame = pd.DataFrame({"path": [str(f) for f in sorted(folder.iterdir()) if _is_image_name(f)]})
     if frame.empty:
-        raise ValueError(f"{folder} holds no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        raise ParameterError(f"{folder} holds no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
     frame["path"] = [str(Path(p).resolve()) for p in frame["path"]]
     return frame
 

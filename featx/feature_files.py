@@ -17,6 +17,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from featx.errors import ParameterError
+
 FEATURES_COLUMN = "features"
 
 
@@ -44,7 +46,7 @@ def write_features(
         meta_frame = pd.concat(metas, ignore_index=True) if metas else pd.DataFrame()
         meta_frame.to_csv(_npy_meta_path(path), index=False)
     else:
-        raise ValueError(f"--out {path}: use a .parquet or .npy file name")
+        raise ParameterError(f"--out {path}: use a .parquet or .npy file name")
     os.replace(tmp, path)
     return path
 
@@ -66,7 +68,7 @@ def _write_parquet(tmp: Path, chunks: Iterable[tuple[pd.DataFrame, np.ndarray]],
         if writer is not None:
             writer.close()
     if writer is None:
-        raise ValueError("no vectors to write: every input failed")
+        raise ParameterError("no vectors to write: every input failed")
 
 
 def load_features(path: str | os.PathLike) -> tuple[np.ndarray, pd.DataFrame]:

@@ -24,10 +24,12 @@ from sklearn.model_selection import train_test_split
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
-from featx.backbones import get_backbone
-from featx.extract import feature_size, pool, resolve_device, resolve_pooling
+from featx.errors import ParameterError
 from featx.images import as_image_list, load_rgb
-from featx.weights import RANDOM_INIT_SEED, resolve_weights
+from featx.network import feature_size, pool, resolve_device, resolve_pooling
+from featx.preprocessing import Normalise
+from featx.registry import get_backbone
+from featx.weights import resolve_weights
 
 
 class _Classifier(nn.Module):
@@ -126,10 +128,10 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
         """Train the head, then (``unfreeze > 0``) the last blocks, on the images X with labels y."""
         images, y = as_image_list(X), np.asarray(y)
         if len(images) != len(y):
-            raise ValueError(f"{len(images)} images but {len(y)} labels")
+            raise ParameterError(f"{len(images)} images but {len(y)} labels")
         self.classes_, targets = np.unique(y, return_inverse=True)
         if len(self.classes_) < 2:
-            raise ValueError(f"y has one class ({self.classes_[0]!r}); a classifier needs at least two")
+            raise ParameterError(f"y has one class ({self.classes_[0]!r}); a classifier needs at least two")
         device = resolve_device(self.device)
         torch.manual_seed(self.random_state)
         model = self._build(len(self.classes_)).to(device)
@@ -139,7 +141,7 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
         data = (torch.as_tensor(targets), train, val, device)
         names = blocks(model.extractor)
         if self.unfreeze < 0 or self.unfreeze > len(names):
-            raise ValueError(f"unfreeze={self.unfreeze}; {self.backbone} has {len(names)} blocks (0 to {len(names)})")
+            raise ParameterError(f"unfreeze={self.unfreeze}; {self.backbone} has {len(names)} blocks (0 to {len(names)})")
         self.history_: list[dict[str, Any]] = []
         model.requires_grad_(False)
         # Phase 1: with the base frozen, its pooled features never change: compute them once.
@@ -207,15 +209,10 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
     def _build(self, n_classes: int) -> _Classifier:
         spec = get_backbone(self.backbone)
         resolved = resolve_weights(spec, self.weights)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(RANDOM_INIT_SEED)  # weights=None: the same network as the frozen extractor's
-            model = spec.build()
-        if resolved.state_dict is not None:
-            model.load_state_dict(resolved.state_dict)
         self._preprocessing = resolved.preprocessing
-        pooling = resolve_pooling(spec, None, None)
-        extractor = spec.create_extractor(model.eval(), spec.node)
-        return _Classifier(extractor, pooling, feature_size(spec), n_classes)
+        self._normalise = Normalise(resolved.preprocessing)
+        extractor = spec.truncated(resolved.state_dict)  # weights=None: the frozen extractor's network
+        return _Classifier(extractor, resolve_pooling(spec, None, None), feature_size(spec), n_classes)
 
     def _decode(self, images: list) -> torch.Tensor:
         """All images resized and cropped, as one uint8 tensor (150 kB per 224 px image)."""
@@ -223,9 +220,7 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
         return torch.stack([geometry(load_rgb(image, index)) for index, image in enumerate(images)])
 
     def _scale(self, batch: torch.Tensor, device: torch.device) -> torch.Tensor:
-        mean = torch.tensor(self._preprocessing.mean, device=device).view(1, 3, 1, 1)
-        std = torch.tensor(self._preprocessing.std, device=device).view(1, 3, 1, 1)
-        return (batch.to(device).float() / 255 - mean) / std
+        return self._normalise.to(device)(batch.to(device))
 
     @torch.inference_mode()
     def _pooled(self, model: _Classifier, pixels: torch.Tensor, device: torch.device) -> torch.Tensor:

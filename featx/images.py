@@ -15,30 +15,12 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from featx.errors import ImageError, ParameterError
+
 ImageInput = Any  # str | os.PathLike | bytes | PIL.Image.Image | np.ndarray
 
 #: PIL's own decompression-bomb threshold (about 89 megapixels); larger images are refused, not decoded.
 MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
-
-
-class ImageError(ValueError):
-    """One input that could not become an image. ``kind`` is one of :data:`ERROR_KINDS`."""
-
-    def __init__(self, index: int, source: str, kind: str, reason: str):
-        self.index, self.source, self.kind, self.reason = index, source, kind, reason
-        super().__init__(f"input {index} ({source}): {kind}: {reason}")
-
-    def __reduce__(self):  # crosses DataLoader worker processes intact
-        return ImageError, (self.index, self.source, self.kind, self.reason)
-
-    def as_record(self) -> dict[str, Any]:
-        return {"index": self.index, "source": self.source, "kind": self.kind, "message": self.reason}
-
-
-ERROR_KINDS = (
-    "missing", "permission", "unreadable", "empty", "not_an_image", "truncated",
-    "decompression_bomb", "unsupported_mode", "invalid_array", "unsupported_type",
-)
 
 
 def as_image_list(images: Any) -> list[ImageInput]:
@@ -51,7 +33,7 @@ def as_image_list(images: Any) -> list[ImageInput]:
         raise TypeError(f"X must be a sequence of images, got a single {type(images).__name__}; wrap it in a list")
     if hasattr(images, "columns") and hasattr(images, "iloc"):  # DataFrame
         if images.shape[1] != 1:
-            raise ValueError(
+            raise ParameterError(
                 f"X is a DataFrame with {images.shape[1]} columns {list(images.columns)}; "
                 "pass one column of images (paths, bytes, PIL images or arrays)"
             )
@@ -63,7 +45,7 @@ def as_image_list(images: Any) -> list[ImageInput]:
             return list(images.ravel()) if images.ndim <= 1 or images.shape[-1] == 1 else list(images)
         if images.ndim in (3, 4):
             return list(images)
-        raise ValueError(
+        raise ParameterError(
             f"X is a numeric array of shape {images.shape}; featx expects a sequence of images: "
             "paths, bytes, PIL images, or a stack of arrays shaped (n, H, W) or (n, H, W, C)"
         )

@@ -11,17 +11,19 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 import numpy as np
 import pandas as pd
 
+from featx import engines
 from featx.cache import Namespace
-from featx.extract import Filled, FrozenNetwork, fill_store, read_vectors
+from featx.errors import ImageError
+from featx.extract import read_vectors
 from featx.feature_files import write_features
-from featx.images import ImageError
+from featx.network import FrozenNetwork
+from featx.options import JOB_ON_ERROR, check_option
 
-ON_ERROR = ("skip", "raise")
 _CHUNK_ROWS = 4096
 
 
@@ -59,20 +61,19 @@ def run_extract_job(
     on_error: str = "skip",
     out: str | os.PathLike | None = None,
     progress: bool = True,
-    fill: Callable[..., Filled] = fill_store,
+    engine: engines.Engine | None = None,
 ) -> JobSummary:
     """Cache the features of every image in ``manifest`` and optionally write them to ``out``.
 
     ``on_error='skip'`` reports bad files in the summary and leaves them out of ``out``; ``'raise'`` stops
-    at the first one (finished batches stay cached). ``fill`` is the engine: the local one, or
-    :func:`featx.engines.ray.fill_store`.
+    at the first one (finished batches stay cached). ``engine`` fills the cache (default: ``engines.get("local")``).
     """
-    if on_error not in ON_ERROR:
-        raise ValueError(f"on_error={on_error!r}; use one of {ON_ERROR}")
+    check_option("on_error", on_error, JOB_ON_ERROR, "run_extract_job")
+    engine = engine or engines.get("local")
     start = time.perf_counter()
     paths = manifest["path"].tolist()
-    filled = fill(paths, network, namespace, batch_size=batch_size, num_workers=num_workers,
-                        progress=progress, fail_fast=on_error == "raise")
+    filled = engine.fill(paths, network, namespace, batch_size=batch_size, num_workers=num_workers,
+                         progress=progress, fail_fast=on_error == "raise")
     summary = JobSummary(len(paths), filled.n_cached, filled.n_computed, filled.errors)
     if out is not None:
         good = filled.good()

@@ -10,8 +10,9 @@ from PIL import Image
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
-from featx.extract import ON_ERROR
-from featx.images import ImageError, as_image_list, load_rgb
+from featx.errors import ImageError
+from featx.images import as_image_list, load_rgb
+from featx.options import ON_ERROR, check_option, check_positive_int
 
 
 class RawPixels(TransformerMixin, BaseEstimator):
@@ -37,10 +38,8 @@ class RawPixels(TransformerMixin, BaseEstimator):
 
     def fit(self, X: Any, y: Any = None) -> "RawPixels":
         """Validate the parameters and the input; nothing is learned."""
-        if not isinstance(self.size, (int, np.integer)) or self.size < 1:
-            raise ValueError(f"size={self.size!r}; use a positive integer")
-        if self.on_error not in ON_ERROR:
-            raise ValueError(f"on_error={self.on_error!r}; use one of {ON_ERROR}")
+        check_positive_int("size", self.size, "RawPixels")
+        check_option("on_error", self.on_error, ON_ERROR, "RawPixels")
         as_image_list(X)
         self.n_features_out_ = self.size * self.size * self._channels
         return self

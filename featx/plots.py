@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 import pandas as pd
 
+from featx.errors import ParameterError
+
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
@@ -79,7 +81,7 @@ def comparison_figure(
     Figure = _figure_class()
     panels = [part for part in (table, confusion, report) if part is not None]
     if not panels:
-        raise ValueError("nothing to plot: pass a comparison table, a confusion matrix or a transfer report")
+        raise ParameterError("nothing to plot: pass a comparison table, a confusion matrix or a transfer report")
     figure = Figure(figsize=(6.5 * len(panels), 5.5), layout="constrained")
     axes = iter(figure.subplots(1, len(panels), squeeze=False)[0])
     if table is not None:

@@ -9,9 +9,13 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
-from featx.backbones import Backbone, get_backbone
-from featx.extract import COMPILES, ON_ERROR, PRECISIONS, FrozenNetwork, extract, feature_size, open_store
-from featx.images import ImageError, as_image_list
+from featx.cache import open_store
+from featx.errors import ImageError
+from featx.extract import extract
+from featx.images import as_image_list
+from featx.network import FrozenNetwork, NetworkSpec, feature_size
+from featx.options import ON_ERROR, check_option, check_positive_int
+from featx.registry import Backbone, get_backbone
 
 
 class PretrainedFeatures(TransformerMixin, BaseEstimator):
@@ -105,8 +109,8 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
         check_is_fitted(self, "n_features_out_")
         images = as_image_list(X)
         network = self._network()
-        result = extract(images, network, open_store(network, self.cache_dir), batch_size=self.batch_size, num_workers=self.num_workers,
-                         progress=self.progress)
+        result = extract(images, network, open_store(network.fingerprint, self.cache_dir), batch_size=self.batch_size,
+                         num_workers=self.num_workers, progress=self.progress)
         self.errors_: list[ImageError] = result.errors
         if result.errors:
             if self.on_error == "raise":
@@ -129,22 +133,21 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
 
     def _network(self) -> FrozenNetwork:
         """The loaded network, built on first use and kept (not pickled) for later calls."""
-        settings = (self.backbone, self.weights, self.layer, self.pooling, self.device, self.precision, self.compile)
+        spec = self._spec()
         cached = getattr(self, "_loaded", None)
-        if cached is None or cached[0] != settings:
-            self._loaded = (settings, FrozenNetwork(*settings))
-        return self._loaded[1]
+        if cached is None or cached.spec != spec:
+            self._loaded = FrozenNetwork(spec)
+        return self._loaded
+
+    def _spec(self) -> NetworkSpec:
+        return NetworkSpec(self.backbone, self.weights, self.layer, self.pooling, self.device, self.precision,
+                           self.compile)
 
     def _validate(self) -> None:
         get_backbone(self.backbone)
-        if self.on_error not in ON_ERROR:
-            raise ValueError(f"on_error={self.on_error!r}; use one of {ON_ERROR}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision={self.precision!r}; use one of {PRECISIONS}")
-        if self.compile not in COMPILES:
-            raise ValueError(f"compile={self.compile!r}; use one of {COMPILES}")
-        if not isinstance(self.batch_size, (int, np.integer)) or self.batch_size < 1:
-            raise ValueError(f"batch_size={self.batch_size!r}; use a positive integer")
+        self._spec()  # checks precision, compile and pooling
+        check_option("on_error", self.on_error, ON_ERROR, "PretrainedFeatures")
+        check_positive_int("batch_size", self.batch_size, "PretrainedFeatures")
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()

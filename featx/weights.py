@@ -2,32 +2,29 @@
 
 Accepted: ``"DEFAULT"``, a named weights entry of the backbone (a torchvision enum name such as
 ``"IMAGENET1K_V2"``, or ``"ResNet50_Weights.IMAGENET1K_V2"``), a local file path, or ``None`` (random init).
-Torchvision weights download through torchvision's own cache (``$TORCH_HOME/hub/checkpoints``); offline,
-a missing file fails at once with a message that says where to put it.
+This module knows no registry: it works on anything shaped like a :class:`featx.Backbone`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import urllib.error
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Callable, Mapping, Protocol
 
 import torch
 
+from featx.errors import ParameterError, WeightsUnavailableError
 from featx.preprocessing import Preprocessing
 
-if TYPE_CHECKING:
-    from featx.backbones import Backbone
-
 StateDict = dict[str, torch.Tensor]
+
+#: ``weights=None`` builds the architecture under this seed, so random init is the same network every time.
 RANDOM_INIT_SEED = 0
 
-
-class WeightsUnavailableError(RuntimeError):
-    """The requested weights are neither cached locally nor downloadable."""
+__all__ = ["PretrainedWeights", "RANDOM_INIT_SEED", "ResolvedWeights", "WeightsUnavailableError", "file_digest",
+           "load_state_dict_file", "resolve_weights"]
 
 
 @dataclass(frozen=True)
@@ -46,6 +43,13 @@ class PretrainedWeights:
     source: str = ""
 
 
+class _HasWeights(Protocol):
+    name: str
+    preprocessing: Preprocessing
+    weights: Mapping[str, PretrainedWeights]
+    default_weights: str | None
+
+
 @dataclass(frozen=True)
 class ResolvedWeights:
     """What the engine needs: tensors to load (None: keep random init), a digest, and preprocessing."""
@@ -54,33 +58,6 @@ class ResolvedWeights:
     digest: str
     preprocessing: Preprocessing
     description: str
-
-
-def torchvision_weights(enum_member: Any) -> PretrainedWeights:
-    """Wrap a torchvision weights enum member so it downloads through torchvision's own cache."""
-    url: str = enum_member.url
-    file_name = url.rsplit("/", 1)[-1]
-
-    def load() -> StateDict:
-        checkpoint = Path(torch.hub.get_dir()) / "checkpoints" / file_name
-        try:
-            return enum_member.get_state_dict(progress=True, check_hash=True)
-        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as error:
-            if checkpoint.exists():
-                raise
-            raise WeightsUnavailableError(
-                f"Could not download {enum_member} from {url} ({error}). On an offline machine, copy the file "
-                f"{file_name} into {checkpoint.parent}/ (set TORCH_HOME to move that folder), or pass "
-                f"weights='/path/to/{file_name}', or weights=None for random init."
-            ) from error
-
-    return PretrainedWeights(
-        name=enum_member.name,
-        digest=file_name.rsplit(".", 1)[0],
-        preprocessing=Preprocessing.from_torchvision(enum_member.transforms()),
-        load=load,
-        source=url,
-    )
 
 
 def file_digest(path: str | os.PathLike) -> str:
@@ -98,14 +75,14 @@ def load_state_dict_file(path: str | os.PathLike) -> StateDict:
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict):
-        raise ValueError(f"{path} holds a {type(state).__name__}, not a state dict of tensors")
+        raise ParameterError(f"{path} holds a {type(state).__name__}, not a state dict of tensors")
     return state
 
 
-def resolve_weights(backbone: "Backbone", weights: str | os.PathLike | None) -> ResolvedWeights:
+def resolve_weights(backbone: _HasWeights, weights: str | os.PathLike | None) -> ResolvedWeights:
     """Turn the user's ``weights`` value into tensors, a digest and preprocessing for ``backbone``."""
     if weights is None or (isinstance(weights, str) and weights.lower() == "none"):
-        # The engine seeds random init (RANDOM_INIT_SEED), so it is reproducible for one torch version.
+        # Random init is seeded (Backbone.truncated): reproducible for one torch version.
         digest = f"random-init-seed{RANDOM_INIT_SEED}-torch{torch.__version__}"
         return ResolvedWeights(None, digest, backbone.preprocessing, "random init")
     if isinstance(weights, (str, os.PathLike)):
@@ -116,17 +93,17 @@ def resolve_weights(backbone: "Backbone", weights: str | os.PathLike | None) -> 
         if path.is_file():  # a registry entry's preprocessing is its default weights' preprocessing
             return ResolvedWeights(load_state_dict_file(path), file_digest(path), backbone.preprocessing, str(path))
     choices = ", ".join(["'DEFAULT'", *(repr(n) for n in backbone.weights), "a file path", "None"])
-    raise ValueError(
+    raise ParameterError(
         f"weights={weights!r} is neither a weights name of backbone {backbone.name!r} nor an existing file; "
         f"use one of: {choices}"
     )
 
 
-def _named_weights(backbone: "Backbone", name: str) -> PretrainedWeights | None:
+def _named_weights(backbone: _HasWeights, name: str) -> PretrainedWeights | None:
     """Find a named entry; accepts 'DEFAULT', 'IMAGENET1K_V2' and 'ResNet50_Weights.IMAGENET1K_V2'."""
     if name.upper() == "DEFAULT":
         if backbone.default_weights is None:
-            raise ValueError(
+            raise ParameterError(
                 f"backbone {backbone.name!r} has no default pretrained weights; pass weights=PATH or weights=None"
             )
         return backbone.weights[backbone.default_weights]

@@ -12,7 +12,7 @@ from featx.datasets import load_manifest
 from featx.job import run_extract_job
 
 ray = pytest.importorskip("ray", reason="the Ray engine is an optional extra: pip install 'featx[ray]'")
-from featx.engines import ray as ray_engine  # noqa: E402
+from featx import engines  # noqa: E402
 
 TINY = "tiny_backbone:TINY"  # importable by Ray's worker processes (PYTHONPATH below), unlike a registration
 
@@ -29,11 +29,9 @@ def local_ray():
 def job(manifest, tmp_path, engine, name):
     network = FrozenNetwork(TINY, weights=None, precision="fp32")
     namespace = FeatureCache(tmp_path / f"cache-{name}").namespace(network.fingerprint)
-    fill = ray_engine.fill_store if engine == "ray" else None
-    kwargs = {"fill": fill} if fill else {}
     out = tmp_path / f"{name}.parquet"
     summary = run_extract_job(load_manifest(manifest), network, namespace, batch_size=4, out=out, progress=False,
-                              **kwargs)
+                              engine=engines.get(engine))
     return summary, out
 
 
@@ -58,7 +56,7 @@ def test_ray_vectors_land_in_the_namespace_the_local_engine_and_transformer_read
     network = FrozenNetwork(TINY, weights=None, precision="fp32")
     namespace = FeatureCache(tmp_path / "cache").namespace(network.fingerprint)
     summary = run_extract_job(load_manifest(image_folder), network, namespace, progress=False,
-                              fill=ray_engine.fill_store)
+                              engine=engines.get("ray"))
     assert summary.n_computed == 6
     local_rerun = run_extract_job(load_manifest(image_folder), network, namespace, progress=False)
     assert (local_rerun.n_computed, local_rerun.n_cached) == (0, 6)
@@ -69,7 +67,7 @@ def test_ray_engine_refuses_an_in_memory_store_by_name(local_ray):
 
     network = FrozenNetwork(TINY, weights=None)
     with pytest.raises(ValueError, match="on-disk cache that every node sees"):
-        ray_engine.fill_store(["x.png"], network, MemoryNamespace(network.fingerprint))
+        engines.get("ray").fill(["x.png"], network, MemoryNamespace(network.fingerprint))
 
 
 @pytest.mark.slow

@@ -61,7 +61,7 @@ def test_pickling_drops_the_network_and_the_copy_reloads_it_with_equal_output():
     images, _ = labelled_images(4)
     estimator = tiny().fit(images)
     X = estimator.transform(images)
-    assert isinstance(estimator._loaded[1], FrozenNetwork)
+    assert isinstance(estimator._loaded, FrozenNetwork)
     data = pickle.dumps(estimator)
     assert b"conv" not in data.lower() and len(data) < 5_000  # no weights inside
     restored = pickle.loads(data)
@@ -116,8 +116,9 @@ def test_on_error_nan_keeps_rows_aligned_and_records_failures(tmp_path):
 
 
 def test_invalid_parameters_are_reported_at_fit_naming_the_value():
-    for bad, match in [({"on_error": "skip"}, "on_error='skip'"), ({"precision": "fp64"}, "precision='fp64'"),
-                       ({"batch_size": 0}, "batch_size=0"), ({"backbone": "nope"}, "backbone='nope'")]:
+    for bad, match in [({"on_error": "skip"}, "'on_error' parameter of PretrainedFeatures .* Got 'skip'"),
+                       ({"precision": "fp64"}, "'precision' parameter .* Got 'fp64'"),
+                       ({"batch_size": 0}, "'batch_size' parameter .* Got 0"), ({"backbone": "nope"}, "backbone='nope'")]:
         params = {"backbone": "tiny", "weights": None, **bad}
         with pytest.raises(ValueError, match=match):
             PretrainedFeatures(**params).fit([photo(0)])

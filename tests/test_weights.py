@@ -9,7 +9,7 @@ import torchvision
 
 from conftest import photo
 from featx import WeightsUnavailableError, extract_features
-from featx.backbones import get_backbone
+from featx.registry import get_backbone
 from featx.weights import file_digest, resolve_weights
 
 

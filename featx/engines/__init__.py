@@ -1,4 +1,26 @@
-"""Engines that fill a feature cache: ``local`` (DataLoader workers, :func:`featx.extract.fill_store`) and
-``ray`` (Ray Data, :mod:`featx.engines.ray`, an optional extra). Each keys every input, computes what the
-namespace lacks and commits it shard by shard through :meth:`featx.cache.Namespace.write`, so a cache
-filled by one engine is read by every door."""
+"""Engines fill a :class:`featx.cache.Store` with the vectors of a sequence of images.
+
+``local`` runs DataLoader decoding workers and the network in this process (:mod:`featx.engines.local`);
+``ray`` runs Ray Data tasks and actors (:mod:`featx.engines.ray`, an optional extra). Both share one
+planning step (:mod:`featx.engines.plan`: keys, de-duplication, spreading failures) and commit shard by
+shard through ``Store.write``, so a cache filled by one engine is read by every door.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from featx.engines.base import Engine, Filled
+from featx.options import ENGINES, check_option
+
+__all__ = ["Engine", "Filled", "get"]
+
+_CLASSES = {"local": ("featx.engines.local", "LocalEngine"), "ray": ("featx.engines.ray", "RayEngine")}
+
+
+def get(name: str = "local", **options: Any) -> Engine:
+    """The engine called ``name`` ('local' or 'ray'), built with ``options`` (e.g. Ray's ``address``)."""
+    check_option("engine", name, ENGINES)
+    module, cls = _CLASSES[name]
+    return getattr(importlib.import_module(module), cls)(**options)

@@ -10,7 +10,6 @@ directory (shared storage) and the image paths. Ray stays optional: ``pip instal
 
 from __future__ import annotations
 
-import functools
 import os
 from pathlib import Path
 from typing import Any, Sequence
@@ -18,11 +17,14 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from featx.cache import FeatureCache, Namespace
+from featx.cache import FeatureCache, Namespace, Store
 from featx.datasets import load_manifest
-from featx.extract import Filled, FrozenNetwork, spread_failures
-from featx.images import ImageError, content_key, load_rgb
+from featx.engines.base import Filled
+from featx.engines.plan import plan
+from featx.errors import ImageError, ParameterError
+from featx.images import content_key, load_rgb
 from featx.job import JobSummary, run_extract_job
+from featx.network import FrozenNetwork, NetworkSpec
 from featx.preprocessing import Preprocessing
 
 
@@ -81,9 +83,9 @@ def _decode_batch(batch: dict[str, np.ndarray], preprocessing: Preprocessing) ->
 class _Embed:
     """A Ray actor: one frozen network, loaded once; each batch is computed and committed to the cache."""
 
-    def __init__(self, settings: dict[str, Any], cache_path: str, threads: int):
+    def __init__(self, spec: NetworkSpec, cache_path: str, threads: int):
         torch.set_num_threads(threads)
-        self.network = FrozenNetwork(**settings)
+        self.network = FrozenNetwork(spec)
         self.namespace = Namespace(Path(cache_path))
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -100,68 +102,71 @@ def _errors(frame, paths: Sequence[str]) -> list[ImageError]:
             for i, kind, reason in zip(failed["index"], failed["error_kind"], failed["error_reason"])]
 
 
-def fill_store(
-    images: Sequence[str | os.PathLike],
-    network: FrozenNetwork,
-    store: Namespace,
-    *,
-    batch_size: int = 64,
-    num_workers: int | None = None,
-    progress: bool = False,
-    fail_fast: bool = False,
-    address: str | None = None,
-    concurrency: int | None = None,
-) -> Filled:
-    """:func:`featx.extract.fill_store` on Ray Data: the same keys, errors and counts, the same cache.
+class RayEngine:
+    """The local engine's work on Ray Data: the same keys, errors and counts, the same cache.
 
+    ``address`` joins a cluster ('auto': the running one; default: start a local instance).
     ``concurrency`` model actors (default: one per GPU, else one); ``num_workers`` caps the decoding tasks
     running at once (default: Ray's choice). ``fail_fast`` raises the first failure after the run.
     """
-    if not isinstance(store, Namespace):
-        raise ValueError("the Ray engine writes to an on-disk cache that every node sees: pass cache_dir / --cache")
-    if network.device.type not in ("cpu", "cuda"):
-        raise ValueError(f"the Ray engine runs on cpu or cuda, not {network.device}")
-    ray = _ray()
-    connect(address)
-    ray.data.DataContext.get_current().enable_progress_bars = progress  # Ray Data's own bars
-    paths = [os.fspath(p) for p in images]
-    items = ray.data.from_items([{"index": i, "path": p} for i, p in enumerate(paths)])
-    hashed = items.map_batches(_hash_batch, batch_size=1024).to_pandas().sort_values("index")
-    keys = [k or None for k in hashed["key"]]
-    errors = _errors(hashed, paths)
-    if fail_fast and errors:
-        raise errors[0]
 
-    missing = set(store.missing(k for k in keys if k is not None))
-    n_cached = sum(1 for k in keys if k is not None and k not in missing)
-    first_index: dict[str, int] = {}
-    for index, key in enumerate(keys):
-        if key in missing:
-            first_index.setdefault(key, index)
-    decode_errors: list[ImageError] = []
-    n_computed = 0
-    if first_index:
+    def __init__(self, address: str | None = None, concurrency: int | None = None):
+        self.address, self.concurrency = address, concurrency
+
+    def fill(
+        self,
+        images: Sequence[str | os.PathLike],
+        network: FrozenNetwork,
+        store: Store,
+        *,
+        batch_size: int = 64,
+        num_workers: int | None = None,
+        progress: bool = False,
+        fail_fast: bool = False,
+    ) -> Filled:
+        if not isinstance(store, Namespace):
+            raise ParameterError("the Ray engine writes to an on-disk cache that every node sees: pass cache_dir / --cache")
+        if network.device.type not in ("cpu", "cuda"):
+            raise ParameterError(f"the Ray engine runs on cpu or cuda, not {network.device}")
+        ray = _ray()
+        connect(self.address)
+        ray.data.DataContext.get_current().enable_progress_bars = progress  # Ray Data's own bars
+        paths = [os.fspath(p) for p in images]
+        items = ray.data.from_items([{"index": i, "path": p} for i, p in enumerate(paths)])
+        hashed = items.map_batches(_hash_batch, batch_size=1024).to_pandas().sort_values("index")
+        keys = [k or None for k in hashed["key"]]
+        unreadable = _errors(hashed, paths)
+        if fail_fast and unreadable:
+            raise unreadable[0]
+        todo = plan(keys, unreadable, store)
+        decode_errors: list[ImageError] = []
+        n_computed = 0
+        if todo.todo:
+            done = self._compute(ray, paths, keys, todo.todo, network, store, batch_size, num_workers)
+            decode_errors = _errors(done, paths)
+            n_computed = len(done) - len(decode_errors)
+        filled = todo.finish(decode_errors, n_computed)
+        if fail_fast and filled.errors:
+            raise filled.errors[0]
+        return filled
+
+    def _compute(self, ray, paths: list[str], keys: list[str | None], todo: list[int], network: FrozenNetwork,
+                 store: Namespace, batch_size: int, num_workers: int | None):
         gpus = int(ray.cluster_resources().get("GPU", 0)) if network.device.type == "cuda" else 0
-        actors = concurrency or max(1, gpus)
+        actors = self.concurrency or max(1, gpus)
         # On CPUs each actor's thread pool takes its share of the cluster's cores, while reserving one
         # logical CPU only, so Ray still schedules the decoding tasks (which yield to it, as locally).
         threads = 1 if gpus else max(1, int(ray.cluster_resources().get("CPU", 1)) // actors)
-        todo = ray.data.from_items([{"index": i, "path": paths[i], "key": k} for k, i in first_index.items()])
-        decoded = todo.map_batches(_decode_batch, fn_kwargs={"preprocessing": network.preprocessing},
-                                   batch_size=batch_size, concurrency=num_workers)
+        items = ray.data.from_items([{"index": i, "path": paths[i], "key": keys[i]} for i in todo])
+        decoded = items.map_batches(_decode_batch, fn_kwargs={"preprocessing": network.preprocessing},
+                                    batch_size=batch_size, concurrency=num_workers)
         embedded = decoded.map_batches(
-            _Embed, fn_constructor_kwargs={"settings": network.settings, "cache_path": str(store.path),
-                                           "threads": threads},
+            _Embed, fn_constructor_kwargs={"spec": network.spec, "cache_path": str(store.path), "threads": threads},
             batch_size=batch_size, concurrency=actors, num_gpus=1 if gpus else 0, num_cpus=1,
         )
         done = embedded.to_pandas()
         store.refresh()  # the actors committed shards from their own processes
-        decode_errors = _errors(done, paths)
-        n_computed = len(done) - len(decode_errors)
-    errors = sorted(errors + spread_failures(decode_errors, keys), key=lambda e: e.index)
-    if fail_fast and errors:
-        raise errors[0]
-    return Filled(keys, errors, n_cached, n_computed)
+        return done
 
 
 def extract(
@@ -182,8 +187,7 @@ def extract(
     progress: bool = False,
 ) -> JobSummary:
     """``featx extract SOURCE --engine ray`` from Python: cache a manifest's features, optionally write ``out``."""
-    network = FrozenNetwork(backbone, weights, layer, pooling, device, precision)
+    network = FrozenNetwork(NetworkSpec(backbone, weights, layer, pooling, device, precision))
     namespace = FeatureCache(cache_dir).namespace(network.fingerprint)
-    fill = functools.partial(fill_store, address=address, concurrency=concurrency)
     return run_extract_job(load_manifest(source), network, namespace, batch_size=batch_size, on_error=on_error,
-                           out=out, progress=progress, fill=fill)
+                           out=out, progress=progress, engine=RayEngine(address, concurrency))

@@ -1,9 +1,6 @@
-"""Experiments on features: which classifier, which layer, which backbone, and did transfer help at all?
-
-Every comparison runs on the same folds, so differences are paired and the fold-to-fold noise can be
-measured: :func:`corrected_paired_ttest` is Nadeau & Bengio's test, which accounts for the overlap of
-cross-validation training sets (a plain paired t-test over folds is too optimistic).
-"""
+"""Did transfer help at all? Pretrained features against raw pixels and random weights on the same folds,
+with :func:`corrected_paired_ttest` (Nadeau & Bengio): folds share training data, so a plain paired t-test
+over folds is too optimistic."""
 
 from __future__ import annotations
 
@@ -11,193 +8,22 @@ import math
 import os
 import warnings
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
 from scipy import stats
-from sklearn.base import BaseEstimator, clone
-from sklearn.metrics import confusion_matrix
-from sklearn.model_selection import StratifiedKFold, check_cv, cross_validate
+from sklearn.base import BaseEstimator
 
-from featx.backbones import Backbone, get_backbone
-from featx.classifiers import as_classifier, resolve_classifiers
+from featx.classifiers import as_classifier
+from featx.errors import ParameterError
+from featx.evaluate.folds import fold_scores, format_accuracy, make_folds, summarise
 from featx.extract import extract_features
 from featx.images import as_image_list
 from featx.pixels import RawPixels
+from featx.registry import Backbone, get_backbone
 
-Folds = list[tuple[np.ndarray, np.ndarray]]
-SCORING = ("accuracy", "f1_macro")
 BASELINES = ("pixels", "random")
-
-
-def make_folds(y: Sequence[Any], cv: Any = 5, *, split: Sequence[str] | None = None, random_state: int = 0) -> Folds:
-    """Train/test index pairs: ``cv`` folds (stratified, shuffled, seeded), or ``cv='split'`` for the
-    manifest's own split (``split`` holds 'train' / 'test' per row), or any scikit-learn splitter."""
-    y = np.asarray(y)
-    if isinstance(cv, str) and cv == "split":
-        return [_split_fold(split)]
-    if isinstance(cv, (int, np.integer)):
-        smallest = pd.Series(y).value_counts().min()
-        if cv < 2 or smallest < cv:
-            raise ValueError(f"cv={cv}: need 2 <= cv <= the smallest class size ({smallest})")
-        cv = StratifiedKFold(n_splits=int(cv), shuffle=True, random_state=random_state)
-    return list(check_cv(cv, y, classifier=True).split(np.zeros((len(y), 1)), y))
-
-
-def _split_fold(split: Sequence[str] | None) -> tuple[np.ndarray, np.ndarray]:
-    if split is None:
-        raise ValueError("cv='split' needs the manifest's split column (train / test); it has none, use cv=5")
-    values = pd.Series(split).astype(str).str.lower()
-    unknown = sorted(set(values) - {"train", "test"})
-    if unknown:
-        raise ValueError(f"split column holds {unknown}; cv='split' accepts only 'train' and 'test'")
-    train, test = np.flatnonzero(values == "train"), np.flatnonzero(values == "test")
-    if not len(train) or not len(test):
-        raise ValueError("cv='split' needs both 'train' and 'test' rows in the split column")
-    return train, test
-
-
-def _scores(estimator: BaseEstimator, X: np.ndarray, y: np.ndarray, folds: Folds, n_jobs: int | None) -> pd.DataFrame:
-    """One row per fold: accuracy, f1_macro, fit_s, predict_s."""
-    result = cross_validate(estimator, X, y, cv=folds, scoring=SCORING, n_jobs=n_jobs, error_score="raise")
-    return pd.DataFrame({
-        "fold": range(len(folds)),
-        "accuracy": result["test_accuracy"],
-        "f1_macro": result["test_f1_macro"],
-        "fit_s": result["fit_time"],
-        "predict_s": result["score_time"],
-    })
-
-
-def _summarise(scores: pd.DataFrame) -> dict[str, float]:
-    std = scores.std(ddof=1) if len(scores) > 1 else scores.std().mul(np.nan)
-    return {
-        "n_folds": len(scores),
-        "accuracy_mean": scores["accuracy"].mean(),
-        "accuracy_std": std["accuracy"],
-        "f1_macro_mean": scores["f1_macro"].mean(),
-        "f1_macro_std": std["f1_macro"],
-        "fit_s": scores["fit_s"].mean(),
-        "predict_s": scores["predict_s"].mean(),
-    }
-
-
-def _check_inputs(X: np.ndarray, y: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
-    X, y = np.asarray(X), np.asarray(y)
-    if X.ndim != 2 or len(X) != len(y):
-        raise ValueError(f"X has shape {X.shape} and y has {len(y)} labels; need (n_samples, n_features) and n labels")
-    if pd.isna(y).any():
-        raise ValueError(f"y has {int(pd.isna(y).sum())} missing labels; drop those rows first")
-    return X, y
-
-
-def compare_classifiers(
-    X: np.ndarray,
-    y: Sequence[Any],
-    *,
-    classifiers: Iterable[str] | Mapping[str, BaseEstimator] | None = None,
-    cv: Any = 5,
-    split: Sequence[str] | None = None,
-    tune: bool = False,
-    backbone: str | None = None,
-    layer: str | None = None,
-    n_jobs: int | None = None,
-    random_state: int = 0,
-) -> pd.DataFrame:
-    """Cross-validate classifiers on one feature matrix, on the same folds; best first.
-
-    Parameters
-    ----------
-    X, y : features (n_samples, n_features) and labels.
-    classifiers : names from ``featx.classifiers.CLASSIFIERS`` (default: all five), or name -> estimator.
-    cv : folds (int, stratified), ``"split"`` with ``split=`` the manifest's split, or a splitter.
-    tune : wrap each named classifier in a small ``GridSearchCV`` (nested inside the outer folds).
-    backbone, layer : copied into the table, so tables of several feature sets concatenate.
-
-    Returns
-    -------
-    DataFrame with one row per classifier: classifier, backbone, layer, n_features, n_folds,
-    accuracy_mean, accuracy_std, f1_macro_mean, f1_macro_std, fit_s and predict_s (mean seconds per fold).
-    """
-    X, y = _check_inputs(X, y)
-    folds = make_folds(y, cv, split=split, random_state=random_state)
-    rows = []
-    for name, estimator in resolve_classifiers(classifiers, tune=tune, random_state=random_state).items():
-        summary = _summarise(_scores(estimator, X, y, folds, n_jobs))
-        rows.append({"classifier": name, "backbone": backbone, "layer": layer, "n_features": X.shape[1], **summary})
-    table = pd.DataFrame(rows).sort_values("accuracy_mean", ascending=False, kind="stable")
-    return table.reset_index(drop=True)
-
-
-def compare_finetuning(
-    images: Any,
-    y: Sequence[Any],
-    *,
-    backbone: str | Backbone = "efficientnet_lite0",
-    weights: Any = "DEFAULT",
-    unfreeze: Sequence[int] = (0, 2),
-    cv: Any = 5,
-    split: Sequence[str] | None = None,
-    max_folds: int | None = 1,
-    random_state: int = 0,
-    **params: Any,
-) -> pd.DataFrame:
-    """Rows for :func:`compare_classifiers`' table: :class:`featx.finetune.FineTunedClassifier` trained
-    on the images, head only (``unfreeze=0``) and with its last blocks, on the same folds.
-
-    Training on a CPU costs minutes per fold, so by default only the first fold is run (``n_folds`` says
-    how many were; ``max_folds=None`` runs all). ``fit_s`` is the price of each point of accuracy.
-    """
-    from featx.extract import feature_size
-    from featx.finetune import FineTunedClassifier
-
-    images, y = as_image_list(images), np.asarray(y)
-    folds = make_folds(y, cv, split=split, random_state=random_state)[:max_folds]
-    spec = get_backbone(backbone)
-    rows = []
-    for blocks in unfreeze:
-        estimator = FineTunedClassifier(backbone, weights, unfreeze=blocks, random_state=random_state, **params)
-        summary = _summarise(_scores(estimator, images, y, folds, None))
-        rows.append({"classifier": "finetune head" if blocks == 0 else f"finetune last {blocks} blocks",
-                     "backbone": spec.name, "layer": "trained", "n_features": feature_size(spec), **summary})
-    return pd.DataFrame(rows)
-
-
-def recommendation(table: pd.DataFrame) -> str:
-    """One sentence: the best row, and a cheaper one if it is within one standard deviation of it."""
-    best = table.loc[table["accuracy_mean"].idxmax()]
-    sentence = f"Best: {best['classifier']} at {_accuracy(best)}"
-    # a single-fold row has no spread of its own: borrow the table's typical fold-to-fold noise
-    tolerance = best["accuracy_std"] if pd.notna(best["accuracy_std"]) else table["accuracy_std"].median()
-    tolerance = 0.0 if pd.isna(tolerance) else tolerance
-    close = table[(table["accuracy_mean"] >= best["accuracy_mean"] - tolerance)
-                  & (table["fit_s"] < best["fit_s"] / 2)]
-    if len(close):
-        cheap = close.loc[close["accuracy_mean"].idxmax()]
-        sentence += (f"; {cheap['classifier']} ({_accuracy(cheap)}) is within one standard deviation and fits "
-                     f"{best['fit_s'] / max(cheap['fit_s'], 1e-9):.0f}x faster")
-    return sentence + "."
-
-
-def _accuracy(row: pd.Series) -> str:
-    spread = f" ± {100 * row['accuracy_std']:.1f}" if pd.notna(row["accuracy_std"]) else ""
-    return f"{100 * row['accuracy_mean']:.1f}%{spread} accuracy"
-
-
-def confusion(
-    X: np.ndarray, y: Sequence[Any], classifier: str | BaseEstimator = "logreg", *, cv: Any = 5,
-    split: Sequence[str] | None = None, random_state: int = 0,
-) -> tuple[np.ndarray, np.ndarray]:
-    """The confusion matrix of one classifier summed over the test folds, and its labels (row order)."""
-    X, y = _check_inputs(X, y)
-    estimator = as_classifier(classifier, random_state=random_state)
-    labels = np.unique(y)
-    matrix = np.zeros((len(labels), len(labels)), dtype=np.int64)
-    for train, test in make_folds(y, cv, split=split, random_state=random_state):
-        predicted = clone(estimator).fit(X[train], y[train]).predict(X[test])
-        matrix += confusion_matrix(y[test], predicted, labels=labels)
-    return matrix, labels
 
 
 def corrected_paired_ttest(a: Sequence[float], b: Sequence[float], n_train: float, n_test: float) -> float:
@@ -294,10 +120,10 @@ def transfer_report(
     images = as_image_list(images)
     y = np.asarray(y)
     if len(images) != len(y):
-        raise ValueError(f"{len(images)} images but {len(y)} labels")
+        raise ParameterError(f"{len(images)} images but {len(y)} labels")
     unknown = sorted(set(baselines) - set(BASELINES))
     if unknown:
-        raise ValueError(f"baselines={list(baselines)}: {unknown} unknown; use any of {BASELINES}")
+        raise ParameterError(f"baselines={list(baselines)}: {unknown} unknown; use any of {BASELINES}")
     specs = [get_backbone(b) for b in ([backbones] if isinstance(backbones, (str, Backbone)) else backbones)]
     settings = dict(cache_dir=cache_dir, batch_size=batch_size, device=device, precision=precision,
                     num_workers=num_workers, on_error="nan", progress=progress)
@@ -323,14 +149,14 @@ def transfer_report(
     folds = make_folds(y, cv, split=split, random_state=random_state)
     estimator = as_classifier(classifier, random_state=random_state)
 
-    fold_scores, rows = [], []
+    per_fold, rows = [], []
     for s in sets:
-        scores = _scores(estimator, s.X[usable], y, folds, n_jobs)
-        fold_scores.append(scores.assign(features=s.label, kind=s.kind))
+        scores = fold_scores(estimator, s.X[usable], y, folds, n_jobs)
+        per_fold.append(scores.assign(features=s.label, kind=s.kind))
         rows.append({"features": s.label, "kind": s.kind, "backbone": s.backbone, "layer": s.layer,
-                     "n_features": s.X.shape[1], **_summarise(scores)})
+                     "n_features": s.X.shape[1], **summarise(scores)})
     summary = pd.DataFrame(rows)
-    scores = pd.concat(fold_scores, ignore_index=True)
+    scores = pd.concat(per_fold, ignore_index=True)
     n_train = np.mean([len(train) for train, _ in folds])
     n_test = np.mean([len(test) for _, test in folds])
     summary = _against_best_pretrained(summary, scores, n_train, n_test)
@@ -363,7 +189,7 @@ def _layers(spec: Backbone, layers: str | Sequence[str] | None) -> list[str]:
         return [spec.node]
     if isinstance(layers, str):
         if layers != "stages":
-            raise ValueError(f"layers={layers!r}; use None, 'stages' or a list of node names")
+            raise ParameterError(f"layers={layers!r}; use None, 'stages' or a list of node names")
         return [*spec.stages, spec.node]
     return list(layers)
 
@@ -386,12 +212,12 @@ def _verdict(summary: pd.DataFrame, classifier: str, dataset: str | None) -> str
     best = summary[summary["best_pretrained"]].iloc[0]
     baselines = summary[summary["kind"] != "pretrained"]
     where = f" on {dataset}" if dataset else ""
-    subject = f"{best['backbone']} ImageNet features at {best['layer']} reach {_accuracy(best)} with {classifier}"
+    subject = f"{best['backbone']} ImageNet features at {best['layer']} reach {format_accuracy(best)} with {classifier}"
     if baselines.empty:
         return f"No baseline was measured{where}: {subject}."
     rival = baselines.loc[baselines["accuracy_mean"].idxmax()]
     gain = -rival["difference"]  # the best pretrained set minus the strongest baseline, in points
-    against = f"the strongest baseline, {rival['features']} ({_accuracy(rival)})"
+    against = f"the strongest baseline, {rival['features']} ({format_accuracy(rival)})"
     folds = int(best["n_folds"])
     if folds < 2:
         return (f"Transfer {'helped' if gain > 0 else 'hurt'}{where} on a single train/test split: {subject}, "

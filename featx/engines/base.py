@@ -1,0 +1,47 @@
+"""The engine seam: one small interface (as httpx's transports have), and what an engine returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol, Sequence
+
+from featx.errors import ImageError
+
+if TYPE_CHECKING:
+    from featx.cache import Store
+    from featx.network import FrozenNetwork
+
+
+@dataclass
+class Filled:
+    """The outcome of :meth:`Engine.fill`: each input's content key, the failures, hit and compute counts."""
+
+    keys: list[str | None]
+    errors: list[ImageError]
+    n_cached: int
+    n_computed: int
+
+    def good(self) -> list[int]:
+        """Indices of the inputs whose vector is in the store, in input order."""
+        failed = {e.index for e in self.errors}
+        return [i for i in range(len(self.keys)) if i not in failed]
+
+
+class Engine(Protocol):
+    """Key every input, compute what ``store`` lacks (once per distinct content), commit it batch by batch.
+
+    Inputs sharing a failed content all fail. With ``fail_fast`` the first failure is raised (unreadable
+    inputs before any computing; a decoding failure after its batch's good vectors are stored).
+    """
+
+    def fill(
+        self,
+        images: Sequence[Any],
+        network: "FrozenNetwork",
+        store: "Store",
+        *,
+        batch_size: int = 64,
+        num_workers: int | None = None,
+        progress: bool = False,
+        fail_fast: bool = False,
+    ) -> Filled: ...

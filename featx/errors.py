@@ -1,0 +1,54 @@
+"""Every error featx raises on purpose, under one root (as ``httpx/_exceptions.py`` opens with its tree).
+
+::
+
+    FeatxError
+      ParameterError(ValueError)        an argument outside its vocabulary or range
+      ImageError(ValueError)            one input that could not become an image (index, source, kind)
+      WeightsUnavailableError(RuntimeError)  weights neither cached nor downloadable
+      OutputError(OSError)              a cache, feature or errors file that cannot be written
+
+Each keeps the standard base it always had, so ``except ValueError`` still works. The command line
+catches ``FeatxError`` (and the OS errors it expects) and prints one line; anything else is a bug in featx
+and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class FeatxError(Exception):
+    """The root of featx's own errors."""
+
+
+class ParameterError(FeatxError, ValueError):
+    """A parameter's value is not one featx accepts; the message names the parameter and the choices."""
+
+
+class WeightsUnavailableError(FeatxError, RuntimeError):
+    """The requested weights are neither cached locally nor downloadable."""
+
+
+class OutputError(FeatxError, OSError):
+    """An output (cache, feature file, errors file) cannot be written; the message names the path and cause."""
+
+
+class ImageError(FeatxError, ValueError):
+    """One input that could not become an image. ``kind`` is one of :data:`ERROR_KINDS`."""
+
+    def __init__(self, index: int, source: str, kind: str, reason: str):
+        self.index, self.source, self.kind, self.reason = index, source, kind, reason
+        super().__init__(f"input {index} ({source}): {kind}: {reason}")
+
+    def __reduce__(self):  # crosses DataLoader worker processes intact
+        return ImageError, (self.index, self.source, self.kind, self.reason)
+
+    def as_record(self) -> dict[str, Any]:
+        return {"index": self.index, "source": self.source, "kind": self.kind, "message": self.reason}
+
+
+ERROR_KINDS = (
+    "missing", "permission", "unreadable", "empty", "not_an_image", "truncated", "decompression_bomb",
+    "too_large", "unsupported_mode", "ambiguous", "invalid_array", "unsupported_type", "not_a_file",
+)

@@ -1,0 +1,24 @@
+"""Experiments on features: which classifier, which layer, which backbone, and did transfer help at all?
+
+:mod:`featx.evaluate.compare` compares classifiers; :mod:`featx.evaluate.transfer` measures pretrained
+features against baselines; both run on the folds of :mod:`featx.evaluate.folds`.
+"""
+
+from featx.evaluate.compare import (
+    compare_classifiers,
+    compare_finetuning,
+    confusion,
+    recommendation,
+)
+from featx.evaluate.folds import make_folds
+from featx.evaluate.transfer import (
+    BASELINES,
+    FeatureSet,
+    TransferReport,
+    corrected_paired_ttest,
+    transfer_report,
+    with_finetuning,
+)
+
+__all__ = ["BASELINES", "FeatureSet", "TransferReport", "compare_classifiers", "compare_finetuning", "confusion",
+           "corrected_paired_ttest", "make_folds", "recommendation", "transfer_report", "with_finetuning"]

@@ -1,0 +1,124 @@
+"""Which classifier on these features? Cross-validated comparisons on shared folds, best first."""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, clone
+from sklearn.metrics import confusion_matrix
+
+from featx.classifiers import as_classifier, resolve_classifiers
+from featx.evaluate.folds import (
+    check_inputs,
+    fold_scores,
+    format_accuracy,
+    make_folds,
+    summarise,
+)
+from featx.images import as_image_list
+from featx.registry import Backbone, get_backbone
+
+
+def compare_classifiers(
+    X: np.ndarray,
+    y: Sequence[Any],
+    *,
+    classifiers: Iterable[str] | Mapping[str, BaseEstimator] | None = None,
+    cv: Any = 5,
+    split: Sequence[str] | None = None,
+    tune: bool = False,
+    backbone: str | None = None,
+    layer: str | None = None,
+    n_jobs: int | None = None,
+    random_state: int = 0,
+) -> pd.DataFrame:
+    """Cross-validate classifiers on one feature matrix, on the same folds; best first.
+
+    Parameters
+    ----------
+    X, y : features (n_samples, n_features) and labels.
+    classifiers : names from ``featx.classifiers.CLASSIFIERS`` (default: all five), or name -> estimator.
+    cv : folds (int, stratified), ``"split"`` with ``split=`` the manifest's split, or a splitter.
+    tune : wrap each named classifier in a small ``GridSearchCV`` (nested inside the outer folds).
+    backbone, layer : copied into the table, so tables of several feature sets concatenate.
+
+    Returns
+    -------
+    DataFrame with one row per classifier: classifier, backbone, layer, n_features, n_folds,
+    accuracy_mean, accuracy_std, f1_macro_mean, f1_macro_std, fit_s and predict_s (mean seconds per fold).
+    """
+    X, y = check_inputs(X, y)
+    folds = make_folds(y, cv, split=split, random_state=random_state)
+    rows = []
+    for name, estimator in resolve_classifiers(classifiers, tune=tune, random_state=random_state).items():
+        summary = summarise(fold_scores(estimator, X, y, folds, n_jobs))
+        rows.append({"classifier": name, "backbone": backbone, "layer": layer, "n_features": X.shape[1], **summary})
+    table = pd.DataFrame(rows).sort_values("accuracy_mean", ascending=False, kind="stable")
+    return table.reset_index(drop=True)
+
+
+def compare_finetuning(
+    images: Any,
+    y: Sequence[Any],
+    *,
+    backbone: str | Backbone = "efficientnet_lite0",
+    weights: Any = "DEFAULT",
+    unfreeze: Sequence[int] = (0, 2),
+    cv: Any = 5,
+    split: Sequence[str] | None = None,
+    max_folds: int | None = 1,
+    random_state: int = 0,
+    **params: Any,
+) -> pd.DataFrame:
+    """Rows for :func:`compare_classifiers`' table: :class:`featx.finetune.FineTunedClassifier` trained
+    on the images, head only (``unfreeze=0``) and with its last blocks, on the same folds.
+
+    Training on a CPU costs minutes per fold, so by default only the first fold is run (``n_folds`` says
+    how many were; ``max_folds=None`` runs all). ``fit_s`` is the price of each point of accuracy.
+    """
+    from featx.finetune import FineTunedClassifier
+    from featx.network import feature_size
+
+    images, y = as_image_list(images), np.asarray(y)
+    folds = make_folds(y, cv, split=split, random_state=random_state)[:max_folds]
+    spec = get_backbone(backbone)
+    rows = []
+    for blocks in unfreeze:
+        estimator = FineTunedClassifier(backbone, weights, unfreeze=blocks, random_state=random_state, **params)
+        summary = summarise(fold_scores(estimator, images, y, folds, None))
+        rows.append({"classifier": "finetune head" if blocks == 0 else f"finetune last {blocks} blocks",
+                     "backbone": spec.name, "layer": "trained", "n_features": feature_size(spec), **summary})
+    return pd.DataFrame(rows)
+
+
+def recommendation(table: pd.DataFrame) -> str:
+    """One sentence: the best row, and a cheaper one if it is within one standard deviation of it."""
+    best = table.loc[table["accuracy_mean"].idxmax()]
+    sentence = f"Best: {best['classifier']} at {format_accuracy(best)}"
+    # a single-fold row has no spread of its own: borrow the table's typical fold-to-fold noise
+    tolerance = best["accuracy_std"] if pd.notna(best["accuracy_std"]) else table["accuracy_std"].median()
+    tolerance = 0.0 if pd.isna(tolerance) else tolerance
+    close = table[(table["accuracy_mean"] >= best["accuracy_mean"] - tolerance)
+                  & (table["fit_s"] < best["fit_s"] / 2)]
+    if len(close):
+        cheap = close.loc[close["accuracy_mean"].idxmax()]
+        sentence += (f"; {cheap['classifier']} ({format_accuracy(cheap)}) is within one standard deviation and fits "
+                     f"{best['fit_s'] / max(cheap['fit_s'], 1e-9):.0f}x faster")
+    return sentence + "."
+
+
+def confusion(
+    X: np.ndarray, y: Sequence[Any], classifier: str | BaseEstimator = "logreg", *, cv: Any = 5,
+    split: Sequence[str] | None = None, random_state: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The confusion matrix of one classifier summed over the test folds, and its labels (row order)."""
+    X, y = check_inputs(X, y)
+    estimator = as_classifier(classifier, random_state=random_state)
+    labels = np.unique(y)
+    matrix = np.zeros((len(labels), len(labels)), dtype=np.int64)
+    for train, test in make_folds(y, cv, split=split, random_state=random_state):
+        predicted = clone(estimator).fit(X[train], y[train]).predict(X[test])
+        matrix += confusion_matrix(y[test], predicted, labels=labels)
+    return matrix, labels

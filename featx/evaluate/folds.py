@@ -1,0 +1,84 @@
+"""The folds and per-fold scores every comparison shares: the same folds for every feature set and
+classifier make their differences paired, so the fold-to-fold noise can be measured."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator
+from sklearn.model_selection import StratifiedKFold, check_cv, cross_validate
+
+from featx.errors import ParameterError
+
+Folds = list[tuple[np.ndarray, np.ndarray]]
+
+
+SCORING = ("accuracy", "f1_macro")
+
+
+def make_folds(y: Sequence[Any], cv: Any = 5, *, split: Sequence[str] | None = None, random_state: int = 0) -> Folds:
+    """Train/test index pairs: ``cv`` folds (stratified, shuffled, seeded), or ``cv='split'`` for the
+    manifest's own split (``split`` holds 'train' / 'test' per row), or any scikit-learn splitter."""
+    y = np.asarray(y)
+    if isinstance(cv, str) and cv == "split":
+        return [_split_fold(split)]
+    if isinstance(cv, (int, np.integer)):
+        smallest = pd.Series(y).value_counts().min()
+        if cv < 2 or smallest < cv:
+            raise ParameterError(f"cv={cv}: need 2 <= cv <= the smallest class size ({smallest})")
+        cv = StratifiedKFold(n_splits=int(cv), shuffle=True, random_state=random_state)
+    return list(check_cv(cv, y, classifier=True).split(np.zeros((len(y), 1)), y))
+
+
+def _split_fold(split: Sequence[str] | None) -> tuple[np.ndarray, np.ndarray]:
+    if split is None:
+        raise ParameterError("cv='split' needs the manifest's split column (train / test); it has none, use cv=5")
+    values = pd.Series(split).astype(str).str.lower()
+    unknown = sorted(set(values) - {"train", "test"})
+    if unknown:
+        raise ParameterError(f"split column holds {unknown}; cv='split' accepts only 'train' and 'test'")
+    train, test = np.flatnonzero(values == "train"), np.flatnonzero(values == "test")
+    if not len(train) or not len(test):
+        raise ParameterError("cv='split' needs both 'train' and 'test' rows in the split column")
+    return train, test
+
+
+def fold_scores(estimator: BaseEstimator, X: np.ndarray, y: np.ndarray, folds: Folds, n_jobs: int | None) -> pd.DataFrame:
+    """One row per fold: accuracy, f1_macro, fit_s, predict_s."""
+    result = cross_validate(estimator, X, y, cv=folds, scoring=SCORING, n_jobs=n_jobs, error_score="raise")
+    return pd.DataFrame({
+        "fold": range(len(folds)),
+        "accuracy": result["test_accuracy"],
+        "f1_macro": result["test_f1_macro"],
+        "fit_s": result["fit_time"],
+        "predict_s": result["score_time"],
+    })
+
+
+def summarise(scores: pd.DataFrame) -> dict[str, float]:
+    std = scores.std(ddof=1) if len(scores) > 1 else scores.std().mul(np.nan)
+    return {
+        "n_folds": len(scores),
+        "accuracy_mean": scores["accuracy"].mean(),
+        "accuracy_std": std["accuracy"],
+        "f1_macro_mean": scores["f1_macro"].mean(),
+        "f1_macro_std": std["f1_macro"],
+        "fit_s": scores["fit_s"].mean(),
+        "predict_s": scores["predict_s"].mean(),
+    }
+
+
+def check_inputs(X: np.ndarray, y: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
+    X, y = np.asarray(X), np.asarray(y)
+    if X.ndim != 2 or len(X) != len(y):
+        raise ParameterError(f"X has shape {X.shape} and y has {len(y)} labels; need (n_samples, n_features) and n labels")
+    if pd.isna(y).any():
+        raise ParameterError(f"y has {int(pd.isna(y).sum())} missing labels; drop those rows first")
+    return X, y
+
+
+def format_accuracy(row: pd.Series) -> str:
+    spread = f" ± {100 * row['accuracy_std']:.1f}" if pd.notna(row["accuracy_std"]) else ""
+    return f"{100 * row['accuracy_mean']:.1f}%{spread} accuracy"
