@@ -11,6 +11,8 @@ import numpy as np
 import pandas as pd
 
 from featx.errors import FeatxError, ParameterError
+from featx.feature_files import printable_path
+from featx.images import MAX_PIXELS
 from featx.options import COMPILE_WORDS, ENGINES, JOB_ON_ERROR, POOLINGS, PRECISIONS
 
 
@@ -51,6 +53,8 @@ def _parser() -> argparse.ArgumentParser:
     extract.add_argument("--compile", default="auto", choices=list(COMPILE_WORDS),
                          help="torch.compile the network (auto: when >= 10000 images need computing)")
     extract.add_argument("--on-error", default="skip", choices=JOB_ON_ERROR)
+    extract.add_argument("--max-pixels", type=int, default=MAX_PIXELS,
+                         help="refuse images with more pixels, decoded or resized (default: PIL's bomb limit)")
     extract.add_argument("--errors", help="CSV listing every failed image (default: next to --out, if any fail)")
     extract.add_argument("--quiet", action="store_true", help="no progress bar (there is none when stderr is not a terminal)")
     extract.add_argument("--engine", default="local", choices=ENGINES,
@@ -128,10 +132,16 @@ def _extract(args: argparse.Namespace) -> int:
     from featx import engines
     from featx.cache import FeatureCache
     from featx.datasets import load_manifest
+    from featx.feature_files import check_output_path
     from featx.job import run_extract_job, write_errors
     from featx.network import FrozenNetwork, NetworkSpec
 
     manifest = load_manifest(args.source)
+    # outputs are checked before the network loads: a typo or a read-only folder costs nothing
+    if args.out:
+        check_output_path(args.out)
+    if args.errors:
+        check_output_path(args.errors, (".csv",), "--errors")
     network = FrozenNetwork(NetworkSpec(args.backbone, args.weights, args.layer, args.pooling, args.device,
                                         args.precision, COMPILE_WORDS[args.compile]))
     namespace = FeatureCache(args.cache).namespace(network.fingerprint)
@@ -142,16 +152,17 @@ def _extract(args: argparse.Namespace) -> int:
     summary = run_extract_job(
         manifest, network, namespace, batch_size=args.batch_size, num_workers=args.num_workers,
         on_error=args.on_error, out=args.out, progress=_progress(args), engine=engines.get(args.engine, **options),
+        max_pixels=args.max_pixels,
     )
     errors_path = args.errors
-    if errors_path is None and summary.errors:  # never lose the list of failures
+    if errors_path is None and (summary.errors or summary.skipped):  # never lose the list of failures
         errors_path = Path(args.out).with_suffix(".errors.csv") if args.out else Path("featx-errors.csv")
     print(summary)
     if errors_path:
-        write_errors(errors_path, summary.errors)
-        print(f"errors: {errors_path} ({len(summary.errors)} listed)")
+        write_errors(errors_path, summary.errors, summary.skipped)
+        print(f"errors: {errors_path} ({len(summary.errors)} failed, {len(summary.skipped)} skipped entries listed)")
     for error in summary.errors[:5]:
-        print(f"  skipped {error.source}: {error.kind}: {error.reason}", file=sys.stderr)
+        print(f"  failed {printable_path(error.source)}: {error.kind}: {error.reason}", file=sys.stderr)
     return 0
 
 
@@ -250,7 +261,10 @@ def _cache_info(args: argparse.Namespace) -> int:
 
     rows = []
     for namespace in FeatureCache(args.dir).namespaces():
-        fingerprint = namespace.fingerprint
+        try:
+            fingerprint = namespace.fingerprint
+        except (OSError, ValueError) as error:  # one garbled namespace.json must not hide the others
+            fingerprint = {"backbone": f"<unreadable namespace.json: {error}>"}
         stats = namespace.stats()
         rows.append({**stats, "backbone": fingerprint.get("backbone"), "node": fingerprint.get("node"),
                      "weights": fingerprint.get("weights"), "precision": fingerprint.get("precision")})

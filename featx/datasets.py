@@ -1,7 +1,19 @@
 """Manifests: where the images of a job are and what their labels are.
 
-A SOURCE is a folder (class sub-folders give labels; a flat folder has none) or a CSV / Parquet file with a
-``path`` column and optional ``label`` and ``split`` columns; relative paths resolve against its folder.
+A SOURCE is a folder or a CSV / Parquet file with a ``path`` column and optional ``label`` and ``split``
+columns; relative paths resolve against its folder.
+
+Folders, as they really are:
+
+- A folder with sub-folders that hold images is labelled: each top-level sub-folder is a class (images at
+  any depth below it). Images directly in the top folder are extracted too, with no label (``compare``
+  leaves them out; nothing is silently dropped). A folder without such sub-folders is flat: no labels.
+- Every other entry is skipped and counted, with its reason, in ``frame.attrs["skipped"]`` (hidden
+  names, unknown suffixes, folders that cannot be listed, symbolic links to folders, which are not followed
+  so that a link loop cannot trap the walk).
+- Symbolic links to files keep their own name (a broken one fails as ``missing`` under its own name), and
+  names that are not valid UTF-8 are kept as Python sees them (their undecodable bytes are escaped only in
+  output files). FIFOs and devices with an image suffix fail one by one (``not_a_file``), never hang.
 """
 
 from __future__ import annotations
@@ -12,29 +24,52 @@ from pathlib import Path
 import pandas as pd
 
 from featx.errors import ParameterError
+from featx.feature_files import printable_path
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}
+#: Columns featx writes into feature files: a manifest that already has them would be overwritten or unreadable.
+RESERVED_COLUMNS = ("key", "features")
 
 
 def load_manifest(source: str | os.PathLike) -> pd.DataFrame:
-    """A DataFrame with an absolute ``path`` column and, where known, ``label`` and ``split``."""
+    """A DataFrame with an absolute ``path`` column and, where known, ``label`` and ``split``.
+
+    Entries of a folder that are not images are counted in ``attrs["skipped"]``: a list of (path, reason).
+    """
     source = Path(source).expanduser()
     if source.is_dir():
         return _folder_manifest(source)
     if not source.is_file():
-        raise FileNotFoundError(f"{source} is neither a folder of images nor a CSV / Parquet manifest")
-    if source.suffix.lower() == ".parquet":
-        frame = pd.read_parquet(source)
-    elif source.suffix.lower() in (".csv", ".tsv", ".txt"):
-        frame = pd.read_csv(source, sep="\t" if source.suffix.lower() == ".tsv" else ",")
-    else:
-        raise ParameterError(f"{source}: a manifest must be .csv, .tsv or .parquet (or pass a folder)")
+        raise ParameterError(f"{source} is neither a folder of images nor a CSV / Parquet manifest")
+    frame = _read_table(source)
     if "path" not in frame.columns:
         raise ParameterError(f"{source} has columns {list(frame.columns)}; a manifest needs a 'path' column")
+    reserved = [c for c in RESERVED_COLUMNS if c in frame.columns]
+    if reserved:
+        raise ParameterError(f"{source} has a column named {reserved[0]!r}, which featx writes into feature files; "
+                             "rename it (e.g. to 'source_" + reserved[0] + "')")
     root = source.parent.resolve()
+    blank = frame["path"].isna() | (frame["path"].astype(str).str.strip() == "")
+    paths = frame["path"].astype(str)
     frame = frame.copy()
-    frame["path"] = [str(p if Path(p).is_absolute() else root / p) for p in frame["path"].astype(str)]
-    return frame.reset_index(drop=True)
+    # a blank cell stays blank, and fails as that row's error ("the path is blank"), not the whole job's
+    frame["path"] = ["" if is_blank else str(p if Path(p).is_absolute() else root / p)
+                     for p, is_blank in zip(paths, blank)]
+    frame = frame.reset_index(drop=True)
+    frame.attrs["skipped"] = []
+    return frame
+
+
+def _read_table(source: Path) -> pd.DataFrame:
+    suffix = source.suffix.lower()
+    if suffix not in (".parquet", ".csv", ".tsv", ".txt"):
+        raise ParameterError(f"{source}: a manifest must be .csv, .tsv or .parquet (or pass a folder)")
+    try:
+        if suffix == ".parquet":
+            return pd.read_parquet(source)
+        return pd.read_csv(source, sep="\t" if suffix == ".tsv" else ",", dtype={"path": str})
+    except (ValueError, OSError, ImportError) as error:  # pandas' and pyarrow's parse errors are ValueErrors
+        raise ParameterError(f"{source}: cannot read the manifest ({type(error).__name__}: {error})") from None
 
 
 def is_features_file(path: str | os.PathLike) -> bool:
@@ -52,17 +87,46 @@ def is_features_file(path: str | os.PathLike) -> bool:
 
 
 def _folder_manifest(folder: Path) -> pd.DataFrame:
-    classes = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if classes:
-        rows = [(str(f), c.name) for c in classes for f in sorted(c.rglob("*")) if _is_image_name(f)]
-        frame = pd.DataFrame(rows, columns=["path", "label"])
-    else:
-        frame = pd.DataFrame({"path": [str(f) for f in sorted(folder.iterdir()) if _is_image_name(f)]})
+    top, classes, skipped = _walk(folder)
+    rows = [(path, None) for path in top] + [(path, label) for label, paths in classes.items() for path in paths]
+    # object columns: a name that is not UTF-8 (a surrogate escape) is no Arrow string
+    frame = pd.DataFrame(rows, columns=["path", "label"], dtype=object)
+    if not classes:
+        frame = frame.drop(columns="label")
     if frame.empty:
-        raise ParameterError(f"{folder} holds no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
-    frame["path"] = [str(Path(p).resolve()) for p in frame["path"]]
+        raise ParameterError(f"{folder} holds no image files ({', '.join(sorted(IMAGE_SUFFIXES))}); "
+                             f"{len(skipped)} other entries were skipped")
+    frame.attrs["skipped"] = skipped
     return frame
 
 
-def _is_image_name(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".") and not path.is_dir()
+def _walk(folder: Path) -> tuple[list[str], dict[str, list[str]], list[tuple[str, str]]]:
+    """(images in the top folder, class -> its images, skipped entries with reasons), all sorted."""
+    root = os.path.abspath(folder)
+    top: list[str] = []
+    classes: dict[str, list[str]] = {}
+    skipped: list[tuple[str, str]] = []
+
+    def unlistable(error: OSError) -> None:
+        skipped.append((error.filename or root, f"cannot list this folder: {error.strerror}"))
+
+    for here, dirs, files in os.walk(root, onerror=unlistable, followlinks=False):
+        relative = os.path.relpath(here, root)
+        for name in sorted(dirs):
+            path = os.path.join(here, name)
+            if os.path.islink(path):
+                skipped.append((path, "a symbolic link to a folder (not followed)"))
+            elif name.startswith("."):
+                skipped.append((path, "a hidden folder (not searched)"))
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and not os.path.islink(os.path.join(here, d)))
+        for name in sorted(files):
+            path = os.path.join(here, name)
+            if name.startswith("."):
+                skipped.append((path, "a hidden file"))
+            elif os.path.splitext(name)[1].lower() not in IMAGE_SUFFIXES:
+                skipped.append((path, "not an image suffix"))
+            elif relative == ".":
+                top.append(path)
+            else:
+                classes.setdefault(printable_path(relative.split(os.sep)[0]), []).append(path)
+    return top, dict(sorted(classes.items())), skipped

@@ -17,9 +17,9 @@ from featx import engines
 from featx.cache import MemoryNamespace, Store, open_store
 from featx.engines.local import compute_missing
 from featx.errors import ImageError
-from featx.images import ImageInput, as_image_list
+from featx.images import MAX_PIXELS, ImageInput, as_image_list
 from featx.network import FrozenNetwork, NetworkSpec
-from featx.options import ON_ERROR, check_option
+from featx.options import ON_ERROR, check_option, check_positive_int
 from featx.registry import Backbone
 
 __all__ = ["Extraction", "extract", "extract_features", "read_vectors"]
@@ -36,14 +36,15 @@ class Extraction:
 
 
 def read_vectors(
-    images: Sequence[ImageInput], keys: Sequence[str], network: FrozenNetwork, store: Store, *, batch_size: int = 64
+    images: Sequence[ImageInput], keys: Sequence[str], network: FrozenNetwork, store: Store, *, batch_size: int = 64,
+    max_pixels: int = MAX_PIXELS,
 ) -> tuple[np.ndarray, int]:
     """Stored vectors for ``keys`` (all present, ``images`` aligned with them), and how many were recomputed:
     a vector that fails its checksum is computed again rather than returned."""
     vectors, corrupt = store.read(keys)
     if not corrupt:
         return vectors, 0
-    recomputed = compute_missing(images, keys, network, store, batch_size=batch_size)
+    recomputed = compute_missing(images, keys, network, store, batch_size=batch_size, max_pixels=max_pixels)
     vectors, _ = store.read(keys)
     return vectors, recomputed
 
@@ -57,6 +58,7 @@ def extract(
     num_workers: int | None = None,
     progress: bool = False,
     engine: engines.Engine | None = None,
+    max_pixels: int = MAX_PIXELS,
 ) -> Extraction:
     """Features for ``images`` in input order, computing only what ``store`` lacks (default: in memory).
 
@@ -64,13 +66,15 @@ def extract(
     """
     store = store if store is not None else MemoryNamespace(network.fingerprint)
     engine = engine or engines.get("local")
-    filled = engine.fill(images, network, store, batch_size=batch_size, num_workers=num_workers, progress=progress)
+    filled = engine.fill(images, network, store, batch_size=batch_size, num_workers=num_workers, progress=progress,
+                         max_pixels=max_pixels)
     features = np.full((len(images), network.n_features), np.nan, dtype=np.float32)
     good = filled.good()
     recomputed = 0
     if good:
         features[good], recomputed = read_vectors(
-            [images[i] for i in good], [filled.keys[i] for i in good], network, store, batch_size=batch_size
+            [images[i] for i in good], [filled.keys[i] for i in good], network, store, batch_size=batch_size,
+            max_pixels=max_pixels,
         )
     return Extraction(features, filled.errors, n_cached=filled.n_cached, n_computed=filled.n_computed + recomputed)
 
@@ -90,19 +94,22 @@ def extract_features(
     on_error: str = "raise",
     progress: bool = False,
     compile: bool | str = "auto",
+    max_pixels: int = MAX_PIXELS,
 ) -> np.ndarray:
     """Feature vectors of a sequence of images: an (n_images, n_features) float32 array, input order.
 
     ``on_error='raise'`` raises the first failure (it names the input's index, path and reason);
     ``on_error='nan'`` returns NaN rows for failed inputs. With ``cache_dir``, vectors are read from and
     written to the on-disk cache shared with ``featx extract``. ``compile='auto'`` runs ``torch.compile``
-    when at least ``featx.network.COMPILE_MIN_IMAGES`` images need computing.
+    when at least ``featx.network.COMPILE_MIN_IMAGES`` images need computing. Images with more than
+    ``max_pixels`` pixels, decoded or once resized, fail (kinds ``decompression_bomb``, ``too_large``).
     """
     check_option("on_error", on_error, ON_ERROR, "extract_features")
+    check_positive_int("max_pixels", max_pixels, "extract_features")
     images = as_image_list(images)
     network = FrozenNetwork(NetworkSpec(backbone, weights, layer, pooling, device, precision, compile))
     result = extract(images, network, open_store(network.fingerprint, cache_dir), batch_size=batch_size,
-                     num_workers=num_workers, progress=progress)
+                     num_workers=num_workers, progress=progress, max_pixels=max_pixels)
     if result.errors and on_error == "raise":
         raise result.errors[0]
     return result.features

@@ -3,23 +3,74 @@
 Parquet holds the manifest columns, the content key and a fixed-size float32 list column ``features``;
 the extractor's fingerprint rides in the schema metadata. ``.npy`` writes the matrix and a sibling
 ``.meta.csv``. Both are written in chunks, so a job over N images never holds N vectors in memory.
+
+Writes go to temporary siblings that are renamed into place only when complete; a failed write (a full
+disk) removes them and leaves the previous file as it was. The ``.npy`` pair is committed by removing
+the old ``.meta.csv`` first, then renaming the matrix, then the new ``.meta.csv``: an interrupted commit
+leaves a matrix without its meta file, which :func:`load_features` refuses, never a mismatched pair.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import uuid
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from featx.errors import ParameterError
+from featx.errors import OutputError, ParameterError
 
 FEATURES_COLUMN = "features"
+SUFFIXES = (".parquet", ".npy")
+
+
+def check_output_path(path: str | os.PathLike, suffixes: Iterable[str] = SUFFIXES, what: str = "--out") -> Path:
+    """Refuse, before any work, an output whose suffix is wrong or whose folder cannot take a new file."""
+    path = Path(path)
+    suffixes = tuple(suffixes)
+    if path.suffix.lower() not in suffixes:
+        raise ParameterError(f"{what} {path}: use a file name ending in {' or '.join(suffixes)}")
+    if path.is_dir():
+        raise OutputError(f"{what} {path} is a folder; give a file name")
+    check_writable_folder(path.parent, what)
+    return path
+
+
+def check_writable_folder(folder: str | os.PathLike, what: str) -> None:
+    """Create and remove a file in ``folder``: the only check that also holds for root and read-only mounts."""
+    folder = Path(folder)
+    probe = folder / f".tmp-featx-probe-{uuid.uuid4().hex}"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe.touch()
+        probe.unlink()
+    except OSError as error:
+        raise OutputError(f"{what}: cannot write in {folder}: {error.strerror or error}") from None
+
+
+def printable_path(path: str) -> str:
+    """A path as UTF-8 text: bytes that are not UTF-8 (kept by Python as surrogates) become ``\\xNN``."""
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+@contextlib.contextmanager
+def _temporary(path: Path, what: str) -> Iterator[Path]:
+    """A temporary sibling of ``path``; removed if anything fails, OS errors named as :class:`OutputError`."""
+    tmp = path.with_name(f".tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}-{path.name}")
+    try:
+        yield tmp
+    except OSError as error:
+        tmp.unlink(missing_ok=True)
+        raise OutputError(f"{what}: cannot write {path}: {error.strerror or error}") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def write_features(
@@ -28,47 +79,63 @@ def write_features(
     n_features: int,
     n_rows: int,
     fingerprint: Mapping[str, Any],
+    columns: pd.DataFrame,
 ) -> Path:
-    """Write (meta, vectors) chunks to ``.parquet`` or ``.npy`` (+ ``.meta.csv``), atomically."""
-    path = Path(path)
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    if path.suffix == ".parquet":
-        _write_parquet(tmp, chunks, n_features, fingerprint)
-    elif path.suffix == ".npy":
-        matrix = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n_rows, n_features))
-        metas, start = [], 0
-        for meta, vectors in chunks:
-            matrix[start : start + len(vectors)] = vectors
-            start += len(vectors)
-            metas.append(meta)
-        matrix.flush()
-        del matrix
-        meta_frame = pd.concat(metas, ignore_index=True) if metas else pd.DataFrame()
-        meta_frame.to_csv(_npy_meta_path(path), index=False)
-    else:
-        raise ParameterError(f"--out {path}: use a .parquet or .npy file name")
-    os.replace(tmp, path)
+    """Write (meta, vectors) chunks to ``.parquet`` or ``.npy`` (+ ``.meta.csv``), atomically.
+
+    ``columns`` (an empty frame with the meta columns and dtypes) gives the schema when there are no rows:
+    a job whose every input failed still writes a valid, empty file in either format.
+    """
+    path = check_output_path(path)
+    if path.suffix.lower() == ".parquet":
+        with _temporary(path, "--out") as tmp:
+            _write_parquet(tmp, chunks, n_features, fingerprint, columns)
+            os.replace(tmp, path)
+        return path
+    meta_path = _npy_meta_path(path)
+    with _temporary(path, "--out") as tmp, _temporary(meta_path, "--out") as meta_tmp:
+        metas = _write_npy(tmp, chunks, n_features, n_rows)
+        pd.concat([columns.iloc[:0], *metas], ignore_index=True).to_csv(meta_tmp, index=False)
+        meta_path.unlink(missing_ok=True)  # uncommit the old pair first (see the module docstring)
+        os.replace(tmp, path)
+        os.replace(meta_tmp, meta_path)
     return path
 
 
-def _write_parquet(tmp: Path, chunks: Iterable[tuple[pd.DataFrame, np.ndarray]], n_features: int,
-                   fingerprint: Mapping[str, Any]) -> None:
-    writer: pq.ParquetWriter | None = None
-    try:
+def _write_npy(tmp: Path, chunks: Iterable[tuple[pd.DataFrame, np.ndarray]], n_features: int,
+               n_rows: int) -> list[pd.DataFrame]:
+    """Stream the matrix into a .npy file with ordinary writes (a memory map would die by SIGBUS on a full disk)."""
+    metas, written = [], 0
+    with open(tmp, "wb") as handle:
+        header = {"descr": "<f4", "fortran_order": False, "shape": (n_rows, n_features)}
+        np.lib.format.write_array_header_1_0(handle, header)
         for meta, vectors in chunks:
-            values = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).ravel(), type=pa.float32())
-            table = pa.Table.from_pandas(meta.reset_index(drop=True), preserve_index=False).append_column(
-                FEATURES_COLUMN, pa.FixedSizeListArray.from_arrays(values, n_features)
-            )
-            if writer is None:
-                schema = table.schema.with_metadata({"featx": json.dumps(dict(fingerprint), sort_keys=True)})
-                writer = pq.ParquetWriter(tmp, schema)
-            writer.write_table(table.cast(writer.schema))
-    finally:
-        if writer is not None:
-            writer.close()
-    if writer is None:
-        raise ParameterError("no vectors to write: every input failed")
+            handle.write(np.ascontiguousarray(vectors, dtype="<f4").tobytes())
+            written += len(vectors)
+            metas.append(meta)
+        handle.flush()
+        os.fsync(handle.fileno())
+    if written != n_rows:
+        raise RuntimeError(f"featx bug: {written} vectors written for {n_rows} rows")
+    return metas
+
+
+def _write_parquet(tmp: Path, chunks: Iterable[tuple[pd.DataFrame, np.ndarray]], n_features: int,
+                   fingerprint: Mapping[str, Any], columns: pd.DataFrame) -> None:
+    empty = (columns.iloc[:0], np.empty((0, n_features), dtype=np.float32))
+    schema = _table(*empty, n_features).schema.with_metadata({"featx": json.dumps(dict(fingerprint), sort_keys=True)})
+    with pq.ParquetWriter(tmp, schema) as writer:
+        for meta, vectors in chunks:
+            writer.write_table(_table(meta, vectors, n_features).cast(schema))
+
+
+def _table(meta: pd.DataFrame, vectors: np.ndarray, n_features: int) -> pa.Table:
+    values = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).ravel(), type=pa.float32())
+    table = pa.Table.from_pandas(meta.reset_index(drop=True), preserve_index=False)
+    # an object column with no values yet (no rows, or only missing labels) is text, as in every other chunk
+    table = table.cast(pa.schema([f.with_type(pa.string()) if pa.types.is_null(f.type) else f for f in table.schema],
+                                 metadata=table.schema.metadata))
+    return table.append_column(FEATURES_COLUMN, pa.FixedSizeListArray.from_arrays(values, n_features))
 
 
 def load_features(path: str | os.PathLike) -> tuple[np.ndarray, pd.DataFrame]:
@@ -76,10 +143,19 @@ def load_features(path: str | os.PathLike) -> tuple[np.ndarray, pd.DataFrame]:
 
     ``meta`` has the manifest columns (path, label, split where known) and ``key``; for Parquet its
     ``attrs["featx"]`` holds the extractor fingerprint (backbone, weights, node, pooling, precision).
+    A ``.npy`` without its ``.meta.csv``, or with one of another length, is refused.
     """
     path = Path(path)
     if path.suffix == ".npy":
-        return np.load(path, allow_pickle=False), pd.read_csv(_npy_meta_path(path))
+        meta_path = _npy_meta_path(path)
+        if not meta_path.is_file():
+            raise ParameterError(f"{path} has no {meta_path.name} beside it (an interrupted or partial write?); "
+                                 "run featx extract --out again")
+        X, meta = np.load(path, allow_pickle=False), pd.read_csv(meta_path)
+        if len(X) != len(meta):
+            raise ParameterError(f"{path} has {len(X)} rows but {meta_path.name} has {len(meta)}: they come from "
+                                 "different runs; run featx extract --out again")
+        return X, meta
     table = pq.read_table(path)
     column = table.column(FEATURES_COLUMN).combine_chunks()
     width = column.type.list_size

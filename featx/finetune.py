@@ -25,7 +25,7 @@ from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
 from featx.errors import ParameterError
-from featx.images import as_image_list, load_rgb
+from featx.images import as_image_list
 from featx.network import feature_size, pool, resolve_device, resolve_pooling
 from featx.preprocessing import Normalise
 from featx.registry import get_backbone
@@ -216,8 +216,7 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
 
     def _decode(self, images: list) -> torch.Tensor:
         """All images resized and cropped, as one uint8 tensor (150 kB per 224 px image)."""
-        geometry = self._preprocessing.geometry()
-        return torch.stack([geometry(load_rgb(image, index)) for index, image in enumerate(images)])
+        return torch.stack([self._preprocessing.decode(image, index) for index, image in enumerate(images)])
 
     def _scale(self, batch: torch.Tensor, device: torch.device) -> torch.Tensor:
         return self._normalise.to(device)(batch.to(device))

@@ -9,7 +9,9 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import stat
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -19,7 +21,8 @@ from featx.errors import ImageError, ParameterError
 
 ImageInput = Any  # str | os.PathLike | bytes | PIL.Image.Image | np.ndarray
 
-#: PIL's own decompression-bomb threshold (about 89 megapixels); larger images are refused, not decoded.
+#: The default bound on an image's pixels, decoded and after resizing: PIL's own decompression-bomb
+#: threshold (about 89 megapixels). Larger images are refused before anything that size is allocated.
 MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
 
 
@@ -31,6 +34,10 @@ def as_image_list(images: Any) -> list[ImageInput]:
     """
     if isinstance(images, (str, os.PathLike, bytes, Image.Image)):
         raise TypeError(f"X must be a sequence of images, got a single {type(images).__name__}; wrap it in a list")
+    if isinstance(images, Iterator):
+        # fit() would use it up and transform() would see nothing: (0, d) features for n images
+        raise ParameterError(f"X is a {type(images).__name__}, which can be read only once; pass a list "
+                             "(e.g. list(X)) so that fit and transform see the same images")
     if hasattr(images, "columns") and hasattr(images, "iloc"):  # DataFrame
         if images.shape[1] != 1:
             raise ParameterError(
@@ -89,12 +96,19 @@ def content_key(image: ImageInput, index: int = 0) -> str:
     return digest.hexdigest()
 
 
-def load_rgb(image: ImageInput, index: int = 0, max_pixels: int = MAX_PIXELS) -> Image.Image:
-    """Decode any accepted input into an 8-bit RGB PIL image, EXIF orientation applied."""
+def load_rgb(image: ImageInput, index: int = 0, max_pixels: int = MAX_PIXELS,
+             resize: int | None = None) -> Image.Image:
+    """Decode any accepted input into an 8-bit RGB PIL image, EXIF orientation applied.
+
+    An image with more than ``max_pixels`` pixels, or one that would have more once its short side is
+    resized to ``resize``, is refused before it is decoded or resized (a 1 x 100,000 strip is small on
+    disk but 25 gigapixels at a short side of 256).
+    """
     source = describe(image)
     if isinstance(image, np.ndarray):
-        return Image.fromarray(_array_to_uint8(image, index), "RGB")
+        image = _array_image(image, index)
     if isinstance(image, Image.Image):
+        _check_size(image.width, image.height, index, source, max_pixels, resize)
         return _to_rgb(image, index, source)
     if isinstance(image, (str, os.PathLike)):
         with _open_file(image, index) as handle:
@@ -105,20 +119,36 @@ def load_rgb(image: ImageInput, index: int = 0, max_pixels: int = MAX_PIXELS) ->
         raise _unsupported_type(image, index)
     if not data:
         raise ImageError(index, source, "empty", "the file is empty (0 bytes)")
-    return _decode(data, index, source, max_pixels)
+    return _decode(data, index, source, max_pixels, resize)
 
 
-def _decode(data: bytes, index: int, source: str, max_pixels: int) -> Image.Image:
+def resized_size(width: int, height: int, resize: int) -> tuple[int, int]:
+    """(width, height) after the short side is scaled to ``resize`` (torchvision's ``Resize(int)`` rule)."""
+    if width <= height:
+        return resize, int(resize * height / width)
+    return int(resize * width / height), resize
+
+
+def _check_size(width: int, height: int, index: int, source: str, max_pixels: int, resize: int | None) -> None:
+    if width * height > max_pixels:
+        raise ImageError(index, source, "decompression_bomb",
+                         f"{width}x{height} pixels exceeds the limit of {max_pixels}; "
+                         "raise max_pixels (--max-pixels) if the image is trusted")
+    if resize is not None and width and height:
+        new_width, new_height = resized_size(width, height, resize)
+        if new_width * new_height > max_pixels:
+            raise ImageError(index, source, "too_large",
+                             f"{width}x{height} resized to a short side of {resize} is {new_width}x{new_height} "
+                             f"pixels, over the limit of {max_pixels}; crop the image, or raise max_pixels "
+                             "(--max-pixels) if the memory is there")
+
+
+def _decode(data: bytes, index: int, source: str, max_pixels: int, resize: int | None) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             opened = Image.open(io.BytesIO(data))
-        if opened.width * opened.height > max_pixels:
-            raise ImageError(
-                index, source, "decompression_bomb",
-                f"{opened.width}x{opened.height} pixels exceeds the limit of {max_pixels}; "
-                "raise featx.images.MAX_PIXELS if the image is trusted",
-            )
+        _check_size(opened.width, opened.height, index, source, max_pixels, resize)
         opened.load()
     except ImageError:
         raise
@@ -137,43 +167,68 @@ def _to_rgb(image: Image.Image, index: int, source: str) -> Image.Image:
     """EXIF-rotate, then bring any mode to RGB: alpha over white, 16-bit scaled, CMYK converted."""
     try:
         image = ImageOps.exif_transpose(image)
-        if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
-            return Image.fromarray(_array_to_uint8(np.asarray(image), index, high_bit_depth=True), "RGB")
+        if image.mode == "F":
+            return Image.fromarray(_float_to_uint8(np.asarray(image), index, source), "L").convert("RGB")
+        if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+            return Image.fromarray(_sixteen_bit_to_uint8(np.asarray(image)), "L").convert("RGB")
         if image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in image.info:
             rgba = image.convert("RGBA")
             return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
         return image if image.mode == "RGB" else image.convert("RGB")
+    except ImageError:
+        raise
     except (OSError, ValueError) as error:
         raise ImageError(index, source, "unsupported_mode", f"cannot convert mode {image.mode} to RGB: {error}") from None
 
 
-def _array_to_uint8(array: np.ndarray, index: int, high_bit_depth: bool = False) -> np.ndarray:
-    """HxW or HxWxC (C = 1, 3, 4) arrays: uint8 as is, uint16 / 16-bit scaled, floats must lie in [0, 1]."""
+_ARRAY_MODES = {1: "L", 3: "RGB", 4: "RGBA"}
+
+
+def _array_image(array: np.ndarray, index: int) -> Image.Image:
+    """HxW or HxWxC (C = 1, 3, 4) arrays -> a PIL image of the same pixels, so that an array and the same
+    pixels as a PIL image decode alike (alpha over white included). uint8 as is, uint16 scaled, floats
+    must lie in [0, 1]."""
     source = describe(array)
-    if array.ndim == 3 and array.shape[2] in (1, 3, 4):
-        array = array[:, :, :3] if array.shape[2] == 4 else array
-    elif array.ndim != 2:
+    if array.ndim == 2:
+        array = array[:, :, None]
+    if array.ndim != 3 or array.shape[2] not in _ARRAY_MODES:
         raise ImageError(index, source, "invalid_array", "expected an HxW or HxWxC array with C in (1, 3, 4)")
     if array.size == 0:
         raise ImageError(index, source, "invalid_array", "the array is empty")
     if array.dtype == np.uint8:
         pixels = array
-    elif array.dtype.kind == "f" and not high_bit_depth:
-        if not np.isfinite(array).all() or array.min() < 0 or array.max() > 1:
-            raise ImageError(index, source, "invalid_array", "float arrays must hold values in [0, 1]")
-        pixels = np.round(array * 255).astype(np.uint8)
-    elif array.dtype.kind in "uif" and (array.dtype == np.uint16 or high_bit_depth):
-        pixels = np.round(np.clip(array.astype(np.float64), 0, 65535) / 257).astype(np.uint8)
+    elif array.dtype.kind == "f":
+        pixels = _float_to_uint8(array, index, source)
+    elif array.dtype == np.uint16:
+        pixels = _sixteen_bit_to_uint8(array)
     else:
-        raise ImageError(index, source, "invalid_array", f"dtype {array.dtype} is not supported; use uint8, uint16 or float in [0, 1]")
-    if pixels.ndim == 2 or pixels.shape[2] == 1:
-        pixels = np.repeat(pixels.reshape(pixels.shape[0], pixels.shape[1], 1), 3, axis=2)
-    return np.ascontiguousarray(pixels)
+        raise ImageError(index, source, "invalid_array",
+                         f"dtype {array.dtype} is not supported; use uint8, uint16 or float in [0, 1]")
+    mode = _ARRAY_MODES[pixels.shape[2]]
+    return Image.fromarray(np.ascontiguousarray(pixels if mode != "L" else pixels[:, :, 0]), mode)
+
+
+def _float_to_uint8(array: np.ndarray, index: int, source: str) -> np.ndarray:
+    """Floats are intensities in [0, 1]; any other range is ambiguous ([0, 255]? [0, 65535]? HDR?) and refused."""
+    if not np.isfinite(array).all() or array.min() < 0 or array.max() > 1:
+        low, high = (float(np.nanmin(array)), float(np.nanmax(array))) if np.isfinite(array).any() else (np.nan, np.nan)
+        raise ImageError(index, source, "ambiguous",
+                         f"float pixels must lie in [0, 1] (these span [{low:g}, {high:g}]); scale them to [0, 1] "
+                         "or convert the image to 8 or 16 bits")
+    return np.round(array * 255).astype(np.uint8)
+
+
+def _sixteen_bit_to_uint8(array: np.ndarray) -> np.ndarray:
+    return np.round(np.clip(array.astype(np.float64), 0, 65535) / 257).astype(np.uint8)
 
 
 def _open_file(path: str | os.PathLike, index: int):
     source = os.fspath(path)
+    if not source.strip():
+        raise ImageError(index, source, "missing", "the path is blank (an empty manifest cell?)")
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO or device named .png would block a reader forever
+            raise ImageError(index, source, "not_a_file", "not a regular file (a folder, FIFO, socket or device)")
         return open(path, "rb")
     except FileNotFoundError:
         raise ImageError(index, source, "missing", "no such file") from None

@@ -18,9 +18,15 @@ import pandas as pd
 
 from featx import engines
 from featx.cache import Namespace
-from featx.errors import ImageError
+from featx.errors import ImageError, OutputError
 from featx.extract import read_vectors
-from featx.feature_files import write_features
+from featx.feature_files import (
+    check_output_path,
+    check_writable_folder,
+    printable_path,
+    write_features,
+)
+from featx.images import MAX_PIXELS
 from featx.network import FrozenNetwork
 from featx.options import JOB_ON_ERROR, check_option
 
@@ -35,6 +41,7 @@ class JobSummary:
     errors: list[ImageError] = field(default_factory=list)
     seconds: float = 0.0
     out: Path | None = None
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # folder entries that are not images
 
     @property
     def images_per_second(self) -> float:
@@ -43,7 +50,7 @@ class JobSummary:
     def __str__(self) -> str:
         lines = [
             f"images: {self.n_images}  cached: {self.n_cached}  computed: {self.n_computed}  "
-            f"failed: {len(self.errors)}",
+            f"failed: {len(self.errors)}" + (f"  skipped (not images): {len(self.skipped)}" if self.skipped else ""),
             f"time: {self.seconds:.1f} s  ({self.images_per_second:.1f} images/s)",
         ]
         if self.out is not None:
@@ -62,6 +69,7 @@ def run_extract_job(
     out: str | os.PathLike | None = None,
     progress: bool = True,
     engine: engines.Engine | None = None,
+    max_pixels: int = MAX_PIXELS,
 ) -> JobSummary:
     """Cache the features of every image in ``manifest`` and optionally write them to ``out``.
 
@@ -69,36 +77,50 @@ def run_extract_job(
     at the first one (finished batches stay cached). ``engine`` fills the cache (default: ``engines.get("local")``).
     """
     check_option("on_error", on_error, JOB_ON_ERROR, "run_extract_job")
+    if out is not None:
+        check_output_path(out)  # before any work: a wrong suffix or a read-only folder costs nothing
+    check_writable_folder(namespace.path, "--cache")
     engine = engine or engines.get("local")
     start = time.perf_counter()
     paths = manifest["path"].tolist()
     filled = engine.fill(paths, network, namespace, batch_size=batch_size, num_workers=num_workers,
-                         progress=progress, fail_fast=on_error == "raise")
-    summary = JobSummary(len(paths), filled.n_cached, filled.n_computed, filled.errors)
+                         progress=progress, fail_fast=on_error == "raise", max_pixels=max_pixels)
+    summary = JobSummary(len(paths), filled.n_cached, filled.n_computed, filled.errors,
+                         skipped=manifest.attrs.get("skipped", []))
     if out is not None:
         good = filled.good()
         frame = manifest.assign(key=filled.keys)
-        summary.out = write_features(
-            out, _chunks(frame, good, network, namespace), network.n_features, len(good), network.fingerprint
-        )
+        summary.out = write_features(out, _chunks(frame, good, network, namespace, max_pixels), network.n_features,
+                                     len(good), network.fingerprint, frame.iloc[:0])
     summary.seconds = time.perf_counter() - start
     return summary
 
 
-def _chunks(frame: pd.DataFrame, rows: list[int], network: FrozenNetwork,
-            namespace: Namespace) -> Iterator[tuple[pd.DataFrame, np.ndarray]]:
+def _chunks(frame: pd.DataFrame, rows: list[int], network: FrozenNetwork, namespace: Namespace,
+            max_pixels: int) -> Iterator[tuple[pd.DataFrame, np.ndarray]]:
     for start in range(0, len(rows), _CHUNK_ROWS):
         chunk = frame.iloc[rows[start : start + _CHUNK_ROWS]]
-        vectors, _ = read_vectors(chunk["path"].tolist(), chunk["key"].tolist(), network, namespace)
-        yield chunk, vectors
+        vectors, _ = read_vectors(chunk["path"].tolist(), chunk["key"].tolist(), network, namespace,
+                                  max_pixels=max_pixels)
+        yield chunk.assign(path=chunk["path"].map(printable_path)), vectors
 
 
-def write_errors(path: str | os.PathLike, errors: list[ImageError]) -> Path:
-    """One row per failed input: index, path, kind, message."""
+def write_errors(path: str | os.PathLike, errors: list[ImageError], skipped: list[tuple[str, str]] = ()) -> Path:
+    """One row per failed input (index, path, kind, message), then one per skipped folder entry (kind
+    ``skipped``, no index). Written through a temporary file: a failed write leaves nothing behind."""
     path = Path(path)
-    with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["index", "path", "kind", "message"])
-        writer.writeheader()
-        for error in errors:
-            writer.writerow({"index": error.index, "path": error.source, "kind": error.kind, "message": error.reason})
+    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+    try:
+        with open(tmp, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=["index", "path", "kind", "message"])
+            writer.writeheader()
+            for error in errors:
+                writer.writerow({"index": error.index, "path": printable_path(error.source), "kind": error.kind,
+                                 "message": printable_path(error.reason)})
+            for entry, reason in skipped:
+                writer.writerow({"index": "", "path": printable_path(entry), "kind": "skipped", "message": reason})
+        os.replace(tmp, path)
+    except OSError as error:
+        tmp.unlink(missing_ok=True)
+        raise OutputError(f"--errors: cannot write {path}: {error.strerror or error}") from None
     return path

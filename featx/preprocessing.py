@@ -10,6 +10,7 @@ from PIL import Image
 from torchvision.transforms import v2
 
 from featx.errors import ParameterError
+from featx.images import MAX_PIXELS, load_rgb
 
 _INTERPOLATIONS = {
     "bilinear": v2.InterpolationMode.BILINEAR,
@@ -60,6 +61,14 @@ class Preprocessing:
         return v2.Compose(
             [self.geometry(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean=list(self.mean), std=list(self.std))]
         )
+
+    def decode(self, image: Any, index: int = 0, max_pixels: int = MAX_PIXELS) -> torch.Tensor:
+        """Any accepted input -> ``3 x crop x crop`` uint8 tensor (what decoding workers produce).
+
+        Images over ``max_pixels``, decoded or once resized, are refused (an :class:`ImageError`) before
+        anything that size is allocated.
+        """
+        return self.geometry()(load_rgb(image, index, max_pixels, resize=self.resize))
 
     def geometry(self) -> Callable[[Image.Image], torch.Tensor]:
         """Resize and crop only: an RGB PIL image -> ``3 x crop x crop`` uint8 tensor.

@@ -12,7 +12,7 @@ from sklearn.utils.validation import check_is_fitted
 from featx.cache import open_store
 from featx.errors import ImageError
 from featx.extract import extract
-from featx.images import as_image_list
+from featx.images import MAX_PIXELS, as_image_list
 from featx.network import FrozenNetwork, NetworkSpec, feature_size
 from featx.options import ON_ERROR, check_option, check_positive_int
 from featx.registry import Backbone, get_backbone
@@ -53,6 +53,9 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
     compile : {"auto", True, False}, default="auto"
         ``torch.compile`` the network; "auto" does when a transform computes at least 10,000 images, where
         the one-off compile pays back (features equal within float rounding; see the README).
+    max_pixels : int, default=featx.images.MAX_PIXELS (about 89 million)
+        An image with more pixels, as decoded or once its short side is resized, fails (kind
+        ``decompression_bomb`` or ``too_large``) before anything that size is allocated.
 
     Attributes
     ----------
@@ -83,6 +86,7 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
         on_error: str = "raise",
         progress: bool = False,
         compile: bool | str = "auto",
+        max_pixels: int = MAX_PIXELS,
     ):
         self.backbone = backbone
         self.weights = weights
@@ -96,6 +100,7 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
         self.on_error = on_error
         self.progress = progress
         self.compile = compile
+        self.max_pixels = max_pixels
 
     def fit(self, X: Any, y: Any = None) -> "PretrainedFeatures":
         """Validate the parameters and the input; nothing is learned from X."""
@@ -110,7 +115,7 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
         images = as_image_list(X)
         network = self._network()
         result = extract(images, network, open_store(network.fingerprint, self.cache_dir), batch_size=self.batch_size,
-                         num_workers=self.num_workers, progress=self.progress)
+                         num_workers=self.num_workers, progress=self.progress, max_pixels=self.max_pixels)
         self.errors_: list[ImageError] = result.errors
         if result.errors:
             if self.on_error == "raise":
@@ -148,6 +153,7 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
         self._spec()  # checks precision, compile and pooling
         check_option("on_error", self.on_error, ON_ERROR, "PretrainedFeatures")
         check_positive_int("batch_size", self.batch_size, "PretrainedFeatures")
+        check_positive_int("max_pixels", self.max_pixels, "PretrainedFeatures")
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()

@@ -88,7 +88,8 @@ def bad_inputs(tmp_path):
         "not_an_image": str(tmp_path / "text.jpg"),
         "truncated": str(tmp_path / "truncated.jpg"),
         "permission": str(tmp_path / "locked.png"),
-        "invalid_array": np.full((4, 4), 2.0),
+        "invalid_array": np.zeros((4, 4, 2), dtype=np.uint8),  # two channels
+        "ambiguous": np.full((4, 4), 2.0),  # float pixels outside [0, 1]
         "unsupported_type": 42,
     }
 

@@ -31,7 +31,8 @@ class Engine(Protocol):
     """Key every input, compute what ``store`` lacks (once per distinct content), commit it batch by batch.
 
     Inputs sharing a failed content all fail. With ``fail_fast`` the first failure is raised (unreadable
-    inputs before any computing; a decoding failure after its batch's good vectors are stored).
+    inputs before any computing; a decoding failure after its batch's good vectors are stored). Images over
+    ``max_pixels``, decoded or resized, fail one by one (kinds ``decompression_bomb`` and ``too_large``).
     """
 
     def fill(
@@ -44,4 +45,5 @@ class Engine(Protocol):
         num_workers: int | None = None,
         progress: bool = False,
         fail_fast: bool = False,
+        max_pixels: int = ...,
     ) -> Filled: ...

@@ -14,7 +14,7 @@ from featx.cache import Store
 from featx.engines.base import Filled
 from featx.engines.plan import content_keys, first_missing, plan
 from featx.errors import ImageError
-from featx.images import ImageInput, load_rgb
+from featx.images import MAX_PIXELS, ImageInput
 from featx.network import FrozenNetwork
 from featx.preprocessing import Preprocessing
 
@@ -32,6 +32,7 @@ class LocalEngine:
         num_workers: int | None = None,
         progress: bool = False,
         fail_fast: bool = False,
+        max_pixels: int = MAX_PIXELS,
     ) -> Filled:
         keys, unreadable = content_keys(images, progress=progress)
         if fail_fast and unreadable:
@@ -41,17 +42,18 @@ class LocalEngine:
             bar.update(todo.n_cached + len(unreadable))
             n_computed, decode_errors = compute(
                 images, keys, todo.todo, network, store, batch_size=batch_size, num_workers=num_workers,
-                progress=bar, fail_fast=fail_fast, n_cached=todo.n_cached,
+                progress=bar, fail_fast=fail_fast, n_cached=todo.n_cached, max_pixels=max_pixels,
             )
         return todo.finish(decode_errors, n_computed)
 
 
 def compute_missing(
     images: Sequence[ImageInput], keys: Sequence[str], network: FrozenNetwork, store: Store, *, batch_size: int = 64,
+    max_pixels: int = MAX_PIXELS,
 ) -> int:
     """Compute, in this process, the vectors of ``keys`` the store lacks (a re-read after a checksum failure)."""
     computed, _ = compute(images, keys, first_missing(keys, set(store.missing(keys))), network, store,
-                          batch_size=batch_size, num_workers=0)
+                          batch_size=batch_size, num_workers=0, max_pixels=max_pixels)
     return computed
 
 
@@ -67,6 +69,7 @@ def compute(
     progress: tqdm | None = None,
     fail_fast: bool = False,
     n_cached: int = 0,
+    max_pixels: int = MAX_PIXELS,
 ) -> tuple[int, list[ImageError]]:
     """Run the network on the inputs at indices ``todo``, storing each batch under their ``keys``.
 
@@ -78,7 +81,7 @@ def compute(
     network.prepare(len(todo), batch_size)
     workers = default_num_workers(len(todo), batch_size) if num_workers is None else num_workers
     loader = DataLoader(
-        _Decode([(i, images[i]) for i in todo], network.preprocessing),
+        _Decode([(i, images[i]) for i in todo], network.preprocessing, max_pixels),
         batch_size=batch_size,
         num_workers=workers,
         collate_fn=_collate,
@@ -111,8 +114,8 @@ def default_num_workers(n_images: int, batch_size: int) -> int:
 class _Decode(Dataset):
     """Decoding, resizing and cropping (to uint8), run in DataLoader workers so the network never waits on PIL."""
 
-    def __init__(self, items: Sequence[tuple[int, ImageInput]], preprocessing: Preprocessing):
-        self.items, self.transform = items, preprocessing.geometry()
+    def __init__(self, items: Sequence[tuple[int, ImageInput]], preprocessing: Preprocessing, max_pixels: int):
+        self.items, self.preprocessing, self.max_pixels = items, preprocessing, max_pixels
 
     def __len__(self) -> int:
         return len(self.items)
@@ -120,7 +123,7 @@ class _Decode(Dataset):
     def __getitem__(self, position: int) -> tuple[int, torch.Tensor | ImageError]:
         index, image = self.items[position]
         try:
-            return index, self.transform(load_rgb(image, index))
+            return index, self.preprocessing.decode(image, index, self.max_pixels)
         except ImageError as error:
             return index, error
 

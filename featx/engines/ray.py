@@ -22,7 +22,7 @@ from featx.datasets import load_manifest
 from featx.engines.base import Filled
 from featx.engines.plan import plan
 from featx.errors import ImageError, ParameterError
-from featx.images import content_key, load_rgb
+from featx.images import MAX_PIXELS, content_key
 from featx.job import JobSummary, run_extract_job
 from featx.network import FrozenNetwork, NetworkSpec
 from featx.preprocessing import Preprocessing
@@ -66,14 +66,14 @@ def _hash_batch(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {"index": batch["index"], "key": np.array(keys, dtype=object), **_failure_columns(errors)}
 
 
-def _decode_batch(batch: dict[str, np.ndarray], preprocessing: Preprocessing) -> dict[str, np.ndarray]:
+def _decode_batch(batch: dict[str, np.ndarray], preprocessing: Preprocessing,
+                  max_pixels: int) -> dict[str, np.ndarray]:
     """Decode, resize and crop to uint8 (the local workers' step); failures keep a zero image, never stored."""
-    transform = preprocessing.geometry()
     pixels = np.zeros((len(batch["index"]), 3, preprocessing.crop, preprocessing.crop), dtype=np.uint8)
     errors = []
     for row, (index, path) in enumerate(zip(batch["index"], batch["path"])):
         try:
-            pixels[row] = transform(load_rgb(str(path), int(index))).numpy()
+            pixels[row] = preprocessing.decode(str(path), int(index), max_pixels).numpy()
             errors.append(None)
         except ImageError as error:
             errors.append(error)
@@ -123,6 +123,7 @@ class RayEngine:
         num_workers: int | None = None,
         progress: bool = False,
         fail_fast: bool = False,
+        max_pixels: int = MAX_PIXELS,
     ) -> Filled:
         if not isinstance(store, Namespace):
             raise ParameterError("the Ray engine writes to an on-disk cache that every node sees: pass cache_dir / --cache")
@@ -142,7 +143,7 @@ class RayEngine:
         decode_errors: list[ImageError] = []
         n_computed = 0
         if todo.todo:
-            done = self._compute(ray, paths, keys, todo.todo, network, store, batch_size, num_workers)
+            done = self._compute(ray, paths, keys, todo.todo, network, store, batch_size, num_workers, max_pixels)
             decode_errors = _errors(done, paths)
             n_computed = len(done) - len(decode_errors)
         filled = todo.finish(decode_errors, n_computed)
@@ -151,14 +152,15 @@ class RayEngine:
         return filled
 
     def _compute(self, ray, paths: list[str], keys: list[str | None], todo: list[int], network: FrozenNetwork,
-                 store: Namespace, batch_size: int, num_workers: int | None):
+                 store: Namespace, batch_size: int, num_workers: int | None, max_pixels: int):
         gpus = int(ray.cluster_resources().get("GPU", 0)) if network.device.type == "cuda" else 0
         actors = self.concurrency or max(1, gpus)
         # On CPUs each actor's thread pool takes its share of the cluster's cores, while reserving one
         # logical CPU only, so Ray still schedules the decoding tasks (which yield to it, as locally).
         threads = 1 if gpus else max(1, int(ray.cluster_resources().get("CPU", 1)) // actors)
         items = ray.data.from_items([{"index": i, "path": paths[i], "key": keys[i]} for i in todo])
-        decoded = items.map_batches(_decode_batch, fn_kwargs={"preprocessing": network.preprocessing},
+        decoded = items.map_batches(_decode_batch, fn_kwargs={"preprocessing": network.preprocessing,
+                                                                   "max_pixels": max_pixels},
                                     batch_size=batch_size, concurrency=num_workers)
         embedded = decoded.map_batches(
             _Embed, fn_constructor_kwargs={"spec": network.spec, "cache_path": str(store.path), "threads": threads},

@@ -35,6 +35,10 @@ def make_folds(y: Sequence[Any], cv: Any = 5, *, split: Sequence[str] | None = N
 def _split_fold(split: Sequence[str] | None) -> tuple[np.ndarray, np.ndarray]:
     if split is None:
         raise ParameterError("cv='split' needs the manifest's split column (train / test); it has none, use cv=5")
+    blank = pd.Series(split).isna().to_numpy()
+    if blank.any():
+        raise ParameterError(f"the split column is empty for {int(blank.sum())} row(s) (first: row "
+                             f"{int(np.flatnonzero(blank)[0])}); fill in train or test, or use cv=5")
     values = pd.Series(split).astype(str).str.lower()
     unknown = sorted(set(values) - {"train", "test"})
     if unknown:

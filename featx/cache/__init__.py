@@ -1,0 +1,64 @@
+"""A content-addressed store of feature vectors on disk: crash-safe, multi-process safe, never pickled.
+
+Layout::
+
+    CACHE_DIR/
+      <backbone>-<node>-<fingerprint hash>/     one namespace per extractor fingerprint
+        namespace.json                          the fingerprint, human-readable
+        <shard>.vectors.npy                     float32 (n, d), memory-mapped on read
+        <shard>.keys.npy                        (content key, crc32 of the vector) per row
+
+Each shard is written by one process under a unique name: the vectors first, then the keys, each to a
+temporary file that is fsynced and renamed into place. The keys file is the commit marker: a shard without
+it (a writer killed mid-way) is invisible to readers and removed by ``prune``. Nothing is ever modified in
+place, so any number of processes may write at once, and a killed job loses at most its unfinished batch.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Mapping
+
+from featx.cache.files import (
+    FORMAT_VERSION,
+    KEY_DTYPE,
+    fingerprint_id,
+    vector_checksums,
+)
+from featx.cache.namespace import Namespace
+from featx.cache.store import MemoryNamespace, Store
+from featx.errors import ParameterError
+
+__all__ = ["FORMAT_VERSION", "KEY_DTYPE", "FeatureCache", "MemoryNamespace", "Namespace", "Store",
+           "fingerprint_id", "open_store", "vector_checksums"]
+
+
+class FeatureCache:
+    """A directory of namespaces. Cheap to create; safe to share between processes and machines."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root).expanduser()
+
+    def namespace(self, fingerprint: Mapping[str, Any]) -> Namespace:
+        """The namespace for ``fingerprint``, created on first use."""
+        return Namespace(self.root / fingerprint_id(fingerprint), fingerprint)
+
+    def namespaces(self) -> list[Namespace]:
+        if not self.root.is_dir():
+            return []
+        return [Namespace(p) for p in sorted(self.root.iterdir()) if (p / "namespace.json").is_file()]
+
+    def remove_namespace(self, name: str) -> None:
+        path = self.root / name
+        if not (path / "namespace.json").is_file():
+            raise ParameterError(f"{path} is not a featx cache namespace; see `featx cache info {self.root}`")
+        shutil.rmtree(path)
+
+
+def open_store(fingerprint: Mapping[str, Any], cache_dir: str | os.PathLike | None) -> Store:
+    """The namespace of ``fingerprint`` under ``cache_dir``; an in-memory one when there is no cache."""
+    if cache_dir is None:
+        return MemoryNamespace(fingerprint)
+    return FeatureCache(cache_dir).namespace(fingerprint)

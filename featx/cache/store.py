@@ -1,0 +1,44 @@
+"""The store seam: where vectors live by content key, and the in-memory store used without a cache."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping, Protocol, Sequence
+
+import numpy as np
+
+
+class Store(Protocol):
+    """Where vectors live, by content key: the seam every engine and door writes and reads through.
+
+    :class:`Namespace` (on disk, shared between processes) and :class:`MemoryNamespace` (no cache) fill it.
+    """
+
+    fingerprint: Mapping[str, Any]
+
+    def missing(self, keys: Iterable[str]) -> list[str]:
+        """The distinct keys that have no vector here, in first-seen order."""
+
+    def write(self, keys: Sequence[str], vectors: np.ndarray) -> object:
+        """Store ``vectors`` (len(keys), d) under ``keys``, all or nothing."""
+
+    def read(self, keys: Sequence[str]) -> tuple[np.ndarray, list[str]]:
+        """Vectors for ``keys`` (all present), and the keys whose vector failed its checksum."""
+
+
+@dataclass
+class MemoryNamespace:
+    """The in-memory stand-in used when no cache directory is given: same interface, nothing persists."""
+
+    fingerprint: Mapping[str, Any]
+    _vectors: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def missing(self, keys: Iterable[str]) -> list[str]:
+        return [key for key in dict.fromkeys(keys) if key not in self._vectors]
+
+    def write(self, keys: Sequence[str], vectors: np.ndarray) -> None:
+        for key, vector in zip(keys, np.asarray(vectors, dtype=np.float32)):
+            self._vectors[key] = vector
+
+    def read(self, keys: Sequence[str]) -> tuple[np.ndarray, list[str]]:
+        return np.stack([self._vectors[key] for key in keys]), []

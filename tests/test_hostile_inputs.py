@@ -1,0 +1,326 @@
+"""Hostile inputs, one class per section (issue: hardening). Each case asserts the outcome: the error kind
+and the path named, the good files extracted, the exit code, and no temporary files left behind."""
+
+import contextlib
+import io
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import encode, photo
+from PIL import Image
+from test_cache import featx_cli
+
+import featx
+from featx import (
+    FeatureCache,
+    FeatxError,
+    ImageError,
+    ParameterError,
+    PretrainedFeatures,
+    load_features,
+)
+from featx.cli import main
+
+TINY = ["--backbone", "tiny_backbone:TINY", "--weights", "none", "--quiet"]
+
+
+def tiny(**params) -> PretrainedFeatures:
+    return PretrainedFeatures("tiny", weights=None, precision="fp32", **params)
+
+
+def strip_png(width: int, height: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("L", (width, height), 128).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def leftovers(folder: Path) -> list[str]:
+    return [p.name for p in folder.rglob("*") if p.name.startswith(".tmp")]
+
+
+@contextlib.contextmanager
+def tmpfs(path: Path, size: str, read_only: bool = False):
+    """A real small filesystem (full disks, read-only mounts); skips where mounting is not allowed."""
+    path.mkdir(parents=True, exist_ok=True)
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                      capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+def fill_disk(folder: Path) -> None:
+    """Write until the filesystem is full: the next write of any data fails with ENOSPC."""
+    with contextlib.suppress(OSError), open(folder / "filler", "wb", buffering=0) as handle:
+        while True:
+            handle.write(b"\0" * 4096)
+
+
+# -- 1. sizes that explode after decoding ------------------------------------------------------------------
+
+def test_a_thin_strip_whose_resize_would_be_enormous_is_refused_as_too_large_not_allocated():
+    strip = strip_png(1, 100_000)  # 100 kpx, a few hundred bytes: 36 x 3.6 million once resized (tiny: 36 px)
+    images = [photo(0), strip, photo(1)]
+    with pytest.warns(UserWarning, match="1 of 3 images failed"):
+        X = tiny(on_error="nan").fit_transform(images)
+    assert np.isnan(X[1]).all() and np.isfinite(X[[0, 2]]).all()
+    estimator = tiny(on_error="nan", max_pixels=10_000)
+    with pytest.warns(UserWarning):
+        estimator.fit_transform([photo(0), strip_png(1, 400)])  # 400 px decoded, 36 x 14,400 resized
+    (error,) = estimator.errors_
+    assert (error.index, error.kind) == (1, "too_large") and "36x14400" in error.reason
+
+
+def test_max_pixels_is_a_parameter_of_the_cli_and_refuses_per_image(tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    (folder / "strip.png").write_bytes(strip_png(2, 2000))
+    (folder / "ok.png").write_bytes(encode(photo(0)))
+    out = tmp_path / "x.parquet"
+    result = featx_cli("extract", folder, *TINY, "--cache", tmp_path / "cache", "--out", out, "--max-pixels", "20000")
+    assert result.returncode == 0, result.stderr
+    listed = pd.read_csv(out.with_suffix(".errors.csv"))
+    assert listed[["kind"]].values.ravel().tolist() == ["too_large"] and listed["path"][0].endswith("strip.png")
+    assert load_features(out)[0].shape == (1, 64)
+
+
+# -- 2. folders as they really are ----------------------------------------------------------------------
+
+def test_every_entry_of_an_odd_folder_is_extracted_reported_or_counted_and_nothing_hangs(tmp_path):
+    root = tmp_path / "odd"
+    (root / "cats").mkdir(parents=True)
+    (root / "empty").mkdir()
+    for name in ("top1.png", "top2.png", "cats/c.png"):
+        (root / name).write_bytes(encode(photo(len(name))))
+    os.symlink("nowhere.png", root / "broken.png")
+    os.symlink("loop.png", root / "loop.png")  # a link to itself
+    os.symlink(".", root / "dirloop")  # a link to its own folder
+    os.mkfifo(root / "fifo.png")
+    with open(os.path.join(os.fsencode(root), b"caf\xe9.png"), "wb") as handle:  # Latin-1 name, not UTF-8
+        handle.write(encode(photo(7)))
+    (root / "notes.txt").write_text("not an image")
+    (root / ".DS_Store").write_bytes(b"\0")
+    out, errors = tmp_path / "out.parquet", tmp_path / "errors.csv"
+    command = [sys.executable, "-m", "featx", "extract", str(root), *TINY, "--cache", str(tmp_path / "cache"),
+               "--out", str(out), "--errors", str(errors)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300,  # a FIFO must not hang it
+                            env={**os.environ, "PYTHONPATH": str(Path(__file__).parent)})
+    assert result.returncode == 0, result.stderr
+    assert "images: 7" in result.stdout and "failed: 3" in result.stdout and "skipped (not images): 3" in result.stdout
+    X, meta = load_features(out)
+    names = sorted(Path(p).name for p in meta["path"])
+    assert names == ["c.png", "caf\\xe9.png", "top1.png", "top2.png"]  # the top-level images are not ignored
+    unlabelled = dict(zip(meta["path"].map(lambda p: Path(p).name), meta["label"].isna()))
+    assert unlabelled == {"c.png": False, "caf\\xe9.png": True, "top1.png": True, "top2.png": True}
+    listed = pd.read_csv(errors).assign(name=lambda f: f["path"].map(lambda p: Path(p).name))
+    kinds = dict(zip(listed["name"], listed["kind"]))
+    assert kinds == {"broken.png": "missing", "fifo.png": "not_a_file", "loop.png": "unreadable",
+                     "dirloop": "skipped", "notes.txt": "skipped", ".DS_Store": "skipped"}
+
+
+# -- 3. writes that fail --------------------------------------------------------------------------------
+
+def one_line_failure(result, *words):
+    """Exit 1 and a last line 'featx: error: ...' with ``words``; no traceback (info lines may come before)."""
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith("featx: error:") and "Traceback" not in result.stderr, result.stderr
+    assert all(word in lines[-1] for word in words), lines[-1]
+
+
+def test_a_cache_that_is_a_file_ends_in_one_line_naming_it(image_folder, tmp_path):
+    cache = tmp_path / "cache"
+    cache.write_text("I am a file")
+    one_line_failure(featx_cli("extract", image_folder, *TINY, "--cache", cache), str(cache))
+
+
+def test_a_read_only_cache_ends_in_one_line_before_any_work(image_folder, tmp_path):
+    with tmpfs(tmp_path / "ro", "1m") as mount:
+        FeatureCache(mount)  # the cache folder exists, then becomes read-only
+        subprocess.run(["mount", "-o", "remount,ro", str(mount)], check=True)
+        one_line_failure(featx_cli("extract", image_folder, *TINY, "--cache", mount / "cache"),
+                         str(mount), "Read-only file system")
+
+
+def test_unwritable_errors_path_and_wrong_out_suffix_are_refused_before_extracting(image_folder, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    cache = tmp_path / "cache"
+    one_line_failure(featx_cli("extract", image_folder, *TINY, "--cache", cache, "--errors", blocker / "e.csv"),
+                     "--errors", str(blocker))
+    one_line_failure(featx_cli("extract", image_folder, *TINY, "--cache", cache, "--out", tmp_path / "x.csv"),
+                     "x.csv", ".parquet or .npy")
+    assert not cache.exists()  # refused before the cache was even opened
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".parquet"])
+def test_a_full_disk_under_out_fails_in_one_line_leaves_no_temporary_files_and_keeps_the_old_output(
+        image_folder, tmp_path, suffix):
+    with tmpfs(tmp_path / "disk", "1m") as disk:
+        out = disk / f"features{suffix}"
+        first = featx_cli("extract", image_folder, *TINY, "--cache", tmp_path / "cache", "--out", out)
+        assert first.returncode == 0, first.stderr
+        before = load_features(out)[0]
+        fill_disk(disk)
+        (image_folder / "dog" / "new.png").write_bytes(encode(photo(99)))
+        one_line_failure(featx_cli("extract", image_folder, *TINY, "--cache", tmp_path / "cache", "--out", out),
+                         str(out), "No space left on device")
+        assert leftovers(disk) == []
+        X, meta = load_features(out)  # the old pair, whole and aligned
+        np.testing.assert_array_equal(X, before)
+        assert len(meta) == len(X) == 6
+
+
+def test_a_full_disk_under_the_cache_fails_in_one_line_and_leaves_no_temporary_files(image_folder, tmp_path):
+    with tmpfs(tmp_path / "disk", "1m") as disk:
+        first = featx_cli("extract", image_folder, *TINY, "--cache", disk, "--batch-size", "2")
+        assert first.returncode == 0, first.stderr
+        fill_disk(disk)
+        (image_folder / "dog" / "new.png").write_bytes(encode(photo(98)))
+        one_line_failure(featx_cli("extract", image_folder, *TINY, "--cache", disk), "feature cache",
+                         "No space left on device")
+        assert leftovers(disk) == []
+
+
+# -- 4. outputs that must match ---------------------------------------------------------------------------
+
+def test_load_features_refuses_a_matrix_without_its_meta_or_with_another_runs_meta(tmp_path):
+    np.save(tmp_path / "x.npy", np.zeros((3, 4), dtype=np.float32))
+    with pytest.raises(ParameterError, match="x.meta.csv"):
+        load_features(tmp_path / "x.npy")
+    pd.DataFrame({"path": ["a", "b"]}).to_csv(tmp_path / "x.meta.csv", index=False)
+    with pytest.raises(ParameterError, match="3 rows but x.meta.csv has 2"):
+        load_features(tmp_path / "x.npy")
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".parquet"])
+def test_when_every_input_fails_the_errors_csv_and_an_empty_output_are_written_alike(tmp_path, suffix):
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    (folder / "a.png").write_text("not a png")
+    (folder / "b.jpg").write_bytes(b"")
+    out = tmp_path / f"x{suffix}"
+    result = featx_cli("extract", folder, *TINY, "--cache", tmp_path / "cache", "--out", out)
+    assert result.returncode == 0, result.stderr
+    assert sorted(pd.read_csv(out.with_suffix(".errors.csv"))["kind"]) == ["empty", "not_an_image"]
+    X, meta = load_features(out)
+    assert X.shape == (0, 64) and len(meta) == 0 and "path" in meta.columns
+
+
+# -- 5. damaged shards ------------------------------------------------------------------------------------
+
+def test_garbled_truncated_and_reshaped_shards_are_recomputed_with_a_warning(tmp_path):
+    images = [photo(i) for i in range(8)]
+    estimator = tiny(cache_dir=tmp_path / "cache", batch_size=2, num_workers=0).fit(images)
+    expected = estimator.transform(images)
+    (namespace,) = FeatureCache(tmp_path / "cache").namespaces()
+    shards = [namespace.path / f"{s}.vectors.npy" for s in namespace.shard_names()]
+    shards[0].write_bytes(b"\x93NUMPY garbage" + shards[0].read_bytes()[14:])  # garbled header
+    shards[1].write_bytes(shards[1].read_bytes()[:100])  # truncated
+    np.save(shards[2], np.load(shards[2]).reshape(4, 32))  # reshaped
+    (namespace.path / f"{namespace.shard_names()[3]}.keys.npy").write_bytes(b"garbage")  # unreadable keys
+    with pytest.warns(UserWarning, match="unreadable"):
+        again = tiny(cache_dir=tmp_path / "cache", batch_size=2, num_workers=0).fit(images).transform(images)
+    np.testing.assert_array_equal(again, expected)
+
+
+def test_cache_info_survives_a_garbage_namespace_json_and_an_unreadable_keys_file(image_folder, tmp_path):
+    cache = tmp_path / "cache"
+    assert featx_cli("extract", image_folder, *TINY, "--cache", cache, "--batch-size", "2").returncode == 0
+    (namespace,) = FeatureCache(cache).namespaces()
+    (namespace.path / f"{namespace.shard_names()[0]}.keys.npy").write_bytes(b"junk")
+    other = cache / "other-ns"
+    other.mkdir()
+    (other / "namespace.json").write_text("{not json")
+    result = featx_cli("cache", "info", cache)
+    assert result.returncode == 0, result.stderr
+    assert "unreadable namespace.json" in result.stdout and namespace.path.name in result.stdout
+
+
+# -- 6. manifests -----------------------------------------------------------------------------------------
+
+def test_a_blank_path_cell_is_a_per_row_error_and_the_other_rows_are_extracted(image_folder, tmp_path):
+    paths = [str(p) for p in sorted(image_folder.rglob("*.png"))][:2]
+    (tmp_path / "m.csv").write_text(f"path,label\n{paths[0]},a\n,b\n{paths[1]},c\n")
+    out = tmp_path / "x.parquet"
+    result = featx_cli("extract", tmp_path / "m.csv", *TINY, "--cache", tmp_path / "cache", "--out", out)
+    assert result.returncode == 0, result.stderr
+    listed = pd.read_csv(out.with_suffix(".errors.csv"))
+    assert listed["index"].tolist() == [1] and listed["kind"].tolist() == ["missing"]
+    assert "blank" in listed["message"][0]
+    assert load_features(out)[1]["label"].tolist() == ["a", "c"]
+
+
+@pytest.mark.parametrize("column", ["features", "key"])
+def test_a_manifest_column_featx_writes_is_refused_up_front_naming_it(image_folder, tmp_path, column):
+    paths = [str(p) for p in sorted(image_folder.rglob("*.png"))]
+    pd.DataFrame({"path": paths, column: range(len(paths))}).to_csv(tmp_path / "m.csv", index=False)
+    one_line_failure(featx_cli("extract", tmp_path / "m.csv", *TINY, "--cache", tmp_path / "cache"),
+                     f"'{column}'", "rename")
+
+
+def test_a_missing_split_value_under_cv_split_is_one_clear_line(image_folder, tmp_path):
+    paths = [str(p) for p in sorted(image_folder.rglob("*.png"))]
+    frame = pd.DataFrame({"path": paths, "label": ["a", "b"] * 3, "split": ["train"] * 3 + ["test", "test", None]})
+    frame.to_csv(tmp_path / "m.csv", index=False)
+    one_line_failure(featx_cli("compare", tmp_path / "m.csv", "--backbone", "tiny_backbone:TINY", "--weights", "none",
+                               "--cache", tmp_path / "cache", "--cv", "split", "--classifiers", "logreg", "--quiet"),
+                     "split", "1 row")
+
+
+# -- 7. inputs that change meaning silently ------------------------------------------------------------------
+
+def test_a_float_tiff_in_0_1_gives_the_vector_of_the_same_8_bit_image(tmp_path):
+    grey = photo(3)[..., 0]
+    Image.fromarray(grey.astype(np.float32) / 255, mode="F").save(tmp_path / "f.tif")
+    Image.fromarray(grey).save(tmp_path / "g.png")
+    X = tiny().fit_transform([str(tmp_path / "f.tif"), str(tmp_path / "g.png")])
+    np.testing.assert_array_equal(X[0], X[1])
+
+
+def test_a_float_image_outside_0_1_is_refused_as_ambiguous_not_decoded_black(tmp_path):
+    Image.fromarray(photo(3)[..., 0].astype(np.float32), mode="F").save(tmp_path / "f255.tif")  # 0..255
+    estimator = tiny(on_error="nan")
+    with pytest.warns(UserWarning):
+        estimator.fit_transform([str(tmp_path / "f255.tif")])
+    assert estimator.errors_[0].kind == "ambiguous" and "[0, 1]" in estimator.errors_[0].reason
+
+
+def test_an_rgba_array_and_the_same_rgba_pil_image_get_the_same_vector():
+    rgba = np.dstack([photo(4), np.linspace(0, 255, 48 * 40).reshape(48, 40).astype(np.uint8)])
+    X = tiny().fit_transform([rgba, Image.fromarray(rgba, "RGBA")])
+    np.testing.assert_array_equal(X[0], X[1])
+
+
+def test_a_generator_is_refused_instead_of_silently_giving_no_rows():
+    with pytest.raises(ParameterError, match="generator.*list"):
+        tiny().fit_transform(photo(i) for i in range(6))
+
+
+# -- 8. errors are featx's own ----------------------------------------------------------------------------
+
+def test_featx_errors_share_one_root_and_keep_their_standard_bases():
+    assert issubclass(ImageError, FeatxError) and issubclass(ImageError, ValueError)
+    assert issubclass(ParameterError, FeatxError) and issubclass(ParameterError, ValueError)
+    assert issubclass(featx.WeightsUnavailableError, FeatxError) and issubclass(featx.WeightsUnavailableError, RuntimeError)
+    assert issubclass(featx.OutputError, FeatxError) and issubclass(featx.OutputError, OSError)
+
+
+def test_the_cli_prints_featx_errors_in_one_line_but_a_bug_keeps_its_traceback(monkeypatch, capsys):
+    assert main(["extract", "nowhere/", "--cache", "c", "--backbone", "tiny"]) == 1
+    assert capsys.readouterr().err.startswith("featx: error: nowhere")
+
+    def bug(*args, **kwargs):
+        raise KeyError("a bug in featx")
+
+    monkeypatch.setattr("featx.network.feature_size", bug)
+    with pytest.raises(KeyError), warnings.catch_warnings():
+        main(["backbones"])
