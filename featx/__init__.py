@@ -14,6 +14,7 @@ from featx.feature_files import load_features
 from featx.network import FrozenNetwork, NetworkSpec, feature_size, list_nodes
 from featx.pixels import RawPixels
 from featx.preprocessing import Preprocessing
+from featx.probe import LinearProbe
 from featx.registry import Backbone, get_backbone, list_backbones, register_backbone
 from featx.transformer import PretrainedFeatures
 from featx.weights import PretrainedWeights
@@ -27,6 +28,7 @@ __all__ = [
     "NetworkSpec",
     "OutputError",
     "ParameterError",
+    "LinearProbe",
     "Preprocessing",
     "PretrainedFeatures",
     "PretrainedWeights",

@@ -7,10 +7,12 @@ for the forest. ``tune=True`` wraps each in a small ``GridSearchCV`` over its re
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping
 
 from sklearn.base import BaseEstimator, clone
 from sklearn.ensemble import RandomForestClassifier
+from sklearn.kernel_approximation import Nystroem
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV, StratifiedKFold
 from sklearn.neighbors import KNeighborsClassifier
@@ -19,6 +21,7 @@ from sklearn.preprocessing import Normalizer, StandardScaler
 from sklearn.svm import SVC, LinearSVC
 
 from featx.errors import ParameterError
+from featx.probe import LinearProbe
 
 
 def _logreg(random_state: int) -> Pipeline:
@@ -58,6 +61,51 @@ PARAM_GRIDS: dict[str, dict[str, list[Any]]] = {
 }
 
 
+def _probe(random_state: int) -> BaseEstimator:
+    return LinearProbe(C=0.1, random_state=random_state)
+
+
+def _nystroem_linsvm(random_state: int) -> Pipeline:
+    # an RBF kernel approximated by 1,000 landmark features, then a linear SVM: linear in n, not quadratic
+    return make_pipeline(StandardScaler(), Nystroem(gamma=None, n_components=1000, random_state=random_state),
+                         LinearSVC(C=0.1, max_iter=5000, random_state=random_state))
+
+
+@dataclass(frozen=True)
+class StandIn:
+    """A scalable estimator with the same intent, used above ``max_rows`` training rows."""
+
+    max_rows: int
+    name: str
+    build: Callable[[int], BaseEstimator]
+    why: str
+
+
+#: Where the classical estimator stops finishing in reasonable time on a 2-core CPU (measured with
+#: ``benchmarks/probe.py``; see the README), and what replaces it there.
+STAND_INS: dict[str, StandIn] = {
+    "logreg": StandIn(20_000, "probe", _probe, "L-BFGS logistic regression in float64 takes minutes per fit"),
+    "svm": StandIn(15_000, "nystroem+linsvm", _nystroem_linsvm, "an RBF SVC's fit grows with n^2"),
+}
+
+
+def plan_classifiers(
+    classifiers: Iterable[str] | Mapping[str, BaseEstimator] | None, n_train: int, *, tune: bool = False,
+    random_state: int = 0,
+) -> dict[str, tuple[str, BaseEstimator, str]]:
+    """name -> (what actually runs, the estimator, why a stand-in was chosen or ""), for ``n_train`` rows."""
+    planned = {}
+    for name, estimator in resolve_classifiers(classifiers, tune=tune, random_state=random_state).items():
+        stand_in = STAND_INS.get(name) if not isinstance(classifiers, Mapping) else None
+        if stand_in is not None and n_train > stand_in.max_rows:
+            why = (f"{name}: {n_train:,} training rows > {stand_in.max_rows:,} ({stand_in.why}); "
+                   f"ran {stand_in.name} instead")
+            planned[name] = (stand_in.name, stand_in.build(random_state), why)
+        else:
+            planned[name] = (name, estimator, "")
+    return planned
+
+
 def make_classifier(name: str, *, tune: bool = False, random_state: int = 0) -> BaseEstimator:
     """A fresh, unfitted classifier by name (see ``CLASSIFIERS``); tuned by an inner 3-fold grid search."""
     if name not in CLASSIFIERS:
@@ -70,11 +118,11 @@ def make_classifier(name: str, *, tune: bool = False, random_state: int = 0) -> 
     return GridSearchCV(pipeline, PARAM_GRIDS[name], cv=inner, scoring="accuracy")
 
 
-def as_classifier(classifier: str | BaseEstimator, *, random_state: int = 0) -> BaseEstimator:
-    """An estimator as given, or a fresh one by name (see ``CLASSIFIERS``)."""
+def as_classifier(classifier: str | BaseEstimator, *, random_state: int = 0, n_train: int = 0) -> BaseEstimator:
+    """An estimator as given, or a fresh one by name (see ``CLASSIFIERS``; its stand-in above its size)."""
     if isinstance(classifier, BaseEstimator):
         return classifier
-    return make_classifier(classifier, random_state=random_state)
+    return plan_classifiers([classifier], n_train, random_state=random_state)[classifier][1]
 
 
 def resolve_classifiers(

@@ -75,6 +75,7 @@ def _parser() -> argparse.ArgumentParser:
     compare.add_argument("--cv", default="5", help="number of stratified folds, or 'split' for the manifest's split")
     compare.add_argument("--tune", action="store_true", help="grid-search each classifier's regularisation (nested)")
     compare.add_argument("--out", help="write the comparison table to FILE.csv (the report to FILE.transfer.csv)")
+    compare.add_argument("--html", help="write one self-contained page (tables, verdict, figures, setup) to FILE.html")
     compare.add_argument("--plot", help="write accuracies, the best one's confusion matrix (and the report) to FILE.png")
     compare.add_argument("--report", action="store_true",
                          help="transfer report: pretrained features vs raw pixels and random weights, same folds")
@@ -177,19 +178,25 @@ def _compare(args: argparse.Namespace) -> int:
     )
 
     cv = args.cv if args.cv == "split" else int(args.cv)
+    if args.html:  # before minutes of fitting, not after
+        from featx.feature_files import check_output_path
+
+        check_output_path(args.html, (".html", ".htm"), "--html")
     X, meta, backbone, layer = _labelled_features(args)
     split = meta["split"].to_numpy() if "split" in meta else None
     y = meta["label"].astype(str).to_numpy()
     print(f"{len(y)} labelled images, {X.shape[1]} features ({backbone} {layer}), "
           f"{'the manifest split' if cv == 'split' else f'{cv}-fold cross-validation'}", file=sys.stderr)
     table = compare_classifiers(X, y, classifiers=args.classifiers, cv=cv, split=split, tune=args.tune,
-                                backbone=backbone, layer=layer, n_jobs=args.n_jobs)
+                                backbone=backbone, layer=layer, n_jobs=args.n_jobs, progress=not args.quiet)
     if args.finetune:
         finetuned = compare_finetuning(meta["path"].tolist(), y, backbone=(args.backbone or [backbone])[0],
                                        weights=args.weights, unfreeze=(0, args.unfreeze), cv=cv, split=split,
                                        max_folds=args.finetune_folds)
         table = pd.concat([table, finetuned]).sort_values("accuracy_mean", ascending=False, ignore_index=True)
     print(table.to_string(index=False, float_format="{:.4f}".format))
+    for note in table.attrs.get("notes", []):
+        print(f"stand-in: {note}")
     print(recommendation(table))
     best = table.loc[table["layer"] != "trained", "classifier"].iloc[0]  # the best on the features themselves
     report = None
@@ -211,11 +218,20 @@ def _compare(args: argparse.Namespace) -> int:
             transfer_csv = Path(args.out).with_suffix(".transfer.csv")
             report.summary.to_csv(transfer_csv, index=False)
             print(f"transfer report: {transfer_csv}")
-    if args.plot:
+    if args.plot or args.html:
         from featx.plots import comparison_figure, save_png
 
-        matrix = confusion(X, y, best, cv=cv, split=split)
-        print(f"plot: {save_png(comparison_figure(table, matrix, report), args.plot)}")
+        figure = comparison_figure(table, confusion(X, y, best, cv=cv, split=split), report)
+        if args.plot:
+            print(f"plot: {save_png(figure, args.plot)}")
+        if args.html:
+            from featx.report import html_report, setup_of, write_html
+
+            setup = setup_of(meta.attrs.get("featx", {}), n_images=len(y), n_classes=len(set(y)),
+                             folds="the manifest split" if cv == "split" else f"{cv}-fold stratified")
+            page = html_report(table, setup, report=report, figure=figure,
+                               title=f"featx: {_dataset_name(args.source)}")
+            print(f"html: {write_html(args.html, page)}")
     return 0
 
 
@@ -250,6 +266,7 @@ def _labelled_features(args: argparse.Namespace) -> tuple[np.ndarray, pd.DataFra
         X = np.delete(result.features, failed, axis=0)
         meta = meta.drop(index=failed).reset_index(drop=True)
         layer = network.node
+        meta.attrs["featx"] = network.fingerprint
     if "label" not in meta:
         raise ParameterError(f"{args.source} has no labels: compare needs class sub-folders or a 'label' column")
     labelled = meta["label"].notna().to_numpy()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+import time
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -9,7 +11,7 @@ import pandas as pd
 from sklearn.base import BaseEstimator, clone
 from sklearn.metrics import confusion_matrix
 
-from featx.classifiers import as_classifier, resolve_classifiers
+from featx.classifiers import as_classifier, plan_classifiers
 from featx.evaluate.folds import (
     check_inputs,
     fold_scores,
@@ -33,6 +35,7 @@ def compare_classifiers(
     layer: str | None = None,
     n_jobs: int | None = None,
     random_state: int = 0,
+    progress: bool = False,
 ) -> pd.DataFrame:
     """Cross-validate classifiers on one feature matrix, on the same folds; best first.
 
@@ -43,20 +46,36 @@ def compare_classifiers(
     cv : folds (int, stratified), ``"split"`` with ``split=`` the manifest's split, or a splitter.
     tune : wrap each named classifier in a small ``GridSearchCV`` (nested inside the outer folds).
     backbone, layer : copied into the table, so tables of several feature sets concatenate.
+    progress : print a line to stderr as each classifier starts and ends (fits can take minutes).
+
+    Above a size where a named classifier cannot finish in reasonable time, its scalable stand-in runs
+    instead (``featx.classifiers.STAND_INS``: the linear probe for logreg, a Nystroem kernel approximation
+    and a linear SVM for the RBF SVM); the ``estimator`` column says what ran, ``attrs["notes"]`` why.
 
     Returns
     -------
-    DataFrame with one row per classifier: classifier, backbone, layer, n_features, n_folds,
+    DataFrame with one row per classifier: classifier, estimator, backbone, layer, n_features, n_folds,
     accuracy_mean, accuracy_std, f1_macro_mean, f1_macro_std, fit_s and predict_s (mean seconds per fold).
     """
     X, y = check_inputs(X, y)
     folds = make_folds(y, cv, split=split, random_state=random_state)
-    rows = []
-    for name, estimator in resolve_classifiers(classifiers, tune=tune, random_state=random_state).items():
+    n_train = max(len(train) for train, _ in folds)
+    rows, notes = [], []
+    for name, (ran, estimator, why) in plan_classifiers(classifiers, n_train, tune=tune,
+                                                          random_state=random_state).items():
+        if why:
+            notes.append(why)
+        start = time.perf_counter()
+        if progress:
+            print(f"compare: {ran} on {len(folds)} fold(s) of {n_train:,} rows ...", file=sys.stderr, flush=True)
         summary = summarise(fold_scores(estimator, X, y, folds, n_jobs))
-        rows.append({"classifier": name, "backbone": backbone, "layer": layer, "n_features": X.shape[1], **summary})
-    table = pd.DataFrame(rows).sort_values("accuracy_mean", ascending=False, kind="stable")
-    return table.reset_index(drop=True)
+        if progress:
+            print(f"compare: {ran} done in {time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)
+        rows.append({"classifier": name, "estimator": ran, "backbone": backbone, "layer": layer,
+                     "n_features": X.shape[1], **summary})
+    table = pd.DataFrame(rows).sort_values("accuracy_mean", ascending=False, kind="stable").reset_index(drop=True)
+    table.attrs["notes"] = notes
+    return table
 
 
 def compare_finetuning(
@@ -88,7 +107,8 @@ def compare_finetuning(
     for blocks in unfreeze:
         estimator = FineTunedClassifier(backbone, weights, unfreeze=blocks, random_state=random_state, **params)
         summary = summarise(fold_scores(estimator, images, y, folds, None))
-        rows.append({"classifier": "finetune head" if blocks == 0 else f"finetune last {blocks} blocks",
+        name = "finetune head" if blocks == 0 else f"finetune last {blocks} blocks"
+        rows.append({"classifier": name, "estimator": name,
                      "backbone": spec.name, "layer": "trained", "n_features": feature_size(spec), **summary})
     return pd.DataFrame(rows)
 
@@ -115,7 +135,7 @@ def confusion(
 ) -> tuple[np.ndarray, np.ndarray]:
     """The confusion matrix of one classifier summed over the test folds, and its labels (row order)."""
     X, y = check_inputs(X, y)
-    estimator = as_classifier(classifier, random_state=random_state)
+    estimator = as_classifier(classifier, random_state=random_state, n_train=len(y))
     labels = np.unique(y)
     matrix = np.zeros((len(labels), len(labels)), dtype=np.int64)
     for train, test in make_folds(y, cv, split=split, random_state=random_state):

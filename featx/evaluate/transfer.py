@@ -147,7 +147,7 @@ def transfer_report(
     y = y[usable]
     split = None if split is None else np.asarray(split)[usable]
     folds = make_folds(y, cv, split=split, random_state=random_state)
-    estimator = as_classifier(classifier, random_state=random_state)
+    estimator = as_classifier(classifier, random_state=random_state, n_train=max(len(t) for t, _ in folds))
 
     per_fold, rows = [], []
     for s in sets:

@@ -1,0 +1,123 @@
+"""LinearProbe against scikit-learn on real cached features, and the RBF SVM against its stand-in.
+
+    python benchmarks/probe.py                          # all 70,000 Fashion-MNIST images, lite0 features
+    python benchmarks/probe.py --images 10000 --skip-synthetic   # a quicker run
+
+Caching the features of all 70,000 images is a one-off of about half an hour on 2 CPU cores; the cache
+(.featx-cache/) is reused by every later run. Side by side, in one process, it prints:
+
+1. LinearProbe vs make_pipeline(StandardScaler(), LogisticRegression(lbfgs)) at the same C: fit seconds,
+   test accuracy, agreement of predictions (goal: within 0.3 points at >= 10x less time);
+2. LinearProbe's C path (warm starts, one validation split) vs GridSearchCV over the same grid (3 folds);
+3. the RBF SVC vs its stand-in (Nystroem + LinearSVC) at 10k rows, and the stand-in alone at larger sizes
+   (the SVC's time there is extrapolated from its measured growth, not run: it takes hours);
+4. the same for a synthetic 50k x 2048 matrix (--skip-synthetic leaves it out).
+
+Rows go to benchmarks/results/probe.csv with the CPU model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.datasets import make_classification
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import SVC
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "data"))
+
+from make_sample_data import FASHION_DIR, read_idx  # noqa: E402
+
+from featx import LinearProbe, extract_features  # noqa: E402
+from featx.classifiers import STAND_INS  # noqa: E402
+from featx.machine import cpu_model  # noqa: E402
+
+RESULTS = REPO / "benchmarks" / "results"
+GRID = [0.001, 0.01, 0.1, 1.0]
+
+
+def fashion_features(n_images: int, cache: Path) -> tuple[np.ndarray, np.ndarray, int]:
+    """(X, y, n_train) for the first images of train then test, EfficientNet-Lite0 features, cached."""
+    parts = []
+    for prefix in ("train", "t10k"):
+        parts.append((read_idx(FASHION_DIR / f"{prefix}-images-idx3-ubyte.gz"),
+                      read_idx(FASHION_DIR / f"{prefix}-labels-idx1-ubyte.gz")))
+    images = np.concatenate([p[0] for p in parts])[:n_images]
+    labels = np.concatenate([p[1] for p in parts])[:n_images]
+    n_train = min(len(parts[0][0]), int(n_images * 6 / 7))
+    start = time.perf_counter()
+    X = extract_features(list(images), "efficientnet_lite0", cache_dir=cache, progress=True)
+    print(f"features: {X.shape} in {time.perf_counter() - start:.0f} s (cached after the first run)", flush=True)
+    return X, labels, n_train
+
+
+def timed(estimator, X, y):
+    start = time.perf_counter()
+    estimator.fit(X, y)
+    return estimator, time.perf_counter() - start
+
+
+def compare(name: str, X: np.ndarray, y: np.ndarray, n_train: int, svm_rows: list[int]) -> list[dict]:
+    train, test = slice(0, n_train), slice(n_train, None)
+    rows = []
+
+    def row(task, method, seconds, estimator, **extra):
+        accuracy = estimator.score(X[test], y[test])
+        rows.append({"data": name, "task": task, "method": method, "fit_s": seconds, "accuracy": accuracy, **extra})
+        print(f"{name:>16} {task:<22} {method:<34} {seconds:9.1f} s  accuracy {accuracy:.4f}", flush=True)
+        return estimator
+
+    probe, t_probe = timed(LinearProbe(C=0.1), X[train], y[train])
+    row("logreg C=0.1", "LinearProbe (torch L-BFGS)", t_probe, probe)
+    sklearn, t_sklearn = timed(make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=3000)),
+                               X[train], y[train])
+    agree = float((sklearn.predict(X[test]) == probe.predict(X[test])).mean())
+    row("logreg C=0.1", "LogisticRegression (lbfgs)", t_sklearn, sklearn, agreement=agree,
+        speedup=t_sklearn / t_probe)
+    path, t_path = timed(LinearProbe(Cs=GRID), X[train], y[train])
+    row(f"C in {GRID}", f"LinearProbe path (C_={path.C_})", t_path, path)
+    search, t_search = timed(GridSearchCV(make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000)),
+                                          {"logisticregression__C": GRID}, cv=3), X[train], y[train])
+    row(f"C in {GRID}", f"GridSearchCV lbfgs (C={search.best_params_['logisticregression__C']})", t_search,
+        search, speedup=t_search / t_path)
+    for n in svm_rows:
+        subset = slice(0, min(n, n_train))
+        stand_in, t_stand_in = timed(STAND_INS["svm"].build(0), X[subset], y[subset])
+        row(f"rbf svm, {n:,} rows", STAND_INS["svm"].name, t_stand_in, stand_in)
+        if n <= 10_000:
+            svc, t_svc = timed(make_pipeline(StandardScaler(), SVC(C=10)), X[subset], y[subset])
+            row(f"rbf svm, {n:,} rows", "SVC (rbf)", t_svc, svc, speedup=t_svc / t_stand_in)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=70_000)
+    parser.add_argument("--cache", default=str(REPO / ".featx-cache"))
+    parser.add_argument("--skip-synthetic", action="store_true")
+    args = parser.parse_args()
+    print(f"CPU: {cpu_model()}", flush=True)
+    X, y, n_train = fashion_features(args.images, Path(args.cache))
+    rows = compare(f"fashion {len(X):,}", X, y, n_train, [10_000, n_train])
+    if not args.skip_synthetic:
+        Xs, ys = make_classification(60_000, 2048, n_informative=256, n_classes=10, n_clusters_per_class=2,
+                                     class_sep=2.0, random_state=0)
+        rows += compare("synthetic 50k x 2048", Xs.astype(np.float32), ys, 50_000, [10_000, 50_000])
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    frame = pd.DataFrame(rows).assign(cpu=cpu_model())
+    out = RESULTS / "probe.csv"
+    frame.to_csv(out, mode="a", header=not out.exists(), index=False)
+    print(frame.to_string(index=False, float_format="{:.3f}".format))
+
+
+if __name__ == "__main__":
+    main()
