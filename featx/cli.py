@@ -13,7 +13,14 @@ import pandas as pd
 from featx.errors import FeatxError, ParameterError
 from featx.feature_files import printable_path
 from featx.images import MAX_PIXELS
-from featx.options import COMPILE_WORDS, ENGINES, JOB_ON_ERROR, POOLINGS, PRECISIONS
+from featx.options import (
+    COMPILE_WORDS,
+    DECODINGS,
+    ENGINES,
+    JOB_ON_ERROR,
+    POOLINGS,
+    PRECISIONS,
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -53,6 +60,8 @@ def _parser() -> argparse.ArgumentParser:
     extract.add_argument("--compile", default="auto", choices=list(COMPILE_WORDS),
                          help="torch.compile the network (auto: when >= 10000 images need computing)")
     extract.add_argument("--on-error", default="skip", choices=JOB_ON_ERROR)
+    extract.add_argument("--decoding", default="reduced", choices=DECODINGS,
+                         help="reduced: big JPEGs decoded at a reduced DCT scale (never below the resize); full: every pixel")
     extract.add_argument("--max-pixels", type=int, default=MAX_PIXELS,
                          help="refuse images with more pixels, decoded or resized (default: PIL's bomb limit)")
     extract.add_argument("--errors", help="CSV listing every failed image (default: next to --out, if any fail)")
@@ -144,7 +153,7 @@ def _extract(args: argparse.Namespace) -> int:
     if args.errors:
         check_output_path(args.errors, (".csv",), "--errors")
     network = FrozenNetwork(NetworkSpec(args.backbone, args.weights, args.layer, args.pooling, args.device,
-                                        args.precision, COMPILE_WORDS[args.compile]))
+                                        args.precision, COMPILE_WORDS[args.compile], args.decoding))
     namespace = FeatureCache(args.cache).namespace(network.fingerprint)
     print(f"{len(manifest)} images -> {network.backbone.name} [{network.weights_description}] "
           f"node {network.node} ({network.n_features} features, {network.pooling}), "

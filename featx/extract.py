@@ -95,6 +95,7 @@ def extract_features(
     progress: bool = False,
     compile: bool | str = "auto",
     max_pixels: int = MAX_PIXELS,
+    decoding: str = "reduced",
 ) -> np.ndarray:
     """Feature vectors of a sequence of images: an (n_images, n_features) float32 array, input order.
 
@@ -107,7 +108,7 @@ def extract_features(
     check_option("on_error", on_error, ON_ERROR, "extract_features")
     check_positive_int("max_pixels", max_pixels, "extract_features")
     images = as_image_list(images)
-    network = FrozenNetwork(NetworkSpec(backbone, weights, layer, pooling, device, precision, compile))
+    network = FrozenNetwork(NetworkSpec(backbone, weights, layer, pooling, device, precision, compile, decoding))
     result = extract(images, network, open_store(network.fingerprint, cache_dir), batch_size=batch_size,
                      num_workers=num_workers, progress=progress, max_pixels=max_pixels)
     if result.errors and on_error == "raise":

@@ -97,12 +97,14 @@ def content_key(image: ImageInput, index: int = 0) -> str:
 
 
 def load_rgb(image: ImageInput, index: int = 0, max_pixels: int = MAX_PIXELS,
-             resize: int | None = None) -> Image.Image:
+             resize: int | None = None, reduced: bool = False) -> Image.Image:
     """Decode any accepted input into an 8-bit RGB PIL image, EXIF orientation applied.
 
     An image with more than ``max_pixels`` pixels, or one that would have more once its short side is
     resized to ``resize``, is refused before it is decoded or resized (a 1 x 100,000 strip is small on
-    disk but 25 gigapixels at a short side of 256).
+    disk but 25 gigapixels at a short side of 256). With ``reduced`` and ``resize``, a JPEG at least twice
+    the size the resize needs is decoded at a reduced scale (libjpeg's DCT scaling, 1/2 to 1/8), never
+    below that size: a 12-megapixel photo decodes about 3x faster.
     """
     source = describe(image)
     if isinstance(image, np.ndarray):
@@ -119,7 +121,7 @@ def load_rgb(image: ImageInput, index: int = 0, max_pixels: int = MAX_PIXELS,
         raise _unsupported_type(image, index)
     if not data:
         raise ImageError(index, source, "empty", "the file is empty (0 bytes)")
-    return _decode(data, index, source, max_pixels, resize)
+    return _decode(data, index, source, max_pixels, resize, reduced)
 
 
 def resized_size(width: int, height: int, resize: int) -> tuple[int, int]:
@@ -143,12 +145,16 @@ def _check_size(width: int, height: int, index: int, source: str, max_pixels: in
                              "(--max-pixels) if the memory is there")
 
 
-def _decode(data: bytes, index: int, source: str, max_pixels: int, resize: int | None) -> Image.Image:
+def _decode(data: bytes, index: int, source: str, max_pixels: int, resize: int | None,
+            reduced: bool = False) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             opened = Image.open(io.BytesIO(data))
         _check_size(opened.width, opened.height, index, source, max_pixels, resize)
+        if reduced and resize is not None and opened.format == "JPEG":
+            # draft() picks the largest DCT scale whose output is still at least this size in both sides
+            opened.draft(opened.mode, resized_size(opened.width, opened.height, resize))
         opened.load()
     except ImageError:
         raise

@@ -14,7 +14,7 @@ from torch import nn
 from torch.fx.experimental.optimization import fuse as fuse_conv_bn
 
 from featx.errors import ParameterError
-from featx.options import COMPILES, POOLINGS, PRECISIONS, check_option
+from featx.options import COMPILES, DECODINGS, POOLINGS, PRECISIONS, check_option
 from featx.preprocessing import Normalise, Preprocessing
 from featx.registry import Backbone, get_backbone
 from featx.weights import resolve_weights
@@ -45,9 +45,11 @@ class NetworkSpec:
     device: str = "auto"
     precision: str = "auto"
     compile: bool | str = "auto"
+    decoding: str = "reduced"
 
     def __post_init__(self) -> None:
         check_option("precision", self.precision, PRECISIONS, "NetworkSpec")
+        check_option("decoding", self.decoding, DECODINGS, "NetworkSpec")
         check_option("compile", self.compile, COMPILES, "NetworkSpec")
         if self.pooling is not None:
             check_option("pooling", self.pooling, POOLINGS, "NetworkSpec")
@@ -153,7 +155,7 @@ class FrozenNetwork:
         self.device = resolve_device(self.spec.device)
         self.precision = resolve_precision(self.spec.precision, self.device)
         resolved = resolve_weights(self.backbone, self.spec.weights)
-        self.preprocessing: Preprocessing = resolved.preprocessing
+        self.preprocessing: Preprocessing = dataclasses.replace(resolved.preprocessing, decoding=self.spec.decoding)
         self.weights_description = resolved.description
         self.fingerprint = {
             "format": 1,

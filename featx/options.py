@@ -17,6 +17,7 @@ POOLINGS = ("flatten", "avg", "max")
 ON_ERROR = ("raise", "nan")  # Python: a failed input raises, or becomes a NaN row
 JOB_ON_ERROR = ("skip", "raise")  # batch job: a failed input is listed and left out, or stops the job
 ENGINES = ("local", "ray")
+DECODINGS = ("reduced", "full")  # JPEGs much larger than the network's input: DCT-scaled decoding, or full
 
 
 def check_option(name: str, value: Any, choices: Iterable[Any], owner: str = "featx") -> Any:

@@ -11,6 +11,7 @@ from torchvision.transforms import v2
 
 from featx.errors import ParameterError
 from featx.images import MAX_PIXELS, load_rgb
+from featx.options import DECODINGS, check_option
 
 _INTERPOLATIONS = {
     "bilinear": v2.InterpolationMode.BILINEAR,
@@ -35,8 +36,10 @@ class Preprocessing:
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     interpolation: str = "bilinear"
+    decoding: str = "full"
 
     def __post_init__(self) -> None:
+        check_option("decoding", self.decoding, DECODINGS, "Preprocessing")
         if self.interpolation not in _INTERPOLATIONS:
             raise ParameterError(
                 f"interpolation={self.interpolation!r} is not supported; use one of {sorted(_INTERPOLATIONS)}"
@@ -54,7 +57,12 @@ class Preprocessing:
         )
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The fields that change pixels, for the fingerprint. ``decoding="full"`` is left out, so caches
+        written before reduced decoding existed (all full) keep their namespace; reduced gets its own."""
+        fields = asdict(self)
+        if fields["decoding"] == "full":
+            del fields["decoding"]
+        return fields
 
     def transform(self) -> Callable[[Image.Image], torch.Tensor]:
         """The callable that turns an RGB PIL image into a normalised ``3 x crop x crop`` float tensor."""
@@ -68,7 +76,8 @@ class Preprocessing:
         Images over ``max_pixels``, decoded or once resized, are refused (an :class:`ImageError`) before
         anything that size is allocated.
         """
-        return self.geometry()(load_rgb(image, index, max_pixels, resize=self.resize))
+        reduced = self.decoding == "reduced"
+        return self.geometry()(load_rgb(image, index, max_pixels, resize=self.resize, reduced=reduced))
 
     def geometry(self) -> Callable[[Image.Image], torch.Tensor]:
         """Resize and crop only: an RGB PIL image -> ``3 x crop x crop`` uint8 tensor.
