@@ -102,6 +102,14 @@ def _parser() -> argparse.ArgumentParser:
     compare.add_argument("--quiet", action="store_true", help="no progress bar")
     compare.set_defaults(run=_compare)
 
+    tune = commands.add_parser("tune", help="show (measuring once, if needed) the precision 'auto' picks here, and why")
+    tune.add_argument("--backbone", default="resnet50")
+    tune.add_argument("--weights", default="DEFAULT", help="DEFAULT, a weights name, a file, or none (random init)")
+    tune.add_argument("--layer", help="graph node (default: the last pooling layer)")
+    tune.add_argument("--device", default="auto")
+    tune.add_argument("--again", action="store_true", help="forget the remembered result and measure again")
+    tune.set_defaults(run=_tune)
+
     cache = commands.add_parser("cache", help="inspect and maintain a feature cache")
     actions = cache.add_subparsers(required=True, metavar="ACTION")
     info = actions.add_parser("info", help="namespaces, vector counts, bytes")
@@ -130,6 +138,24 @@ def _backbones(args: argparse.Namespace) -> int:
                      "features": feature_size(spec), "default weights": spec.default_weights or "-",
                      "input": f"{spec.preprocessing.crop}px"})
     print(pd.DataFrame(rows).to_string(index=False))
+    return 0
+
+
+def _tune(args: argparse.Namespace) -> int:
+    from featx import tuning
+    from featx.network import FrozenNetwork, NetworkSpec
+
+    spec = NetworkSpec(args.backbone, args.weights, args.layer, None, args.device)
+    if args.again:
+        network = FrozenNetwork(spec.replace(precision="fp32"))
+        identity = {k: v for k, v in network.fingerprint.items() if k != "precision"}
+        tuning.forget(tuning.tuning_key(network.device, identity))
+    network = FrozenNetwork(spec)
+    choice = network.precision_choice
+    print(f"{network.backbone.name} on {tuning.device_model(network.device)} ({network.device}): "
+          f"precision {choice['precision']}")
+    print(f"why: {choice['why']}")
+    print(f"decided: {choice.get('decided', '?')}; remembered in {tuning.tuning_path()}")
     return 0
 
 

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from torch.fx.experimental.optimization import fuse as fuse_conv_bn
 
+from featx import tuning
 from featx.errors import ParameterError
 from featx.options import COMPILES, DECODINGS, POOLINGS, PRECISIONS, check_option
 from featx.preprocessing import Normalise, Preprocessing
@@ -26,7 +27,7 @@ COMPILE_MIN_IMAGES = 10_000
 _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 __all__ = ["COMPILE_MIN_IMAGES", "FrozenNetwork", "NetworkSpec", "feature_size", "list_nodes", "pool",
-           "resolve_device", "resolve_pooling", "resolve_precision"]
+           "resolve_device", "resolve_pooling"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,19 +72,6 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """'auto': bf16 autocast on CPUs with native bf16 (measured faithful: see tests/test_transfer.py),
-    fp16 autocast on CUDA, fp32 elsewhere. Explicit values are honoured as given."""
-    check_option("precision", precision, PRECISIONS)
-    if precision != "auto":
-        return precision
-    if device.type == "cuda":
-        return "fp16"
-    if device.type == "cpu" and torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported():
-        return "bf16"
-    return "fp32"
 
 
 def resolve_pooling(backbone: Backbone, layer: str | None, pooling: str | None) -> str:
@@ -153,21 +141,20 @@ class FrozenNetwork:
         self.pooling = resolve_pooling(self.backbone, self.spec.layer, self.spec.pooling)
         self.n_features = feature_size(self.backbone, self.spec.layer, self.spec.pooling)  # also validates the node
         self.device = resolve_device(self.spec.device)
-        self.precision = resolve_precision(self.spec.precision, self.device)
         resolved = resolve_weights(self.backbone, self.spec.weights)
         self.preprocessing: Preprocessing = dataclasses.replace(resolved.preprocessing, decoding=self.spec.decoding)
         self.weights_description = resolved.description
-        self.fingerprint = {
-            "format": 1,
-            "backbone": self.backbone.name,
-            "weights": resolved.digest,
-            "node": self.node,
-            "pooling": self.pooling,
-            "preprocessing": self.preprocessing.as_dict(),
-            "precision": self.precision,
-        }
         self.module = self._load(resolved.state_dict)
         self._pipeline = _Pipeline(self.module, self.preprocessing, self.pooling).to(self.device)
+        identity = {"format": 1, "backbone": self.backbone.name, "weights": resolved.digest, "node": self.node,
+                    "pooling": self.pooling, "preprocessing": self.preprocessing.as_dict()}
+        if self.spec.precision == "auto":
+            self.precision_choice = tuning.choose_precision(
+                tuning.tuning_key(self.device, identity), tuning.precision_candidates(self.device), self._trial)
+        else:
+            self.precision_choice = {"precision": self.spec.precision, "why": "given explicitly"}
+        self.precision: str = self.precision_choice["precision"]
+        self.fingerprint = {**identity, "precision": self.precision}
 
     def _load(self, state_dict: dict[str, torch.Tensor] | None) -> nn.Module:
         extractor = self.backbone.truncated(state_dict, self.node).requires_grad_(False)
@@ -208,10 +195,22 @@ class FrozenNetwork:
             return self._forward(module, batch)[:n]
         return self._forward(self._pipeline, batch)
 
+    def _trial(self, precision: str) -> tuple[float, float]:
+        """(images per second, min cosine to fp32) of the eager network in ``precision`` on sample photos."""
+        if getattr(self, "_trial_batch", None) is None:
+            photos = tuning.sample_images()
+            self._trial_batch = torch.stack([self.preprocessing.decode(p, i) for i, p in enumerate(photos)])
+            self._trial_reference = self._forward(self._pipeline, self._trial_batch, "fp32")
+        warmed = self.__dict__.setdefault("_trial_warmed", set())
+        seconds, output = tuning.timed(lambda: self._forward(self._pipeline, self._trial_batch, precision),
+                                       warm_up=precision not in warmed)
+        warmed.add(precision)
+        return len(self._trial_batch) / seconds, tuning.min_cosine(output, self._trial_reference)
+
     @torch.inference_mode()
-    def _forward(self, module: nn.Module, batch: torch.Tensor) -> np.ndarray:
+    def _forward(self, module: nn.Module, batch: torch.Tensor, precision: str | None = None) -> np.ndarray:
         batch = batch.to(self.device, non_blocking=True)
-        dtype = _AUTOCAST_DTYPES.get(self.precision)
+        dtype = _AUTOCAST_DTYPES.get(precision or self.precision)
         with torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
             return module(batch).cpu().numpy()
 

@@ -1,4 +1,5 @@
 import io
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,19 @@ from PIL import Image
 import tiny_backbone  # noqa: F401  (registers the "tiny" backbone)
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def tuning_file(tmp_path_factory):
+    """Tests (and the CLIs they start) remember precision trials in their own file, not the user's."""
+    path = tmp_path_factory.mktemp("tuning") / "tuning.json"
+    previous = os.environ.get("FEATX_TUNING_FILE")
+    os.environ["FEATX_TUNING_FILE"] = str(path)
+    yield path
+    if previous is None:
+        os.environ.pop("FEATX_TUNING_FILE", None)
+    else:
+        os.environ["FEATX_TUNING_FILE"] = previous
 FASHION_MANIFEST = REPO / "data" / "fashion_mnist" / "manifest.csv"
 
 

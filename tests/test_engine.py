@@ -9,7 +9,7 @@ from PIL import Image
 from conftest import photo
 from featx import FrozenNetwork, extract_features
 from featx.extract import extract
-from featx.network import COMPILE_MIN_IMAGES, resolve_precision
+from featx.network import COMPILE_MIN_IMAGES
 
 
 def test_rows_follow_input_order_and_do_not_depend_on_batch_size_or_neighbours():
@@ -54,15 +54,6 @@ def test_duplicate_images_are_computed_once():
 def test_output_is_float32_one_row_per_image():
     X = extract_features([photo(0), photo(1)], "tiny", weights=None)
     assert X.dtype == np.float32 and X.shape == (2, 64)
-
-
-def test_precision_auto_is_bf16_only_on_cpus_with_native_bf16_and_fp16_on_cuda():
-    native = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    assert resolve_precision("auto", torch.device("cpu")) == ("bf16" if native else "fp32")
-    assert resolve_precision("auto", torch.device("cuda")) == "fp16"
-    assert resolve_precision("fp32", torch.device("cuda")) == "fp32"
-    with pytest.raises(ValueError, match="'precision' parameter .* Got 'fp8'"):
-        resolve_precision("fp8", torch.device("cpu"))
 
 
 def test_the_engine_scales_uint8_batches_as_the_per_image_float_transform_does():

@@ -47,7 +47,7 @@ def test_pretrained_features_beat_random_init_features_of_the_same_network_by_te
 
 
 def test_default_cpu_precision_keeps_cosine_099_and_accuracy_within_half_a_point_of_fp32(fashion):
-    default_train, default_test = features(fashion)  # precision="auto": bf16 where the CPU has it
+    default_train, default_test = features(fashion)  # precision="auto": measured here, cosine-checked
     fp32_train, fp32_test = features(fashion, precision="fp32")
     a, b = np.vstack([default_train, default_test]), np.vstack([fp32_train, fp32_test])
     cosine = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)

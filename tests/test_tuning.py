@@ -1,0 +1,73 @@
+"""precision="auto" is decided by measurement on this machine, remembered, and never overrides the user."""
+
+import json
+import warnings
+
+import pytest
+
+from featx import FrozenNetwork, tuning
+
+
+@pytest.fixture
+def own_file(tmp_path, monkeypatch):
+    path = tmp_path / "tuning.json"
+    monkeypatch.setenv("FEATX_TUNING_FILE", str(path))
+    return path
+
+
+def count_trials(monkeypatch):
+    calls = []
+    real = FrozenNetwork._trial
+
+    def counted(self, precision):
+        calls.append(precision)
+        return real(self, precision)
+
+    monkeypatch.setattr(FrozenNetwork, "_trial", counted)
+    return calls
+
+
+def test_auto_measures_once_stores_the_result_and_reuses_it(own_file, monkeypatch):
+    calls = count_trials(monkeypatch)
+    first = FrozenNetwork("tiny", weights=None)
+    candidates = tuning.precision_candidates(first.device)
+    assert sorted(set(calls)) == sorted(candidates) and len(calls) == tuning.ROUNDS * len(candidates)
+    (record,) = json.loads(own_file.read_text())["entries"].values()
+    assert record["precision"] == first.precision == first.fingerprint["precision"]
+    faithful = {p: t for p, t in record["trials"].items() if t["min_cosine"] >= tuning.MIN_COSINE}
+    assert first.precision == max(faithful, key=lambda p: faithful[p]["images_per_s"])
+    calls.clear()
+    again = FrozenNetwork("tiny", weights=None)
+    assert calls == [] and again.precision == first.precision  # remembered: no second trial
+
+
+def test_an_explicit_precision_is_honoured_and_never_measured(own_file, monkeypatch):
+    calls = count_trials(monkeypatch)
+    network = FrozenNetwork("tiny", weights=None, precision="fp32")
+    assert calls == [] and network.precision == "fp32" and not own_file.exists()
+
+
+def test_a_candidate_whose_fidelity_fails_is_never_chosen_however_fast(own_file):
+    def trial(precision):
+        return (1000.0, 0.5) if precision == "bf16" else (10.0, 1.0)
+
+    record = tuning.choose_precision("key", ["fp32", "bf16"], trial)
+    assert record["precision"] == "fp32" and "bf16 1000.0 images/s (cosine 0.5)" in record["why"]
+
+
+@pytest.mark.parametrize("content", ["{not json", '{"format": 99, "entries": {}}', "[1, 2, 3]"])
+def test_a_corrupt_or_foreign_tuning_file_is_ignored_with_a_warning_and_rewritten(own_file, content):
+    own_file.write_text(content)
+    with pytest.warns(UserWarning, match="ignoring the tuning file"):
+        network = FrozenNetwork("tiny", weights=None)
+    assert json.loads(own_file.read_text())["format"] == tuning.FORMAT
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the rewritten file reads cleanly
+        assert FrozenNetwork("tiny", weights=None).precision == network.precision
+
+
+def test_the_key_names_the_processor_torch_and_network(own_file):
+    FrozenNetwork("tiny", weights=None)
+    (key,) = json.loads(own_file.read_text())["entries"]
+    assert key.startswith(tuning.device_model(FrozenNetwork("tiny", weights=None, precision="fp32").device))
+    assert "|torch " in key and "|tiny|" in key and "|32px" in key
