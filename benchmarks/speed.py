@@ -234,7 +234,7 @@ def child(args: argparse.Namespace) -> None:
         compile = args.variant == "featx_compiled" or "auto"
         run, warmup_s = featx_engine(args.backbone, args.weights, paths, warmup, cache_dir=args.cache,
                                      precision=args.precision, compile=compile)
-        prefix = args.variant + ("_fp32" if args.precision == "fp32" else "")
+        prefix = args.variant + ("" if args.precision == "auto" else f"_{args.precision}")
         for name in (prefix + "_cold", prefix + "_warm"):
             results.append((name, *_timed(run)))
     elif args.variant.startswith("bare_"):
@@ -297,11 +297,12 @@ def benchmark_backbone(backbone: str, n: int, work: Path, peers: bool) -> tuple[
     for variant in variants:
         rows += spawn(variant, backbone, str(weights), paths, warmup, work)
     rows += spawn("featx", backbone, str(weights), paths, warmup, work, precision="fp32")
-    default = np.load(work / f"cache-{backbone}-featx-auto" / "vectors.npy")
+    rows += spawn("featx", backbone, str(weights), paths, warmup, work, precision="int8")
     fp32 = np.load(work / f"cache-{backbone}-featx-fp32" / "vectors.npy")
-    similarity = cosine(default, fp32)
-    return rows, {"backbone": backbone, "weights": "random init", "cosine_min": similarity.min(),
-                  "cosine_mean": similarity.mean()}
+    default = cosine(np.load(work / f"cache-{backbone}-featx-auto" / "vectors.npy"), fp32)
+    int8 = cosine(np.load(work / f"cache-{backbone}-featx-int8" / "vectors.npy"), fp32)
+    return rows, {"backbone": backbone, "weights": "random init", "cosine_min": default.min(),
+                  "cosine_mean": default.mean(), "int8_cosine_min": int8.min(), "int8_cosine_mean": int8.mean()}
 
 
 def real_fidelity(n_train: int, n_test: int) -> dict:
@@ -360,6 +361,8 @@ def ratios(speed: pd.DataFrame) -> pd.DataFrame:
         out["/ fastest bare"] = featx / bare.max(axis=1)
         out["fastest bare"] = bare.idxmax(axis=1)
         out["warm / cold"] = table[f"{name}_warm"] / featx
+        if name == "featx" and "featx_int8_cold" in table:
+            out["int8 / fp32"] = table["featx_int8_cold"] / table["featx_fp32_cold"]
         rows.append(out)
     return pd.concat(rows)
 

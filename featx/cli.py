@@ -56,7 +56,10 @@ def _parser() -> argparse.ArgumentParser:
     extract.add_argument("--batch-size", type=int, default=64)
     extract.add_argument("--num-workers", type=int, help="decoding processes (default: from job size and cores)")
     extract.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
-    extract.add_argument("--precision", default="auto", choices=PRECISIONS)
+    extract.add_argument("--precision", default="auto", choices=PRECISIONS,
+                         help="auto: measured here (see featx tune); int8: CPU only, checked against fp32")
+    extract.add_argument("--min-cosine", type=float, default=0.99,
+                         help="fidelity to fp32 that auto and int8 must keep (default 0.99)")
     extract.add_argument("--compile", default="auto", choices=list(COMPILE_WORDS),
                          help="torch.compile the network (auto: when >= 10000 images need computing)")
     extract.add_argument("--on-error", default="skip", choices=JOB_ON_ERROR)
@@ -179,7 +182,8 @@ def _extract(args: argparse.Namespace) -> int:
     if args.errors:
         check_output_path(args.errors, (".csv",), "--errors")
     network = FrozenNetwork(NetworkSpec(args.backbone, args.weights, args.layer, args.pooling, args.device,
-                                        args.precision, COMPILE_WORDS[args.compile], args.decoding))
+                                        args.precision, COMPILE_WORDS[args.compile], args.decoding,
+                                        args.min_cosine))
     namespace = FeatureCache(args.cache).namespace(network.fingerprint)
     print(f"{len(manifest)} images -> {network.backbone.name} [{network.weights_description}] "
           f"node {network.node} ({network.n_features} features, {network.pooling}), "

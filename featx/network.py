@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.fx.experimental.optimization import fuse as fuse_conv_bn
 
-from featx import tuning
+from featx import quantize, tuning
 from featx.errors import ParameterError
 from featx.options import COMPILES, DECODINGS, POOLINGS, PRECISIONS, check_option
 from featx.preprocessing import Normalise, Preprocessing
@@ -47,6 +47,7 @@ class NetworkSpec:
     precision: str = "auto"
     compile: bool | str = "auto"
     decoding: str = "reduced"
+    min_cosine: float = tuning.MIN_COSINE
 
     def __post_init__(self) -> None:
         check_option("precision", self.precision, PRECISIONS, "NetworkSpec")
@@ -141,20 +142,69 @@ class FrozenNetwork:
         self.pooling = resolve_pooling(self.backbone, self.spec.layer, self.spec.pooling)
         self.n_features = feature_size(self.backbone, self.spec.layer, self.spec.pooling)  # also validates the node
         self.device = resolve_device(self.spec.device)
+        if self.spec.precision == "int8" and self.device.type != "cpu":
+            raise ParameterError(f"precision='int8' runs on the CPU only (here: {self.device}); on a GPU use "
+                                 "'fp16', 'bf16' or 'auto'")
         resolved = resolve_weights(self.backbone, self.spec.weights)
         self.preprocessing: Preprocessing = dataclasses.replace(resolved.preprocessing, decoding=self.spec.decoding)
         self.weights_description = resolved.description
         self.module = self._load(resolved.state_dict)
-        self._pipeline = _Pipeline(self.module, self.preprocessing, self.pooling).to(self.device)
+        self._pipelines = {"float": _Pipeline(self.module, self.preprocessing, self.pooling).to(self.device)}
         identity = {"format": 1, "backbone": self.backbone.name, "weights": resolved.digest, "node": self.node,
                     "pooling": self.pooling, "preprocessing": self.preprocessing.as_dict()}
-        if self.spec.precision == "auto":
-            self.precision_choice = tuning.choose_precision(
-                tuning.tuning_key(self.device, identity), tuning.precision_candidates(self.device), self._trial)
-        else:
-            self.precision_choice = {"precision": self.spec.precision, "why": "given explicitly"}
+        self.precision_choice = self._choose_precision(tuning.tuning_key(self.device, identity, self.spec.min_cosine))
         self.precision: str = self.precision_choice["precision"]
         self.fingerprint = {**identity, "precision": self.precision}
+        if self.precision == "int8":
+            self.fingerprint["quantization"] = {"scheme": quantize.SCHEME, "torch": torch.__version__,
+                                                "calibration": quantize.calibration_digest(self._calibration()[0])}
+
+    def _choose_precision(self, key: str) -> dict[str, Any]:
+        """Explicit: honoured (int8 after its fidelity check). "auto": measured, see :mod:`featx.tuning`."""
+        candidates = tuning.precision_candidates(self.device)
+        if self.spec.precision == "int8":
+            try:
+                cosine = tuning.min_cosine(self._forward(self._pipeline_for("int8"), self._calibration()[1], "int8"),
+                                           self._forward(self._pipeline_for("fp32"), self._calibration()[1], "fp32"))
+                problem = None if cosine >= self.spec.min_cosine else (
+                    f"int8 features reach cosine {cosine:.4f} to fp32 on held-out photos, under the bound "
+                    f"{self.spec.min_cosine}")
+            except quantize.Int8Unavailable as error:
+                problem = f"int8 is unavailable for {self.backbone.name} here ({error})"
+            if problem is None:
+                return {"precision": "int8", "why": f"given explicitly; cosine {cosine:.4f} to fp32 on held-out photos"}
+            fallback = tuning.choose_precision(key, [c for c in candidates if c != "int8"], self._trial,
+                                               self.spec.min_cosine)
+            tuning.remember(key, "int8_refused", problem)
+            warnings.warn(f"{problem}; using {fallback['precision']} instead (precision='auto' would choose it)",
+                          stacklevel=3)
+            return {**fallback, "why": f"{problem}; fell back to {fallback['precision']}"}
+        if self.spec.precision != "auto":
+            return {"precision": self.spec.precision, "why": "given explicitly"}
+        return tuning.choose_precision(key, candidates, self._trial, self.spec.min_cosine)
+
+    def _calibration(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(calibration batch, held-out batch) of uint8 real photos: the held-out ones are mirror images."""
+        if getattr(self, "_calibration_batches", None) is None:
+            photos = tuning.sample_images()
+            decoded = [torch.stack([self.preprocessing.decode(p[:, ::-1].copy() if mirror else p)
+                                    for p in photos]) for mirror in (False, True)]
+            self._calibration_batches = (decoded[0], decoded[1])
+        return self._calibration_batches
+
+    def _pipeline_for(self, precision: str) -> nn.Module:
+        """The float pipeline, or (built on first use) the int8 one, calibrated on real photos."""
+        if precision != "int8":
+            return self._pipelines["float"]
+        if "int8" not in self._pipelines:
+            calibration = self._pipelines["float"].normalise(self._calibration()[0].to(self.device))
+            self._pipelines["int8"] = _Pipeline(quantize.quantize(self.module, calibration), self.preprocessing,
+                                                self.pooling)
+        return self._pipelines["int8"]
+
+    @property
+    def _pipeline(self) -> nn.Module:
+        return self._pipeline_for(self.precision)
 
     def _load(self, state_dict: dict[str, torch.Tensor] | None) -> nn.Module:
         extractor = self.backbone.truncated(state_dict, self.node).requires_grad_(False)
@@ -197,15 +247,18 @@ class FrozenNetwork:
 
     def _trial(self, precision: str) -> tuple[float, float]:
         """(images per second, min cosine to fp32) of the eager network in ``precision`` on sample photos."""
-        if getattr(self, "_trial_batch", None) is None:
-            photos = tuning.sample_images()
-            self._trial_batch = torch.stack([self.preprocessing.decode(p, i) for i, p in enumerate(photos)])
-            self._trial_reference = self._forward(self._pipeline, self._trial_batch, "fp32")
+        batch = torch.cat(self._calibration())
+        if getattr(self, "_trial_reference", None) is None:
+            self._trial_reference = self._forward(self._pipeline_for("fp32"), batch, "fp32")
+        try:
+            pipeline = self._pipeline_for(precision)
+        except quantize.Int8Unavailable:
+            return 0.0, 0.0  # never chosen
         warmed = self.__dict__.setdefault("_trial_warmed", set())
-        seconds, output = tuning.timed(lambda: self._forward(self._pipeline, self._trial_batch, precision),
+        seconds, output = tuning.timed(lambda: self._forward(pipeline, batch, precision),
                                        warm_up=precision not in warmed)
         warmed.add(precision)
-        return len(self._trial_batch) / seconds, tuning.min_cosine(output, self._trial_reference)
+        return len(batch) / seconds, tuning.min_cosine(output, self._trial_reference)
 
     @torch.inference_mode()
     def _forward(self, module: nn.Module, batch: torch.Tensor, precision: str | None = None) -> np.ndarray:

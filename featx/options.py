@@ -10,7 +10,7 @@ from typing import Any, Iterable
 
 from featx.errors import ParameterError
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
 COMPILES = ("auto", True, False)
 COMPILE_WORDS = {"auto": "auto", "on": True, "off": False}  # the command line's spelling of COMPILES
 POOLINGS = ("flatten", "avg", "max")

@@ -39,8 +39,10 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
     batch_size : int, default=64
     device : str, default="auto"
         "auto" (cuda, then mps, then cpu), or any torch device string.
-    precision : {"auto", "fp32", "bf16", "fp16"}, default="auto"
-        Autocast precision; "auto" uses bf16 on CPUs with native bf16 and fp16 on CUDA.
+    precision : {"auto", "fp32", "bf16", "fp16", "int8"}, default="auto"
+        "auto" picks, by a timed trial on this machine remembered on disk, the fastest precision whose
+        features keep cosine >= ``min_cosine`` to fp32 (see the README). "int8" (CPU only) quantizes the
+        network and falls back, with a warning, when its fidelity on held-out photos is under the bound.
     cache_dir : path or None, default=None
         On-disk feature cache shared with ``featx extract --cache``.
     num_workers : int or None, default=None
@@ -60,6 +62,8 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
         "reduced" decodes a JPEG at least twice the size the resize needs at a reduced DCT scale (never
         below that size; about 3x faster on phone photos, cosine >= 0.99 to full decoding, see the README);
         "full" decodes every pixel. The two never share cache entries (the mode is in the fingerprint).
+    min_cosine : float, default=0.99
+        The fidelity to fp32 features that ``precision="auto"`` and ``"int8"`` must keep.
 
     Attributes
     ----------
@@ -92,6 +96,7 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
         compile: bool | str = "auto",
         max_pixels: int = MAX_PIXELS,
         decoding: str = "reduced",
+        min_cosine: float = 0.99,
     ):
         self.backbone = backbone
         self.weights = weights
@@ -107,6 +112,7 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
         self.compile = compile
         self.max_pixels = max_pixels
         self.decoding = decoding
+        self.min_cosine = min_cosine
 
     def fit(self, X: Any, y: Any = None) -> "PretrainedFeatures":
         """Validate the parameters and the input; nothing is learned from X."""
@@ -152,7 +158,7 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
 
     def _spec(self) -> NetworkSpec:
         return NetworkSpec(self.backbone, self.weights, self.layer, self.pooling, self.device, self.precision,
-                           self.compile, self.decoding)
+                           self.compile, self.decoding, self.min_cosine)
 
     def _validate(self) -> None:
         get_backbone(self.backbone)

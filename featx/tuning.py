@@ -24,6 +24,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import torch
 
+from featx import quantize
 from featx.machine import cpu_model
 
 FORMAT = 1
@@ -45,21 +46,23 @@ def device_model(device: torch.device) -> str:
     return cpu_model() if device.type == "cpu" else device.type
 
 
-def tuning_key(device: torch.device, fingerprint: Mapping[str, Any]) -> str:
-    """What a measurement holds for: this processor, this torch, this network (weights, node, input size)."""
+def tuning_key(device: torch.device, fingerprint: Mapping[str, Any], min_cosine: float = MIN_COSINE) -> str:
+    """What a measurement holds for: this processor, this torch, this network (weights, node, input size)
+    and this fidelity bound."""
     crop = fingerprint.get("preprocessing", {}).get("crop")
     return "|".join(str(part) for part in (device_model(device), f"torch {torch.__version__}", device.type,
                                             fingerprint["backbone"], fingerprint["weights"], fingerprint["node"],
-                                            f"{crop}px"))
+                                            f"{crop}px", f"cosine>={min_cosine}"))
 
 
 def precision_candidates(device: torch.device) -> list[str]:
     """The precisions this device can run, fp32 first (the reference)."""
     if device.type == "cuda":
         return ["fp32", "fp16"] + (["bf16"] if torch.cuda.is_bf16_supported() else [])
-    if device.type == "cpu" and torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported():
-        return ["fp32", "bf16"]
-    return ["fp32"]
+    if device.type != "cpu":
+        return ["fp32"]
+    bf16 = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    return ["fp32"] + (["bf16"] if bf16 else []) + (["int8"] if quantize.int8_supported() else [])
 
 
 def forget(key: str) -> None:
@@ -69,8 +72,15 @@ def forget(key: str) -> None:
         save_entries(entries)
 
 
-def choose_precision(key: str, candidates: list[str], trial: Trial) -> dict[str, Any]:
-    """The remembered decision for ``key``, or a new one: the fastest candidate whose cosine holds."""
+def remember(key: str, field: str, value: Any) -> None:
+    """Add one fact to ``key``'s record (e.g. why int8 was refused), keeping the rest."""
+    entries = load_entries()
+    entries.setdefault(key, {})[field] = value
+    save_entries(entries)
+
+
+def choose_precision(key: str, candidates: list[str], trial: Trial, bound: float = MIN_COSINE) -> dict[str, Any]:
+    """The remembered decision for ``key``, or a new one: the fastest candidate with cosine >= ``bound``."""
     entries = load_entries()
     known = entries.get(key)
     if isinstance(known, dict) and known.get("precision") in candidates:
@@ -81,12 +91,12 @@ def choose_precision(key: str, candidates: list[str], trial: Trial) -> dict[str,
             images_per_s, cosine = trial(precision)
             best = trials.setdefault(precision, {"images_per_s": 0.0, "min_cosine": round(cosine, 5)})
             best["images_per_s"] = max(best["images_per_s"], round(images_per_s, 2))
-    faithful = [p for p in candidates if trials[p]["min_cosine"] >= MIN_COSINE]
+    faithful = [p for p in candidates if trials[p]["min_cosine"] >= bound]
     best = max(faithful, key=lambda p: trials[p]["images_per_s"])
     others = ", ".join(f"{p} {t['images_per_s']} images/s (cosine {t['min_cosine']})" for p, t in trials.items())
-    record = {"precision": best, "why": f"fastest with cosine >= {MIN_COSINE} to fp32: {others}",
+    record = {"precision": best, "why": f"fastest with cosine >= {bound} to fp32: {others}",
               "trials": trials, "decided": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    entries[key] = record
+    entries[key] = {**(known if isinstance(known, dict) else {}), **record}
     save_entries(entries)
     return record
 
@@ -120,18 +130,16 @@ def save_entries(entries: dict[str, Any]) -> None:
                       stacklevel=3)
 
 
-def sample_images(n: int = 16) -> list[np.ndarray]:
-    """A few real photos with no download: scikit-learn's two sample images, cropped and mirrored."""
+def sample_images() -> list[np.ndarray]:
+    """Eight real photos with no download: crops of scikit-learn's two sample images (china, flower)."""
     from sklearn.datasets import load_sample_images
 
-    photos = load_sample_images().images
     crops = []
-    for photo in photos:
+    for photo in load_sample_images().images:
         height, width = photo.shape[:2]
-        for top, left in ((0, 0), (height // 3, width // 3)):
-            crop = photo[top : top + 2 * height // 3, left : left + 2 * width // 3]
-            crops += [crop, crop[:, ::-1]]
-    return [np.ascontiguousarray(c) for c in (crops * (n // len(crops) + 1))[:n]]
+        for top, left in ((0, 0), (height // 3, width // 3), (0, width // 3), (height // 3, 0)):
+            crops.append(np.ascontiguousarray(photo[top : top + 2 * height // 3, left : left + 2 * width // 3]))
+    return crops
 
 
 def timed(run: Callable[[], np.ndarray], warm_up: bool = True) -> tuple[float, np.ndarray]:
