@@ -13,6 +13,11 @@ from image files to pooled vectors, after a warm-up on other images:
   cache; ``featx_compiled_*`` the same with ``compile=True`` (compiling happens in the warm-up, timed apart);
 - ``bare_*``: the network alone on preloaded tensors, batch 64, per precision and memory layout: the ceiling.
 
+``--photos N`` adds a photo set for the first backbone: N phone-sized (12 MP, 4032x3024) and N 1080p JPEGs
+made from scikit-learn's real sample photographs (random crops, flips), with ``featx_fulldecode`` (featx
+with ``decoding="full"``, as before reduced decoding) beside featx's defaults. ``--busy`` runs the
+per-image loop and featx once more with a CPU-bound process beside them (a busy neighbour).
+
 The images are real files: half Fashion-MNIST PNGs from the sample data, half JPEG photos (crops of
 scikit-learn's two sample photographs, 400x300). Weights are one random-init state dict per backbone (no
 ImageNet ResNet/VGG weights reach this machine offline); speed does not depend on the values. Fidelity of
@@ -177,12 +182,13 @@ def embetter(backbone: str, weights_file: str, paths: list[str], warmup: list[st
 
 
 def featx_engine(backbone: str, weights_file: str, paths: list[str], warmup: list[str], *,
-                 cache_dir: str, precision: str, compile: bool | str) -> tuple[Callable[[], int], float]:
+                 cache_dir: str, precision: str, compile: bool | str,
+                 decoding: str = "reduced") -> tuple[Callable[[], int], float]:
     """featx's engine as every door runs it; the warm-up (and compiling, if asked) is timed apart."""
     from featx import FeatureCache, FrozenNetwork
     from featx.extract import extract
 
-    network = FrozenNetwork(backbone, weights=weights_file, precision=precision, compile=compile)
+    network = FrozenNetwork(backbone, weights=weights_file, precision=precision, compile=compile, decoding=decoding)
     namespace = FeatureCache(cache_dir).namespace(network.fingerprint)
     start = time.perf_counter()
     extract(warmup, network, namespace, batch_size=BATCH)
@@ -233,7 +239,8 @@ def child(args: argparse.Namespace) -> None:
     if args.variant.startswith("featx"):
         compile = args.variant == "featx_compiled" or "auto"
         run, warmup_s = featx_engine(args.backbone, args.weights, paths, warmup, cache_dir=args.cache,
-                                     precision=args.precision, compile=compile)
+                                     precision=args.precision, compile=compile,
+                                     decoding="full" if args.variant == "featx_fulldecode" else "reduced")
         prefix = args.variant + ("" if args.precision == "auto" else f"_{args.precision}")
         for name in (prefix + "_cold", prefix + "_warm"):
             results.append((name, *_timed(run)))
@@ -259,20 +266,63 @@ def _timed(run: Callable[[], int]) -> tuple[int, float]:
 # --- the parent: orchestrate, compare, print ---------------------------------------------------------------
 
 def spawn(variant: str, backbone: str, weights: str, paths: Path, warmup: Path, work: Path,
-          precision: str = "auto") -> list[dict]:
-    cache = work / f"cache-{backbone}-{variant}-{precision}"
+          precision: str = "auto", label: str | None = None, busy: bool = False) -> list[dict]:
+    """Run one variant in its own process (beside a CPU-bound neighbour if ``busy``); rows under ``label``."""
+    label = label or backbone
+    cache = work / f"cache-{label}-{variant}-{precision}{'-busy' if busy else ''}".replace(" ", "_")
     command = [sys.executable, __file__, "--child", variant, "--backbone", backbone, "--weights", weights,
                "--paths", str(paths), "--warmup", str(warmup), "--cache", str(cache), "--precision", precision]
     env = {**os.environ, "TORCH_HOME": str(work / "torch_home")}
-    done = subprocess.run(command, capture_output=True, text=True, env=env)
+    neighbour = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if busy else None
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, env=env)
+    finally:
+        if neighbour is not None:
+            neighbour.kill()
+            neighbour.wait()
     if done.returncode:
         print(f"  {variant} failed: {done.stderr.strip().splitlines()[-1:]}", file=sys.stderr)
         return []
     rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
     for row in rows:
-        print(f"  {backbone:>9} {row['variant']:>14}: {row['images_per_s']:8.1f} images/s, "
+        row["variant"] += "_busy" if busy else ""
+        print(f"  {label:>9} {row['variant']:>14}: {row['images_per_s']:8.1f} images/s, "
               f"peak RSS {row['peak_rss_mb']:.0f} MB (+ workers {row['worker_peak_rss_mb']:.0f} MB)", file=sys.stderr)
-    return [{"backbone": backbone, **row} for row in rows]
+    return [{"backbone": label, **row} for row in rows]
+
+
+def write_photos(folder: Path, n: int, size: tuple[int, int], seed: int) -> list[str]:
+    """``n`` distinct JPEG photos at ``size``: random crops and flips of scikit-learn's two real photographs."""
+    from sklearn.datasets import load_sample_images
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    photos = [Image.fromarray(p) for p in load_sample_images().images]
+    paths = []
+    for i in range(n):
+        photo = photos[i % len(photos)]
+        width, height = int(photo.width * rng.uniform(0.6, 1)), int(photo.height * rng.uniform(0.6, 1))
+        left, top = int(rng.integers(0, photo.width - width + 1)), int(rng.integers(0, photo.height - height + 1))
+        picture = photo.crop((left, top, left + width, top + height)).resize(size, Image.BICUBIC)
+        if rng.random() < 0.5:
+            picture = picture.transpose(Image.FLIP_LEFT_RIGHT)
+        paths.append(str(folder / f"{i:04d}.jpg"))
+        picture.save(paths[-1], "JPEG", quality=90)
+    return paths
+
+
+def benchmark_photos(backbone: str, n: int, work: Path) -> list[dict]:
+    """The per-image loop, the DataLoader loop, featx as before (full decoding) and featx, on big JPEGs."""
+    weights = str(work / f"{backbone}.pth")
+    warmup = work / "warmup-photos.json"
+    warmup.write_text(json.dumps(write_photos(work / "photos-warmup", 8, (1920, 1080), seed=3)))
+    rows = []
+    for name, size in (("12MP", (4032, 3024)), ("1080p", (1920, 1080))):
+        paths = work / f"photos-{name}.json"
+        paths.write_text(json.dumps(write_photos(work / f"photos-{name}", n, size, seed=4)))
+        for variant in ("per_image", "dataloader", "featx_fulldecode", "featx"):
+            rows += spawn(variant, backbone, weights, paths, warmup, work, label=f"{backbone} {name}")
+    return rows
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -367,6 +417,18 @@ def ratios(speed: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(rows)
 
 
+def extra_ratios(speed: pd.DataFrame) -> pd.DataFrame:
+    """featx (cold) against the per-image loop, the DataLoader loop and full decoding, per photo set; and
+    featx against the per-image loop beside a busy neighbour."""
+    table = speed.pivot_table(index="backbone", columns="variant", values="images_per_s", sort=False)
+    out = pd.DataFrame(index=table.index)
+    for featx, baseline in (("featx_cold", "per_image"), ("featx_cold", "dataloader"),
+                            ("featx_cold", "featx_fulldecode_cold"), ("featx_cold_busy", "per_image_busy")):
+        if featx in table and baseline in table:
+            out[f"{featx} / {baseline}"] = table[featx] / table[baseline]
+    return out
+
+
 def machine() -> str:
     flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     model = next((line.split(":", 1)[1].strip() for line in flags.splitlines() if line.startswith("model name")),
@@ -382,6 +444,9 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=1024, help="images per variant (default 1024)")
     parser.add_argument("--skip-peers", action="store_true", help="leave out img2vec-pytorch and embetter")
     parser.add_argument("--skip-fidelity", action="store_true", help="leave out the EfficientNet-Lite0 fidelity run")
+    parser.add_argument("--photos", type=int, default=0, help="also N 12 MP and N 1080p JPEG photos (first backbone)")
+    parser.add_argument("--busy", action="store_true", help="also per-image and featx beside a CPU-bound process")
+    parser.add_argument("--only-extras", action="store_true", help="run only --photos / --busy")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     for hidden in ("--backbone", "--weights", "--paths", "--warmup", "--cache", "--precision"):
         parser.add_argument(hidden, help=argparse.SUPPRESS)
@@ -398,16 +463,28 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         backbones = [b.strip() for b in args.backbones.split(",") if b.strip()]
-        for backbone in backbones:
+        for backbone in backbones if not args.only_extras else []:
             rows, fidelity = benchmark_backbone(backbone, args.images, work, peers=not args.skip_peers)
             speed_rows += rows
             fidelity_rows.append(fidelity)
-        memory = pd.DataFrame(memory_at_two_sizes(backbones[0], args.images, work))
+        memory = pd.DataFrame(memory_at_two_sizes(backbones[0], args.images, work) if not args.only_extras else [])
+        if args.photos or args.busy:
+            torch.save(tvm.get_model(backbones[0], weights=None).state_dict(), work / f"{backbones[0]}.pth")
+        if args.photos:
+            speed_rows += benchmark_photos(backbones[0], args.photos, work)
+        if args.busy:
+            paths, warmup = work / "paths-busy.json", work / "warmup-busy.json"
+            paths.write_text(json.dumps(write_images(work / "images-busy", args.images, seed=5)))
+            warmup.write_text(json.dumps(write_images(work / "warmup-busy", WARMUP, seed=6)))
+            for variant in ("per_image", "featx"):
+                speed_rows += spawn(variant, backbones[0], str(work / f"{backbones[0]}.pth"), paths, warmup, work,
+                                    label=f"{backbones[0]} busy", busy=True)
     if not args.skip_fidelity:
         fidelity_rows.append(real_fidelity(1000, 500))
 
     speed = pd.DataFrame(speed_rows).assign(machine=machine())
-    fidelity, ratio = pd.DataFrame(fidelity_rows), ratios(speed)
+    fidelity = pd.DataFrame(fidelity_rows)
+    ratio = ratios(speed) if not args.only_extras else extra_ratios(speed)
     speed.to_csv(RESULTS / "speed.csv", index=False)
     fidelity.to_csv(RESULTS / "fidelity.csv", index=False)
     memory.to_csv(RESULTS / "memory.csv", index=False)

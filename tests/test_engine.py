@@ -1,5 +1,8 @@
 """The engine: order, batch invariance, frozen networks, duplicates, devices and precision."""
 
+import os
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -101,3 +104,24 @@ def test_compile_auto_waits_for_a_big_job_and_a_failed_compile_falls_back_with_a
         network.prepare(n_images=COMPILE_MIN_IMAGES, batch_size=8)
     assert network._compiled is None and network.compile is False
     assert extract([photo(0)], network).features.shape == (1, 64)
+
+
+def test_decoders_are_sized_to_the_device_and_do_not_yield_beside_a_busy_neighbour():
+    import subprocess
+    import sys
+
+    from featx.engines.local import _decoders_should_yield, default_num_workers
+
+    cores = os.cpu_count() or 2
+    assert default_num_workers(10_000, 64, torch.device("cuda")) == max(1, cores - 1)  # the GPU runs the network
+    assert default_num_workers(10_000, 64, torch.device("cpu")) == max(1, min(4, cores // 2))
+    assert default_num_workers(100, 64, torch.device("cpu")) == 0  # two batches or fewer: no worker start-up
+    assert not _decoders_should_yield(torch.device("cuda"))
+    burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(cores)]
+    try:
+        time.sleep(0.5)
+        assert not _decoders_should_yield(torch.device("cpu"))  # niced decoders would starve beside them
+    finally:
+        for burner in burners:
+            burner.kill()
+            burner.wait()

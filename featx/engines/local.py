@@ -4,6 +4,7 @@ batch is committed to the store at once (so an interrupted job keeps its work)."
 from __future__ import annotations
 
 import os
+import time
 from typing import Any, Iterator, Sequence
 
 import torch
@@ -79,7 +80,7 @@ def compute(
     if not todo:
         return 0, []
     network.prepare(len(todo), batch_size)
-    workers = default_num_workers(len(todo), batch_size) if num_workers is None else num_workers
+    workers = default_num_workers(len(todo), batch_size, network.device) if num_workers is None else num_workers
     loader = DataLoader(
         _Decode([(i, images[i]) for i in todo], network.preprocessing, max_pixels),
         batch_size=batch_size,
@@ -88,7 +89,7 @@ def compute(
         pin_memory=network.device.type == "cuda",
         prefetch_factor=4 if workers else None,
         persistent_workers=False,
-        worker_init_fn=_decode_worker_init,
+        worker_init_fn=_yield_to_the_network if workers and _decoders_should_yield(network.device) else None,
     )
     computed, errors = 0, []
     for indices, batch, batch_errors in _iterate(loader):
@@ -104,11 +105,40 @@ def compute(
     return computed, errors
 
 
-def default_num_workers(n_images: int, batch_size: int) -> int:
-    """No worker processes for a batch or two (start-up would dominate); otherwise half the cores, up to 4."""
+def default_num_workers(n_images: int, batch_size: int, device: torch.device = torch.device("cpu")) -> int:
+    """No worker processes for a batch or two (start-up would dominate). With a GPU running the network,
+    decode on every spare core; on a CPU, decoders share the cores with the network: half, up to 4."""
     if n_images <= 2 * batch_size:
         return 0
-    return max(1, min(4, (os.cpu_count() or 2) // 2))
+    cores = os.cpu_count() or 2
+    return max(1, cores - 1) if device.type == "cuda" else max(1, min(4, cores // 2))
+
+
+def _decoders_should_yield(device: torch.device) -> bool:
+    """Niced decoders help only where they compete with the network's own threads and nothing else: with
+    a GPU they have the CPU to themselves, and beside a busy neighbour a niced decoder starves and the
+    network waits on it. Measured, not assumed: the share of CPU time other processes use, now."""
+    return device.type == "cpu" and busy_share_of_others() < 0.25
+
+
+def busy_share_of_others(window_s: float = 0.2) -> float:
+    """The fraction of all cores busy over ``window_s`` while this process sleeps (Linux /proc/stat;
+    elsewhere 0, i.e. assume an idle machine)."""
+    def ticks() -> tuple[int, int] | None:
+        try:
+            fields = [int(v) for v in open("/proc/stat").readline().split()[1:]]
+        except (OSError, ValueError):
+            return None
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+        return sum(fields) - idle, sum(fields)
+
+    before = ticks()
+    if before is None:
+        return 0.0
+    time.sleep(window_s)
+    after = ticks()
+    total = after[1] - before[1]
+    return (after[0] - before[0]) / total if total else 0.0
 
 
 class _Decode(Dataset):
@@ -135,9 +165,9 @@ def _collate(samples: list[tuple[int, Any]]) -> tuple[list[int], torch.Tensor | 
     return [i for i, _ in good], batch, errors
 
 
-def _decode_worker_init(worker_id: int) -> None:
-    """Decoders yield the CPU to the network: on a machine without spare cores a decoder competing at equal
-    priority slows the network's thread pool more than its decoding gains (see benchmarks/speed.py)."""
+def _yield_to_the_network(worker_id: int) -> None:
+    """On a machine without spare cores a decoder competing at equal priority slows the network's thread
+    pool more than its decoding gains (see benchmarks/speed.py)."""
     os.nice(10)
 
 
