@@ -7,10 +7,10 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 import pandas as pd
 
-from featx.errors import FeatxError, ParameterError
+from featx.cli_compare import progress_wanted, run_compare
+from featx.errors import FeatxError
 from featx.feature_files import printable_path
 from featx.images import MAX_PIXELS
 from featx.options import (
@@ -103,7 +103,7 @@ def _parser() -> argparse.ArgumentParser:
     compare.add_argument("--device", default="auto")
     compare.add_argument("--precision", default="auto", choices=PRECISIONS)
     compare.add_argument("--quiet", action="store_true", help="no progress bar")
-    compare.set_defaults(run=_compare)
+    compare.set_defaults(run=run_compare)
 
     tune = commands.add_parser("tune", help="show (measuring once, if needed) the precision 'auto' picks here, and why")
     tune.add_argument("--backbone", default="resnet50")
@@ -162,11 +162,6 @@ def _tune(args: argparse.Namespace) -> int:
     return 0
 
 
-def _progress(args: argparse.Namespace) -> bool:
-    """A progress bar only for a person watching: not with --quiet, nor into a log file or a pipe."""
-    return not args.quiet and sys.stderr.isatty()
-
-
 def _extract(args: argparse.Namespace) -> int:
     from featx import engines
     from featx.cache import FeatureCache
@@ -191,7 +186,7 @@ def _extract(args: argparse.Namespace) -> int:
     options = {"address": args.ray_address, "concurrency": args.ray_concurrency} if args.engine == "ray" else {}
     summary = run_extract_job(
         manifest, network, namespace, batch_size=args.batch_size, num_workers=args.num_workers,
-        on_error=args.on_error, out=args.out, progress=_progress(args), engine=engines.get(args.engine, **options),
+        on_error=args.on_error, out=args.out, progress=progress_wanted(args), engine=engines.get(args.engine, **options),
         max_pixels=args.max_pixels,
     )
     errors_path = args.errors
@@ -204,112 +199,6 @@ def _extract(args: argparse.Namespace) -> int:
     for error in summary.errors[:5]:
         print(f"  failed {printable_path(error.source)}: {error.kind}: {error.reason}", file=sys.stderr)
     return 0
-
-
-def _compare(args: argparse.Namespace) -> int:
-    from featx.evaluate import (
-        compare_classifiers,
-        compare_finetuning,
-        confusion,
-        recommendation,
-        transfer_report,
-        with_finetuning,
-    )
-
-    cv = args.cv if args.cv == "split" else int(args.cv)
-    if args.html:  # before minutes of fitting, not after
-        from featx.feature_files import check_output_path
-
-        check_output_path(args.html, (".html", ".htm"), "--html")
-    X, meta, backbone, layer = _labelled_features(args)
-    split = meta["split"].to_numpy() if "split" in meta else None
-    y = meta["label"].astype(str).to_numpy()
-    print(f"{len(y)} labelled images, {X.shape[1]} features ({backbone} {layer}), "
-          f"{'the manifest split' if cv == 'split' else f'{cv}-fold cross-validation'}", file=sys.stderr)
-    table = compare_classifiers(X, y, classifiers=args.classifiers, cv=cv, split=split, tune=args.tune,
-                                backbone=backbone, layer=layer, n_jobs=args.n_jobs, progress=not args.quiet)
-    if args.finetune:
-        finetuned = compare_finetuning(meta["path"].tolist(), y, backbone=(args.backbone or [backbone])[0],
-                                       weights=args.weights, unfreeze=(0, args.unfreeze), cv=cv, split=split,
-                                       max_folds=args.finetune_folds)
-        table = pd.concat([table, finetuned]).sort_values("accuracy_mean", ascending=False, ignore_index=True)
-    print(table.to_string(index=False, float_format="{:.4f}".format))
-    for note in table.attrs.get("notes", []):
-        print(f"stand-in: {note}")
-    print(recommendation(table))
-    best = table.loc[table["layer"] != "trained", "classifier"].iloc[0]  # the best on the features themselves
-    report = None
-    if args.report:
-        layers = args.layers if args.layers in (None, "stages") else args.layers.split(",")
-        report = transfer_report(
-            meta["path"].tolist(), y, backbones=args.backbone or [backbone], layers=layers, weights=args.weights,
-            classifier=best, cv=cv, split=split, dataset=_dataset_name(args.source),
-            cache_dir=args.cache, batch_size=args.batch_size, device=args.device, precision=args.precision,
-            progress=_progress(args), n_jobs=args.n_jobs,
-        )
-        if args.finetune:
-            report = with_finetuning(report, table[table["layer"] == "trained"])
-        print(f"\n{report}")
-    if args.out:
-        table.to_csv(args.out, index=False)
-        print(f"table: {args.out}")
-        if report is not None:
-            transfer_csv = Path(args.out).with_suffix(".transfer.csv")
-            report.summary.to_csv(transfer_csv, index=False)
-            print(f"transfer report: {transfer_csv}")
-    if args.plot or args.html:
-        from featx.plots import comparison_figure, save_png
-
-        figure = comparison_figure(table, confusion(X, y, best, cv=cv, split=split), report)
-        if args.plot:
-            print(f"plot: {save_png(figure, args.plot)}")
-        if args.html:
-            from featx.report import html_report, setup_of, write_html
-
-            setup = setup_of(meta.attrs.get("featx", {}), n_images=len(y), n_classes=len(set(y)),
-                             folds="the manifest split" if cv == "split" else f"{cv}-fold stratified")
-            page = html_report(table, setup, report=report, figure=figure,
-                               title=f"featx: {_dataset_name(args.source)}")
-            print(f"html: {write_html(args.html, page)}")
-    return 0
-
-
-def _dataset_name(source: str) -> str:
-    """'data/digits/manifest.csv' -> 'digits'; 'out/fashion.parquet' -> 'fashion'; a folder -> its name."""
-    path = Path(source)
-    return path.parent.resolve().name if path.stem == "manifest" else path.stem
-
-
-def _labelled_features(args: argparse.Namespace) -> tuple[np.ndarray, pd.DataFrame, str, str]:
-    """(X, meta, backbone, layer) from a features file, or extracted through the cache from images."""
-    from featx.cache import open_store
-    from featx.datasets import is_features_file, load_manifest
-    from featx.extract import extract
-    from featx.feature_files import load_features
-    from featx.network import FrozenNetwork, NetworkSpec
-
-    if is_features_file(args.source):
-        X, meta = load_features(args.source)
-        fingerprint = meta.attrs.get("featx", {})
-        backbone = fingerprint.get("backbone", "?")
-        layer = fingerprint.get("node", "?")
-    else:
-        meta = load_manifest(args.source)
-        backbone = (args.backbone or ["resnet50"])[0]
-        network = FrozenNetwork(NetworkSpec(backbone, args.weights, args.layer, None, args.device, args.precision))
-        result = extract(meta["path"].tolist(), network, open_store(network.fingerprint, args.cache),
-                         batch_size=args.batch_size, progress=_progress(args))
-        for error in result.errors[:5]:
-            print(f"  skipped {error.source}: {error.kind}: {error.reason}", file=sys.stderr)
-        failed = [error.index for error in result.errors]
-        X = np.delete(result.features, failed, axis=0)
-        meta = meta.drop(index=failed).reset_index(drop=True)
-        layer = network.node
-        meta.attrs["featx"] = network.fingerprint
-    if "label" not in meta:
-        raise ParameterError(f"{args.source} has no labels: compare needs class sub-folders or a 'label' column")
-    labelled = meta["label"].notna().to_numpy()
-    return X[labelled], meta[labelled].reset_index(drop=True), backbone, layer
 
 
 def _cache_info(args: argparse.Namespace) -> int:

@@ -20,13 +20,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
+from featx import sources
 from featx.errors import ParameterError
 from featx.feature_files import printable_path
+from featx.sources import IMAGE_SUFFIXES
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}
 #: Columns featx writes into feature files: a manifest that already has them would be overwritten or unreadable.
 RESERVED_COLUMNS = ("key", "features")
 
@@ -36,32 +38,41 @@ def load_manifest(source: str | os.PathLike) -> pd.DataFrame:
 
     Entries of a folder that are not images are counted in ``attrs["skipped"]``: a list of (path, reason).
     """
+    text = os.fspath(source)
+    if sources.is_shard_source(text):
+        return sources.shard_manifest(sources.expand_shards(text))
+    if sources.is_url(text):
+        return _with_paths(_read_table(text), text.rsplit("/", 1)[0], text)
     source = Path(source).expanduser()
     if source.is_dir():
         return _folder_manifest(source)
     if not source.is_file():
         raise ParameterError(f"{source} is neither a folder of images nor a CSV / Parquet manifest")
-    frame = _read_table(source)
+    return _with_paths(_read_table(str(source)), str(source.parent.resolve()), source)
+
+
+def _with_paths(frame: pd.DataFrame, root: str, source: Any) -> pd.DataFrame:
+    """Check the columns; make relative paths absolute against the manifest's folder (URLs stay as they are)."""
     if "path" not in frame.columns:
         raise ParameterError(f"{source} has columns {list(frame.columns)}; a manifest needs a 'path' column")
     reserved = [c for c in RESERVED_COLUMNS if c in frame.columns]
     if reserved:
         raise ParameterError(f"{source} has a column named {reserved[0]!r}, which featx writes into feature files; "
                              "rename it (e.g. to 'source_" + reserved[0] + "')")
-    root = source.parent.resolve()
     blank = frame["path"].isna() | (frame["path"].astype(str).str.strip() == "")
     paths = frame["path"].astype(str)
     frame = frame.copy()
     # a blank cell stays blank, and fails as that row's error ("the path is blank"), not the whole job's
-    frame["path"] = ["" if is_blank else str(p if Path(p).is_absolute() else root / p)
+    frame["path"] = ["" if is_blank else p if sources.is_url(p) or os.path.isabs(p) else f"{root}/{p}"
                      for p, is_blank in zip(paths, blank)]
     frame = frame.reset_index(drop=True)
     frame.attrs["skipped"] = []
     return frame
 
 
-def _read_table(source: Path) -> pd.DataFrame:
-    suffix = source.suffix.lower()
+def _read_table(source: str) -> pd.DataFrame:
+    """A CSV / TSV / Parquet manifest, local or at an fsspec URL (pandas reads those through fsspec)."""
+    suffix = os.path.splitext(source)[1].lower()
     if suffix not in (".parquet", ".csv", ".tsv", ".txt"):
         raise ParameterError(f"{source}: a manifest must be .csv, .tsv or .parquet (or pass a folder)")
     try:

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from featx import sources
 from featx.errors import ImageError, ParameterError
 
 ImageInput = Any  # str | os.PathLike | bytes | PIL.Image.Image | np.ndarray
@@ -79,7 +80,9 @@ def content_key(image: ImageInput, index: int = 0) -> str:
     called, so renamed or copied files hit the cache.
     """
     digest = hashlib.sha256()
-    if isinstance(image, (str, os.PathLike)):
+    if isinstance(image, str) and sources.is_url(image):
+        digest.update(_read_url(image, index))
+    elif isinstance(image, (str, os.PathLike)):
         with _open_file(image, index) as handle:
             for block in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(block)
@@ -112,7 +115,9 @@ def load_rgb(image: ImageInput, index: int = 0, max_pixels: int = MAX_PIXELS,
     if isinstance(image, Image.Image):
         _check_size(image.width, image.height, index, source, max_pixels, resize)
         return _to_rgb(image, index, source)
-    if isinstance(image, (str, os.PathLike)):
+    if isinstance(image, str) and sources.is_url(image):
+        data = _read_url(image, index)
+    elif isinstance(image, (str, os.PathLike)):
         with _open_file(image, index) as handle:
             data = handle.read()
     elif isinstance(image, (bytes, bytearray)):
@@ -242,6 +247,18 @@ def _open_file(path: str | os.PathLike, index: int):
         raise ImageError(index, source, "permission", "permission denied; check the file's read permission") from None
     except OSError as error:
         raise ImageError(index, source, "unreadable", str(error)) from None
+
+
+def _read_url(url: str, index: int) -> bytes:
+    """An fsspec URL or tar member's bytes; failures become this input's error, naming shard and member."""
+    try:
+        return sources.read_bytes(url)
+    except FileNotFoundError:
+        raise ImageError(index, url, "missing", "no such object or member") from None
+    except PermissionError as error:
+        raise ImageError(index, url, "permission", f"access denied ({error}); check the credentials") from None
+    except (OSError, ValueError, KeyError) as error:  # network, protocol and tar errors
+        raise ImageError(index, url, "unreadable", f"{type(error).__name__}: {error}") from None
 
 
 def _unsupported_type(image: Any, index: int) -> ImageError:

@@ -1,0 +1,113 @@
+"""Where images live, each named by one string that manifests, errors CSVs and feature files can hold:
+
+- a local path: ``/data/cat.jpg``;
+- an fsspec URL: ``s3://bucket/cat.jpg``, ``gs://...``, ``https://...``, ``file:///...``;
+- a member of a tar shard (WebDataset), in fsspec's chained form: ``tar://000042.jpg::s3://bucket/shard-0007.tar``.
+
+Credentials and endpoints come the standard way (``AWS_*`` variables including ``AWS_ENDPOINT_URL``,
+``GOOGLE_APPLICATION_CREDENTIALS``, fsspec's configuration files). A shard is indexed once per process
+(its tar headers only) and its members are then read by range, so decoding workers read each image's
+bytes themselves.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from typing import Any
+
+import pandas as pd
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}
+TAR_PREFIX = "tar://"
+
+
+def is_url(path: str) -> bool:
+    return "://" in path
+
+
+def member_path(shard: str, member: str) -> str:
+    return f"{TAR_PREFIX}{member}::{shard}"
+
+
+def read_bytes(path: str) -> bytes:
+    """The bytes behind a URL or a tar member (fsspec errors pass through: FileNotFoundError, OSError...)."""
+    import fsspec
+
+    if path.startswith(TAR_PREFIX):
+        member, _, shard = path[len(TAR_PREFIX):].partition("::")
+        return _shard(shard).cat_file(member)
+    with fsspec.open(path, "rb") as handle:
+        return handle.read()
+
+
+@functools.lru_cache(maxsize=32)
+def _shard(shard: str) -> Any:
+    """The shard's tar index, built once per process from its headers (fsspec's TarFileSystem)."""
+    import fsspec
+
+    return fsspec.filesystem("tar", fo=shard)
+
+
+def expand_shards(source: str) -> list[str]:
+    """Shard names from a brace pattern (``shards-{0000..0099}.tar``), a folder (local or remote) of
+    ``.tar`` files, or one shard."""
+    import fsspec
+    from braceexpand import braceexpand
+
+    if "{" in source or source.endswith(".tar"):
+        return [name if is_url(name) else os.path.abspath(name) for name in braceexpand(source)]
+    filesystem, root = fsspec.core.url_to_fs(source)
+    found = sorted(filesystem.glob(root.rstrip("/") + "/*.tar"))
+    prefix = source.split("://", 1)[0] + "://" if is_url(source) else ""
+    return [prefix + path if prefix and not is_url(path) else path for path in found]
+
+
+def is_shard_source(source: str) -> bool:
+    """A .tar shard, a brace pattern of shards, or a folder holding .tar files and no images."""
+    if source.endswith(".tar") or ("{" in source and ".tar" in source):
+        return True
+    if is_url(source) or not os.path.isdir(source):
+        return False
+    names = os.listdir(source)
+    return any(n.endswith(".tar") for n in names) and not any(os.path.splitext(n)[1].lower() in IMAGE_SUFFIXES
+                                                              for n in names)
+
+
+def shard_manifest(shards: list[str]) -> pd.DataFrame:
+    """One row per WebDataset sample: its image member's path, its key, and a label from a ``.cls`` or
+    ``.json`` member where present. Samples without an image member are listed in ``attrs["skipped"]``."""
+    rows, skipped = [], []
+    for shard in shards:
+        index = _shard(shard)
+        samples: dict[str, dict[str, str]] = {}
+        for member in sorted(index.find("")):
+            directory, name = os.path.split(member)
+            key, dot, extension = name.partition(".")
+            samples.setdefault(os.path.join(directory, key), {})["." + extension.lower() if dot else ""] = member
+        for key, members in samples.items():
+            image = next((m for ext, m in members.items() if ext in IMAGE_SUFFIXES), None)
+            if image is None:
+                skipped.append((member_path(shard, key), f"no image member (members: {sorted(members)})"))
+                continue
+            rows.append({"path": member_path(shard, image), "sample": key, "shard": shard,
+                         "label": _label(index, members)})
+    frame = pd.DataFrame(rows, columns=["path", "sample", "shard", "label"])
+    if frame["label"].isna().all():
+        frame = frame.drop(columns="label")
+    frame.attrs["skipped"] = skipped
+    return frame
+
+
+def _label(index: Any, members: dict[str, str]) -> Any:
+    if ".cls" in members:
+        return index.cat_file(members[".cls"]).decode().strip()
+    if ".json" in members:
+        try:
+            meta = json.loads(index.cat_file(members[".json"]))
+        except ValueError:
+            return None
+        if isinstance(meta, dict):
+            return next((str(meta[k]) for k in ("label", "cls", "class") if k in meta), None)
+    return None
