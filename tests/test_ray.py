@@ -80,3 +80,15 @@ def test_featx_extract_engine_ray_on_the_command_line(image_folder, tmp_path):
     X, meta = load_features(out)
     assert X.shape == (6, 64) and sorted(set(meta["label"])) == ["cat", "dog"]
     assert pd.read_parquet(out).shape[0] == 6
+
+
+def test_a_worker_whose_network_differs_from_the_drivers_fingerprint_refuses_to_write(tmp_path):
+    from featx.engines.ray import _Embed
+    from featx.errors import FeatxError
+
+    driver = FrozenNetwork(TINY, weights=None, precision="fp32")
+    foreign = {**driver.fingerprint, "precision": "bf16"}  # as if "auto" had resolved otherwise on the driver
+    with pytest.raises(FeatxError, match=r"differs from the driver's in \['precision'\].*refusing to write"):
+        _Embed(driver.spec, foreign, str(tmp_path), threads=1)
+    assert not list(tmp_path.iterdir())
+    _Embed(driver.spec, driver.fingerprint, str(tmp_path), threads=1)  # the matching one starts

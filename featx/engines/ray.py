@@ -21,7 +21,7 @@ from featx.cache import FeatureCache, Namespace, Store
 from featx.datasets import load_manifest
 from featx.engines.base import Filled
 from featx.engines.plan import plan
-from featx.errors import ImageError, ParameterError
+from featx.errors import FeatxError, ImageError, ParameterError
 from featx.images import MAX_PIXELS, content_key
 from featx.job import JobSummary, run_extract_job
 from featx.network import FrozenNetwork, NetworkSpec
@@ -81,11 +81,23 @@ def _decode_batch(batch: dict[str, np.ndarray], preprocessing: Preprocessing,
 
 
 class _Embed:
-    """A Ray actor: one frozen network, loaded once; each batch is computed and committed to the cache."""
+    """A Ray actor: one frozen network, loaded once; each batch is computed and committed to the cache.
 
-    def __init__(self, spec: NetworkSpec, cache_path: str, threads: int):
+    It is built from the driver's resolved spec (its measured precision, not "auto") and refuses to start
+    unless its own fingerprint is the driver's: vectors are never stored under a fingerprint they do not
+    match (another torch, another quantization, another precision on that node).
+    """
+
+    def __init__(self, spec: NetworkSpec, fingerprint: dict[str, Any], cache_path: str, threads: int):
         torch.set_num_threads(threads)
         self.network = FrozenNetwork(spec)
+        if self.network.fingerprint != fingerprint:
+            differing = sorted(k for k in {**fingerprint, **self.network.fingerprint}
+                               if fingerprint.get(k) != self.network.fingerprint.get(k))
+            raise FeatxError(f"this worker's network differs from the driver's in {differing} "
+                             f"({ {k: self.network.fingerprint.get(k) for k in differing} } here, "
+                             f"{ {k: fingerprint.get(k) for k in differing} } on the driver); refusing to write "
+                             "its vectors into the driver's cache namespace")
         self.namespace = Namespace(Path(cache_path))
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -163,7 +175,9 @@ class RayEngine:
                                                                    "max_pixels": max_pixels},
                                     batch_size=batch_size, concurrency=num_workers)
         embedded = decoded.map_batches(
-            _Embed, fn_constructor_kwargs={"spec": network.spec, "cache_path": str(store.path), "threads": threads},
+            _Embed, fn_constructor_kwargs={"spec": network.spec.replace(precision=network.precision),
+                                           "fingerprint": network.fingerprint, "cache_path": str(store.path),
+                                           "threads": threads},
             batch_size=batch_size, concurrency=actors, num_gpus=1 if gpus else 0, num_cpus=1,
         )
         done = embedded.to_pandas()
