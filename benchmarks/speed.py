@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -430,10 +429,10 @@ def extra_ratios(speed: pd.DataFrame) -> pd.DataFrame:
 
 
 def machine() -> str:
+    from featx.machine import cpu_model
+
     flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    model = next((line.split(":", 1)[1].strip() for line in flags.splitlines() if line.startswith("model name")),
-                 platform.processor() or platform.machine())
-    return (f"{model}, {os.cpu_count()} cores{' (avx512_bf16)' if 'avx512_bf16' in flags else ''}, "
+    return (f"{cpu_model()}, {os.cpu_count()} cores{' (avx512_bf16)' if 'avx512_bf16' in flags else ''}, "
             f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
             f"{'CUDA ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU'}")
 

@@ -60,8 +60,9 @@ def printable_path(path: str) -> str:
 
 
 @contextlib.contextmanager
-def _temporary(path: Path, what: str) -> Iterator[Path]:
-    """A temporary sibling of ``path``; removed if anything fails, OS errors named as :class:`OutputError`."""
+def temporary_sibling(path: Path, what: str) -> Iterator[Path]:
+    """A temporary sibling of ``path`` for an atomic write: removed if anything fails, OS errors named as
+    :class:`OutputError` ("``what``: cannot write PATH: cause"). The caller renames it into place."""
     tmp = path.with_name(f".tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}-{path.name}")
     try:
         yield tmp
@@ -88,12 +89,12 @@ def write_features(
     """
     path = check_output_path(path)
     if path.suffix.lower() == ".parquet":
-        with _temporary(path, "--out") as tmp:
+        with temporary_sibling(path, "--out") as tmp:
             _write_parquet(tmp, chunks, n_features, fingerprint, columns)
             os.replace(tmp, path)
         return path
     meta_path = _npy_meta_path(path)
-    with _temporary(path, "--out") as tmp, _temporary(meta_path, "--out") as meta_tmp:
+    with temporary_sibling(path, "--out") as tmp, temporary_sibling(meta_path, "--out") as meta_tmp:
         metas = _write_npy(tmp, chunks, n_features, n_rows)
         pd.concat([columns.iloc[:0], *metas], ignore_index=True).to_csv(meta_tmp, index=False)
         meta_path.unlink(missing_ok=True)  # uncommit the old pair first (see the module docstring)

@@ -18,12 +18,13 @@ import pandas as pd
 
 from featx import engines
 from featx.cache import Namespace
-from featx.errors import ImageError, OutputError
+from featx.errors import ImageError
 from featx.extract import read_vectors
 from featx.feature_files import (
     check_output_path,
     check_writable_folder,
     printable_path,
+    temporary_sibling,
     write_features,
 )
 from featx.images import MAX_PIXELS
@@ -109,8 +110,7 @@ def write_errors(path: str | os.PathLike, errors: list[ImageError], skipped: lis
     """One row per failed input (index, path, kind, message), then one per skipped folder entry (kind
     ``skipped``, no index). Written through a temporary file: a failed write leaves nothing behind."""
     path = Path(path)
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    try:
+    with temporary_sibling(path, "--errors") as tmp:
         with open(tmp, "w", newline="", encoding="utf-8") as handle:
             writer = csv.DictWriter(handle, fieldnames=["index", "path", "kind", "message"])
             writer.writeheader()
@@ -120,7 +120,4 @@ def write_errors(path: str | os.PathLike, errors: list[ImageError], skipped: lis
             for entry, reason in skipped:
                 writer.writerow({"index": "", "path": printable_path(entry), "kind": "skipped", "message": reason})
         os.replace(tmp, path)
-    except OSError as error:
-        tmp.unlink(missing_ok=True)
-        raise OutputError(f"--errors: cannot write {path}: {error.strerror or error}") from None
     return path

@@ -16,8 +16,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 import pandas as pd
 
-from featx.errors import OutputError
-from featx.feature_files import check_output_path
+from featx.feature_files import check_output_path, temporary_sibling
 from featx.machine import cpu_model
 
 if TYPE_CHECKING:
@@ -76,13 +75,9 @@ def setup_of(fingerprint: Mapping[str, Any], *, n_images: int, n_classes: int, f
 def write_html(path: str | os.PathLike, page: str) -> Path:
     """Write the page (atomically: a temporary sibling, then a rename)."""
     path = check_output_path(path, (".html", ".htm"), "--html")
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    try:
+    with temporary_sibling(path, "--html") as tmp:
         tmp.write_text(page, encoding="utf-8")
         os.replace(tmp, path)
-    except OSError as error:
-        tmp.unlink(missing_ok=True)
-        raise OutputError(f"--html: cannot write {path}: {error.strerror or error}") from None
     return path
 
 
