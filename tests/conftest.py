@@ -43,6 +43,12 @@ def photo(seed: int = 0, size: tuple[int, int] = (48, 40)) -> np.ndarray:
     return np.asarray(Image.fromarray(small).resize((size[1], size[0]), Image.BILINEAR))
 
 
+def assert_same_vectors(actual: np.ndarray, expected: np.ndarray) -> None:
+    """Vectors computed in different batches agree to float rounding, not bit for bit: oneDNN picks its
+    kernels by batch size, and one CPU's kernels differ from another's (a CI machine showed 4e-8)."""
+    np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-6)
+
+
 def encode(pixels: np.ndarray, fmt: str = "PNG", **kwargs) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format=fmt, **kwargs)
