@@ -20,6 +20,7 @@ from featx.options import (
     JOB_ON_ERROR,
     POOLINGS,
     PRECISIONS,
+    check_positive_int,
 )
 
 
@@ -122,6 +123,11 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("dir")
     verify.add_argument("--drop", action="store_true", help="remove corrupt entries (they are recomputed on demand)")
     verify.set_defaults(run=_cache_verify)
+    compact = actions.add_parser("compact", help="merge small shards into large ones (safe beside running jobs)")
+    compact.add_argument("dir")
+    compact.add_argument("--shard-mb", type=int, default=256, metavar="MB",
+                         help="size of a merged shard's vectors file (default: 256)")
+    compact.set_defaults(run=_cache_compact)
     prune = actions.add_parser("prune", help="remove namespaces, old shards and debris of killed writers")
     prune.add_argument("dir")
     prune.add_argument("--namespace", action="append", default=[], help="remove this namespace (repeatable)")
@@ -231,6 +237,19 @@ def _cache_verify(args: argparse.Namespace) -> int:
     for problem in problems[:20]:
         print(f"  {problem['namespace']}/{problem['shard']}: {problem['problem']} {problem['key'] or ''}")
     return 1 if problems and not args.drop else 0
+
+
+def _cache_compact(args: argparse.Namespace) -> int:
+    from featx.cache import FeatureCache
+    from featx.cache.compact import compact
+
+    check_positive_int("--shard-mb", args.shard_mb, "featx cache compact")
+    namespaces = FeatureCache(args.dir).namespaces()
+    if not namespaces:
+        print(f"{args.dir}: no featx cache namespaces")
+    for namespace in namespaces:
+        print(f"{namespace.path.name}: {compact(namespace, shard_bytes=args.shard_mb << 20)}")
+    return 0
 
 
 def _cache_prune(args: argparse.Namespace) -> int:

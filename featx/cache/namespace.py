@@ -1,7 +1,8 @@
 """One namespace of the on-disk cache: the vectors of one extractor fingerprint, as immutable shards.
 
 Nothing is ever modified in place, so any number of processes may write at once, and a killed job loses
-at most its unfinished batch. The index is rebuilt from the small keys files on open.
+at most its unfinished batch. Where each key lives comes from the small keys files, read once per process
+(:mod:`featx.cache.index`); a shard merged away by ``featx cache compact`` is looked up again, not lost.
 """
 
 from __future__ import annotations
@@ -26,7 +27,10 @@ from featx.cache.files import (
     atomic_write,
     vector_checksums,
 )
+from featx.cache.index import KeyIndex, shared_index
 from featx.errors import OutputError, ParameterError
+
+LOOKUPS = 10
 
 
 class Namespace:
@@ -43,7 +47,8 @@ class Namespace:
             if not meta.exists():
                 text = json.dumps(fingerprint, indent=2, sort_keys=True).encode()
                 atomic_write(meta, lambda handle: handle.write(text))
-        self._index: dict[str, tuple[str, int]] | None = None
+        self._shared_index = shared_index(path)
+        self._synced = False
         # Per-instance LRU of open memory maps: each holds a file descriptor, so keep a bounded number.
         self._vectors = functools.lru_cache(maxsize=OPEN_SHARDS)(self._load_vectors)
         self._keys = functools.lru_cache(maxsize=OPEN_SHARDS)(self._load_keys)
@@ -59,36 +64,29 @@ class Namespace:
         return sorted(p.name[: -len(KEYS_SUFFIX)] for p in self.path.glob(f"*{KEYS_SUFFIX}")
                       if not p.name.startswith(TMP_PREFIX))
 
-    def index(self) -> dict[str, tuple[str, int]]:
-        """key -> (shard, row), built from the small keys files only; later shards win for duplicates."""
-        if self._index is None:
-            index: dict[str, tuple[str, int]] = {}
-            for shard in self.shard_names():
-                try:
-                    rows = self._keys(shard)
-                except (OSError, ValueError, EOFError):
-                    continue  # an unreadable shard is reported by verify(), not trusted here
-                if rows.dtype != KEY_DTYPE or rows.ndim != 1:
-                    continue
-                for row, key in enumerate(rows["key"]):
-                    index[key.decode()] = (shard, row)
-            self._index = index
-        return self._index
+    def index(self) -> KeyIndex:
+        """Where each key lives, brought up to date with the shards on disk once per instance (and on
+        :meth:`refresh`); later shards win for duplicates."""
+        if not self._synced:
+            self._shared_index.sync(self.shard_names(), self._readable_keys)
+            self._synced = True
+        return self._shared_index
 
     def refresh(self) -> None:
-        """Forget the index, so the next lookup sees shards other processes committed since (Ray actors)."""
-        self._index = None
+        """See shards other processes committed (or merged away) since this instance last looked."""
+        self._synced = False
 
     def __len__(self) -> int:
         return len(self.index())
 
     def __contains__(self, key: str) -> bool:
-        return key in self.index()
+        return not self.missing([key])
 
     def missing(self, keys: Iterable[str]) -> list[str]:
         """The distinct keys that have no vector here, in first-seen order."""
-        index = self.index()
-        return [key for key in dict.fromkeys(keys) if key not in index]
+        distinct = list(dict.fromkeys(keys))
+        shards, _ = self.index().locate(distinct)
+        return [distinct[i] for i in np.flatnonzero(shards < 0)]
 
     def read(self, keys: Sequence[str]) -> tuple[np.ndarray, list[str]]:
         """Vectors for ``keys`` (all present), and the keys whose stored vector failed its checksum.
@@ -96,29 +94,46 @@ class Namespace:
         Corrupt keys are dropped from this process's index so that the caller can recompute them. A shard
         whose vectors cannot be read at all (a garbled header, a truncated or reshaped file) counts as
         corrupt for every key it holds, with a warning: it is recomputed, never trusted and never fatal.
+        A shard that vanished (merged by a compaction) is looked up again in the shards now on disk; only
+        a compaction finishing between every lookup and its read, ``LOOKUPS`` times over, fails the read.
         """
-        index = self.index()
-        locations = [index[key] for key in keys]
         out: np.ndarray | None = None
         corrupt: list[str] = []
-        by_shard: dict[str, list[int]] = {}
-        for position, (shard, _) in enumerate(locations):
-            by_shard.setdefault(shard, []).append(position)
-        for shard, positions in by_shard.items():
-            rows = np.array([locations[p][1] for p in positions])
-            vectors = self._shard_rows(shard, rows, None if out is None else out.shape[1])
-            if vectors is None:
-                corrupt.extend(keys[p] for p in positions)
-                continue
-            expected = self._keys(shard)["crc32"][rows]
-            if out is None:
-                out = np.empty((len(keys), vectors.shape[1]), dtype=np.float32)
-            out[positions] = vectors
-            for position, ok in zip(positions, vector_checksums(vectors) == expected):
-                if not ok:
-                    corrupt.append(keys[position])
-        for key in corrupt:
-            index.pop(key, None)
+        pending = np.arange(len(keys))
+        for attempt in range(LOOKUPS):
+            shards, rows = self.index().locate([keys[p] for p in pending])
+            absent = shards < 0
+            if absent.any() and attempt == LOOKUPS - 1:
+                raise KeyError(f"{keys[pending[np.argmax(absent)]]} is not in the feature cache {self.path}")
+            # a listing taken while a compaction commits and removes can miss both copies: look again
+            vanished: list[np.ndarray] = [pending[absent]]
+            for shard_id in np.unique(shards[~absent]):
+                here = shards == shard_id
+                positions, shard_rows = pending[here], rows[here]
+                shard = self.index().shard_name(shard_id)
+                try:
+                    vectors = self._shard_rows(shard, shard_rows, None if out is None else out.shape[1])
+                except FileNotFoundError:
+                    if attempt == LOOKUPS - 1:
+                        raise
+                    vanished.append(positions)
+                    continue
+                if vectors is None:
+                    corrupt.extend(keys[p] for p in positions)
+                    self.index().forget(shard, shard_rows)
+                    continue
+                stored = self._keys(shard)[shard_rows]
+                if out is None:
+                    out = np.empty((len(keys), vectors.shape[1]), dtype=np.float32)
+                out[positions] = vectors
+                requested = np.array([keys[p].encode() for p in positions], dtype=stored["key"].dtype)
+                bad = (vector_checksums(vectors) != stored["crc32"]) | (stored["key"] != requested)
+                corrupt.extend(keys[p] for p in positions[bad])
+                self.index().forget(shard, shard_rows[bad])
+            pending = np.concatenate(vanished)
+            if not len(pending):
+                break
+            self.refresh()
         if out is None:
             out = np.empty((0, 0), dtype=np.float32)
         return out, corrupt
@@ -132,6 +147,8 @@ class Namespace:
             if vectors.ndim != 2 or len(vectors) != n_keys or (width is not None and vectors.shape[1] != width):
                 raise ValueError(f"vectors of shape {vectors.shape} for {n_keys} keys")
             return np.asarray(vectors[rows], dtype=np.float32)
+        except FileNotFoundError:
+            raise
         except (OSError, ValueError, EOFError) as error:
             warnings.warn(f"feature cache shard {self.path / shard} is unreadable ({error}); its vectors will be "
                           "recomputed (`featx cache verify --drop` removes it)", stacklevel=3)
@@ -142,6 +159,14 @@ class Namespace:
 
     def _load_keys(self, shard: str) -> np.ndarray:
         return np.load(self.path / f"{shard}{KEYS_SUFFIX}", allow_pickle=False)
+
+    def _readable_keys(self, shard: str) -> np.ndarray | None:
+        """A shard's keys, or None if its keys file is unreadable (reported by verify(), not trusted)."""
+        try:
+            rows = self._keys(shard)
+        except (OSError, ValueError, EOFError):
+            return None
+        return rows["key"] if rows.dtype == KEY_DTYPE and rows.ndim == 1 else None
 
     # -- writing ------------------------------------------------------------------------------------------
 
@@ -157,9 +182,7 @@ class Namespace:
         atomic_write(self.path / f"{shard}{VECTORS_SUFFIX}", lambda f: np.save(f, vectors, allow_pickle=False))
         # The keys file is the commit marker, so it is written last.
         atomic_write(self.path / f"{shard}{KEYS_SUFFIX}", lambda f: np.save(f, key_rows, allow_pickle=False))
-        if self._index is not None:
-            for row, key in enumerate(keys):
-                self._index[key] = (shard, row)
+        self._shared_index.add(shard, key_rows["key"])
         return shard
 
     # -- maintenance --------------------------------------------------------------------------------------
@@ -198,7 +221,7 @@ class Namespace:
             except (OSError, ValueError, EOFError) as error:
                 problems.append({"shard": shard, "key": None, "problem": f"unreadable shard: {error}"})
                 if drop:
-                    self._remove_shard(shard)
+                    self.remove_shard(shard)
                 continue
             bad = np.flatnonzero(vector_checksums(vectors) != keys["crc32"])
             problems.extend({"shard": shard, "key": keys["key"][row].decode(), "problem": "checksum mismatch"}
@@ -207,7 +230,7 @@ class Namespace:
                 good = np.setdiff1d(np.arange(len(keys)), bad)
                 if len(good):
                     self.write([k.decode() for k in keys["key"][good]], vectors[good])
-                self._remove_shard(shard)
+                self.remove_shard(shard)
         self._forget()
         return problems
 
@@ -226,16 +249,17 @@ class Namespace:
         cutoff, removed = time.time() - seconds, 0
         for shard in self.shard_names():
             if (self.path / f"{shard}{KEYS_SUFFIX}").stat().st_mtime < cutoff:
-                self._remove_shard(shard)
+                self.remove_shard(shard)
                 removed += 1
         self._forget()
         return removed
 
-    def _remove_shard(self, shard: str) -> None:
+    def remove_shard(self, shard: str) -> None:
+        """Uncommit (keys file first), then delete a shard's vectors."""
         (self.path / f"{shard}{KEYS_SUFFIX}").unlink(missing_ok=True)  # uncommit first
         (self.path / f"{shard}{VECTORS_SUFFIX}").unlink(missing_ok=True)
 
     def _forget(self) -> None:
-        self._index = None
+        self._synced = False
         self._vectors.cache_clear()
         self._keys.cache_clear()
