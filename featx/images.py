@@ -73,60 +73,67 @@ def describe(image: ImageInput) -> str:
     return f"<{type(image).__name__}>"
 
 
+def read_content(image: ImageInput, index: int = 0) -> bytes | Image.Image | np.ndarray:
+    """The one read of an input: a file's, URL's or tar member's bytes; in-memory inputs as they are.
+
+    Engines read each input once, in their decoding workers, and both key and decode what this returns.
+    """
+    if isinstance(image, str) and sources.is_url(image):
+        return _read_url(image, index)
+    if isinstance(image, (str, os.PathLike)):
+        with _open_file(image, index) as handle:
+            return handle.read()
+    if isinstance(image, (bytes, bytearray)):
+        return bytes(image)
+    if isinstance(image, (Image.Image, np.ndarray)):
+        return image
+    raise _unsupported_type(image, index)
+
+
+def hash_content(content: bytes | Image.Image | np.ndarray) -> str:
+    """sha256 of what :func:`read_content` returned: the bytes, or the pixels of PIL images and arrays."""
+    digest = hashlib.sha256()
+    if isinstance(content, Image.Image):
+        digest.update(f"PIL:{content.mode}:{content.size}".encode())
+        digest.update(content.tobytes())
+    elif isinstance(content, np.ndarray):
+        digest.update(f"array:{content.dtype.str}:{content.shape}".encode())
+        digest.update(np.ascontiguousarray(content).tobytes())
+    else:
+        digest.update(content)
+    return digest.hexdigest()
+
+
 def content_key(image: ImageInput, index: int = 0) -> str:
     """sha256 of the image's content: the file's bytes for paths and bytes, the pixels for PIL and arrays.
 
     The same file keyed as a path or as its bytes gets the same key, wherever it lives and whatever it is
     called, so renamed or copied files hit the cache.
     """
-    digest = hashlib.sha256()
-    if isinstance(image, str) and sources.is_url(image):
-        digest.update(_read_url(image, index))
-    elif isinstance(image, (str, os.PathLike)):
-        with _open_file(image, index) as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    elif isinstance(image, (bytes, bytearray)):
-        digest.update(image)
-    elif isinstance(image, Image.Image):
-        digest.update(f"PIL:{image.mode}:{image.size}".encode())
-        digest.update(image.tobytes())
-    elif isinstance(image, np.ndarray):
-        digest.update(f"array:{image.dtype.str}:{image.shape}".encode())
-        digest.update(np.ascontiguousarray(image).tobytes())
-    else:
-        raise _unsupported_type(image, index)
-    return digest.hexdigest()
+    return hash_content(read_content(image, index))
 
 
 def load_rgb(image: ImageInput, index: int = 0, max_pixels: int = MAX_PIXELS,
-             resize: int | None = None, reduced: bool = False) -> Image.Image:
+             resize: int | None = None, reduced: bool = False, source: str | None = None) -> Image.Image:
     """Decode any accepted input into an 8-bit RGB PIL image, EXIF orientation applied.
 
     An image with more than ``max_pixels`` pixels, or one that would have more once its short side is
     resized to ``resize``, is refused before it is decoded or resized (a 1 x 100,000 strip is small on
     disk but 25 gigapixels at a short side of 256). With ``reduced`` and ``resize``, a JPEG at least twice
     the size the resize needs is decoded at a reduced scale (libjpeg's DCT scaling, 1/2 to 1/8), never
-    below that size: a 12-megapixel photo decodes about 3x faster.
+    below that size: a 12-megapixel photo decodes about 3x faster. ``source`` names the input in errors
+    where ``image`` is content already read (see :func:`read_content`).
     """
-    source = describe(image)
-    if isinstance(image, np.ndarray):
-        image = _array_image(image, index)
-    if isinstance(image, Image.Image):
-        _check_size(image.width, image.height, index, source, max_pixels, resize)
-        return _to_rgb(image, index, source)
-    if isinstance(image, str) and sources.is_url(image):
-        data = _read_url(image, index)
-    elif isinstance(image, (str, os.PathLike)):
-        with _open_file(image, index) as handle:
-            data = handle.read()
-    elif isinstance(image, (bytes, bytearray)):
-        data = bytes(image)
-    else:
-        raise _unsupported_type(image, index)
-    if not data:
+    source = source or describe(image)
+    content = read_content(image, index)
+    if isinstance(content, np.ndarray):
+        content = _array_image(content, index, source)
+    if isinstance(content, Image.Image):
+        _check_size(content.width, content.height, index, source, max_pixels, resize)
+        return _to_rgb(content, index, source)
+    if not content:
         raise ImageError(index, source, "empty", "the file is empty (0 bytes)")
-    return _decode(data, index, source, max_pixels, resize, reduced)
+    return _decode(content, index, source, max_pixels, resize, reduced)
 
 
 def resized_size(width: int, height: int, resize: int) -> tuple[int, int]:
@@ -195,11 +202,10 @@ def _to_rgb(image: Image.Image, index: int, source: str) -> Image.Image:
 _ARRAY_MODES = {1: "L", 3: "RGB", 4: "RGBA"}
 
 
-def _array_image(array: np.ndarray, index: int) -> Image.Image:
+def _array_image(array: np.ndarray, index: int, source: str) -> Image.Image:
     """HxW or HxWxC (C = 1, 3, 4) arrays -> a PIL image of the same pixels, so that an array and the same
     pixels as a PIL image decode alike (alpha over white included). uint8 as is, uint16 scaled, floats
     must lie in [0, 1]."""
-    source = describe(array)
     if array.ndim == 2:
         array = array[:, :, None]
     if array.ndim != 3 or array.shape[2] not in _ARRAY_MODES:
@@ -254,10 +260,11 @@ def _read_url(url: str, index: int) -> bytes:
     try:
         return sources.read_bytes(url)
     except FileNotFoundError:
-        raise ImageError(index, url, "missing", "no such object or member") from None
+        what = "the table's cell is empty (null)" if url.startswith(sources.ROW_PREFIX) else "no such object or member"
+        raise ImageError(index, url, "missing", what) from None
     except PermissionError as error:
         raise ImageError(index, url, "permission", f"access denied ({error}); check the credentials") from None
-    except (OSError, ValueError, KeyError) as error:  # network, protocol and tar errors
+    except (OSError, ValueError, KeyError, IndexError) as error:  # network, protocol, tar and table errors
         raise ImageError(index, url, "unreadable", f"{type(error).__name__}: {error}") from None
 
 

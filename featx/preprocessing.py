@@ -70,14 +70,15 @@ class Preprocessing:
             [self.geometry(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean=list(self.mean), std=list(self.std))]
         )
 
-    def decode(self, image: Any, index: int = 0, max_pixels: int = MAX_PIXELS) -> torch.Tensor:
+    def decode(self, image: Any, index: int = 0, max_pixels: int = MAX_PIXELS, source: str | None = None
+               ) -> torch.Tensor:
         """Any accepted input -> ``3 x crop x crop`` uint8 tensor (what decoding workers produce).
 
         Images over ``max_pixels``, decoded or once resized, are refused (an :class:`ImageError`) before
-        anything that size is allocated.
+        anything that size is allocated. ``source`` names the input where ``image`` is its bytes, read.
         """
         reduced = self.decoding == "reduced"
-        return self.geometry()(load_rgb(image, index, max_pixels, resize=self.resize, reduced=reduced))
+        return self.geometry()(load_rgb(image, index, max_pixels, resize=self.resize, reduced=reduced, source=source))
 
     def geometry(self) -> Callable[[Image.Image], torch.Tensor]:
         """Resize and crop only: an RGB PIL image -> ``3 x crop x crop`` uint8 tensor.

@@ -174,3 +174,13 @@ def test_compaction_on_a_full_or_read_only_disk_fails_in_one_line_and_loses_noth
         reopened = fresh_namespace(disk)
         assert reopened.stats()["shards"] == 6
         np.testing.assert_array_equal(reopened.read([key(i) for i in range(12)])[0][:, 0], np.arange(12))
+
+
+def test_a_read_whose_shards_were_merged_away_finds_every_vector_in_the_requested_order(tmp_path):
+    namespace = FeatureCache(tmp_path).namespace(FINGERPRINT)
+    write_shards(namespace, list(range(10)), per_shard=5)
+    assert namespace.missing([key(i) for i in range(10)]) == []  # this instance's index knows both shards
+    compact(FeatureCache(tmp_path).namespace(FINGERPRINT))  # merged into one; the two are gone
+    order = [5, 0, 6, 1, 7, 2, 8, 3, 9, 4]  # alternating between the two vanished shards
+    X, corrupt = namespace.read([key(i) for i in order])
+    assert corrupt == [] and X[:, 0].tolist() == order

@@ -31,7 +31,8 @@ def test_on_error_raise_stops_with_a_message_naming_the_file(messy_folder, tmp_p
     result = featx_cli("extract", messy_folder, "--backbone", "tiny_backbone:TINY", "--weights", "none",
                        "--cache", tmp_path / "cache", "--on-error", "raise", "--quiet")
     assert result.returncode == 1
-    assert "featx: error: input" in result.stderr and "missing.jpg" in result.stderr
+    # the first bad file in input order among those read so far (here all of them: one batch)
+    assert "featx: error: input 0 " in result.stderr and "bomb.png" in result.stderr
 
 
 def test_folder_sources_take_labels_from_class_folders_and_write_npy(image_folder, tmp_path):

@@ -125,3 +125,41 @@ def test_decoders_are_sized_to_the_device_and_do_not_yield_beside_a_busy_neighbo
         for burner in burners:
             burner.kill()
             burner.wait()
+
+
+def test_each_image_is_read_once_in_the_workers_and_decoded_only_when_the_cache_lacks_it(tmp_path, monkeypatch):
+    from featx import PretrainedFeatures, images
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    paths = [str(folder / f"{i:02d}.png") for i in range(12)]
+    for i, path in enumerate(paths):
+        Image.fromarray(photo(i)).save(path)
+    log = tmp_path / "calls.log"
+
+    def logged(what, original, name_of):
+        def wrapper(*args, **kwargs):
+            with open(log, "a") as handle:  # one short appended line: atomic across worker processes
+                handle.write(f"{os.getpid()} {what} {name_of(args)}\n")
+            return original(*args, **kwargs)
+        return wrapper
+
+    monkeypatch.setattr(images, "_open_file", logged("read", images._open_file, lambda a: os.fspath(a[0])))
+    monkeypatch.setattr(images, "_decode", logged("decode", images._decode, lambda a: a[2]))
+
+    def run():
+        log.write_text("")
+        PretrainedFeatures("tiny", weights=None, cache_dir=tmp_path / "cache", batch_size=4,
+                           num_workers=2).fit_transform(paths)
+        calls = [line.split(" ", 2) for line in log.read_text().splitlines()]
+        assert all(int(pid) != os.getpid() for pid, _, _ in calls)  # the main process reads no image
+        return ([name for _, what, name in calls if what == "read"],
+                sorted(name for _, what, name in calls if what == "decode"))
+
+    reads, decodes = run()  # cold
+    assert sorted(reads) == paths and decodes == paths
+    reads, decodes = run()  # warm: read (to key) once, decoded never
+    assert sorted(reads) == paths and decodes == []
+    Image.fromarray(photo(99)).save(paths[5])  # a file changes under the same name
+    reads, decodes = run()
+    assert sorted(reads) == paths and decodes == [paths[5]]

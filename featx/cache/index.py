@@ -24,9 +24,8 @@ _NIBBLE_SHIFTS = np.arange(60, -1, -4, dtype=np.uint64)
 
 
 def digests(keys: np.ndarray | Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """(high, low) uint64 halves of each key's 128-bit digest; ``keys`` as str or fixed-width bytes."""
-    raw = np.ascontiguousarray(keys if isinstance(keys, np.ndarray) else [
-        k.encode() if isinstance(k, str) else k for k in keys], dtype="S64")
+    """(high, low) uint64 halves of each key's 128-bit digest; ``keys`` as (ASCII) str or fixed-width bytes."""
+    raw = np.ascontiguousarray(keys, dtype="S64")
     if raw.size == 0:
         return np.empty(0, np.uint64), np.empty(0, np.uint64)
     chars = raw.view(np.uint8).reshape(len(raw), 64)
@@ -38,6 +37,25 @@ def digests(keys: np.ndarray | Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         digest = hashlib.blake2b(bytes(raw[i]), digest_size=16).digest()
         high[i], low[i] = int.from_bytes(digest[:8], "big"), int.from_bytes(digest[8:], "big")
     return high, low
+
+
+class DigestSet:
+    """A snapshot of the keys an index holds, 16 bytes a key and quick to pickle: what decoding workers
+    test ``key in known`` against to skip decoding what the cache has."""
+
+    def __init__(self, high: np.ndarray, low: np.ndarray):
+        order = np.lexsort((low, high))
+        self._high, self._low = high[order], low[order]
+
+    def __contains__(self, key: object) -> bool:
+        if not isinstance(key, str):
+            return False
+        high, low = digests([key])
+        start, stop = np.searchsorted(self._high, high[0], "left"), np.searchsorted(self._high, high[0], "right")
+        return bool((self._low[start:stop] == low[0]).any())
+
+    def __len__(self) -> int:
+        return len(self._high)
 
 
 class KeyIndex:
@@ -103,6 +121,12 @@ class KeyIndex:
                         break
                     stop += 1
         return shards, rows
+
+    def snapshot(self) -> DigestSet:
+        """The keys held now (those whose rows are trusted)."""
+        with self._lock:
+            live = self._shard >= 0
+            return DigestSet(self._high[live], self._low[live])
 
     def shard_name(self, shard_id: int) -> str:
         return self._shard_names[shard_id]

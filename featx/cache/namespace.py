@@ -27,10 +27,11 @@ from featx.cache.files import (
     atomic_write,
     vector_checksums,
 )
-from featx.cache.index import KeyIndex, shared_index
+from featx.cache.index import DigestSet, KeyIndex, shared_index
 from featx.errors import OutputError, ParameterError
 
 LOOKUPS = 10
+MAPPED_KEYS_BYTES = 1 << 20
 
 
 class Namespace:
@@ -88,6 +89,10 @@ class Namespace:
         shards, _ = self.index().locate(distinct)
         return [distinct[i] for i in np.flatnonzero(shards < 0)]
 
+    def known(self) -> DigestSet:
+        """The keys stored now, as a snapshot decoding workers can test with ``in``."""
+        return self.index().snapshot()
+
     def read(self, keys: Sequence[str]) -> tuple[np.ndarray, list[str]]:
         """Vectors for ``keys`` (all present), and the keys whose stored vector failed its checksum.
 
@@ -99,16 +104,18 @@ class Namespace:
         """
         out: np.ndarray | None = None
         corrupt: list[str] = []
+        encoded = np.asarray(keys, dtype=KEY_DTYPE["key"])
         pending = np.arange(len(keys))
         for attempt in range(LOOKUPS):
-            shards, rows = self.index().locate([keys[p] for p in pending])
+            shards, rows = self.index().locate(encoded[pending])
             absent = shards < 0
             if absent.any() and attempt == LOOKUPS - 1:
                 raise KeyError(f"{keys[pending[np.argmax(absent)]]} is not in the feature cache {self.path}")
             # a listing taken while a compaction commits and removes can miss both copies: look again
             vanished: list[np.ndarray] = [pending[absent]]
-            for shard_id in np.unique(shards[~absent]):
-                here = shards == shard_id
+            order = np.argsort(shards, kind="stable")[np.count_nonzero(absent):]  # grouped by shard
+            ids, starts = np.unique(shards[order], return_index=True)
+            for shard_id, here in zip(ids, np.split(order, starts[1:])):
                 positions, shard_rows = pending[here], rows[here]
                 shard = self.index().shard_name(shard_id)
                 try:
@@ -123,14 +130,16 @@ class Namespace:
                     self.index().forget(shard, shard_rows)
                     continue
                 stored = self._keys(shard)[shard_rows]
-                if out is None:
+                if out is None and len(positions) == len(keys):
+                    out = vectors  # one shard holds them all: no second copy
+                elif out is None:
                     out = np.empty((len(keys), vectors.shape[1]), dtype=np.float32)
-                out[positions] = vectors
-                requested = np.array([keys[p].encode() for p in positions], dtype=stored["key"].dtype)
-                bad = (vector_checksums(vectors) != stored["crc32"]) | (stored["key"] != requested)
+                if out is not vectors:
+                    out[positions] = vectors
+                bad = (vector_checksums(vectors) != stored["crc32"]) | (stored["key"] != encoded[positions])
                 corrupt.extend(keys[p] for p in positions[bad])
                 self.index().forget(shard, shard_rows[bad])
-            pending = np.concatenate(vanished)
+            pending = np.sort(np.concatenate(vanished))  # ascending: one shard holding all is then `out` itself
             if not len(pending):
                 break
             self.refresh()
@@ -158,7 +167,11 @@ class Namespace:
         return np.load(self.path / f"{shard}{VECTORS_SUFFIX}", mmap_mode="r", allow_pickle=False)
 
     def _load_keys(self, shard: str) -> np.ndarray:
-        return np.load(self.path / f"{shard}{KEYS_SUFFIX}", allow_pickle=False)
+        """A job's small keys file is read whole (quicker than mapping it); a compacted one is mapped, so
+        that an open namespace keeps no copy of its keys beside the index."""
+        path = self.path / f"{shard}{KEYS_SUFFIX}"
+        mapped = path.stat().st_size > MAPPED_KEYS_BYTES
+        return np.load(path, mmap_mode="r" if mapped else None, allow_pickle=False)
 
     def _readable_keys(self, shard: str) -> np.ndarray | None:
         """A shard's keys, or None if its keys file is unreadable (reported by verify(), not trusted)."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Protocol, Sequence
+from typing import Any, Container, Iterable, Mapping, Protocol, Sequence
 
 import numpy as np
 
@@ -18,6 +18,9 @@ class Store(Protocol):
 
     def missing(self, keys: Iterable[str]) -> list[str]:
         """The distinct keys that have no vector here, in first-seen order."""
+
+    def known(self) -> Container[str]:
+        """The keys stored now, as a small picklable snapshot that decoding workers test with ``in``."""
 
     def write(self, keys: Sequence[str], vectors: np.ndarray) -> object:
         """Store ``vectors`` (len(keys), d) under ``keys``, all or nothing."""
@@ -35,6 +38,9 @@ class MemoryNamespace:
 
     def missing(self, keys: Iterable[str]) -> list[str]:
         return [key for key in dict.fromkeys(keys) if key not in self._vectors]
+
+    def known(self) -> frozenset[str]:
+        return frozenset(self._vectors)
 
     def write(self, keys: Sequence[str], vectors: np.ndarray) -> None:
         for key, vector in zip(keys, np.asarray(vectors, dtype=np.float32)):

@@ -30,8 +30,9 @@ class Filled:
 class Engine(Protocol):
     """Key every input, compute what ``store`` lacks (once per distinct content), commit it batch by batch.
 
-    Inputs sharing a failed content all fail. With ``fail_fast`` the first failure is raised (unreadable
-    inputs before any computing; a decoding failure after its batch's good vectors are stored). Images over
+    Inputs sharing a failed content all fail. With ``fail_fast`` the first failure is raised once the
+    vectors decoded before it are stored. Each input is read once (where the engine runs its decoders) and
+    decoded only if the store lacks its content. Images over
     ``max_pixels``, decoded or resized, fail one by one (kinds ``decompression_bomb`` and ``too_large``).
     """
 

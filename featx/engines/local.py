@@ -1,11 +1,12 @@
-"""The local engine: DataLoader workers decode, the network runs batched in this process, each finished
-batch is committed to the store at once (so an interrupted job keeps its work)."""
+"""The local engine: DataLoader workers read each input once, key it by its content and decode it only
+if the store lacks that key; the network runs in full batches in this process, and each batch is committed
+to the store at once (so an interrupted job keeps its work)."""
 
 from __future__ import annotations
 
 import os
 import time
-from typing import Any, Iterator, Sequence
+from typing import Any, Container, Iterator, Sequence
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -13,15 +14,15 @@ from tqdm.auto import tqdm
 
 from featx.cache import Store
 from featx.engines.base import Filled
-from featx.engines.plan import content_keys, first_missing, plan
+from featx.engines.plan import first_missing, spread_failures
 from featx.errors import ImageError
-from featx.images import MAX_PIXELS, ImageInput
+from featx.images import MAX_PIXELS, ImageInput, describe, hash_content, read_content
 from featx.network import FrozenNetwork
 from featx.preprocessing import Preprocessing
 
 
 class LocalEngine:
-    """Decode in DataLoader worker processes, run the network here. See :class:`featx.engines.Engine`."""
+    """Read, key and decode in DataLoader worker processes, run the network here. See :class:`featx.engines.Engine`."""
 
     def fill(
         self,
@@ -35,17 +36,9 @@ class LocalEngine:
         fail_fast: bool = False,
         max_pixels: int = MAX_PIXELS,
     ) -> Filled:
-        keys, unreadable = content_keys(images, progress=progress)
-        if fail_fast and unreadable:
-            raise unreadable[0]
-        todo = plan(keys, unreadable, store)
         with tqdm(total=len(images), disable=not progress, unit="img", desc=network.backbone.name) as bar:
-            bar.update(todo.n_cached + len(unreadable))
-            n_computed, decode_errors = compute(
-                images, keys, todo.todo, network, store, batch_size=batch_size, num_workers=num_workers,
-                progress=bar, fail_fast=fail_fast, n_cached=todo.n_cached, max_pixels=max_pixels,
-            )
-        return todo.finish(decode_errors, n_computed)
+            return run(images, network, store, batch_size=batch_size, num_workers=num_workers, progress=bar,
+                       fail_fast=fail_fast, max_pixels=max_pixels)
 
 
 def compute_missing(
@@ -53,15 +46,13 @@ def compute_missing(
     max_pixels: int = MAX_PIXELS,
 ) -> int:
     """Compute, in this process, the vectors of ``keys`` the store lacks (a re-read after a checksum failure)."""
-    computed, _ = compute(images, keys, first_missing(keys, set(store.missing(keys))), network, store,
-                          batch_size=batch_size, num_workers=0, max_pixels=max_pixels)
-    return computed
+    todo = first_missing(keys, set(store.missing(keys)))
+    return run([images[i] for i in todo], network, store, batch_size=batch_size, num_workers=0,
+               max_pixels=max_pixels).n_computed
 
 
-def compute(
+def run(
     images: Sequence[ImageInput],
-    keys: Sequence[str | None],
-    todo: Sequence[int],
     network: FrozenNetwork,
     store: Store,
     *,
@@ -69,40 +60,89 @@ def compute(
     num_workers: int | None = None,
     progress: tqdm | None = None,
     fail_fast: bool = False,
-    n_cached: int = 0,
     max_pixels: int = MAX_PIXELS,
-) -> tuple[int, list[ImageError]]:
-    """Run the network on the inputs at indices ``todo``, storing each batch under their ``keys``.
+) -> Filled:
+    """Key every input and compute what ``store`` lacks, once per distinct content, in full batches.
 
-    Returns the number of vectors computed and the decoding failures, each naming its input. With
-    ``fail_fast`` the first failure is raised, after the good vectors of its batch are stored.
+    With ``fail_fast`` the first failure is raised once the vectors decoded before it are stored.
     """
-    if not todo:
-        return 0, []
-    network.prepare(len(todo), batch_size)
-    workers = default_num_workers(len(todo), batch_size, network.device) if num_workers is None else num_workers
+    workers = default_num_workers(len(images), batch_size, network.device) if num_workers is None else num_workers
     loader = DataLoader(
-        _Decode([(i, images[i]) for i in todo], network.preprocessing, max_pixels),
+        _ReadKeyDecode(images, store.known(), network.preprocessing, max_pixels),
         batch_size=batch_size,
         num_workers=workers,
-        collate_fn=_collate,
+        collate_fn=list,
         pin_memory=network.device.type == "cuda",
         prefetch_factor=4 if workers else None,
         persistent_workers=False,
         worker_init_fn=_yield_to_the_network if workers and _decoders_should_yield(network.device) else None,
     )
-    computed, errors = 0, []
-    for indices, batch, batch_errors in _iterate(loader):
-        errors.extend(batch_errors)
-        if batch is not None:
-            store.write([keys[i] for i in indices], network(batch))
-            computed += len(indices)
-        if fail_fast and batch_errors:
-            raise batch_errors[0]
+    keys: list[str | None] = [None] * len(images)
+    unreadable: list[ImageError] = []
+    decode_errors: list[ImageError] = []
+    batches = _Batches(network, store, batch_size)
+    n_cached = n_seen = n_decoded = 0
+    for samples in _iterate(loader):
+        for index, key, result in samples:
+            keys[index] = key
+            if isinstance(result, ImageError):
+                (unreadable if key is None else decode_errors).append(result)
+            elif result is None:
+                n_cached += 1
+            else:
+                batches.add(key, result)
+                n_decoded += 1
+        n_seen += len(samples)
+        batches.commit_full(expected=round(len(images) * n_decoded / n_seen))
+        if fail_fast and (unreadable or decode_errors):
+            batches.commit_all()
+            raise min(unreadable + decode_errors, key=lambda e: e.index)
         if progress is not None:
-            progress.update(len(indices) + len(batch_errors))
-            progress.set_postfix(cached=n_cached, computed=computed, failed=len(errors), refresh=False)
-    return computed, errors
+            progress.update(len(samples))
+            progress.set_postfix(cached=n_cached, computed=batches.computed,
+                                 failed=len(unreadable) + len(decode_errors), refresh=False)
+    batches.commit_all()
+    errors = sorted(unreadable + spread_failures(decode_errors, keys), key=lambda e: e.index)
+    return Filled(keys, errors, n_cached, batches.computed)
+
+
+class _Batches:
+    """Decoded images gathered into full batches, each distinct content once; each batch is run through
+    the network and committed to the store as soon as it is full."""
+
+    def __init__(self, network: FrozenNetwork, store: Store, batch_size: int):
+        self.network, self.store, self.batch_size = network, store, batch_size
+        self.computed = 0
+        self._keys: list[str] = []
+        self._pixels: list[torch.Tensor] = []
+        self._taken: set[str] = set()
+        self._prepared, self._expected = False, 0
+
+    def add(self, key: str, pixels: torch.Tensor) -> None:
+        if key not in self._taken:  # the same content twice in one run: computed once
+            self._taken.add(key)
+            self._keys.append(key)
+            self._pixels.append(pixels)
+
+    def commit_full(self, expected: int) -> None:
+        """Commit every full batch; ``expected`` estimates how many images this job computes in all (the
+        network compiles, or not, for that number before its first batch)."""
+        self._expected = expected
+        while len(self._keys) >= self.batch_size:
+            self._commit(self.batch_size)
+
+    def commit_all(self) -> None:
+        while self._keys:
+            self._commit(self.batch_size)
+
+    def _commit(self, n: int) -> None:
+        if not self._prepared:
+            self.network.prepare(max(self._expected, len(self._keys)), self.batch_size)
+            self._prepared = True
+        keys, pixels = self._keys[:n], self._pixels[:n]
+        del self._keys[:n], self._pixels[:n]
+        self.store.write(keys, self.network(torch.stack(pixels)))
+        self.computed += len(keys)
 
 
 def default_num_workers(n_images: int, batch_size: int, device: torch.device = torch.device("cpu")) -> int:
@@ -141,28 +181,30 @@ def busy_share_of_others(window_s: float = 0.2) -> float:
     return (after[0] - before[0]) / total if total else 0.0
 
 
-class _Decode(Dataset):
-    """Decoding, resizing and cropping (to uint8), run in DataLoader workers so the network never waits on PIL."""
+class _ReadKeyDecode(Dataset):
+    """One input: read once, keyed by its content, and decoded (to a uint8 ``3 x crop x crop`` tensor)
+    only if its key is not in ``known``. Runs in DataLoader workers, so the network never waits on I/O or PIL."""
 
-    def __init__(self, items: Sequence[tuple[int, ImageInput]], preprocessing: Preprocessing, max_pixels: int):
-        self.items, self.preprocessing, self.max_pixels = items, preprocessing, max_pixels
+    def __init__(self, images: Sequence[ImageInput], known: Container[str], preprocessing: Preprocessing,
+                 max_pixels: int):
+        self.images, self.known, self.preprocessing, self.max_pixels = images, known, preprocessing, max_pixels
 
     def __len__(self) -> int:
-        return len(self.items)
+        return len(self.images)
 
-    def __getitem__(self, position: int) -> tuple[int, torch.Tensor | ImageError]:
-        index, image = self.items[position]
+    def __getitem__(self, index: int) -> tuple[int, str | None, torch.Tensor | ImageError | None]:
+        image = self.images[index]
         try:
-            return index, self.preprocessing.decode(image, index, self.max_pixels)
+            content = read_content(image, index)
+            key = hash_content(content)
         except ImageError as error:
-            return index, error
-
-
-def _collate(samples: list[tuple[int, Any]]) -> tuple[list[int], torch.Tensor | None, list[ImageError]]:
-    good = [(i, t) for i, t in samples if isinstance(t, torch.Tensor)]
-    errors = [t for _, t in samples if isinstance(t, ImageError)]
-    batch = torch.stack([t for _, t in good]) if good else None
-    return [i for i, _ in good], batch, errors
+            return index, None, error
+        if key in self.known:
+            return index, key, None
+        try:
+            return index, key, self.preprocessing.decode(content, index, self.max_pixels, source=describe(image))
+        except ImageError as error:
+            return index, key, error
 
 
 def _yield_to_the_network(worker_id: int) -> None:
