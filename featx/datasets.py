@@ -1,7 +1,8 @@
 """Manifests: where the images of a job are and what their labels are.
 
 A SOURCE is a folder or a CSV / Parquet file with a ``path`` column and optional ``label`` and ``split``
-columns; relative paths resolve against its folder.
+columns; relative paths resolve against its folder. A Parquet table may instead hold the images themselves,
+encoded, in an ``image`` column (bytes, or Hugging Face's ``{"bytes", "path"}`` struct).
 
 Folders, as they really are:
 
@@ -77,10 +78,29 @@ def _read_table(source: str) -> pd.DataFrame:
         raise ParameterError(f"{source}: a manifest must be .csv, .tsv or .parquet (or pass a folder)")
     try:
         if suffix == ".parquet":
-            return pd.read_parquet(source)
+            return _read_parquet(source)
         return pd.read_csv(source, sep="\t" if suffix == ".tsv" else ",", dtype={"path": str})
     except (ValueError, OSError, ImportError) as error:  # pandas' and pyarrow's parse errors are ValueErrors
         raise ParameterError(f"{source}: cannot read the manifest ({type(error).__name__}: {error})") from None
+
+
+def _read_parquet(source: str) -> pd.DataFrame:
+    """A Parquet manifest; in a table of encoded images (no ``path`` column, an ``image`` column of bytes)
+    each row is named ``row://image/ROW::TABLE`` and the images themselves are not read here."""
+    import fsspec
+    import pyarrow.parquet as pq
+
+    with fsspec.open(source, "rb") as handle:
+        file = pq.ParquetFile(handle)
+        names = file.schema_arrow.names
+        column = None if "path" in names else sources.image_column(file.schema_arrow, source)
+        if column is None:
+            return file.read().to_pandas()
+        others = file.read(columns=[n for n in names if n != column]).to_pandas() if len(names) > 1 else None
+        n_rows = file.metadata.num_rows
+    table = source if sources.is_url(source) else os.path.abspath(source)
+    frame = pd.DataFrame({"path": [sources.row_path(table, column, row) for row in range(n_rows)]})
+    return frame if others is None else pd.concat([frame, others.reset_index(drop=True)], axis=1)
 
 
 def is_features_file(path: str | os.PathLike) -> bool:

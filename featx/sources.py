@@ -2,12 +2,14 @@
 
 - a local path: ``/data/cat.jpg``;
 - an fsspec URL: ``s3://bucket/cat.jpg``, ``gs://...``, ``https://...``, ``file:///...``;
-- a member of a tar shard (WebDataset), in fsspec's chained form: ``tar://000042.jpg::s3://bucket/shard-0007.tar``.
+- a member of a tar shard (WebDataset), in fsspec's chained form: ``tar://000042.jpg::s3://bucket/shard-0007.tar``;
+- a cell of a Parquet table whose image column holds encoded bytes (a Hugging Face dataset's ``image``
+  struct, for example), in the same form: ``row://image/42::/data/train.parquet`` (column ``image``, row 42).
 
 Credentials and endpoints come the standard way (``AWS_*`` variables including ``AWS_ENDPOINT_URL``,
 ``GOOGLE_APPLICATION_CREDENTIALS``, fsspec's configuration files). A shard is indexed once per process
 (its tar headers only) and its members are then read by range, so decoding workers read each image's
-bytes themselves.
+bytes themselves. A table's row group is read once per worker, as its rows come in order.
 """
 
 from __future__ import annotations
@@ -17,10 +19,12 @@ import json
 import os
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}
 TAR_PREFIX = "tar://"
+ROW_PREFIX = "row://"
 
 
 def is_url(path: str) -> bool:
@@ -38,6 +42,8 @@ def read_bytes(path: str) -> bytes:
     if path.startswith(TAR_PREFIX):
         member, _, shard = path[len(TAR_PREFIX):].partition("::")
         return _shard(shard).cat_file(member)
+    if path.startswith(ROW_PREFIX):
+        return _table_cell(path)
     with fsspec.open(path, "rb") as handle:
         return handle.read()
 
@@ -111,3 +117,66 @@ def _label(index: Any, members: dict[str, str]) -> Any:
         if isinstance(meta, dict):
             return next((str(meta[k]) for k in ("label", "cls", "class") if k in meta), None)
     return None
+
+
+# -- Parquet tables of encoded images --------------------------------------------------------------------
+
+def row_path(table: str, column: str, row: int) -> str:
+    return f"{ROW_PREFIX}{column}/{row}::{table}"
+
+
+def image_column(schema: Any, source: str) -> str | None:
+    """The column of encoded images in a table without a ``path`` column: ``image`` or the only column of
+    binary values or of structs with a binary ``bytes`` field (Hugging Face's Image feature)."""
+    import pyarrow as pa
+
+    def holds_bytes(field: Any) -> bool:
+        kind = field.type
+        if pa.types.is_struct(kind):
+            return kind.get_field_index("bytes") >= 0 and holds_bytes(kind.field("bytes"))
+        return pa.types.is_binary(kind) or pa.types.is_large_binary(kind)
+
+    candidates = [field.name for field in schema if holds_bytes(field)]
+    if "image" in schema.names and "image" not in candidates:
+        raise ValueError(f"{source}: its 'image' column holds {schema.field('image').type}, not encoded image "
+                         "bytes; name a column of paths 'path'")
+    if "image" in candidates:
+        return "image"
+    if len(candidates) > 1:
+        raise ValueError(f"{source} has several columns of bytes {candidates} and no 'path' or 'image' column; "
+                         "rename the one that holds the images to 'image'")
+    return candidates[0] if candidates else None
+
+
+def _table_cell(path: str) -> bytes:
+    """One cell's bytes (FileNotFoundError for an empty cell, IndexError past the end)."""
+    location, _, table = path[len(ROW_PREFIX):].partition("::")
+    column, _, row_text = location.rpartition("/")
+    file, starts = _table(table)
+    row = int(row_text)
+    group = max(0, int(np.searchsorted(starts, row, side="right")) - 1)
+    if row < 0 or row >= starts[-1]:
+        raise IndexError(f"row {row} is outside the table's {starts[-1]} rows")
+    value = _row_group(table, column, group)[row - starts[group]]
+    if isinstance(value, dict):
+        value = value.get("bytes")
+    if value is None:
+        raise FileNotFoundError(f"the cell of column {column!r} is empty")
+    return value
+
+
+@functools.lru_cache(maxsize=8)
+def _table(table: str) -> tuple[Any, np.ndarray]:
+    """The open table and the first row of each row group (plus the row count at the end)."""
+    import fsspec
+    import pyarrow.parquet as pq
+
+    file = pq.ParquetFile(fsspec.open(table, "rb").open())
+    sizes = [file.metadata.row_group(i).num_rows for i in range(file.num_row_groups)]
+    return file, np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+
+
+@functools.lru_cache(maxsize=2)
+def _row_group(table: str, column: str, group: int) -> list[Any]:
+    """One row group of the image column, as Python values: a worker reads its rows in order."""
+    return _table(table)[0].read_row_group(group, columns=[column]).column(0).to_pylist()

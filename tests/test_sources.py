@@ -131,3 +131,57 @@ def test_shards_with_a_corrupt_member_and_a_non_image_name_shard_and_member(tmp_
     X, meta = load_features(out)
     assert meta["label"].tolist() == ["cat", "cat", "dog"]
     assert_same_vectors(X, local_vectors(good))  # the bad samples changed the batches
+
+
+# -- Parquet tables of encoded images ---------------------------------------------------------------------
+
+def image_table(path, cells, labels, row_group_size=2, struct=True):
+    """A Parquet table like a Hugging Face dataset's: an ``image`` struct {bytes, path} and a label."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    images = [{"bytes": cell, "path": f"{i}.png"} for i, cell in enumerate(cells)] if struct else cells
+    pq.write_table(pa.table({"image": images, "label": labels}), path, row_group_size=row_group_size)
+    return path
+
+
+def test_a_parquet_table_of_encoded_images_gives_the_files_vectors_and_names_its_bad_cells(tmp_path):
+    good = [encode(photo(seed)) for seed in range(4)]
+    cells = [good[0], good[1], None, b"not a picture", good[2], good[3]]
+    table = image_table(tmp_path / "train.parquet", cells, ["cat", "dog", "cat", "dog", "cat", "dog"])
+    out = tmp_path / "x.parquet"
+    result = featx_cli("extract", table, *TINY, "--cache", tmp_path / "cache", "--out", out)
+    assert result.returncode == 0, result.stderr
+    listed = pd.read_csv(out.with_suffix(".errors.csv"))
+    assert dict(zip(listed["path"], listed["kind"])) == {f"row://image/2::{table}": "missing",
+                                                         f"row://image/3::{table}": "not_an_image"}
+    assert "cell is empty" in listed.set_index("kind").loc["missing", "message"]
+    X, meta = load_features(out)
+    assert meta["label"].tolist() == ["cat", "dog", "cat", "dog"]
+    assert meta["path"].tolist()[-1] == f"row://image/5::{table}"
+    assert_same_vectors(X, local_vectors(good))  # the failed cells changed the batches
+
+
+@pytest.mark.parametrize("columns, message", [
+    ({"a": [b"x"], "b": [b"y"]}, "several columns of bytes ['a', 'b']"),
+    ({"image": ["cat.jpg"]}, "'image' column holds string, not encoded image bytes"),
+])
+def test_a_table_whose_image_column_is_unclear_is_refused_in_one_line(tmp_path, columns, message):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table(columns), tmp_path / "t.parquet")
+    result = featx_cli("extract", tmp_path / "t.parquet", *TINY, "--cache", tmp_path / "cache")
+    assert result.returncode == 1 and message in result.stderr and "Traceback" not in result.stderr, result.stderr
+
+
+def test_a_table_of_plain_bytes_on_s3_gives_the_same_vectors(s3, tmp_path):
+    good = [encode(photo(seed)) for seed in range(3)]
+    image_table(tmp_path / "t.parquet", good, ["a", "b", "c"], struct=False)
+    s3.put(str(tmp_path / "t.parquet"), "bucket/tables/t.parquet")
+    out = tmp_path / "x.npy"
+    result = featx_cli("extract", "s3://bucket/tables/t.parquet", *TINY, "--cache", tmp_path / "cache", "--out", out)
+    assert result.returncode == 0, result.stderr
+    X, meta = load_features(out)
+    assert meta["path"][0] == "row://image/0::s3://bucket/tables/t.parquet"
+    np.testing.assert_array_equal(X, local_vectors(good))
