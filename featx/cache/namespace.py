@@ -34,6 +34,13 @@ LOOKUPS = 10
 MAPPED_KEYS_BYTES = 1 << 20
 
 
+def contiguous(indices: np.ndarray) -> slice | np.ndarray:
+    """A slice for ascending consecutive indices (a bulk read in storage order copies, not gathers)."""
+    if len(indices) and indices[-1] - indices[0] + 1 == len(indices) and (np.diff(indices) == 1).all():
+        return slice(int(indices[0]), int(indices[-1]) + 1)
+    return indices
+
+
 class Namespace:
     """The vectors of one extractor fingerprint inside a :class:`FeatureCache`."""
 
@@ -129,17 +136,16 @@ class Namespace:
                     corrupt.extend(keys[p] for p in positions)
                     self.index().forget(shard, shard_rows)
                     continue
-                stored = self._keys(shard)[shard_rows]
-                if out is None and len(positions) == len(keys):
-                    out = vectors  # one shard holds them all: no second copy
-                elif out is None:
+                stored = self._keys(shard)[contiguous(shard_rows)]
+                if out is None:
                     out = np.empty((len(keys), vectors.shape[1]), dtype=np.float32)
-                if out is not vectors:
-                    out[positions] = vectors
-                bad = (vector_checksums(vectors) != stored["crc32"]) | (stored["key"] != encoded[positions])
+                target = contiguous(positions)
+                out[target] = vectors  # rows stored in the order asked: one memcpy from the mapped file
+                copied = out[target] if isinstance(target, slice) else vectors
+                bad = (vector_checksums(copied) != stored["crc32"]) | (stored["key"] != encoded[positions])
                 corrupt.extend(keys[p] for p in positions[bad])
                 self.index().forget(shard, shard_rows[bad])
-            pending = np.sort(np.concatenate(vanished))  # ascending: one shard holding all is then `out` itself
+            pending = np.sort(np.concatenate(vanished))
             if not len(pending):
                 break
             self.refresh()
@@ -155,7 +161,7 @@ class Namespace:
             n_keys = len(self._keys(shard))
             if vectors.ndim != 2 or len(vectors) != n_keys or (width is not None and vectors.shape[1] != width):
                 raise ValueError(f"vectors of shape {vectors.shape} for {n_keys} keys")
-            return np.asarray(vectors[rows], dtype=np.float32)
+            return np.asarray(vectors[contiguous(rows)], dtype=np.float32)  # a slice: a view, copied once by read()
         except FileNotFoundError:
             raise
         except (OSError, ValueError, EOFError) as error:
