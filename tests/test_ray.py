@@ -92,3 +92,26 @@ def test_a_worker_whose_network_differs_from_the_drivers_fingerprint_refuses_to_
         _Embed(driver.spec, foreign, str(tmp_path), threads=1)
     assert not list(tmp_path.iterdir())
     _Embed(driver.spec, driver.fingerprint, str(tmp_path), threads=1)  # the matching one starts
+
+
+def test_a_ray_decoding_task_reads_each_image_once_and_decodes_only_what_the_cache_lacks(image_folder, monkeypatch):
+    from featx import images
+    from featx.engines.ray import _read_key_decode_batch
+    from featx.images import MAX_PIXELS, content_key
+
+    paths = sorted(str(p) for p in image_folder.rglob("*.png"))
+    known = frozenset({content_key(paths[0]), content_key(paths[3])})
+    calls = []
+    original_open, original_decode = images._open_file, images._decode
+    monkeypatch.setattr(images, "_open_file", lambda path, index: calls.append(("read", str(path))) or
+                        original_open(path, index))
+    monkeypatch.setattr(images, "_decode", lambda data, index, source, *rest: calls.append(("decode", source)) or
+                        original_decode(data, index, source, *rest))
+    preprocessing = FrozenNetwork(TINY, weights=None).preprocessing
+    batch = _read_key_decode_batch({"index": np.arange(len(paths)), "path": np.array(paths, dtype=object)},
+                                   preprocessing, MAX_PIXELS, known)
+    assert [p for what, p in calls if what == "read"] == paths
+    assert [p for what, p in calls if what == "decode"] == [p for i, p in enumerate(paths) if i not in (0, 3)]
+    assert [pixels.shape for pixels in batch["pixels"]] == [(0, 0, 0), *[(3, 32, 32)] * 2, (0, 0, 0),
+                                                            *[(3, 32, 32)] * 2]
+    assert list(batch["key"]) == [content_key(p) for p in paths]

@@ -1,8 +1,9 @@
-"""The batch job on Ray Data: hash and decode in CPU tasks, run the frozen network in an actor pool.
+"""The batch job on Ray Data: read, key and decode in CPU tasks, run the frozen network in an actor pool.
 
     featx extract SOURCE --backbone resnet50 --cache /shared/cache --engine ray [--ray-address ADDR]
 
-The unit of work is the local engine's: a batch of decoded images -> ``FrozenNetwork`` -> one atomic
+The unit of work is the local engine's: each image read once, in a CPU task, keyed by its content and
+decoded only if the cache lacks that key; a batch of decoded images -> ``FrozenNetwork`` -> one atomic
 ``Namespace.write`` into the on-disk cache. So a re-run computes only what is missing, a killed run keeps
 its finished shards, and everything downstream reads the same namespaces. Every node must see the cache
 directory (shared storage) and the image paths. Ray stays optional: ``pip install 'featx[ray]'``.
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Container, Sequence
 
 import numpy as np
 import torch
@@ -20,9 +21,9 @@ import torch
 from featx.cache import FeatureCache, Namespace, Store
 from featx.datasets import load_manifest
 from featx.engines.base import Filled
-from featx.engines.plan import plan
+from featx.engines.plan import spread_failures
 from featx.errors import FeatxError, ImageError, ParameterError
-from featx.images import MAX_PIXELS, content_key
+from featx.images import MAX_PIXELS, hash_content, read_content
 from featx.job import JobSummary, run_extract_job
 from featx.network import FrozenNetwork, NetworkSpec
 from featx.preprocessing import Preprocessing
@@ -53,31 +54,28 @@ def _failure_columns(errors: Sequence[ImageError | None]) -> dict[str, np.ndarra
     }
 
 
-def _hash_batch(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Content keys, as the local engine computes them; unreadable inputs get an empty key and a reason."""
-    keys, errors = [], []
+NOTHING = np.zeros((0, 0, 0), dtype=np.uint8)  # the pixels of a row that needs no computing
+
+
+def _read_key_decode_batch(batch: dict[str, np.ndarray], preprocessing: Preprocessing, max_pixels: int,
+                           known: Container[str]) -> dict[str, np.ndarray]:
+    """Read each image once, key it, and decode (resize, crop to uint8) only what ``known`` lacks; rows
+    that are cached or failed carry empty pixels, so nothing but keys travels for them."""
+    keys, pixels, errors = [], [], []
     for index, path in zip(batch["index"], batch["path"]):
+        key, decoded, error = "", NOTHING, None
         try:
-            keys.append(content_key(str(path), int(index)))
-            errors.append(None)
-        except ImageError as error:
-            keys.append("")
-            errors.append(error)
-    return {"index": batch["index"], "key": np.array(keys, dtype=object), **_failure_columns(errors)}
-
-
-def _decode_batch(batch: dict[str, np.ndarray], preprocessing: Preprocessing,
-                  max_pixels: int) -> dict[str, np.ndarray]:
-    """Decode, resize and crop to uint8 (the local workers' step); failures keep a zero image, never stored."""
-    pixels = np.zeros((len(batch["index"]), 3, preprocessing.crop, preprocessing.crop), dtype=np.uint8)
-    errors = []
-    for row, (index, path) in enumerate(zip(batch["index"], batch["path"])):
-        try:
-            pixels[row] = preprocessing.decode(str(path), int(index), max_pixels).numpy()
-            errors.append(None)
-        except ImageError as error:
-            errors.append(error)
-    return {"index": batch["index"], "key": batch["key"], "pixels": pixels, **_failure_columns(errors)}
+            content = read_content(str(path), int(index))
+            key = hash_content(content)
+            if key not in known:
+                decoded = preprocessing.decode(content, int(index), max_pixels, source=str(path)).numpy()
+        except ImageError as caught:
+            error = caught
+        keys.append(key), pixels.append(decoded), errors.append(error)
+    column = np.empty(len(pixels), dtype=object)
+    column[:] = pixels
+    return {"index": batch["index"], "key": np.array(keys, dtype=object), "pixels": column,
+            **_failure_columns(errors)}
 
 
 class _Embed:
@@ -101,11 +99,18 @@ class _Embed:
         self.namespace = Namespace(Path(cache_path))
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        good = batch["error_kind"] == ""
-        if good.any():
-            vectors = self.network(torch.from_numpy(np.ascontiguousarray(batch["pixels"][good])))
-            self.namespace.write([str(k) for k in batch["key"][good]], vectors)
-        return {"index": batch["index"], "error_kind": batch["error_kind"], "error_reason": batch["error_reason"]}
+        decoded = np.array([p.size > 0 for p in batch["pixels"]], dtype=bool)
+        todo = {}  # key -> row: the same content twice in a batch is computed once
+        for row in np.flatnonzero(decoded):
+            todo.setdefault(str(batch["key"][row]), row)
+        if todo:
+            pixels = np.stack([batch["pixels"][row] for row in todo.values()])
+            self.namespace.write(list(todo), self.network(torch.from_numpy(pixels)))
+        computed = np.zeros(len(decoded), dtype=bool)
+        computed[list(todo.values())] = True
+        cached = ~decoded & (batch["error_kind"] == "")
+        return {"index": batch["index"], "key": batch["key"], "computed": computed, "cached": cached,
+                "error_kind": batch["error_kind"], "error_reason": batch["error_reason"]}
 
 
 def _errors(frame, paths: Sequence[str]) -> list[ImageError]:
@@ -145,35 +150,30 @@ class RayEngine:
         connect(self.address)
         ray.data.DataContext.get_current().enable_progress_bars = progress  # Ray Data's own bars
         paths = [os.fspath(p) for p in images]
-        items = ray.data.from_items([{"index": i, "path": p} for i, p in enumerate(paths)])
-        hashed = items.map_batches(_hash_batch, batch_size=1024).to_pandas().sort_values("index")
-        keys = [k or None for k in hashed["key"]]
-        unreadable = _errors(hashed, paths)
-        if fail_fast and unreadable:
-            raise unreadable[0]
-        todo = plan(keys, unreadable, store)
-        decode_errors: list[ImageError] = []
-        n_computed = 0
-        if todo.todo:
-            done = self._compute(ray, paths, keys, todo.todo, network, store, batch_size, num_workers, max_pixels)
-            decode_errors = _errors(done, paths)
-            n_computed = len(done) - len(decode_errors)
-        filled = todo.finish(decode_errors, n_computed)
+        done = self._run(ray, paths, network, store, batch_size, num_workers, max_pixels)
+        keys: list[str | None] = [None] * len(paths)
+        for index, key in zip(done["index"], done["key"]):
+            keys[int(index)] = key or None
+        failed = _errors(done, paths)
+        unreadable = [e for e in failed if keys[e.index] is None]
+        decode_errors = [e for e in failed if keys[e.index] is not None]
+        errors = sorted(unreadable + spread_failures(decode_errors, keys), key=lambda e: e.index)
+        filled = Filled(keys, errors, int(done["cached"].sum()), int(done["computed"].sum()))
         if fail_fast and filled.errors:
             raise filled.errors[0]
         return filled
 
-    def _compute(self, ray, paths: list[str], keys: list[str | None], todo: list[int], network: FrozenNetwork,
-                 store: Namespace, batch_size: int, num_workers: int | None, max_pixels: int):
+    def _run(self, ray, paths: list[str], network: FrozenNetwork, store: Namespace, batch_size: int,
+             num_workers: int | None, max_pixels: int):
         gpus = int(ray.cluster_resources().get("GPU", 0)) if network.device.type == "cuda" else 0
         actors = self.concurrency or max(1, gpus)
         # On CPUs each actor's thread pool takes its share of the cluster's cores, while reserving one
         # logical CPU only, so Ray still schedules the decoding tasks (which yield to it, as locally).
         threads = 1 if gpus else max(1, int(ray.cluster_resources().get("CPU", 1)) // actors)
-        items = ray.data.from_items([{"index": i, "path": paths[i], "key": keys[i]} for i in todo])
-        decoded = items.map_batches(_decode_batch, fn_kwargs={"preprocessing": network.preprocessing,
-                                                                   "max_pixels": max_pixels},
-                                    batch_size=batch_size, concurrency=num_workers)
+        items = ray.data.from_items([{"index": i, "path": path} for i, path in enumerate(paths)])
+        decoded = items.map_batches(_read_key_decode_batch, fn_kwargs={
+            "preprocessing": network.preprocessing, "max_pixels": max_pixels, "known": store.known()},
+            batch_size=batch_size, concurrency=num_workers)
         embedded = decoded.map_batches(
             _Embed, fn_constructor_kwargs={"spec": network.spec.replace(precision=network.precision),
                                            "fingerprint": network.fingerprint, "cache_path": str(store.path),
