@@ -184,3 +184,35 @@ def test_a_read_whose_shards_were_merged_away_finds_every_vector_in_the_requeste
     order = [5, 0, 6, 1, 7, 2, 8, 3, 9, 4]  # alternating between the two vanished shards
     X, corrupt = namespace.read([key(i) for i in order])
     assert corrupt == [] and X[:, 0].tolist() == order
+
+
+COMPACTOR = """
+import sys
+from featx.cache import FeatureCache
+from featx.cache.compact import compact
+namespace = FeatureCache(sys.argv[1]).namespace(eval(sys.argv[2]))
+print("ready", flush=True)
+compact(namespace, shard_bytes=4 * 4 * 100)  # about 0.25 s: 500 shards merged into 20
+"""
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.05, 0.1, 0.15, 0.2])
+def test_a_compaction_killed_at_any_moment_loses_nothing_and_the_next_one_removes_its_duplicates(tmp_path, delay):
+    import signal
+    import time
+
+    namespace = FeatureCache(tmp_path).namespace(FINGERPRINT)
+    write_shards(namespace, list(range(2000)), per_shard=4)
+    compactor = subprocess.Popen([sys.executable, "-c", COMPACTOR, str(tmp_path), repr(FINGERPRINT)],
+                                 stdout=subprocess.PIPE, text=True)
+    assert compactor.stdout.readline() == "ready\n"
+    time.sleep(delay)
+    compactor.send_signal(signal.SIGKILL)
+    compactor.wait()
+    survivor = fresh_namespace(tmp_path)
+    np.testing.assert_array_equal(survivor.read([key(i) for i in range(2000)])[0][:, 0], np.arange(2000))
+    compact(survivor, shard_bytes=1 << 20)
+    survivor.remove_debris(older_than_s=0)
+    final = fresh_namespace(tmp_path)
+    assert final.stats()["stored_rows"] == len(final) == 2000 and final.stats()["shards"] == 1
+    assert [p.name for p in final.path.iterdir() if p.name.startswith(".tmp")] == []
