@@ -1,6 +1,7 @@
 """The engine: order, batch invariance, frozen networks, duplicates, devices and precision."""
 
 import os
+from pathlib import Path
 import time
 
 import numpy as np
@@ -129,10 +130,11 @@ def test_decoders_are_sized_to_the_device_and_do_not_yield_beside_a_busy_neighbo
 
 def test_each_image_is_read_once_in_the_workers_and_decoded_only_when_the_cache_lacks_it(tmp_path, monkeypatch):
     from featx import PretrainedFeatures, images
+    from featx.engines import seen
 
     folder = tmp_path / "images"
     folder.mkdir()
-    paths = [str(folder / f"{i:02d}.png") for i in range(12)]
+    paths = [str(folder / f"{i:02d}.bmp") for i in range(12)]  # BMP: every file the same size
     for i, path in enumerate(paths):
         Image.fromarray(photo(i)).save(path)
     log = tmp_path / "calls.log"
@@ -158,8 +160,15 @@ def test_each_image_is_read_once_in_the_workers_and_decoded_only_when_the_cache_
 
     reads, decodes = run()  # cold
     assert sorted(reads) == paths and decodes == paths
-    reads, decodes = run()  # warm: read (to key) once, decoded never
+    reads, decodes = run()  # warm, same process: unchanged files are keyed by their stat, not read
+    assert reads == [] and decodes == []
+    seen._SEEN.clear()  # warm, as a new process: read (to key) once, decoded never
+    reads, decodes = run()
     assert sorted(reads) == paths and decodes == []
     Image.fromarray(photo(99)).save(paths[5])  # a file changes under the same name
+    before = os.stat(paths[6])
+    Path(paths[6]).write_bytes(Path(paths[7]).read_bytes())  # another content of the same size, and the
+    os.utime(paths[6], ns=(before.st_atime_ns, before.st_mtime_ns))  # old mtime put back: only ctime moves
+    assert os.stat(paths[6]).st_size == before.st_size
     reads, decodes = run()
-    assert sorted(reads) == paths and decodes == [paths[5]]
+    assert sorted(reads) == [paths[5], paths[6]] and decodes == [paths[5]]  # paths[6] now holds 07's content

@@ -50,9 +50,19 @@ class DigestSet:
     def __contains__(self, key: object) -> bool:
         if not isinstance(key, str):
             return False
-        high, low = digests([key])
-        start, stop = np.searchsorted(self._high, high[0], "left"), np.searchsorted(self._high, high[0], "right")
-        return bool((self._low[start:stop] == low[0]).any())
+        try:  # a content key (sha256 hex): no array work for one key
+            high, low = np.uint64(int(key[:16], 16)), np.uint64(int(key[16:32], 16))
+            if len(key) != 64:
+                raise ValueError
+        except ValueError:
+            highs, lows = digests([key])
+            high, low = highs[0], lows[0]
+        start = int(np.searchsorted(self._high, high))
+        while start < len(self._high) and self._high[start] == high:
+            if self._low[start] == low:
+                return True
+            start += 1
+        return False
 
     def __len__(self) -> int:
         return len(self._high)

@@ -1,9 +1,9 @@
 """Engines fill a :class:`featx.cache.Store` with the vectors of a sequence of images.
 
 ``local`` runs DataLoader decoding workers and the network in this process (:mod:`featx.engines.local`);
-``ray`` runs Ray Data tasks and actors (:mod:`featx.engines.ray`, an optional extra). Both share one
-planning step (:mod:`featx.engines.plan`: keys, de-duplication, spreading failures) and commit shard by
-shard through ``Store.write``, so a cache filled by one engine is read by every door.
+``ray`` runs Ray Data tasks and actors (:mod:`featx.engines.ray`, an optional extra). Both read each
+input once where they decode, share one bookkeeping step (:mod:`featx.engines.plan`: de-duplication,
+spreading failures) and commit shard by shard through ``Store.write``, so a cache filled by one engine is read by every door.
 """
 
 from __future__ import annotations

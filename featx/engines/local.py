@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from featx.cache import Store
+from featx.engines import seen
 from featx.engines.base import Filled
 from featx.engines.plan import first_missing, spread_failures
 from featx.errors import ImageError
@@ -66,9 +67,21 @@ def run(
 
     With ``fail_fast`` the first failure is raised once the vectors decoded before it are stored.
     """
-    workers = default_num_workers(len(images), batch_size, network.device) if num_workers is None else num_workers
+    known = store.known()
+    keys: list[str | None] = [None] * len(images)
+    todo = []
+    for index, image in enumerate(images):  # files this process read before and that have not changed
+        key = seen.remembered(image)
+        if key is not None and key in known:
+            keys[index] = key
+        else:
+            todo.append(index)
+    n_cached = len(images) - len(todo)
+    if progress is not None:
+        progress.update(n_cached)
+    workers = default_num_workers(len(todo), batch_size, network.device) if num_workers is None else num_workers
     loader = DataLoader(
-        _ReadKeyDecode(images, store.known(), network.preprocessing, max_pixels),
+        _ReadKeyDecode(images, todo, known, network.preprocessing, max_pixels),
         batch_size=batch_size,
         num_workers=workers,
         collate_fn=list,
@@ -77,14 +90,15 @@ def run(
         persistent_workers=False,
         worker_init_fn=_yield_to_the_network if workers and _decoders_should_yield(network.device) else None,
     )
-    keys: list[str | None] = [None] * len(images)
     unreadable: list[ImageError] = []
     decode_errors: list[ImageError] = []
     batches = _Batches(network, store, batch_size)
-    n_cached = n_seen = n_decoded = 0
+    n_seen = n_decoded = 0
     for samples in _iterate(loader):
-        for index, key, result in samples:
+        for index, key, result, file_signature in samples:
             keys[index] = key
+            if file_signature is not None:
+                seen.remember(images[index], file_signature, key)
             if isinstance(result, ImageError):
                 (unreadable if key is None else decode_errors).append(result)
             elif result is None:
@@ -93,7 +107,7 @@ def run(
                 batches.add(key, result)
                 n_decoded += 1
         n_seen += len(samples)
-        batches.commit_full(expected=round(len(images) * n_decoded / n_seen))
+        batches.commit_full(expected=round(len(todo) * n_decoded / n_seen))
         if fail_fast and (unreadable or decode_errors):
             batches.commit_all()
             raise min(unreadable + decode_errors, key=lambda e: e.index)
@@ -183,28 +197,34 @@ def busy_share_of_others(window_s: float = 0.2) -> float:
 
 class _ReadKeyDecode(Dataset):
     """One input: read once, keyed by its content, and decoded (to a uint8 ``3 x crop x crop`` tensor)
-    only if its key is not in ``known``. Runs in DataLoader workers, so the network never waits on I/O or PIL."""
+    only if its key is not in ``known``. Runs in DataLoader workers, so the network never waits on I/O or
+    PIL. A local file's stat signature comes back too, unless the file changed while it was read."""
 
-    def __init__(self, images: Sequence[ImageInput], known: Container[str], preprocessing: Preprocessing,
-                 max_pixels: int):
-        self.images, self.known, self.preprocessing, self.max_pixels = images, known, preprocessing, max_pixels
+    def __init__(self, images: Sequence[ImageInput], todo: Sequence[int], known: Container[str],
+                 preprocessing: Preprocessing, max_pixels: int):
+        self.images, self.todo, self.known = images, todo, known
+        self.preprocessing, self.max_pixels = preprocessing, max_pixels
 
     def __len__(self) -> int:
-        return len(self.images)
+        return len(self.todo)
 
-    def __getitem__(self, index: int) -> tuple[int, str | None, torch.Tensor | ImageError | None]:
+    def __getitem__(self, position: int) -> tuple[int, str | None, torch.Tensor | ImageError | None, Any]:
+        index = self.todo[position]
         image = self.images[index]
+        before = seen.signature(image)
         try:
             content = read_content(image, index)
             key = hash_content(content)
         except ImageError as error:
-            return index, None, error
+            return index, None, error, None
+        file_signature = before if before is not None and seen.signature(image) == before else None
         if key in self.known:
-            return index, key, None
+            return index, key, None, file_signature
         try:
-            return index, key, self.preprocessing.decode(content, index, self.max_pixels, source=describe(image))
+            pixels = self.preprocessing.decode(content, index, self.max_pixels, source=describe(image))
         except ImageError as error:
-            return index, key, error
+            return index, key, error, file_signature
+        return index, key, pixels, file_signature
 
 
 def _yield_to_the_network(worker_id: int) -> None:
