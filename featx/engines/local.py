@@ -69,13 +69,7 @@ def run(
     """
     known = store.known()
     keys: list[str | None] = [None] * len(images)
-    todo = []
-    for index, image in enumerate(images):  # files this process read before and that have not changed
-        key = seen.remembered(image)
-        if key is not None and key in known:
-            keys[index] = key
-        else:
-            todo.append(index)
+    todo = _unremembered(images, known, keys)
     n_cached = len(images) - len(todo)
     if progress is not None:
         progress.update(n_cached)
@@ -118,6 +112,19 @@ def run(
     batches.commit_all()
     errors = sorted(unreadable + spread_failures(decode_errors, keys), key=lambda e: e.index)
     return Filled(keys, errors, n_cached, batches.computed)
+
+
+def _unremembered(images: Sequence[ImageInput], known: Container[str], keys: list[str | None]) -> list[int]:
+    """The inputs to read: all but the files this process read before, unchanged since, whose vectors are
+    ``known`` (their ``keys`` are filled in)."""
+    todo = []
+    for index, image in enumerate(images):
+        key = seen.remembered(image)
+        if key is not None and key in known:
+            keys[index] = key
+        else:
+            todo.append(index)
+    return todo
 
 
 class _Batches:
