@@ -152,7 +152,7 @@ def _table_cell(path: str) -> bytes:
     """One cell's bytes (FileNotFoundError for an empty cell, IndexError past the end)."""
     location, _, table = path[len(ROW_PREFIX):].partition("::")
     column, _, row_text = location.rpartition("/")
-    file, starts = _table(table)
+    _, starts = _table(table)
     row = int(row_text)
     group = max(0, int(np.searchsorted(starts, row, side="right")) - 1)
     if row < 0 or row >= starts[-1]:
