@@ -61,6 +61,9 @@ def _parser() -> argparse.ArgumentParser:
                          help="auto: measured here (see featx tune); int8: CPU only, checked against fp32")
     extract.add_argument("--min-cosine", type=float, default=0.99,
                          help="fidelity to fp32 that auto and int8 must keep (default 0.99)")
+    extract.add_argument("--calibration", metavar="SOURCE",
+                         help="int8: calibrate and check fidelity on these images (a folder, manifest, shards or "
+                              "table like SOURCE; default: bundled real photos)")
     extract.add_argument("--compile", default="auto", choices=list(COMPILE_WORDS),
                          help="torch.compile the network (auto: when >= 10000 images need computing)")
     extract.add_argument("--on-error", default="skip", choices=JOB_ON_ERROR)
@@ -184,7 +187,7 @@ def _extract(args: argparse.Namespace) -> int:
         check_output_path(args.errors, (".csv",), "--errors")
     network = FrozenNetwork(NetworkSpec(args.backbone, args.weights, args.layer, args.pooling, args.device,
                                         args.precision, COMPILE_WORDS[args.compile], args.decoding,
-                                        args.min_cosine))
+                                        args.min_cosine, args.calibration))
     namespace = FeatureCache(args.cache).namespace(network.fingerprint)
     print(f"{len(manifest)} images -> {network.backbone.name} [{network.weights_description}] "
           f"node {network.node} ({network.n_features} features, {network.pooling}), "

@@ -96,6 +96,8 @@ def extract_features(
     compile: bool | str = "auto",
     max_pixels: int = MAX_PIXELS,
     decoding: str = "reduced",
+    min_cosine: float = 0.99,
+    calibration: str | None = None,
 ) -> np.ndarray:
     """Feature vectors of a sequence of images: an (n_images, n_features) float32 array, input order.
 
@@ -104,11 +106,13 @@ def extract_features(
     written to the on-disk cache shared with ``featx extract``. ``compile='auto'`` runs ``torch.compile``
     when at least ``featx.network.COMPILE_MIN_IMAGES`` images need computing. Images with more than
     ``max_pixels`` pixels, decoded or once resized, fail (kinds ``decompression_bomb``, ``too_large``).
+    ``min_cosine`` and ``calibration`` are those of :class:`featx.PretrainedFeatures`.
     """
     check_option("on_error", on_error, ON_ERROR, "extract_features")
     check_positive_int("max_pixels", max_pixels, "extract_features")
     images = as_image_list(images)
-    network = FrozenNetwork(NetworkSpec(backbone, weights, layer, pooling, device, precision, compile, decoding))
+    network = FrozenNetwork(NetworkSpec(backbone, weights, layer, pooling, device, precision, compile, decoding,
+                                        min_cosine, calibration))
     result = extract(images, network, open_store(network.fingerprint, cache_dir), batch_size=batch_size,
                      num_workers=num_workers, progress=progress, max_pixels=max_pixels)
     if result.errors and on_error == "raise":

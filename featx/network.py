@@ -14,7 +14,7 @@ from torch import nn
 from torch.fx.experimental.optimization import fuse as fuse_conv_bn
 
 from featx import quantize, tuning
-from featx.errors import ParameterError
+from featx.errors import ImageError, ParameterError
 from featx.options import COMPILES, DECODINGS, POOLINGS, PRECISIONS, check_option
 from featx.preprocessing import Normalise, Preprocessing
 from featx.registry import Backbone, get_backbone
@@ -48,6 +48,7 @@ class NetworkSpec:
     compile: bool | str = "auto"
     decoding: str = "reduced"
     min_cosine: float = tuning.MIN_COSINE
+    calibration: str | None = None
 
     def __post_init__(self) -> None:
         check_option("precision", self.precision, PRECISIONS, "NetworkSpec")
@@ -152,12 +153,13 @@ class FrozenNetwork:
         self._pipelines = {"float": _Pipeline(self.module, self.preprocessing, self.pooling).to(self.device)}
         identity = {"format": 1, "backbone": self.backbone.name, "weights": resolved.digest, "node": self.node,
                     "pooling": self.pooling, "preprocessing": self.preprocessing.as_dict()}
-        self.precision_choice = self._choose_precision(tuning.tuning_key(self.device, identity, self.spec.min_cosine))
+        self._tuning_key = tuning.tuning_key(self.device, identity, self.spec.min_cosine)
+        self.precision_choice = self._choose_precision(self._tuning_key)
         self.precision: str = self.precision_choice["precision"]
         self.fingerprint = {**identity, "precision": self.precision}
         if self.precision == "int8":
             self.fingerprint["quantization"] = {"scheme": quantize.SCHEME, "torch": torch.__version__,
-                                                "calibration": quantize.calibration_digest(self._calibration()[0])}
+                                                "calibration": self._calibration_digest()}
 
     def _choose_precision(self, key: str) -> dict[str, Any]:
         """Explicit: honoured (int8 after its fidelity check). "auto": measured, see :mod:`featx.tuning`."""
@@ -167,12 +169,13 @@ class FrozenNetwork:
                 cosine = tuning.min_cosine(self._forward(self._pipeline_for("int8"), self._calibration()[1], "int8"),
                                            self._forward(self._pipeline_for("fp32"), self._calibration()[1], "fp32"))
                 problem = None if cosine >= self.spec.min_cosine else (
-                    f"int8 features reach cosine {cosine:.4f} to fp32 on held-out photos, under the bound "
+                    f"int8 features reach cosine {cosine:.4f} to fp32 on held-out {self._held_out_name()}, under the bound "
                     f"{self.spec.min_cosine}")
             except quantize.Int8Unavailable as error:
                 problem = f"int8 is unavailable for {self.backbone.name} here ({error})"
             if problem is None:
-                return {"precision": "int8", "why": f"given explicitly; cosine {cosine:.4f} to fp32 on held-out photos"}
+                return {"precision": "int8",
+                        "why": f"given explicitly; cosine {cosine:.4f} to fp32 on held-out {self._held_out_name()}"}
             fallback = tuning.choose_precision(key, [c for c in candidates if c != "int8"], self._trial,
                                                self.spec.min_cosine)
             tuning.remember(key, "int8_refused", problem)
@@ -184,22 +187,44 @@ class FrozenNetwork:
         return tuning.choose_precision(key, candidates, self._trial, self.spec.min_cosine)
 
     def _calibration(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(calibration batch, held-out batch) of uint8 real photos: the held-out ones are mirror images."""
+        """(calibration batch, held-out batch) of uint8 images: the bundled photos and their mirror images,
+        or alternate images of the user's ``calibration`` set."""
         if getattr(self, "_calibration_batches", None) is None:
-            photos = tuning.sample_images()
-            decoded = [torch.stack([self.preprocessing.decode(p[:, ::-1].copy() if mirror else p)
-                                    for p in photos]) for mirror in (False, True)]
+            if self.spec.calibration is None:
+                photos = tuning.sample_images()
+                decoded = [torch.stack([self.preprocessing.decode(p[:, ::-1].copy() if mirror else p)
+                                        for p in photos]) for mirror in (False, True)]
+            else:
+                images = [self._decode_calibration_image(source)
+                          for source in quantize.calibration_sources(self.spec.calibration)]
+                decoded = [torch.stack(images[0::2]), torch.stack(images[1::2])]
             self._calibration_batches = (decoded[0], decoded[1])
         return self._calibration_batches
 
+    def _decode_calibration_image(self, source: Any) -> torch.Tensor:
+        try:
+            return self.preprocessing.decode(source)
+        except ImageError as error:
+            raise ParameterError(f"calibration={self.spec.calibration!r}: {error}; remove that image or choose "
+                                 "another calibration set") from None
+
+    def _calibration_digest(self) -> str:
+        return quantize.calibration_digest(self._calibration()[0])
+
+    def _held_out_name(self) -> str:
+        return "photos" if self.spec.calibration is None else f"images of {self.spec.calibration}"
+
     def _pipeline_for(self, precision: str) -> nn.Module:
-        """The float pipeline, or (built on first use) the int8 one, calibrated on real photos."""
+        """The float pipeline, or (built on first use) the int8 one, calibrated on real images or read
+        from its stored calibration."""
         if precision != "int8":
             return self._pipelines["float"]
         if "int8" not in self._pipelines:
             calibration = self._pipelines["float"].normalise(self._calibration()[0].to(self.device))
-            self._pipelines["int8"] = _Pipeline(quantize.quantize(self.module, calibration), self.preprocessing,
-                                                self.pooling)
+            stored = quantize.stored_calibration_path(tuning.tuning_path().parent, self._tuning_key,
+                                                      self._calibration_digest())
+            self._pipelines["int8"] = _Pipeline(quantize.quantize(self.module, calibration, stored),
+                                                self.preprocessing, self.pooling)
         return self._pipelines["int8"]
 
     @property

@@ -64,6 +64,10 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
         "full" decodes every pixel. The two never share cache entries (the mode is in the fingerprint).
     min_cosine : float, default=0.99
         The fidelity to fp32 features that ``precision="auto"`` and ``"int8"`` must keep.
+    calibration : str or None, default=None
+        For int8: a folder, manifest, shard set or table of images like yours; up to 32 of them, evenly
+        spread, are split into a half that calibrates and a half on which fidelity is checked. None uses
+        bundled real photos. Its digest is in the fingerprint; the calibration is kept on disk.
 
     Attributes
     ----------
@@ -97,6 +101,7 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
         max_pixels: int = MAX_PIXELS,
         decoding: str = "reduced",
         min_cosine: float = 0.99,
+        calibration: str | None = None,
     ):
         self.backbone = backbone
         self.weights = weights
@@ -113,6 +118,7 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
         self.max_pixels = max_pixels
         self.decoding = decoding
         self.min_cosine = min_cosine
+        self.calibration = calibration
 
     def fit(self, X: Any, y: Any = None) -> "PretrainedFeatures":
         """Validate the parameters and the input; nothing is learned from X."""
@@ -158,7 +164,7 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
 
     def _spec(self) -> NetworkSpec:
         return NetworkSpec(self.backbone, self.weights, self.layer, self.pooling, self.device, self.precision,
-                           self.compile, self.decoding, self.min_cosine)
+                           self.compile, self.decoding, self.min_cosine, self.calibration)
 
     def _validate(self) -> None:
         get_backbone(self.backbone)

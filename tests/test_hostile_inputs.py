@@ -142,6 +142,19 @@ def test_a_cache_that_is_a_file_ends_in_one_line_naming_it(image_folder, tmp_pat
     one_line_failure(featx_cli("extract", image_folder, *TINY, "--cache", cache), str(cache))
 
 
+def test_an_int8_calibration_set_that_is_a_lone_or_broken_image_ends_in_one_line_naming_it(image_folder, tmp_path):
+    calibration = tmp_path / "calibration"
+    calibration.mkdir()
+    Image.fromarray(photo(0)).save(calibration / "only.png")
+    one_line_failure(featx_cli("extract", image_folder, *TINY, "--cache", tmp_path / "cache", "--precision", "int8",
+                               "--calibration", calibration),
+                     str(calibration), "at least 2")
+    (calibration / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    one_line_failure(featx_cli("extract", image_folder, *TINY, "--cache", tmp_path / "cache", "--precision", "int8",
+                               "--calibration", calibration),
+                     "broken.jpg", "choose another calibration set")
+
+
 def test_a_read_only_cache_ends_in_one_line_before_any_work(image_folder, tmp_path):
     with tmpfs(tmp_path / "ro", "1m") as mount:
         FeatureCache(mount)  # the cache folder exists, then becomes read-only

@@ -3,8 +3,10 @@
 import warnings
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
+from PIL import Image
 
 from conftest import photo
 
@@ -45,12 +47,95 @@ def test_the_int8_fingerprint_differs_from_fp32_and_names_the_quantization():
     assert int8.fingerprint["quantization"]["torch"] == torch.__version__
 
 
-def test_a_rebuilt_int8_network_gives_identical_vectors():
+def test_the_calibration_is_kept_on_disk_and_reloads_to_identical_vectors_without_calibrating(
+        tmp_path, monkeypatch):
+    monkeypatch.setenv("FEATX_TUNING_FILE", str(tmp_path / "tuning.json"))
     batch = real_batch(FrozenNetwork("tiny", weights=None, precision="fp32"))
     first = FrozenNetwork("tiny", weights=None, precision="int8")
+    expected = first(batch)
+    [stored] = (tmp_path / "int8").glob("*.npz")
+    with np.load(stored, allow_pickle=False) as arrays:  # plain arrays: nothing to unpickle
+        assert arrays.files and all(arrays[name].dtype != object for name in arrays.files)
+
+    def no_calibration(*args):
+        raise AssertionError("a stored calibration must not be measured again")
+
+    monkeypatch.setattr(quantize, "_calibrate", no_calibration)
     second = FrozenNetwork("tiny", weights=None, precision="int8")
-    assert first.fingerprint == second.fingerprint
-    np.testing.assert_array_equal(first(batch), second(batch))
+    assert second.fingerprint == first.fingerprint
+    np.testing.assert_array_equal(second(batch), expected)
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "foreign"])
+def test_a_damaged_or_foreign_stored_calibration_is_ignored_with_a_warning_and_rewritten(
+        tmp_path, monkeypatch, damage):
+    monkeypatch.setenv("FEATX_TUNING_FILE", str(tmp_path / "tuning.json"))
+    batch = real_batch(FrozenNetwork("tiny", weights=None, precision="fp32"))
+    expected = FrozenNetwork("tiny", weights=None, precision="int8")(batch)
+    [stored] = (tmp_path / "int8").glob("*.npz")
+    good = stored.read_bytes()
+    if damage == "garbage":
+        stored.write_bytes(b"not a zip at all")
+    elif damage == "truncated":
+        stored.write_bytes(good[: len(good) // 2])
+    else:
+        np.savez(stored, activation_post_process_0_min_val=np.zeros(3))
+    with pytest.warns(UserWarning, match=f"ignoring the stored int8 calibration {stored}"):
+        again = FrozenNetwork("tiny", weights=None, precision="int8")
+    np.testing.assert_array_equal(again(batch), expected)
+    assert stored.read_bytes() == good
+
+
+def test_a_read_only_calibration_folder_only_costs_calibrating_again(tmp_path, monkeypatch):
+    monkeypatch.setenv("FEATX_TUNING_FILE", str(tmp_path / "tuning.json"))
+    (tmp_path / "int8").write_text("a file where the folder should be")
+    with pytest.warns(UserWarning, match="cannot keep the int8 calibration"):
+        network = FrozenNetwork("tiny", weights=None, precision="int8")
+    assert network.precision == "int8"
+
+
+def calibration_folder(folder, n: int):
+    folder.mkdir()
+    for seed in range(n):
+        Image.fromarray(photo(seed, (64, 80))).save(folder / f"cal{seed:02d}.png")
+    return folder
+
+
+def test_a_calibration_set_of_the_users_images_calibrates_checks_and_names_the_fingerprint(tmp_path):
+    folder = calibration_folder(tmp_path / "mine", 6)
+    default = FrozenNetwork("tiny", weights=None, precision="int8")
+    mine = FrozenNetwork("tiny", weights=None, precision="int8", calibration=str(folder))
+    assert mine.precision == "int8" and f"held-out images of {folder}" in mine.precision_choice["why"]
+    assert mine.fingerprint["quantization"]["calibration"] != default.fingerprint["quantization"]["calibration"]
+    calibrated, held_out = mine._calibration()
+    assert len(calibrated) == 3 and len(held_out) == 3
+
+
+def test_calibration_images_are_spread_over_the_whole_set_not_its_first_class(tmp_path):
+    manifest = tmp_path / "manifest.csv"
+    pd.DataFrame({"path": [f"class{i // 500}/{i:04d}.png" for i in range(1000)]}).to_csv(manifest, index=False)
+    picked = quantize.calibration_sources(str(manifest))
+    assert len(picked) == quantize.CALIBRATION_IMAGES
+    assert picked[0].endswith("class0/0000.png") and picked[-1].endswith("class1/0999.png")
+    assert sum("class1" in path for path in picked) == quantize.CALIBRATION_IMAGES // 2
+
+
+@pytest.mark.parametrize("case", ["empty", "one image", "corrupt image", "missing"])
+def test_a_bad_calibration_set_is_refused_naming_the_set_and_what_to_do(tmp_path, case):
+    folder = tmp_path / "cal"
+    if case == "empty":
+        folder.mkdir()
+    elif case == "one image":
+        calibration_folder(folder, 1)
+    elif case == "corrupt image":
+        calibration_folder(folder, 3)
+        (folder / "cal01.png").write_bytes(b"\x89PNG broken")
+    with pytest.raises(ParameterError) as raised:
+        FrozenNetwork("tiny", weights=None, precision="int8", calibration=str(folder))
+    message = str(raised.value)
+    assert message.startswith(f"calibration={str(folder)!r}")
+    assert {"empty": "holds no image files", "one image": "at least 2", "corrupt image": "cal01.png",
+            "missing": "neither a folder"}[case] in message
 
 
 def test_a_cpu_without_int8_falls_back_cleanly(monkeypatch):
