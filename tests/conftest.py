@@ -36,6 +36,13 @@ def fashion_manifest() -> Path:
     return FASHION_MANIFEST
 
 
+@pytest.fixture(scope="session")
+def fashion_cache(tmp_path_factory) -> Path:
+    """One feature cache for the tests that extract the Fashion-MNIST sample with real weights: keyed by
+    content and network, so each image's vector is computed once per network for the whole session."""
+    return tmp_path_factory.mktemp("fashion-cache")
+
+
 def photo(seed: int = 0, size: tuple[int, int] = (48, 40)) -> np.ndarray:
     """A smooth random RGB picture (HxWx3 uint8): survives JPEG and resizing recognisably."""
     rng = np.random.default_rng(seed)

@@ -31,13 +31,12 @@ TABLE_COLUMNS = ["classifier", "estimator", "backbone", "layer", "n_features", "
 
 
 @pytest.fixture(scope="module")
-def fashion_sample(fashion_manifest, tmp_path_factory):
+def fashion_sample(fashion_manifest, fashion_cache):
     """40 images per class of the Fashion-MNIST sample, with their EfficientNet-Lite0 ImageNet features."""
     manifest = pd.read_csv(fashion_manifest).groupby("label").head(40).reset_index(drop=True)
     paths = [str(fashion_manifest.parent / p) for p in manifest["path"]]
-    cache = tmp_path_factory.mktemp("cache")
-    X = extract_features(paths, "efficientnet_lite0", cache_dir=cache)
-    return paths, manifest["label"].to_numpy(), X, cache
+    X = extract_features(paths, "efficientnet_lite0", cache_dir=fashion_cache)
+    return paths, manifest["label"].to_numpy(), X, fashion_cache
 
 
 def test_comparison_table_has_one_row_per_classifier_best_first_with_cross_validated_scores(fashion_sample):
@@ -127,10 +126,11 @@ def test_transfer_report_says_transfer_hurt_when_labels_depend_only_on_raw_pixel
 
 
 @pytest.mark.slow
-def test_transfer_report_says_transfer_helped_on_fashion_mnist(fashion_manifest, tmp_path):
+def test_transfer_report_says_transfer_helped_on_fashion_mnist(fashion_manifest, fashion_cache):
     manifest = pd.read_csv(fashion_manifest).groupby("label").head(100)  # 1,000 images
     paths = [str(fashion_manifest.parent / p) for p in manifest["path"]]
-    report = transfer_report(paths, manifest["label"], backbones="efficientnet_lite0", cv=5, cache_dir=tmp_path)
+    report = transfer_report(paths, manifest["label"], backbones="efficientnet_lite0", cv=5,
+                             cache_dir=fashion_cache)
     print(report)
     summary = report.summary.set_index("kind")
     assert (summary.loc[["random init", "raw pixels"], "difference"] < -3).all()

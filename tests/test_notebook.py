@@ -19,7 +19,7 @@ def test_the_notebook_is_committed_without_outputs():
 
 @pytest.mark.slow
 def test_the_notebook_runs_and_prints_both_verdicts(fashion_manifest, tmp_path, monkeypatch):
-    monkeypatch.setenv("FEATX_NOTEBOOK_IMAGES", "300")  # 30 images per class: the same cells, less waiting
+    monkeypatch.setenv("FEATX_NOTEBOOK_IMAGES", "100")  # 10 images per class: the same cells, less waiting
     monkeypatch.setenv("FEATX_CACHE", str(tmp_path / "cache"))
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     NotebookClient(notebook, timeout=600, kernel_name="python3",

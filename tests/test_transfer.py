@@ -18,12 +18,11 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def fashion(fashion_manifest, tmp_path_factory):
+def fashion(fashion_manifest, fashion_cache):
     manifest = pd.read_csv(fashion_manifest)
     manifest["path"] = [str(fashion_manifest.parent / p) for p in manifest["path"]]
     train, test = manifest[manifest.split == "train"], manifest[manifest.split == "test"]
-    cache = tmp_path_factory.mktemp("cache")
-    return train, test, cache
+    return train, test, fashion_cache
 
 
 def features(fashion, **params):
