@@ -1,6 +1,5 @@
 """precision="int8" on the CPU: quantized where its fidelity holds, refused or replaced where it does not."""
 
-import warnings
 
 import numpy as np
 import pandas as pd
@@ -151,9 +150,22 @@ def test_int8_is_refused_on_a_gpu_with_a_clear_message():
         FrozenNetwork("tiny", weights=None, device="cuda", precision="int8")
 
 
-def test_a_network_fx_cannot_trace_for_quantization_falls_back_with_the_reason():
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        network = FrozenNetwork("efficientnet_lite0", precision="int8")
-    assert network.precision != "int8"
-    assert any("int8 is unavailable for efficientnet_lite0" in str(w.message) for w in caught)
+def test_a_network_fx_cannot_trace_for_quantization_falls_back_with_the_reason(monkeypatch):
+    def untraceable(network, example):
+        raise torch.fx.proxy.TraceError("symbolically traced variables cannot be used as inputs to control flow")
+
+    monkeypatch.setattr(quantize, "traceable_copy", untraceable)
+    with pytest.warns(UserWarning, match="int8 is unavailable for tiny.*TraceError.*control flow"):
+        network = FrozenNetwork("tiny", weights=None, precision="int8")
+    assert network.precision != "int8" and "quantization" not in network.fingerprint
+
+
+def test_efficientnet_lite0_with_its_real_weights_is_quantized_by_the_depthwise_recipe_near_the_bound():
+    """Measured here: x86 defaults alone reach cosine 0.71 on the held-out photos; depthwise convs in float
+    and ReLU6 ranges clipped to [0, 6] reach 0.994 there, and 0.987 on the photos upside down (unseen
+    by calibration and check alike): near the bound, which is why the check runs on every build."""
+    int8 = FrozenNetwork("efficientnet_lite0", precision="int8")
+    assert int8.precision == "int8", int8.precision_choice
+    fp32 = FrozenNetwork("efficientnet_lite0", precision="fp32")
+    photos = torch.stack([fp32.preprocessing.decode(p[::-1].copy()) for p in tuning.sample_images()])  # upside down
+    assert tuning.min_cosine(int8(photos), fp32(photos)) >= 0.98
