@@ -187,13 +187,14 @@ class FrozenNetwork:
         return tuning.choose_precision(key, candidates, self._trial, self.spec.min_cosine)
 
     def _calibration(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(calibration batch, held-out batch) of uint8 images: the bundled photos and their mirror images,
-        or alternate images of the user's ``calibration`` set."""
+        """(calibration batch, held-out batch) of uint8 images: the bundled photos, and the same photos
+        mirrored and upside down; or alternate images of the user's ``calibration`` set."""
         if getattr(self, "_calibration_batches", None) is None:
-            if self.spec.calibration is None:
+            if self.spec.calibration is None:  # held out: the photos mirrored, and upside down
                 photos = tuning.sample_images()
-                decoded = [torch.stack([self.preprocessing.decode(p[:, ::-1].copy() if mirror else p)
-                                        for p in photos]) for mirror in (False, True)]
+                held_out = [p[:, ::-1] for p in photos] + [p[::-1] for p in photos]
+                decoded = [torch.stack([self.preprocessing.decode(p.copy()) for p in images])
+                           for images in (photos, held_out)]
             else:
                 images = [self._decode_calibration_image(source)
                           for source in quantize.calibration_sources(self.spec.calibration)]
