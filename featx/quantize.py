@@ -97,8 +97,9 @@ def traceable_copy(network: nn.Module, example: torch.Tensor) -> nn.Module:
     sizes: dict[str, torch.Size] = {}
     hooks = [m.register_forward_pre_hook(lambda _, args, name=name: sizes.__setitem__(name, args[0].shape[-2:]))
              for name, m in module.named_modules() if isinstance(m, Conv2dSame)]
-    with torch.inference_mode():
-        module(example)
+    if hooks:  # one forward pass tells each padding its input size
+        with torch.inference_mode():
+            module(example)
     for hook in hooks:
         hook.remove()
     for name, (height, width) in sizes.items():

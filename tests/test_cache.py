@@ -180,8 +180,9 @@ def test_kill_9_at_random_moments_then_resume_gives_the_uninterrupted_result(tmp
 def test_ctrl_c_stops_cleanly_keeping_finished_batches(tmp_path):
     folder = write_images(tmp_path / "images", 300)
     cache = tmp_path / "cache"
+    # fp32: "auto" may pick int8, which finishes 300 images before the first poll sees a committed batch
     job = featx_cli("extract", folder, "--backbone", "resnet18", "--weights", "none", "--batch-size", "8",
-                    "--cache", cache, "--quiet", popen=True)
+                    "--precision", "fp32", "--cache", cache, "--quiet", popen=True)
     deadline = time.time() + 60
     while time.time() < deadline and not (cache.exists() and any(cache.rglob("*.keys.npy"))):
         time.sleep(0.2)  # wait for the first committed batch
