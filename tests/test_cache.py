@@ -23,11 +23,11 @@ def write_images(folder: Path, n: int, size=(32, 32)) -> Path:
     return folder
 
 
-def featx_cli(*args, **popen):
+def featx_cli(*args, popen=False, **options):
     env = {**os.environ, "PYTHONPATH": str(REPO / "tests")}
     command = [sys.executable, "-m", "featx", *map(str, args)]
     if popen:
-        return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **options)
     return subprocess.run(command, env=env, capture_output=True, text=True)
 
 
@@ -178,22 +178,17 @@ def test_kill_9_at_random_moments_then_resume_gives_the_uninterrupted_result(tmp
 
 @pytest.mark.slow
 def test_ctrl_c_stops_cleanly_keeping_finished_batches(tmp_path):
-    folder = write_images(tmp_path / "images", 300)
-    for attempt in range(3):
-        # A job that ends with exit 0 finished before the signal took effect (seen on loaded 2-core CI
-        # machines; the cause is not yet understood, see the closing note): try again on a fresh cache.
-        cache = tmp_path / f"cache{attempt}"
-        job = featx_cli("extract", folder, "--backbone", "resnet18", "--weights", "none", "--batch-size", "8",
-                        "--precision", "fp32", "--cache", cache, "--quiet", popen=True)
-        deadline = time.time() + 60
-        while time.time() < deadline and not (cache.exists() and any(cache.rglob("*.keys.npy"))):
-            time.sleep(0.2)  # wait for the first committed batch
-        job.send_signal(signal.SIGINT)
-        returncode = job.wait(timeout=120)
-        if returncode != 0:
-            break
-    else:  # a known, not yet understood bug in full-suite runs on 2-core CI machines (see the closing note)
-        pytest.xfail("three jobs finished with exit 0 although SIGINT was sent after their first batch")
+    folder, cache = write_images(tmp_path / "images", 300), tmp_path / "cache"
+    job = featx_cli("extract", folder, "--backbone", "resnet18", "--weights", "none", "--batch-size", "8",
+                    "--precision", "fp32", "--cache", cache, "--quiet", popen=True,
+                    # as typed at a terminal: a test run started in the background of a script (`pytest &`)
+                    # has SIGINT ignored, and its children inherit that, so the job would never see the signal
+                    preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.time() + 60
+    while time.time() < deadline and not (cache.exists() and any(cache.rglob("*.keys.npy"))):
+        time.sleep(0.2)  # wait for the first committed batch
+    job.send_signal(signal.SIGINT)
+    returncode = job.wait(timeout=120)
     assert returncode == 130
     assert b"run the same command again to resume" in job.stderr.read()
     namespace = only_namespace(cache)
