@@ -106,3 +106,57 @@ def test_compare_without_labels_says_what_it_needs(image_folder, tmp_path):
     done = featx_cli("compare", flat, "--backbone", "tiny_backbone:TINY", "--weights", "none", "--cache", tmp_path / "c")
     assert done.returncode == 1
     assert "has no labels: compare needs class sub-folders or a 'label' column" in done.stderr
+
+
+def extract_under_a_terminal(folder, cache) -> str:
+    """Run the job with standard error on a pseudo-terminal, as a person at a shell sees it; its text."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import subprocess
+    import sys
+    import termios
+
+    from test_cache import REPO
+
+    controller, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))  # 40 rows, 160 columns
+    command = [sys.executable, "-m", "featx", "extract", str(folder), "--backbone", "tiny_backbone:TINY",
+               "--weights", "none", "--cache", str(cache), "--batch-size", "2", "--precision", "fp32"]
+    job = subprocess.Popen(command, env={**os.environ, "PYTHONPATH": str(REPO / "tests")},
+                           stdout=subprocess.DEVNULL, stderr=terminal)
+    os.close(terminal)
+    text = b""
+    while True:
+        try:
+            chunk = os.read(controller, 65536)
+        except OSError:  # the job closed the terminal
+            break
+        if not chunk:
+            break
+        text += chunk
+    os.close(controller)
+    assert job.wait(timeout=120) == 0, text
+    return text.decode(errors="replace")
+
+
+def test_the_progress_bar_keeps_the_cached_count_while_computing(tmp_path):
+    from test_cache import write_images
+
+    cache = tmp_path / "cache"
+    featx_cli("extract", write_images(tmp_path / "half", 4), "--backbone", "tiny_backbone:TINY", "--weights", "none",
+              "--cache", cache, "--precision", "fp32", "--quiet")
+    shown = extract_under_a_terminal(write_images(tmp_path / "all", 10), cache)
+    final_bar = shown.replace("\r", "\n").strip().splitlines()[-1]
+    assert "10/10" in final_bar and "cached=4" in final_bar and "computed=6" in final_bar, shown
+
+
+def test_no_progress_bar_goes_into_a_log_file(tmp_path):
+    from test_cache import write_images
+
+    log = featx_cli("extract", write_images(tmp_path / "images", 10), "--backbone", "tiny_backbone:TINY",
+                    "--weights", "none", "--cache", tmp_path / "cache", "--batch-size", "2")
+    assert log.returncode == 0, log.stderr
+    assert "\r" not in log.stderr and "img/s" not in log.stderr and "img/s" not in log.stdout
+    assert "computed: 10" in log.stdout
