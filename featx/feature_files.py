@@ -16,8 +16,9 @@ import contextlib
 import json
 import os
 import uuid
+import warnings
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 import pandas as pd
@@ -67,11 +68,29 @@ def temporary_sibling(path: Path, what: str) -> Iterator[Path]:
     try:
         yield tmp
     except OSError as error:
-        tmp.unlink(missing_ok=True)
+        _remove(tmp)
         raise OutputError(f"{what}: cannot write {path}: {error.strerror or error}") from None
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        _remove(tmp)
         raise
+
+
+def _remove(tmp: Path) -> None:
+    with contextlib.suppress(OSError):  # never there, or its folder is not one: nothing to remove
+        tmp.unlink()
+
+
+def save_or_warn(path: Path, write: Callable[[Path], object], what: str, consequence: str, stacklevel: int = 2) -> None:
+    """Atomically write a file that only saves work (a measurement, a calibration): a read-only or full
+    disk costs that work again next time, not the job, so it warns ("``what``: cannot write PATH: cause;
+    ``consequence``") instead of raising."""
+    try:
+        with temporary_sibling(path, what) as tmp:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write(tmp)
+            os.replace(tmp, path)
+    except OutputError as error:
+        warnings.warn(f"{error}; {consequence}", stacklevel=stacklevel + 1)
 
 
 def write_features(

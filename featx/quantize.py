@@ -18,11 +18,8 @@ rebuilding the int8 network from them gives bit-identical vectors without runnin
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import hashlib
-import os
-import uuid
 import warnings
 from pathlib import Path
 from typing import Any
@@ -33,6 +30,7 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 from featx.errors import FeatxError, ParameterError
+from featx.feature_files import save_or_warn
 
 #: What the int8 network's identity holds besides the float network's (goes into the fingerprint).
 SCHEME = ("torch.ao fx, x86 default qconfig (per-channel weights), post-training static; depthwise convs "
@@ -154,17 +152,13 @@ def _observer_state(prepared: nn.Module) -> dict[str, torch.Tensor]:
 
 def _save_observers(prepared: nn.Module, path: Path) -> None:
     """Atomically; a read-only cache directory only means calibrating again next time, with a warning."""
-    tmp = path.with_name(f".tmp-{uuid.uuid4().hex}.npz")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = {name: value.numpy() for name, value in _observer_state(prepared).items()}
+
+    def write(tmp: Path) -> None:
         with open(tmp, "wb") as file:
-            np.savez(file, **{name: value.numpy() for name, value in _observer_state(prepared).items()})
-        os.replace(tmp, path)
-    except OSError as error:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
-        warnings.warn(f"cannot keep the int8 calibration in {path} ({error}); the next run calibrates again",
-                      stacklevel=4)
+            np.savez(file, **arrays)
+
+    save_or_warn(path, write, "the int8 calibration", "the next run calibrates again", stacklevel=4)
 
 
 def _load_observers(prepared: nn.Module, path: Path) -> bool:

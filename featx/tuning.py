@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import time
-import uuid
 import warnings
 from datetime import datetime, timezone
 from pathlib import Path
@@ -25,6 +24,7 @@ import numpy as np
 import torch
 
 from featx import quantize
+from featx.feature_files import save_or_warn
 from featx.machine import cpu_model
 
 FORMAT = 1
@@ -118,16 +118,9 @@ def load_entries() -> dict[str, Any]:
 
 def save_entries(entries: dict[str, Any]) -> None:
     """Write atomically; a read-only home only costs the memory of the measurement, with a warning."""
-    path = tuning_path()
-    tmp = path.with_name(f".tmp-{uuid.uuid4().hex}-{path.name}")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps({"format": FORMAT, "entries": entries}, indent=1, sort_keys=True))
-        os.replace(tmp, path)
-    except OSError as error:
-        tmp.unlink(missing_ok=True)
-        warnings.warn(f"cannot remember the tuning result in {path} ({error}); the next run measures again",
-                      stacklevel=3)
+    text = json.dumps({"format": FORMAT, "entries": entries}, indent=1, sort_keys=True)
+    save_or_warn(tuning_path(), lambda tmp: tmp.write_text(text), "the tuning file", "the next run measures again",
+                 stacklevel=3)
 
 
 def sample_images() -> list[np.ndarray]:

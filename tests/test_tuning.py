@@ -71,3 +71,11 @@ def test_the_key_names_the_processor_torch_and_network(own_file):
     (key,) = json.loads(own_file.read_text())["entries"]
     assert key.startswith(tuning.device_model(FrozenNetwork("tiny", weights=None, precision="fp32").device))
     assert "|torch " in key and "|tiny|" in key and "|32px" in key
+
+
+def test_an_unwritable_tuning_file_only_costs_measuring_again(tmp_path, monkeypatch):
+    (tmp_path / "home").write_text("a file where the folder should be")
+    monkeypatch.setenv("FEATX_TUNING_FILE", str(tmp_path / "home" / "tuning.json"))
+    with pytest.warns(UserWarning, match="the tuning file: cannot write .*the next run measures again"):
+        network = FrozenNetwork("tiny", weights=None)
+    assert network.precision in ("fp32", "bf16", "int8") and sorted(p.name for p in tmp_path.iterdir()) == ["home"]
