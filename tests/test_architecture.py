@@ -59,3 +59,11 @@ def test_the_registry_mechanism_names_no_model():
     source = (PACKAGE / "registry.py").read_text().lower()
     assert not any(family in source for family in ("resnet", "vgg", "efficientnet", "import timm"))
     assert imports_at_load_time(PACKAGE / "registry.py").isdisjoint({"featx.zoo", "featx.network", "featx.extract"})
+
+
+def test_readme_says_which_file_holds_each_module():
+    section = (PACKAGE.parent / "README.md").read_text().split("## How featx is built")[1].split("\n## ")[0]
+    unnamed = [str(path.relative_to(PACKAGE)) for path in PACKAGE.rglob("*.py")
+               if path.name not in ("__init__.py", "__main__.py")
+               and path.name not in section and str(path.relative_to(PACKAGE)) not in section]
+    assert unnamed == [], f"README's 'How featx is built' does not name {unnamed}"
