@@ -15,7 +15,6 @@ and keeps its traceback.
 
 from __future__ import annotations
 
-from typing import Any
 
 
 class FeatxError(Exception):
@@ -43,9 +42,6 @@ class ImageError(FeatxError, ValueError):
 
     def __reduce__(self):  # crosses DataLoader worker processes intact
         return ImageError, (self.index, self.source, self.kind, self.reason)
-
-    def as_record(self) -> dict[str, Any]:
-        return {"index": self.index, "source": self.source, "kind": self.kind, "message": self.reason}
 
 
 ERROR_KINDS = (
