@@ -16,7 +16,6 @@ and keeps its traceback.
 from __future__ import annotations
 
 
-
 class FeatxError(Exception):
     """The root of featx's own errors."""
 
