@@ -160,3 +160,16 @@ def test_no_progress_bar_goes_into_a_log_file(tmp_path):
     assert log.returncode == 0, log.stderr
     assert "\r" not in log.stderr and "img/s" not in log.stderr and "img/s" not in log.stdout
     assert "computed: 10" in log.stdout
+
+
+def test_the_progress_bar_counts_in_plain_numbers(capsys):
+    from featx import FrozenNetwork
+    from featx.cache import MemoryNamespace
+    from featx.extract import extract
+
+    image = np.full((8, 8, 3), 7, dtype=np.uint8)
+    network = FrozenNetwork("tiny", weights=None, precision="fp32")
+    store = MemoryNamespace(network.fingerprint)
+    extract([image], network, store)
+    extract([image] * 10_000, network, store, progress=True, num_workers=0)
+    assert "cached=10000, computed=0, failed=0" in capsys.readouterr().err  # not tqdm's "1e+4"

@@ -107,8 +107,9 @@ def run(
             raise min(unreadable + decode_errors, key=lambda e: e.index)
         if progress is not None:
             progress.update(len(samples))
-            progress.set_postfix(cached=n_cached, computed=batches.computed,
-                                 failed=len(unreadable) + len(decode_errors), refresh=False)
+            # as a string: tqdm's own number format shows 70,000 as "7e+4"
+            progress.set_postfix_str(f"cached={n_cached}, computed={batches.computed}, "
+                                     f"failed={len(unreadable) + len(decode_errors)}", refresh=False)
     batches.commit_all()
     errors = sorted(unreadable + spread_failures(decode_errors, keys), key=lambda e: e.index)
     return Filled(keys, errors, n_cached, batches.computed)
