@@ -1,13 +1,23 @@
 """The batch job from the command line: every bad-file kind reported, every good file extracted."""
 
+import fcntl
+import os
+import pty
+import struct
+import subprocess
+import sys
+import termios
+
 import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
 
-from test_cache import featx_cli
+from test_cache import REPO, featx_cli, write_images
 
-from featx import load_features
+from featx import FrozenNetwork, load_features
+from featx.cache import MemoryNamespace
+from featx.extract import extract
 
 
 def test_bad_files_are_listed_with_their_kind_and_every_good_file_is_extracted(messy_folder, tmp_path):
@@ -110,16 +120,6 @@ def test_compare_without_labels_says_what_it_needs(image_folder, tmp_path):
 
 def extract_under_a_terminal(folder, cache) -> str:
     """Run the job with standard error on a pseudo-terminal, as a person at a shell sees it; its text."""
-    import fcntl
-    import os
-    import pty
-    import struct
-    import subprocess
-    import sys
-    import termios
-
-    from test_cache import REPO
-
     controller, terminal = pty.openpty()
     fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))  # 40 rows, 160 columns
     command = [sys.executable, "-m", "featx", "extract", str(folder), "--backbone", "tiny_backbone:TINY",
@@ -142,8 +142,6 @@ def extract_under_a_terminal(folder, cache) -> str:
 
 
 def test_the_progress_bar_keeps_the_cached_count_while_computing(tmp_path):
-    from test_cache import write_images
-
     cache = tmp_path / "cache"
     featx_cli("extract", write_images(tmp_path / "half", 4), "--backbone", "tiny_backbone:TINY", "--weights", "none",
               "--cache", cache, "--precision", "fp32", "--quiet")
@@ -153,8 +151,6 @@ def test_the_progress_bar_keeps_the_cached_count_while_computing(tmp_path):
 
 
 def test_no_progress_bar_goes_into_a_log_file(tmp_path):
-    from test_cache import write_images
-
     log = featx_cli("extract", write_images(tmp_path / "images", 10), "--backbone", "tiny_backbone:TINY",
                     "--weights", "none", "--cache", tmp_path / "cache", "--batch-size", "2")
     assert log.returncode == 0, log.stderr
@@ -163,10 +159,6 @@ def test_no_progress_bar_goes_into_a_log_file(tmp_path):
 
 
 def test_the_progress_bar_counts_in_plain_numbers(capsys):
-    from featx import FrozenNetwork
-    from featx.cache import MemoryNamespace
-    from featx.extract import extract
-
     image = np.full((8, 8, 3), 7, dtype=np.uint8)
     network = FrozenNetwork("tiny", weights=None, precision="fp32")
     store = MemoryNamespace(network.fingerprint)
