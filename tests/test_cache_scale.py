@@ -216,3 +216,33 @@ def test_a_compaction_killed_at_any_moment_loses_nothing_and_the_next_one_remove
     final = fresh_namespace(tmp_path)
     assert final.stats()["stored_rows"] == len(final) == 2000 and final.stats()["shards"] == 1
     assert [p.name for p in final.path.iterdir() if p.name.startswith(".tmp")] == []
+
+
+def test_a_read_in_storage_order_and_a_gather_return_the_same_vectors_and_both_catch_a_flipped_bit(tmp_path):
+    """Rows asked in storage order arrive by one file read per shard, others through the memory map."""
+    write_shards(FeatureCache(tmp_path).namespace(FINGERPRINT), list(range(60)), per_shard=30)
+    shuffled = np.random.default_rng(0).permutation(60)
+    for order in (np.arange(60), shuffled):
+        vectors, corrupt = fresh_namespace(tmp_path).read([key(i) for i in order])
+        assert corrupt == [] and np.array_equal(vectors, np.stack([vector(i) for i in order]))
+    namespace = fresh_namespace(tmp_path)
+    first_shard = namespace.shard_names()[0]
+    path = namespace.path / f"{first_shard}.vectors.npy"
+    data = bytearray(path.read_bytes())
+    data[namespace._vectors(first_shard).offset + 7 * 16 + 2] ^= 0x01  # one bit of row 7's first float
+    path.write_bytes(bytes(data))
+    for order in (np.arange(60), shuffled):
+        vectors, corrupt = fresh_namespace(tmp_path).read([key(i) for i in order])
+        assert corrupt == [key(7)]
+
+
+def test_a_vectors_file_cut_short_after_it_was_mapped_is_recomputed_not_a_crash(tmp_path):
+    write_shards(FeatureCache(tmp_path).namespace(FINGERPRINT), list(range(20)), per_shard=20)
+    namespace = fresh_namespace(tmp_path)
+    namespace.read([key(0)])  # the shard is mapped now
+    (path,) = namespace.path.glob("*.vectors.npy")
+    with open(path, "r+b") as handle:
+        handle.truncate(namespace._vectors(namespace.shard_names()[0]).offset + 5 * 16)
+    with pytest.warns(UserWarning, match=r"is unreadable \(the file ends before its last vector\).*recomputed"):
+        _, corrupt = namespace.read([key(i) for i in range(20)])
+    assert corrupt == [key(i) for i in range(20)]

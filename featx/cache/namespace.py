@@ -125,23 +125,23 @@ class Namespace:
             for shard_id, here in zip(ids, np.split(order, starts[1:])):
                 positions, shard_rows = pending[here], rows[here]
                 shard = self.index().shard_name(shard_id)
+                target, rows_here = contiguous(positions), contiguous(shard_rows)
                 try:
-                    vectors = self._shard_rows(shard, shard_rows, None if out is None else out.shape[1])
+                    mapped = self._mapped_vectors(shard, None if out is None else out.shape[1])
+                    if mapped is not None:
+                        if out is None:
+                            out = np.empty((len(keys), mapped.shape[1]), dtype=np.float32)
+                        copied = self._copy_rows(shard, mapped, rows_here, out, target)
                 except FileNotFoundError:
                     if attempt == LOOKUPS - 1:
                         raise
                     vanished.append(positions)
                     continue
-                if vectors is None:
+                if mapped is None or copied is None:
                     corrupt.extend(keys[p] for p in positions)
                     self.index().forget(shard, shard_rows)
                     continue
-                stored = self._keys(shard)[contiguous(shard_rows)]
-                if out is None:
-                    out = np.empty((len(keys), vectors.shape[1]), dtype=np.float32)
-                target = contiguous(positions)
-                out[target] = vectors  # rows stored in the order asked: one memcpy from the mapped file
-                copied = out[target] if isinstance(target, slice) else vectors
+                stored = self._keys(shard)[rows_here]
                 bad = (vector_checksums(copied) != stored["crc32"]) | (stored["key"] != encoded[positions])
                 corrupt.extend(keys[p] for p in positions[bad])
                 self.index().forget(shard, shard_rows[bad])
@@ -153,21 +153,46 @@ class Namespace:
             out = np.empty((0, 0), dtype=np.float32)
         return out, corrupt
 
-    def _shard_rows(self, shard: str, rows: np.ndarray, width: int | None) -> np.ndarray | None:
-        """``rows`` of a shard's vectors, or None (with a warning) if the vectors file is unreadable or its
-        shape does not match its keys file (and the width of the other shards read)."""
+    def _mapped_vectors(self, shard: str, width: int | None) -> np.ndarray | None:
+        """A shard's vectors, memory-mapped, or None (with a warning) if the file is unreadable or its shape
+        does not match its keys file (and the width of the other shards read)."""
         try:
             vectors = self._vectors(shard)
             n_keys = len(self._keys(shard))
             if vectors.ndim != 2 or len(vectors) != n_keys or (width is not None and vectors.shape[1] != width):
                 raise ValueError(f"vectors of shape {vectors.shape} for {n_keys} keys")
-            return np.asarray(vectors[contiguous(rows)], dtype=np.float32)  # a slice: a view, copied once by read()
+            return vectors
         except FileNotFoundError:
             raise
         except (OSError, ValueError, EOFError) as error:
-            warnings.warn(f"feature cache shard {self.path / shard} is unreadable ({error}); its vectors will be "
-                          "recomputed (`featx cache verify --drop` removes it)", stacklevel=3)
+            self._warn_unreadable(shard, error)
             return None
+
+    def _copy_rows(self, shard: str, mapped: np.memmap, rows: slice | np.ndarray, out: np.ndarray,
+                   target: slice | np.ndarray) -> np.ndarray | None:
+        """Copy a shard's ``rows`` into ``out[target]`` and return what was copied (None, with a warning, if
+        the file cannot be read). Rows stored in the order asked arrive by one read from the file, which
+        costs a third of copying them through the memory map (page faults; benchmarks/cache_scale.py)."""
+        if not (isinstance(rows, slice) and isinstance(target, slice)):
+            gathered = mapped[rows]  # only the rows asked are touched
+            out[target] = gathered
+            return gathered
+        destination = memoryview(out[target]).cast("B")
+        try:
+            with open(self.path / f"{shard}{VECTORS_SUFFIX}", "rb") as handle:
+                handle.seek(mapped.offset + rows.start * mapped.strides[0])
+                if handle.readinto(destination) != destination.nbytes:
+                    raise EOFError("the file ends before its last vector")
+        except FileNotFoundError:
+            raise
+        except (OSError, EOFError) as error:
+            self._warn_unreadable(shard, error)
+            return None
+        return out[target]
+
+    def _warn_unreadable(self, shard: str, error: Exception) -> None:
+        warnings.warn(f"feature cache shard {self.path / shard} is unreadable ({error}); its vectors will be "
+                      "recomputed (`featx cache verify --drop` removes it)", stacklevel=4)
 
     def _load_vectors(self, shard: str) -> np.ndarray:
         return np.load(self.path / f"{shard}{VECTORS_SUFFIX}", mmap_mode="r", allow_pickle=False)
