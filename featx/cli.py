@@ -177,7 +177,7 @@ def _extract(args: argparse.Namespace) -> int:
     from featx.datasets import load_manifest
     from featx.feature_files import check_output_path
     from featx.job import run_extract_job, write_errors
-    from featx.network import FrozenNetwork, NetworkSpec
+    from featx.network import NetworkSpec
 
     manifest = load_manifest(args.source)
     # outputs are checked before the network loads: a typo or a read-only folder costs nothing
@@ -185,17 +185,18 @@ def _extract(args: argparse.Namespace) -> int:
         check_output_path(args.out)
     if args.errors:
         check_output_path(args.errors, (".csv",), "--errors")
-    network = FrozenNetwork(NetworkSpec(args.backbone, args.weights, args.layer, args.pooling, args.device,
-                                        args.precision, COMPILE_WORDS[args.compile], args.decoding,
-                                        args.min_cosine, args.calibration))
+    options = {"address": args.ray_address, "concurrency": args.ray_concurrency} if args.engine == "ray" else {}
+    engine = engines.get(args.engine, **options)
+    network = engine.network(NetworkSpec(args.backbone, args.weights, args.layer, args.pooling, args.device,
+                                         args.precision, COMPILE_WORDS[args.compile], args.decoding,
+                                         args.min_cosine, args.calibration))
     namespace = FeatureCache(args.cache).namespace(network.fingerprint)
     print(f"{len(manifest)} images -> {network.backbone.name} [{network.weights_description}] "
           f"node {network.node} ({network.n_features} features, {network.pooling}), "
           f"{network.device} {network.precision}; cache {namespace.path}", file=sys.stderr)
-    options = {"address": args.ray_address, "concurrency": args.ray_concurrency} if args.engine == "ray" else {}
     summary = run_extract_job(
         manifest, network, namespace, batch_size=args.batch_size, num_workers=args.num_workers,
-        on_error=args.on_error, out=args.out, progress=progress_wanted(args), engine=engines.get(args.engine, **options),
+        on_error=args.on_error, out=args.out, progress=progress_wanted(args), engine=engine,
         max_pixels=args.max_pixels,
     )
     errors_path = args.errors

@@ -4,12 +4,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import REPO
+from conftest import REPO, assert_same_vectors
 from test_cache import featx_cli
 
 from featx import FeatureCache, FrozenNetwork, load_features
 from featx.datasets import load_manifest
+from featx.errors import ParameterError
 from featx.job import run_extract_job
+from featx.network import NetworkSpec
 
 ray = pytest.importorskip("ray", reason="the Ray engine is an optional extra: pip install 'featx[ray]'")
 from featx import engines  # noqa: E402
@@ -88,7 +90,7 @@ def test_a_worker_whose_network_differs_from_the_drivers_fingerprint_refuses_to_
 
     driver = FrozenNetwork(TINY, weights=None, precision="fp32")
     foreign = {**driver.fingerprint, "precision": "bf16"}  # as if "auto" had resolved otherwise on the driver
-    with pytest.raises(FeatxError, match=r"differs from the driver's in \['precision'\].*refusing to write"):
+    with pytest.raises(FeatxError, match=r"differs from the job's in \['precision'\].*refusing to write"):
         _Embed(driver.spec, foreign, str(tmp_path), threads=1)
     assert not list(tmp_path.iterdir())
     _Embed(driver.spec, driver.fingerprint, str(tmp_path), threads=1)  # the matching one starts
@@ -115,3 +117,62 @@ def test_a_ray_decoding_task_reads_each_image_once_and_decodes_only_what_the_cac
     assert [pixels.shape for pixels in batch["pixels"]] == [(0, 0, 0), *[(3, 32, 32)] * 2, (0, 0, 0),
                                                             *[(3, 32, 32)] * 2]
     assert list(batch["key"]) == [content_key(p) for p in paths]
+
+
+def test_the_driver_never_loads_the_network_a_worker_resolves_it_and_runs_even_its_recomputations(
+        local_ray, image_folder, tmp_path, monkeypatch):
+    """As on a CPU-only head node driving GPU workers: the driver only ever holds the resolved spec."""
+    from featx.engines import ray as ray_engine
+
+    monkeypatch.setattr(FrozenNetwork, "__init__", lambda *a, **k: pytest.fail("the driver loaded the network"))
+    engine = engines.get("ray")
+    network = engine.network(NetworkSpec(TINY, weights=None))  # precision "auto": measured on the worker
+    assert isinstance(network, ray_engine.RemoteNetwork)
+    assert (network.spec.device, network.fingerprint["precision"]) == ("cpu", network.spec.precision)
+    assert network.spec.precision != "auto" and network.n_features == 64
+    namespace = FeatureCache(tmp_path / "cache").namespace(network.fingerprint)
+    first = run_extract_job(load_manifest(image_folder), network, namespace, batch_size=4, progress=False,
+                            engine=engine)
+    assert (first.n_computed, first.n_cached) == (6, 0)
+    shard = sorted(namespace.path.glob("*.vectors.npy"))[0]  # flip a bit: reading it back recomputes, on a worker
+    data = bytearray(shard.read_bytes())
+    data[-3] ^= 0x10
+    shard.write_bytes(bytes(data))
+    again = run_extract_job(load_manifest(image_folder), network, namespace, batch_size=4, progress=False,
+                            engine=engine, out=tmp_path / "ray.parquet")
+    assert (again.n_computed, again.n_cached) == (0, 6)
+    monkeypatch.undo()
+    here = FrozenNetwork(network.spec)  # the same resolved network, loaded here only to check the vectors
+    assert here.fingerprint == network.fingerprint
+    run_extract_job(load_manifest(image_folder), here, FeatureCache(tmp_path / "local").namespace(here.fingerprint),
+                    batch_size=4, progress=False, out=tmp_path / "local.parquet")
+    assert_same_vectors(load_features(tmp_path / "ray.parquet")[0], load_features(tmp_path / "local.parquet")[0])
+
+
+def test_device_cuda_on_a_cluster_without_gpus_is_refused_in_one_line_before_any_task_waits(local_ray):
+    with pytest.raises(ParameterError, match="the Ray cluster has no GPUs"):
+        engines.get("ray").network(NetworkSpec(TINY, weights=None, device="cuda"))
+
+
+def test_a_workers_failure_to_resolve_the_network_arrives_as_featx_own_one_line_error(local_ray, tmp_path):
+    with pytest.raises(ParameterError, match=r"weights='.*missing\.pth' is neither a weights name") as caught:
+        engines.get("ray").network(NetworkSpec(TINY, weights=str(tmp_path / "missing.pth")))
+    assert "Traceback" not in str(caught.value)
+
+
+def test_the_driver_keeps_64_bytes_a_key_and_only_the_failed_inputs_of_a_streamed_run():
+    from featx.engines.ray import _Outcome
+
+    paths = [f"/data/{i}.png" for i in range(6)]
+    outcome = _Outcome(np.zeros(len(paths), dtype="S64"))
+    for rows in ([4, 0, 2], [1, 5, 3]):  # batches arrive in any order
+        index = np.array(rows)
+        failed = index == 5
+        outcome.add({"index": index, "key": np.array(["" if f else f"{i:064x}" for i, f in zip(rows, failed)], dtype=object),
+                     "cached": ~failed & (index % 2 == 0), "computed": ~failed & (index % 2 == 1),
+                     "error_kind": np.where(failed, "missing", ""), "error_reason": np.where(failed, "no such file", "")},
+                    paths)
+    assert outcome.keys.nbytes == 64 * len(paths)
+    assert outcome.keys.tolist() == [f"{i:064x}".encode() for i in range(5)] + [b""]
+    assert (outcome.n_cached, outcome.n_computed) == (3, 2)
+    assert [(e.index, e.source, e.kind) for e in outcome.failures] == [(5, "/data/5.png", "missing")]

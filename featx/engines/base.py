@@ -9,7 +9,7 @@ from featx.errors import ImageError
 
 if TYPE_CHECKING:
     from featx.cache import Store
-    from featx.network import FrozenNetwork
+    from featx.network import FrozenNetwork, NetworkSpec
 
 
 @dataclass
@@ -35,6 +35,10 @@ class Engine(Protocol):
     decoded only if the store lacks its content. Images over
     ``max_pixels``, decoded or resized, fail one by one (kinds ``decompression_bomb`` and ``too_large``).
     """
+
+    def network(self, spec: "NetworkSpec") -> "FrozenNetwork":
+        """The network of ``spec``, resolved (device, precision, weights) where this engine will run it."""
+        ...
 
     def fill(
         self,

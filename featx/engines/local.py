@@ -18,12 +18,16 @@ from featx.engines.base import Filled
 from featx.engines.plan import first_missing, spread_failures
 from featx.errors import ImageError
 from featx.images import MAX_PIXELS, ImageInput, describe, hash_content, read_content
-from featx.network import FrozenNetwork
+from featx.network import FrozenNetwork, NetworkSpec
 from featx.preprocessing import Preprocessing
 
 
 class LocalEngine:
     """Read, key and decode in DataLoader worker processes, run the network here. See :class:`featx.engines.Engine`."""
+
+    def network(self, spec: NetworkSpec) -> FrozenNetwork:
+        """The network of ``spec``, loaded in this process, where it runs."""
+        return FrozenNetwork(spec)
 
     def fill(
         self,
@@ -79,7 +83,7 @@ def run(
         batch_size=batch_size,
         num_workers=workers,
         collate_fn=list,
-        pin_memory=network.device.type == "cuda",
+        pin_memory=network.device.type == "cuda" and torch.cuda.is_available(),  # not for a network on Ray's workers
         prefetch_factor=4 if workers else None,
         persistent_workers=False,
         worker_init_fn=_yield_to_the_network if workers and _decoders_should_yield(network.device) else None,

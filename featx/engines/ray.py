@@ -5,20 +5,23 @@
 The unit of work is the local engine's: each image read once, in a CPU task, keyed by its content and
 decoded only if the cache lacks that key; a batch of decoded images -> ``FrozenNetwork`` -> one atomic
 ``Namespace.write`` into the on-disk cache. So a re-run computes only what is missing, a killed run keeps
-its finished shards, and everything downstream reads the same namespaces. Every node must see the cache
-directory (shared storage) and the image paths. Ray stays optional: ``pip install 'featx[ray]'``.
+its finished shards, and everything downstream reads the same namespaces. The driver never loads the
+network: a worker resolves it (:meth:`RayEngine.network`). Every node must see the cache directory (shared
+storage) and the image paths. Ray stays optional: ``pip install 'featx[ray]'``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Any, Container, Sequence
 
 import numpy as np
+import pyarrow as pa
 import torch
 
-from featx.cache import FeatureCache, Namespace, Store
+from featx.cache import KEY_DTYPE, FeatureCache, Namespace, Store
 from featx.datasets import load_manifest
 from featx.engines.base import Filled
 from featx.engines.plan import spread_failures
@@ -27,6 +30,7 @@ from featx.images import MAX_PIXELS, hash_content, read_content
 from featx.job import JobSummary, run_extract_job
 from featx.network import FrozenNetwork, NetworkSpec
 from featx.preprocessing import Preprocessing
+from featx.registry import Backbone, get_backbone
 
 
 def _ray():
@@ -78,24 +82,89 @@ def _read_key_decode_batch(batch: dict[str, np.ndarray], preprocessing: Preproce
             **_failure_columns(errors)}
 
 
+def _matching_network(spec: NetworkSpec, fingerprint: dict[str, Any]) -> FrozenNetwork:
+    """The network of ``spec`` built here, refused unless its fingerprint is the job's."""
+    network = FrozenNetwork(spec)
+    if network.fingerprint != fingerprint:
+        differing = sorted(k for k in {**fingerprint, **network.fingerprint}
+                           if fingerprint.get(k) != network.fingerprint.get(k))
+        raise FeatxError(f"this worker's network differs from the job's in {differing} "
+                         f"({ {k: network.fingerprint.get(k) for k in differing} } here, "
+                         f"{ {k: fingerprint.get(k) for k in differing} } in the job); refusing to write "
+                         "its vectors into the job's cache namespace")
+    return network
+
+
+@dataclasses.dataclass(frozen=True)
+class RemoteNetwork:
+    """The network as the Ray driver holds it: resolved on a worker where it will run (device, measured
+    precision, weights digest), never loaded on the driver, so a CPU-only head node can drive GPU workers.
+
+    The job reads what it needs from it (fingerprint, feature count, preprocessing); a batch it is called
+    on (a vector that failed its checksum when the job read it back) runs on the cluster too.
+    """
+
+    spec: NetworkSpec  # device and precision as resolved on the worker
+    fingerprint: dict[str, Any]
+    n_features: int
+    preprocessing: Preprocessing
+    node: str
+    pooling: str
+    weights_description: str
+
+    @property
+    def backbone(self) -> Backbone:
+        return get_backbone(self.spec.backbone)
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device(self.spec.device)
+
+    @property
+    def precision(self) -> str:
+        return self.spec.precision
+
+    def prepare(self, n_images: int, batch_size: int) -> None:
+        """Nothing to prepare here: the network lives on the workers."""
+
+    def __call__(self, batch: torch.Tensor) -> np.ndarray:
+        ray = _ray()
+        forward = ray.remote(_forward_on_worker).options(num_gpus=1 if self.device.type == "cuda" else 0)
+        return _get(ray, forward.remote(self.spec, self.fingerprint, batch.numpy()))
+
+
+def _resolve_on_worker(spec: NetworkSpec) -> RemoteNetwork:
+    network = FrozenNetwork(spec)
+    resolved = spec.replace(device=network.device.type, precision=network.precision)
+    return RemoteNetwork(resolved, network.fingerprint, network.n_features, network.preprocessing, network.node,
+                         network.pooling, network.weights_description)
+
+
+def _forward_on_worker(spec: NetworkSpec, fingerprint: dict[str, Any], pixels: np.ndarray) -> np.ndarray:
+    return _matching_network(spec, fingerprint)(torch.from_numpy(pixels))
+
+
+def _get(ray, reference):
+    """``ray.get``, raising a featx error from a worker as itself (one line), not wrapped in Ray's traceback."""
+    try:
+        return ray.get(reference)
+    except ray.exceptions.RayTaskError as error:
+        if isinstance(error.cause, (FeatxError, OSError, ImportError)):
+            raise error.cause from None
+        raise
+
+
 class _Embed:
     """A Ray actor: one frozen network, loaded once; each batch is computed and committed to the cache.
 
-    It is built from the driver's resolved spec (its measured precision, not "auto") and refuses to start
-    unless its own fingerprint is the driver's: vectors are never stored under a fingerprint they do not
+    It is built from the resolved spec (the device and measured precision, not "auto") and refuses to start
+    unless its own fingerprint is the job's: vectors are never stored under a fingerprint they do not
     match (another torch, another quantization, another precision on that node).
     """
 
     def __init__(self, spec: NetworkSpec, fingerprint: dict[str, Any], cache_path: str, threads: int):
         torch.set_num_threads(threads)
-        self.network = FrozenNetwork(spec)
-        if self.network.fingerprint != fingerprint:
-            differing = sorted(k for k in {**fingerprint, **self.network.fingerprint}
-                               if fingerprint.get(k) != self.network.fingerprint.get(k))
-            raise FeatxError(f"this worker's network differs from the driver's in {differing} "
-                             f"({ {k: self.network.fingerprint.get(k) for k in differing} } here, "
-                             f"{ {k: fingerprint.get(k) for k in differing} } on the driver); refusing to write "
-                             "its vectors into the driver's cache namespace")
+        self.network = _matching_network(spec, fingerprint)
         self.namespace = Namespace(Path(cache_path))
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -113,12 +182,6 @@ class _Embed:
                 "error_kind": batch["error_kind"], "error_reason": batch["error_reason"]}
 
 
-def _errors(frame, paths: Sequence[str]) -> list[ImageError]:
-    failed = frame[frame["error_kind"] != ""]
-    return [ImageError(int(i), paths[int(i)], kind, reason)
-            for i, kind, reason in zip(failed["index"], failed["error_kind"], failed["error_reason"])]
-
-
 class RayEngine:
     """The local engine's work on Ray Data: the same keys, errors and counts, the same cache.
 
@@ -129,6 +192,21 @@ class RayEngine:
 
     def __init__(self, address: str | None = None, concurrency: int | None = None):
         self.address, self.concurrency = address, concurrency
+
+    def network(self, spec: NetworkSpec) -> RemoteNetwork:
+        """The network of ``spec``, resolved by one task on the kind of worker that will run it (a GPU worker
+        for device 'cuda', or 'auto' on a cluster with GPUs; else a CPU one). The driver never loads it."""
+        ray = _ray()
+        connect(self.address)
+        if spec.device not in ("auto", "cpu", "cuda"):
+            raise ParameterError(f"the Ray engine takes device auto, cpu or cuda, not {spec.device!r}: Ray gives "
+                                 "each model actor its own GPU")
+        gpus = int(ray.cluster_resources().get("GPU", 0))
+        if spec.device == "cuda" and not gpus:
+            raise ParameterError("device cuda: the Ray cluster has no GPUs (ray.cluster_resources() lists none); "
+                                 "add GPU workers, or use device auto or cpu")
+        resolve = ray.remote(_resolve_on_worker).options(num_gpus=1 if gpus and spec.device != "cpu" else 0)
+        return _get(ray, resolve.remote(spec))
 
     def fill(
         self,
@@ -150,27 +228,24 @@ class RayEngine:
         connect(self.address)
         ray.data.DataContext.get_current().enable_progress_bars = progress  # Ray Data's own bars
         paths = [os.fspath(p) for p in images]
-        done = self._run(ray, paths, network, store, batch_size, num_workers, max_pixels)
-        keys: list[str | None] = [None] * len(paths)
-        for index, key in zip(done["index"], done["key"]):
-            keys[int(index)] = key or None
-        failed = _errors(done, paths)
-        unreadable = [e for e in failed if keys[e.index] is None]
-        decode_errors = [e for e in failed if keys[e.index] is not None]
+        outcome = self._run(ray, paths, network, store, batch_size, num_workers, max_pixels)
+        keys: list[str | None] = [key.decode() or None for key in outcome.keys.tolist()]
+        unreadable = [e for e in outcome.failures if keys[e.index] is None]
+        decode_errors = [e for e in outcome.failures if keys[e.index] is not None]
         errors = sorted(unreadable + spread_failures(decode_errors, keys), key=lambda e: e.index)
-        filled = Filled(keys, errors, int(done["cached"].sum()), int(done["computed"].sum()))
+        filled = Filled(keys, errors, outcome.n_cached, outcome.n_computed)
         if fail_fast and filled.errors:
             raise filled.errors[0]
         return filled
 
-    def _run(self, ray, paths: list[str], network: FrozenNetwork, store: Namespace, batch_size: int,
-             num_workers: int | None, max_pixels: int):
+    def _run(self, ray, paths: list[str], network: FrozenNetwork | RemoteNetwork, store: Namespace, batch_size: int,
+             num_workers: int | None, max_pixels: int) -> _Outcome:
         gpus = int(ray.cluster_resources().get("GPU", 0)) if network.device.type == "cuda" else 0
         actors = self.concurrency or max(1, gpus)
         # On CPUs each actor's thread pool takes its share of the cluster's cores, while reserving one
         # logical CPU only, so Ray still schedules the decoding tasks (which yield to it, as locally).
         threads = 1 if gpus else max(1, int(ray.cluster_resources().get("CPU", 1)) // actors)
-        items = ray.data.from_items([{"index": i, "path": path} for i, path in enumerate(paths)])
+        items = ray.data.from_arrow(pa.table({"index": np.arange(len(paths)), "path": pa.array(paths, pa.string())}))
         decoded = items.map_batches(_read_key_decode_batch, fn_kwargs={
             "preprocessing": network.preprocessing, "max_pixels": max_pixels, "known": store.known()},
             batch_size=batch_size, concurrency=num_workers)
@@ -180,9 +255,31 @@ class RayEngine:
                                            "threads": threads},
             batch_size=batch_size, concurrency=actors, num_gpus=1 if gpus else 0, num_cpus=1,
         )
-        done = embedded.to_pandas()
+        outcome = _Outcome(np.zeros(len(paths), dtype=KEY_DTYPE["key"]))
+        for batch in embedded.iter_batches(batch_size=None, batch_format="numpy"):  # streamed, never all at once
+            outcome.add(batch, paths)
         store.refresh()  # the actors committed shards from their own processes
-        return done
+        return outcome
+
+
+@dataclasses.dataclass
+class _Outcome:
+    """What the driver keeps of a run: 64 bytes a key (empty for an unreadable input), two counts, and the
+    failed inputs only."""
+
+    keys: np.ndarray
+    n_cached: int = 0
+    n_computed: int = 0
+    failures: list[ImageError] = dataclasses.field(default_factory=list)
+
+    def add(self, batch: dict[str, np.ndarray], paths: Sequence[str]) -> None:
+        self.keys[batch["index"]] = np.asarray(batch["key"], dtype=self.keys.dtype)
+        self.n_cached += int(batch["cached"].sum())
+        self.n_computed += int(batch["computed"].sum())
+        for row in np.flatnonzero(batch["error_kind"] != ""):
+            index = int(batch["index"][row])
+            self.failures.append(ImageError(index, paths[index], str(batch["error_kind"][row]),
+                                            str(batch["error_reason"][row])))
 
 
 def extract(
@@ -203,7 +300,8 @@ def extract(
     progress: bool = False,
 ) -> JobSummary:
     """``featx extract SOURCE --engine ray`` from Python: cache a manifest's features, optionally write ``out``."""
-    network = FrozenNetwork(NetworkSpec(backbone, weights, layer, pooling, device, precision))
+    engine = RayEngine(address, concurrency)
+    network = engine.network(NetworkSpec(backbone, weights, layer, pooling, device, precision))
     namespace = FeatureCache(cache_dir).namespace(network.fingerprint)
     return run_extract_job(load_manifest(source), network, namespace, batch_size=batch_size, on_error=on_error,
-                           out=out, progress=progress, engine=RayEngine(address, concurrency))
+                           out=out, progress=progress, engine=engine)
