@@ -66,9 +66,11 @@ def _probe(random_state: int) -> BaseEstimator:
 
 
 def _nystroem_linsvm(random_state: int) -> Pipeline:
-    # an RBF kernel approximated by 1,000 landmark features, then a linear SVM: linear in n, not quadratic
+    # an RBF kernel approximated by 1,000 landmark features, then a linear SVM: linear in n, not quadratic.
+    # C is the SVC's own (10): on Fashion-MNIST features it came within 0.1-0.4 points of the SVC, where
+    # C=0.1 stayed 3 points below (README, "At full size").
     return make_pipeline(StandardScaler(), Nystroem(gamma=None, n_components=1000, random_state=random_state),
-                         LinearSVC(C=0.1, max_iter=5000, random_state=random_state))
+                         LinearSVC(C=10, max_iter=5000, random_state=random_state))
 
 
 @dataclass(frozen=True)
