@@ -168,10 +168,10 @@ def test_the_driver_keeps_64_bytes_a_key_and_only_the_failed_inputs_of_a_streame
     for rows in ([4, 0, 2], [1, 5, 3]):  # batches arrive in any order
         index = np.array(rows)
         failed = index == 5
-        outcome.add({"index": index, "key": np.array(["" if f else f"{i:064x}" for i, f in zip(rows, failed)], dtype=object),
-                     "cached": ~failed & (index % 2 == 0), "computed": ~failed & (index % 2 == 1),
-                     "error_kind": np.where(failed, "missing", ""), "error_reason": np.where(failed, "no such file", "")},
-                    paths)
+        keys = np.array(["" if f else f"{i:064x}" for i, f in zip(rows, failed)], dtype=object)
+        outcome.add({"index": index, "key": keys, "cached": ~failed & (index % 2 == 0),
+                     "computed": ~failed & (index % 2 == 1), "error_kind": np.where(failed, "missing", ""),
+                     "error_reason": np.where(failed, "no such file", "")}, paths)
     assert outcome.keys.nbytes == 64 * len(paths)
     assert outcome.keys.tolist() == [f"{i:064x}".encode() for i in range(5)] + [b""]
     assert (outcome.n_cached, outcome.n_computed) == (3, 2)

@@ -83,7 +83,8 @@ def run(
         batch_size=batch_size,
         num_workers=workers,
         collate_fn=list,
-        pin_memory=network.device.type == "cuda" and torch.cuda.is_available(),  # a RemoteNetwork may run on a worker's GPU
+        # a RemoteNetwork's "cuda" may be a Ray worker's GPU, not this machine's
+        pin_memory=network.device.type == "cuda" and torch.cuda.is_available(),
         prefetch_factor=4 if workers else None,
         persistent_workers=False,
         worker_init_fn=_yield_to_the_network if workers and _decoders_should_yield(network.device) else None,

@@ -238,8 +238,8 @@ class RayEngine:
             raise filled.errors[0]
         return filled
 
-    def _run(self, ray, paths: list[str], network: FrozenNetwork | RemoteNetwork, store: Namespace, batch_size: int,
-             num_workers: int | None, max_pixels: int) -> _Outcome:
+    def _run(self, ray, paths: list[str], network: FrozenNetwork | RemoteNetwork, store: Namespace,
+             batch_size: int, num_workers: int | None, max_pixels: int) -> _Outcome:
         gpus = int(ray.cluster_resources().get("GPU", 0)) if network.device.type == "cuda" else 0
         actors = self.concurrency or max(1, gpus)
         # On CPUs each actor's thread pool takes its share of the cluster's cores, while reserving one
