@@ -137,10 +137,12 @@ def job_overhead(n: int, workdir: Path | None) -> dict:
         warm = {}
         for process in ("new", "same"):  # a new process's state first, then the same process again
             if process == "new":
-                index._SHARED.clear(), seen._SEEN.clear()
+                index._SHARED.clear()
+                seen._SEEN.clear()
             start = time.perf_counter()
-            warm_summary = run_extract_job(manifest, network, FeatureCache(root / "cache").namespace(network.fingerprint),
-                                           out=root / "warm.npy", batch_size=256, progress=False)
+            namespace = FeatureCache(root / "cache").namespace(network.fingerprint)
+            warm_summary = run_extract_job(manifest, network, namespace, out=root / "warm.npy", batch_size=256,
+                                           progress=False)
             warm[process] = time.perf_counter() - start
             assert warm_summary.n_computed == 0
         paths = manifest["path"].tolist()

@@ -70,7 +70,8 @@ def timed(estimator, X, y):
 SVC_MAX_ROWS = 20_000
 
 
-def compare(name: str, X: np.ndarray, y: np.ndarray, n_train: int, svm_rows: list[int], logreg: bool = True) -> list[dict]:
+def compare(name: str, X: np.ndarray, y: np.ndarray, n_train: int, svm_rows: list[int],
+            logreg: bool = True) -> list[dict]:
     train, test = slice(0, n_train), slice(n_train, None)
     rows = []
 
