@@ -174,12 +174,13 @@ def _tune(args: argparse.Namespace) -> int:
 def _extract(args: argparse.Namespace) -> int:
     from featx import engines
     from featx.cache import FeatureCache
-    from featx.datasets import load_manifest
+    from featx.datasets import load_job_source
     from featx.feature_files import check_output_path
     from featx.job import run_extract_job, write_errors
     from featx.network import NetworkSpec
+    from featx.sources import Shards
 
-    manifest = load_manifest(args.source)
+    manifest = load_job_source(args.source)
     # outputs are checked before the network loads: a typo or a read-only folder costs nothing
     if args.out:
         check_output_path(args.out)
@@ -191,7 +192,8 @@ def _extract(args: argparse.Namespace) -> int:
                                          args.precision, COMPILE_WORDS[args.compile], args.decoding,
                                          args.min_cosine, args.calibration))
     namespace = FeatureCache(args.cache).namespace(network.fingerprint)
-    print(f"{len(manifest)} images -> {network.backbone.name} [{network.weights_description}] "
+    inputs = f"{len(manifest.names)} shards" if isinstance(manifest, Shards) else f"{len(manifest)} images"
+    print(f"{inputs} -> {network.backbone.name} [{network.weights_description}] "
           f"node {network.node} ({network.n_features} features, {network.pooling}), "
           f"{network.device} {network.precision}; cache {namespace.path}", file=sys.stderr)
     summary = run_extract_job(

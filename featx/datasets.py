@@ -52,6 +52,15 @@ def load_manifest(source: str | os.PathLike) -> pd.DataFrame:
     return _with_paths(_read_table(str(source)), str(source.parent.resolve()), source)
 
 
+def load_job_source(source: str | os.PathLike) -> pd.DataFrame | sources.Shards:
+    """What the batch job reads: WebDataset shards as :class:`~featx.sources.Shards` (streamed by the job,
+    never listed here), anything else as :func:`load_manifest`'s frame."""
+    text = os.fspath(source)
+    if sources.is_shard_source(text):
+        return sources.Shards(sources.expand_shards(text))
+    return load_manifest(source)
+
+
 def _with_paths(frame: pd.DataFrame, root: str, source: Any) -> pd.DataFrame:
     """Check the columns; make relative paths absolute against the manifest's folder (URLs stay as they are)."""
     if "path" not in frame.columns:

@@ -259,13 +259,18 @@ def _read_url(url: str, index: int) -> bytes:
     """An fsspec URL or tar member's bytes; failures become this input's error, naming shard and member."""
     try:
         return sources.read_bytes(url)
-    except FileNotFoundError:
-        what = "the table's cell is empty (null)" if url.startswith(sources.ROW_PREFIX) else "no such object or member"
-        raise ImageError(index, url, "missing", what) from None
-    except PermissionError as error:
-        raise ImageError(index, url, "permission", f"access denied ({error}); check the credentials") from None
     except (OSError, ValueError, KeyError, IndexError) as error:  # network, protocol, tar and table errors
-        raise ImageError(index, url, "unreadable", f"{type(error).__name__}: {error}") from None
+        raise read_error(index, url, error) from None
+
+
+def read_error(index: int, url: str, error: BaseException) -> ImageError:
+    """What an fsspec, tar or table read failure means for the input it read: missing, permission, unreadable."""
+    if isinstance(error, FileNotFoundError):
+        what = "the table's cell is empty (null)" if url.startswith(sources.ROW_PREFIX) else "no such object or member"
+        return ImageError(index, url, "missing", what)
+    if isinstance(error, PermissionError):
+        return ImageError(index, url, "permission", f"access denied ({error}); check the credentials")
+    return ImageError(index, url, "unreadable", f"{type(error).__name__}: {error}")
 
 
 def _unsupported_type(image: Any, index: int) -> ImageError:

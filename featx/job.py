@@ -30,6 +30,7 @@ from featx.feature_files import (
 from featx.images import MAX_PIXELS
 from featx.network import FrozenNetwork
 from featx.options import JOB_ON_ERROR, check_option
+from featx.sources import Shards
 
 _CHUNK_ROWS = 4096
 
@@ -60,7 +61,7 @@ class JobSummary:
 
 
 def run_extract_job(
-    manifest: pd.DataFrame,
+    manifest: pd.DataFrame | Shards,
     network: FrozenNetwork,
     namespace: Namespace,
     *,
@@ -74,6 +75,9 @@ def run_extract_job(
 ) -> JobSummary:
     """Cache the features of every image in ``manifest`` and optionally write them to ``out``.
 
+    ``manifest`` may be :class:`~featx.sources.Shards`: the engine then streams them and the output's rows
+    are the samples it found, in shard order.
+
     ``on_error='skip'`` reports bad files in the summary and leaves them out of ``out``; ``'raise'`` stops
     at the first one (finished batches stay cached). ``engine`` fills the cache (default: ``engines.get("local")``).
     """
@@ -83,10 +87,13 @@ def run_extract_job(
     check_writable_folder(namespace.path, "--cache")
     engine = engine or engines.get("local")
     start = time.perf_counter()
-    paths = manifest["path"].tolist()
-    filled = engine.fill(paths, network, namespace, batch_size=batch_size, num_workers=num_workers,
-                         progress=progress, fail_fast=on_error == "raise", max_pixels=max_pixels)
-    summary = JobSummary(len(paths), filled.n_cached, filled.n_computed, filled.errors,
+    options = dict(batch_size=batch_size, num_workers=num_workers, progress=progress, fail_fast=on_error == "raise",
+                   max_pixels=max_pixels)
+    if isinstance(manifest, Shards):
+        manifest, filled = engine.stream(manifest.names, network, namespace, **options)
+    else:
+        filled = engine.fill(manifest["path"].tolist(), network, namespace, **options)
+    summary = JobSummary(len(manifest), filled.n_cached, filled.n_computed, filled.errors,
                          skipped=manifest.attrs.get("skipped", []))
     if out is not None:
         good = filled.good()

@@ -9,7 +9,9 @@
 Credentials and endpoints come the standard way (``AWS_*`` variables including ``AWS_ENDPOINT_URL``,
 ``GOOGLE_APPLICATION_CREDENTIALS``, fsspec's configuration files). A shard is indexed once per process
 (its tar headers only) and its members are then read by range, so decoding workers read each image's
-bytes themselves. A table's row group is read once per worker, as its rows come in order.
+bytes themselves; the batch job instead streams each shard once, front to back (:func:`stream_samples`),
+as WebDataset does, so a remote shard is fetched once and never indexed. A table's row group is read once
+per worker, as its rows come in order.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ from __future__ import annotations
 import functools
 import json
 import os
-from typing import Any
+import tarfile
+from dataclasses import dataclass
+from typing import Any, Iterator
 
 import numpy as np
 import pandas as pd
@@ -106,17 +110,92 @@ def shard_manifest(shards: list[str]) -> pd.DataFrame:
     return frame
 
 
-def _label(index: Any, members: dict[str, str]) -> Any:
-    if ".cls" in members:
-        return index.cat_file(members[".cls"]).decode().strip()
-    if ".json" in members:
-        try:
-            meta = json.loads(index.cat_file(members[".json"]))
-        except ValueError:
-            return None
-        if isinstance(meta, dict):
-            return next((str(meta[k]) for k in ("label", "cls", "class") if k in meta), None)
+def _label(index: Any, members: dict[str, str]) -> str | None:
+    for extension in (".cls", ".json"):
+        if extension in members:
+            return _label_from(extension, index.cat_file(members[extension]))
     return None
+
+
+def _label_from(extension: str, data: bytes) -> str | None:
+    """A sample's label: a ``.cls`` member's text, or a ``.json`` member's ``label``, ``cls`` or ``class``."""
+    if extension == ".cls":
+        return data.decode(errors="replace").strip()
+    try:
+        meta = json.loads(data)
+    except ValueError:
+        return None
+    if isinstance(meta, dict):
+        return next((str(meta[k]) for k in ("label", "cls", "class") if k in meta), None)
+    return None
+
+
+@dataclass(frozen=True)
+class Shards:
+    """A job's source given as WebDataset shards: the job streams them (:func:`stream_samples`) rather
+    than listing their members first."""
+
+    names: list[str]
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One WebDataset sample as its shard streams past: its key, its image member's name and bytes (None
+    when it has no image member), its label, and the extensions of all its members."""
+
+    key: str
+    image: str | None
+    content: bytes | None
+    label: str | None
+    extensions: tuple[str, ...]
+
+
+class ShardReadError(OSError):
+    """A shard that cannot be opened or that ends early; ``member`` is the member being read, if any."""
+
+    def __init__(self, member: str | None, cause: BaseException):
+        self.member, self.cause = member, cause
+        super().__init__(f"{type(cause).__name__}: {cause}" + (f" (reading member {member})" if member else ""))
+
+
+def stream_samples(shard: str) -> Iterator[Sample]:
+    """Each sample of ``shard``, in order, from one front-to-back read of the shard (a sample's members are
+    consecutive, as WebDataset writes them). Only a sample's first image member and its ``.cls`` / ``.json``
+    are kept. Raises :class:`ShardReadError` where the shard cannot be opened or ends early; the samples
+    before that point have been yielded."""
+    import fsspec
+
+    member_name = None
+    try:
+        with fsspec.open(shard, "rb") as raw, tarfile.open(fileobj=raw, mode="r|*") as tar:
+            current: dict[str, Any] | None = None
+            for member in tar:
+                if not member.isfile():
+                    continue
+                member_name = member.name
+                directory, name = os.path.split(member.name)
+                stem, dot, extension = name.partition(".")
+                key, extension = os.path.join(directory, stem), "." + extension.lower() if dot else ""
+                if current is not None and current["key"] != key:
+                    yield _sample(current)
+                    current = None
+                current = current or {"key": key, "image": None, "content": None, "labels": {}, "extensions": []}
+                current["extensions"].append(extension)
+                if extension in IMAGE_SUFFIXES and current["image"] is None:
+                    current["image"], current["content"] = member.name, tar.extractfile(member).read()
+                elif extension in (".cls", ".json"):
+                    current["labels"][extension] = tar.extractfile(member).read()
+                member_name = None
+            if current is not None:
+                yield _sample(current)
+    except (OSError, tarfile.TarError, EOFError, ValueError) as error:
+        raise ShardReadError(member_name, error) from error
+
+
+def _sample(fields: dict[str, Any]) -> Sample:
+    labels = fields["labels"]
+    label = next((_label_from(e, labels[e]) for e in (".cls", ".json") if e in labels), None)
+    return Sample(fields["key"], fields["image"], fields["content"], label, tuple(fields["extensions"]))
 
 
 # -- Parquet tables of encoded images --------------------------------------------------------------------

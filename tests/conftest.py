@@ -2,6 +2,7 @@ import io
 import os
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -103,3 +104,38 @@ def messy_folder(tmp_path):
     manifest["label"] = [p.split("/")[1] for p in manifest["path"]]
     manifest.to_csv(tmp_path / "manifest.csv", index=False)
     return tmp_path / "manifest.csv"
+
+
+def write_shard(path, samples):
+    """A WebDataset shard: per sample, members ``<key>.<ext>`` in order."""
+    with tarfile.open(path, "w") as tar:
+        for key, members in samples:
+            for extension, data in members.items():
+                info = tarfile.TarInfo(f"{key}.{extension}")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+@pytest.fixture
+def messy_shards(tmp_path):
+    """``shards-{0000..0003}.tar``: good samples beside a truncated image, text named .jpg, a sample with no
+    image, a shard that does not exist (0002) and one cut off in the middle of a member (0003).
+    ``attrs``: the good images in shard order, and the expected failures and skips by path."""
+    jpeg = encode(photo(9), "JPEG")
+    good = [encode(photo(seed)) for seed in range(4)]
+    write_shard(tmp_path / "shards-0000.tar", [("a", {"png": good[0], "cls": b"0"}),
+                                               ("b", {"jpg": jpeg[: len(jpeg) // 2], "cls": b"1"}),
+                                               ("e", {"txt": b"a caption without an image"})])
+    write_shard(tmp_path / "shards-0001.tar", [("c", {"png": good[1], "cls": b"1"}),
+                                               ("d", {"jpg": b"this is text, not a picture"})])
+    cut = write_shard(tmp_path / "shards-0003.tar", [("f", {"png": good[2], "cls": b"0"}),
+                                                     ("g", {"png": good[3], "cls": b"1"})])
+    data = cut.read_bytes()
+    cut.write_bytes(data[: data.index(good[3]) + len(good[3]) // 2])
+    shard = [tmp_path / f"shards-000{n}.tar" for n in range(4)]
+    return {"pattern": str(tmp_path / "shards-{0000..0003}.tar"), "good": [good[0], good[1], good[2]],
+            "labels": ["0", "1", "0"],
+            "failed": {f"tar://b.jpg::{shard[0]}": "truncated", f"tar://d.jpg::{shard[1]}": "not_an_image",
+                       str(shard[2]): "missing", str(shard[3]): "unreadable"},
+            "skipped": [f"tar://e::{shard[0]}"]}

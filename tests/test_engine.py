@@ -111,17 +111,17 @@ def test_decoders_are_sized_to_the_device_and_do_not_yield_beside_a_busy_neighbo
     import subprocess
     import sys
 
-    from featx.engines.local import _decoders_should_yield, default_num_workers
+    from featx.engines.workers import decoders_should_yield, default_num_workers
 
     cores = os.cpu_count() or 2
     assert default_num_workers(10_000, 64, torch.device("cuda")) == max(1, cores - 1)  # the GPU runs the network
     assert default_num_workers(10_000, 64, torch.device("cpu")) == max(1, min(4, cores // 2))
     assert default_num_workers(100, 64, torch.device("cpu")) == 0  # two batches or fewer: no worker start-up
-    assert not _decoders_should_yield(torch.device("cuda"))
+    assert not decoders_should_yield(torch.device("cuda"))
     burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(cores)]
     try:
         time.sleep(0.5)
-        assert not _decoders_should_yield(torch.device("cpu"))  # niced decoders would starve beside them
+        assert not decoders_should_yield(torch.device("cpu"))  # niced decoders would starve beside them
     finally:
         for burner in burners:
             burner.kill()

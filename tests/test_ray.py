@@ -8,7 +8,7 @@ from conftest import REPO, assert_same_vectors
 from test_cache import featx_cli
 
 from featx import FeatureCache, FrozenNetwork, load_features
-from featx.datasets import load_manifest
+from featx.datasets import load_job_source, load_manifest
 from featx.errors import ParameterError
 from featx.job import run_extract_job
 from featx.network import NetworkSpec
@@ -32,8 +32,8 @@ def job(manifest, tmp_path, engine, name):
     network = FrozenNetwork(TINY, weights=None, precision="fp32")
     namespace = FeatureCache(tmp_path / f"cache-{name}").namespace(network.fingerprint)
     out = tmp_path / f"{name}.parquet"
-    summary = run_extract_job(load_manifest(manifest), network, namespace, batch_size=4, out=out, progress=False,
-                              engine=engines.get(engine))
+    summary = run_extract_job(load_job_source(manifest), network, namespace, batch_size=4, out=out,
+                              progress=False, engine=engines.get(engine))
     return summary, out
 
 
@@ -52,6 +52,24 @@ def test_ray_engine_gives_the_local_engines_vectors_and_errors_and_a_rerun_compu
 
     again, _ = job(messy_folder, tmp_path, "ray", "ray")
     assert (again.n_computed, again.n_cached, len(again.errors)) == (0, 6, 5)
+
+
+def test_ray_streams_shards_as_the_local_engine_does_same_rows_vectors_failures_and_skips(
+        local_ray, messy_shards, tmp_path):
+    local, local_out = job(messy_shards["pattern"], tmp_path, "local", "local")
+    remote, remote_out = job(messy_shards["pattern"], tmp_path, "ray", "ray")
+    assert {e.source: e.kind for e in remote.errors} == messy_shards["failed"]
+    assert [(e.index, e.source, e.kind) for e in remote.errors] == [(e.index, e.source, e.kind) for e in local.errors]
+    assert [entry for entry, _ in remote.skipped] == messy_shards["skipped"]
+    assert (remote.n_images, remote.n_computed, remote.n_cached) == (local.n_images, local.n_computed, 0) == (7, 3, 0)
+    X_local, meta_local = load_features(local_out)
+    X_ray, meta_ray = load_features(remote_out)
+    pd.testing.assert_frame_equal(meta_ray, meta_local)
+    assert meta_ray["label"].astype(str).tolist() == messy_shards["labels"]
+    assert_same_vectors(X_ray, X_local)  # the batches differ (shards end them), so rounding may too
+
+    again, _ = job(messy_shards["pattern"], tmp_path, "ray", "ray")
+    assert (again.n_computed, again.n_cached, len(again.errors)) == (0, 3, 4)
 
 
 def test_ray_vectors_land_in_the_namespace_the_local_engine_and_transformer_read(local_ray, image_folder, tmp_path):

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import assert_same_vectors, encode, photo
+from conftest import assert_same_vectors, encode, photo, write_shard
 from test_cache import featx_cli
 
 from featx import extract_features, load_features
@@ -60,17 +60,6 @@ def s3():
                 os.environ[name] = value
 
 
-def write_shard(path, samples):
-    """A WebDataset shard: per sample, members ``<key>.<ext>`` in order."""
-    with tarfile.open(path, "w") as tar:
-        for key, members in samples:
-            for extension, data in members.items():
-                info = tarfile.TarInfo(f"{key}.{extension}")
-                info.size = len(data)
-                tar.addfile(info, io.BytesIO(data))
-    return path
-
-
 def local_vectors(images):
     return extract_features(list(images), "tiny", weights=None, precision="fp32")
 
@@ -110,27 +99,99 @@ def test_a_missing_s3_object_is_one_rows_error_naming_it(s3):
         local_vectors(["s3://bucket/nothing-here.png"])
 
 
-def test_shards_with_a_corrupt_member_and_a_non_image_name_shard_and_member(tmp_path):
-    jpeg = encode(photo(9), "JPEG")
-    good = [encode(photo(seed)) for seed in range(3)]
-    write_shard(tmp_path / "shards-0000.tar", [("a", {"png": good[0], "json": b'{"label": "cat"}'}),
-                                               ("b", {"jpg": jpeg[: len(jpeg) // 2], "json": b'{"label": "dog"}'})])
-    write_shard(tmp_path / "shards-0001.tar", [("c", {"png": good[1], "json": b'{"label": "cat"}'}),
-                                               ("d", {"jpg": b"this is text, not a picture"}),
-                                               ("e", {"txt": b"a caption without an image"}),
-                                               ("f", {"png": good[2], "json": b'{"label": "dog"}'})])
+def test_shards_are_streamed_with_bad_members_a_missing_shard_and_a_cut_one_named_and_a_rerun_reads_the_cache(
+        messy_shards, tmp_path):
     out = tmp_path / "x.parquet"
-    result = featx_cli("extract", str(tmp_path / "shards-{0000..0001}.tar"), *TINY, "--cache", tmp_path / "cache",
-                       "--out", out)
+    run = ["extract", messy_shards["pattern"], *TINY, "--cache", tmp_path / "cache", "--out", out]
+    result = featx_cli(*run)
     assert result.returncode == 0, result.stderr
     listed = pd.read_csv(out.with_suffix(".errors.csv"))
-    kinds = dict(zip(listed["path"], listed["kind"]))
-    shard0, shard1 = tmp_path / "shards-0000.tar", tmp_path / "shards-0001.tar"
-    assert kinds == {f"tar://b.jpg::{shard0}": "truncated", f"tar://d.jpg::{shard1}": "not_an_image",
-                     f"tar://e::{shard1}": "skipped"}
+    assert dict(zip(listed["path"], listed["kind"])) == {**messy_shards["failed"],
+                                                         **{p: "skipped" for p in messy_shards["skipped"]}}
+    cut = listed.set_index("kind").loc["unreadable", "message"]
+    assert "g.png" in cut  # the member being read when the shard ended
     X, meta = load_features(out)
-    assert meta["label"].tolist() == ["cat", "cat", "dog"]
-    assert_same_vectors(X, local_vectors(good))  # the bad samples changed the batches
+    assert meta["label"].astype(str).tolist() == messy_shards["labels"]
+    assert meta["sample"].tolist() == ["a", "c", "f"]  # in shard order, the samples before the cut kept
+    assert_same_vectors(X, local_vectors(messy_shards["good"]))
+    assert "4 shards ->" in result.stderr
+
+    again = featx_cli(*run)
+    assert "cached: 3  computed: 0  failed: 4" in again.stdout
+    np.testing.assert_array_equal(load_features(out)[0], X)
+
+
+def test_on_error_raise_stops_in_one_line_naming_the_shard_and_keeps_what_it_computed(messy_shards, tmp_path):
+    run = ["extract", messy_shards["pattern"], *TINY, "--cache", tmp_path / "cache", "--num-workers", "0"]
+    result = featx_cli(*run, "--on-error", "raise")
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert "shards-0000.tar" in result.stderr and "truncated" in result.stderr  # sample b, the first failure
+    again = featx_cli(*run)
+    assert "cached: 3  computed: 0" in again.stdout  # the good samples of the batch that failed were kept
+
+
+def test_odd_shards_fail_one_by_one_naming_themselves_beside_good_and_gzipped_ones(tmp_path):
+    folder = tmp_path / "shards"
+    folder.mkdir()
+    pngs = [encode(photo(seed)) for seed in range(2)]
+    write_shard(folder / "0-good.tar", [("a", {"png": pngs[0]})])
+    with tarfile.open(folder / "1-gzipped.tar", "w:gz") as tar:  # compression is detected, as in WebDataset
+        info = tarfile.TarInfo("b.png")
+        info.size = len(pngs[1])
+        tar.addfile(info, io.BytesIO(pngs[1]))
+    (folder / "2-empty.tar").write_bytes(b"")
+    (folder / "3-noise.tar").write_bytes(np.random.default_rng(0).bytes(4096))
+    (folder / "4-folder.tar").mkdir()
+    out = tmp_path / "x.parquet"
+    result = featx_cli("extract", folder, *TINY, "--cache", tmp_path / "cache", "--out", out)
+    assert result.returncode == 0, result.stderr
+    listed = pd.read_csv(out.with_suffix(".errors.csv"))
+    assert sorted(os.path.basename(p) for p in listed["path"]) == ["2-empty.tar", "3-noise.tar", "4-folder.tar"]
+    assert set(listed["kind"]) == {"unreadable"}
+    X, meta = load_features(out)
+    assert meta["sample"].tolist() == ["a", "b"]
+    assert_same_vectors(X, local_vectors(pngs))
+
+
+def test_a_job_over_s3_shards_fetches_each_shard_once_in_the_decoding_workers_never_in_the_driver(
+        s3, tmp_path, monkeypatch):
+    """WebDataset's way: a shard is streamed once, front to back, by the worker that decodes it; indexing
+    a remote tar instead fetched it whole in the driver and again in every worker touching it."""
+    import s3fs
+
+    from featx import FeatureCache, FrozenNetwork
+    from featx.job import run_extract_job
+    from featx.sources import Shards
+
+    sizes = {}
+    for n in range(3):
+        shard = write_shard(tmp_path / f"s-{n}.tar", [(f"{n}-{i}", {"png": encode(photo(10 * n + i)), "cls": b"1"})
+                                                      for i in range(6)])
+        s3.put(str(shard), f"bucket/streamed/s-{n}.tar")
+        sizes[f"bucket/streamed/s-{n}.tar"] = shard.stat().st_size
+    log = tmp_path / "fetches.log"
+    fetch = s3fs.core.S3File._fetch_range
+
+    def counted(self, start, end):
+        data = fetch(self, start, end)
+        with open(log, "a") as handle:  # the DataLoader's forked workers append here too
+            handle.write(f"{os.getpid()} {self.path} {len(data)}\n")
+        return data
+
+    monkeypatch.setattr(s3fs.core.S3File, "_fetch_range", counted)
+    network = FrozenNetwork("tiny", weights=None, precision="fp32")
+    namespace = FeatureCache(tmp_path / "cache").namespace(network.fingerprint)
+    shards = Shards([f"s3://{name}" for name in sizes])
+    for run in ("cold", "warm"):
+        log.write_text("")
+        summary = run_extract_job(shards, network, namespace, batch_size=4, num_workers=2, progress=False)
+        assert (summary.n_images, len(summary.errors)) == (18, 0)
+        fetches = [line.split() for line in log.read_text().splitlines()]
+        assert fetches and not [f for f in fetches if int(f[0]) == os.getpid()], run  # the driver read nothing
+        fetched = {name: sum(int(f[2]) for f in fetches if f[1] == name) for name in sizes}
+        assert fetched == sizes, run  # each shard's bytes exactly once
+        assert len({f[0] for f in fetches}) == 2  # both workers streamed
 
 
 # -- Parquet tables of encoded images ---------------------------------------------------------------------

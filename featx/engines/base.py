@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any, Protocol, Sequence
 from featx.errors import ImageError
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from featx.cache import Store
     from featx.network import FrozenNetwork, NetworkSpec
 
@@ -52,3 +54,20 @@ class Engine(Protocol):
         fail_fast: bool = False,
         max_pixels: int = ...,
     ) -> Filled: ...
+
+    def stream(
+        self,
+        shards: Sequence[str],
+        network: "FrozenNetwork",
+        store: "Store",
+        *,
+        batch_size: int = 64,
+        num_workers: int | None = None,
+        progress: bool = False,
+        fail_fast: bool = False,
+        max_pixels: int = ...,
+    ) -> "tuple[pd.DataFrame, Filled]":
+        """:meth:`fill` for WebDataset shards, each streamed once by one decoder: returns the manifest the
+        decoders found (path, sample, shard, label; samples without an image in ``attrs["skipped"]``) and the
+        outcome for its rows. A shard that cannot be read, or ends early, is one failed row naming it."""
+        ...

@@ -4,18 +4,20 @@ to the store at once (so an interrupted job keeps its work)."""
 
 from __future__ import annotations
 
-import os
-import time
+import sys
 from typing import Any, Container, Iterator, Sequence
 
+import pandas as pd
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
 from tqdm.auto import tqdm
 
 from featx.cache import Store
 from featx.engines import seen
 from featx.engines.base import Filled
 from featx.engines.plan import first_missing, spread_failures
+from featx.engines.shards import Streamed, assemble, stream_shard, without_pixels
+from featx.engines.workers import decoders_should_yield, default_num_workers, yield_to_the_network
 from featx.errors import ImageError
 from featx.images import MAX_PIXELS, ImageInput, describe, hash_content, read_content
 from featx.network import FrozenNetwork, NetworkSpec
@@ -44,6 +46,24 @@ class LocalEngine:
         with tqdm(total=len(images), disable=not progress, unit="img", desc=network.backbone.name) as bar:
             return run(images, network, store, batch_size=batch_size, num_workers=num_workers, progress=bar,
                        fail_fast=fail_fast, max_pixels=max_pixels)
+
+    def stream(
+        self,
+        shards: Sequence[str],
+        network: FrozenNetwork,
+        store: Store,
+        *,
+        batch_size: int = 64,
+        num_workers: int | None = None,
+        progress: bool = False,
+        fail_fast: bool = False,
+        max_pixels: int = MAX_PIXELS,
+    ) -> tuple[pd.DataFrame, Filled]:
+        """Each DataLoader worker streams whole shards (shard i goes to worker i mod n); see
+        :meth:`featx.engines.Engine.stream`."""
+        with tqdm(disable=not progress, unit="img", desc=network.backbone.name) as bar:
+            return run_shards(list(shards), network, store, batch_size=batch_size, num_workers=num_workers,
+                              progress=bar, fail_fast=fail_fast, max_pixels=max_pixels)
 
 
 def compute_missing(
@@ -87,7 +107,7 @@ def run(
         pin_memory=network.device.type == "cuda" and torch.cuda.is_available(),
         prefetch_factor=4 if workers else None,
         persistent_workers=False,
-        worker_init_fn=_yield_to_the_network if workers and _decoders_should_yield(network.device) else None,
+        worker_init_fn=yield_to_the_network if workers and decoders_should_yield(network.device) else None,
     )
     unreadable: list[ImageError] = []
     decode_errors: list[ImageError] = []
@@ -118,6 +138,73 @@ def run(
     batches.commit_all()
     errors = sorted(unreadable + spread_failures(decode_errors, keys), key=lambda e: e.index)
     return Filled(keys, errors, n_cached, batches.computed)
+
+
+def run_shards(
+    shards: list[str],
+    network: FrozenNetwork,
+    store: Store,
+    *,
+    batch_size: int = 64,
+    num_workers: int | None = None,
+    progress: tqdm | None = None,
+    fail_fast: bool = False,
+    max_pixels: int = MAX_PIXELS,
+) -> tuple[pd.DataFrame, Filled]:
+    """Stream every shard once in worker processes, compute what ``store`` lacks in full batches, and
+    assemble the manifest in shard order. At most one worker per shard: a shard is read front to back."""
+    known = store.known()
+    if num_workers is None:
+        num_workers = default_num_workers(sys.maxsize, batch_size, network.device)
+    workers = min(num_workers, len(shards))
+    loader = DataLoader(
+        _StreamShards(shards, known, network.preprocessing, max_pixels),
+        batch_size=batch_size,
+        num_workers=workers,
+        collate_fn=list,
+        pin_memory=network.device.type == "cuda" and torch.cuda.is_available(),
+        prefetch_factor=4 if workers else None,
+        worker_init_fn=yield_to_the_network if workers and decoders_should_yield(network.device) else None,
+    )
+    entries: list[Streamed] = []
+    batches = _Batches(network, store, batch_size)
+    n_cached = n_decoded = n_failed = 0
+    started: set[int] = set()
+    for streamed in _iterate(loader):
+        for entry in streamed:
+            started.add(entry.shard)
+            if entry.pixels is not None:
+                batches.add(entry.key, entry.pixels)
+                n_decoded += 1
+            elif entry.key is not None and entry.error is None:
+                n_cached += 1
+            n_failed += entry.error is not None
+            entries.append(without_pixels(entry))
+        # how many this job computes is known only at its end: estimated from the shards begun so far
+        batches.commit_full(expected=round(n_decoded * len(shards) / len(started)))
+        if fail_fast and n_failed:
+            batches.commit_all()
+            raise assemble(entries, shards, n_cached, batches.computed)[1].errors[0]
+        if progress is not None:
+            progress.update(len(streamed))
+            progress.set_postfix_str(f"shards={len(started)}/{len(shards)}, cached={n_cached}, "
+                                     f"computed={batches.computed}, failed={n_failed}", refresh=False)
+    batches.commit_all()
+    return assemble(entries, shards, n_cached, batches.computed)
+
+
+class _StreamShards(IterableDataset):
+    """The samples of this worker's shards (every shard when there are no workers), streamed, keyed, and
+    decoded where ``known`` lacks them."""
+
+    def __init__(self, shards: list[str], known: Container[str], preprocessing: Preprocessing, max_pixels: int):
+        self.shards, self.known, self.preprocessing, self.max_pixels = shards, known, preprocessing, max_pixels
+
+    def __iter__(self) -> Iterator[Streamed]:
+        worker = get_worker_info()
+        mine = range(len(self.shards)) if worker is None else range(worker.id, len(self.shards), worker.num_workers)
+        for number in mine:
+            yield from stream_shard(number, self.shards[number], self.known, self.preprocessing, self.max_pixels)
 
 
 def _unremembered(images: Sequence[ImageInput], known: Container[str], keys: list[str | None]) -> list[int]:
@@ -172,42 +259,6 @@ class _Batches:
         self.computed += len(keys)
 
 
-def default_num_workers(n_images: int, batch_size: int, device: torch.device = torch.device("cpu")) -> int:
-    """No worker processes for a batch or two (start-up would dominate). With a GPU running the network,
-    decode on every spare core; on a CPU, decoders share the cores with the network: half, up to 4."""
-    if n_images <= 2 * batch_size:
-        return 0
-    cores = os.cpu_count() or 2
-    return max(1, cores - 1) if device.type == "cuda" else max(1, min(4, cores // 2))
-
-
-def _decoders_should_yield(device: torch.device) -> bool:
-    """Niced decoders help only where they compete with the network's own threads and nothing else: with
-    a GPU they have the CPU to themselves, and beside a busy neighbour a niced decoder starves and the
-    network waits on it. Measured, not assumed: the share of CPU time other processes use, now."""
-    return device.type == "cpu" and busy_share_of_others() < 0.25
-
-
-def busy_share_of_others(window_s: float = 0.2) -> float:
-    """The fraction of all cores busy over ``window_s`` while this process sleeps (Linux /proc/stat;
-    elsewhere 0, i.e. assume an idle machine)."""
-    def ticks() -> tuple[int, int] | None:
-        try:
-            fields = [int(v) for v in open("/proc/stat").readline().split()[1:]]
-        except (OSError, ValueError):
-            return None
-        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
-        return sum(fields) - idle, sum(fields)
-
-    before = ticks()
-    if before is None:
-        return 0.0
-    time.sleep(window_s)
-    after = ticks()
-    total = after[1] - before[1]
-    return (after[0] - before[0]) / total if total else 0.0
-
-
 class _ReadKeyDecode(Dataset):
     """One input: read once, keyed by its content, and decoded (to a uint8 ``3 x crop x crop`` tensor)
     only if its key is not in ``known``. Runs in DataLoader workers, so the network never waits on I/O or
@@ -238,12 +289,6 @@ class _ReadKeyDecode(Dataset):
         except ImageError as error:
             return index, key, error, file_signature
         return index, key, pixels, file_signature
-
-
-def _yield_to_the_network(worker_id: int) -> None:
-    """On a machine without spare cores a decoder competing at equal priority slows the network's thread
-    pool more than its decoding gains (see benchmarks/speed.py)."""
-    os.nice(10)
 
 
 def _iterate(loader: DataLoader) -> Iterator[Any]:

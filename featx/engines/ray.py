@@ -5,7 +5,8 @@
 The unit of work is the local engine's: each image read once, in a CPU task, keyed by its content and
 decoded only if the cache lacks that key; a batch of decoded images -> ``FrozenNetwork`` -> one atomic
 ``Namespace.write`` into the on-disk cache. So a re-run computes only what is missing, a killed run keeps
-its finished shards, and everything downstream reads the same namespaces. The driver never loads the
+its finished shards, and everything downstream reads the same namespaces. WebDataset shards are streamed:
+one task reads each shard once and reports its samples (:mod:`featx.engines.shards`). The driver never loads the
 network: a worker resolves it (:meth:`RayEngine.network`). Every node must see the cache directory (shared
 storage) and the image paths. Ray stays optional: ``pip install 'featx[ray]'``.
 """
@@ -15,35 +16,29 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
-from typing import Any, Container, Sequence
+from typing import Any, Container, Iterator, Sequence
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import torch
 
 from featx.cache import KEY_DTYPE, FeatureCache, Namespace, Store
-from featx.datasets import load_manifest
+from featx.datasets import load_job_source
 from featx.engines.base import Filled
 from featx.engines.plan import spread_failures
-from featx.errors import FeatxError, ImageError, ParameterError
+from featx.engines.ray_network import RemoteNetwork, get, matching_network, ray_module, resolve_on_worker
+from featx.engines.shards import Streamed, assemble, stream_shard
+from featx.errors import ImageError, ParameterError
 from featx.images import MAX_PIXELS, hash_content, read_content
 from featx.job import JobSummary, run_extract_job
 from featx.network import FrozenNetwork, NetworkSpec
 from featx.preprocessing import Preprocessing
-from featx.registry import Backbone, get_backbone
-
-
-def _ray():
-    try:
-        import ray
-    except ImportError as error:
-        raise ImportError("the Ray engine needs Ray Data: pip install 'featx[ray]'") from error
-    return ray
 
 
 def connect(address: str | None = None, num_cpus: int | None = None) -> None:
     """Join the cluster at ``address`` ('auto' finds a running one), or start a local Ray instance."""
-    ray = _ray()
+    ray = ray_module()
     if not ray.is_initialized():
         if address:
             ray.init(address=address, log_to_driver=False)
@@ -82,76 +77,42 @@ def _read_key_decode_batch(batch: dict[str, np.ndarray], preprocessing: Preproce
             **_failure_columns(errors)}
 
 
-def _matching_network(spec: NetworkSpec, fingerprint: dict[str, Any]) -> FrozenNetwork:
-    """The network of ``spec`` built here, refused unless its fingerprint is the job's."""
-    network = FrozenNetwork(spec)
-    if network.fingerprint != fingerprint:
-        differing = sorted(k for k in {**fingerprint, **network.fingerprint}
-                           if fingerprint.get(k) != network.fingerprint.get(k))
-        raise FeatxError(f"this worker's network differs from the job's in {differing} "
-                         f"({ {k: network.fingerprint.get(k) for k in differing} } here, "
-                         f"{ {k: fingerprint.get(k) for k in differing} } in the job); refusing to write "
-                         "its vectors into the job's cache namespace")
-    return network
+def _stream_shard_batches(batch: dict[str, np.ndarray], preprocessing: Preprocessing, max_pixels: int,
+                          known: Container[str], batch_size: int) -> Iterator[dict[str, np.ndarray]]:
+    """Stream each shard of ``batch`` once (see :func:`featx.engines.shards.stream_shard`), yielding its
+    samples ``batch_size`` at a time, so a task never holds a whole shard's pixels."""
+    for number, shard in zip(batch["number"], batch["shard"]):
+        chunk: list[Streamed] = []
+        for entry in stream_shard(int(number), str(shard), known, preprocessing, max_pixels):
+            chunk.append(entry)
+            if len(chunk) == batch_size:
+                yield _streamed_columns(chunk)
+                chunk = []
+        if chunk:
+            yield _streamed_columns(chunk)
 
 
-@dataclasses.dataclass(frozen=True)
-class RemoteNetwork:
-    """The network as the Ray driver holds it: resolved on a worker where it will run (device, measured
-    precision, weights digest), never loaded on the driver, so a CPU-only head node can drive GPU workers.
+def _streamed_columns(entries: list[Streamed]) -> dict[str, np.ndarray]:
+    def strings(values: Any) -> np.ndarray:
+        return np.array(["" if v is None else v for v in values], dtype=object)
 
-    The job reads what it needs from it (fingerprint, feature count, preprocessing); a batch it is called
-    on (a vector that failed its checksum when the job read it back) runs on the cluster too.
-    """
-
-    spec: NetworkSpec  # device and precision as resolved on the worker
-    fingerprint: dict[str, Any]
-    n_features: int
-    preprocessing: Preprocessing
-    node: str
-    pooling: str
-    weights_description: str
-
-    @property
-    def backbone(self) -> Backbone:
-        return get_backbone(self.spec.backbone)
-
-    @property
-    def device(self) -> torch.device:
-        return torch.device(self.spec.device)
-
-    @property
-    def precision(self) -> str:
-        return self.spec.precision
-
-    def prepare(self, n_images: int, batch_size: int) -> None:
-        """Nothing to prepare here: the network lives on the workers."""
-
-    def __call__(self, batch: torch.Tensor) -> np.ndarray:
-        ray = _ray()
-        forward = ray.remote(_forward_on_worker).options(num_gpus=1 if self.device.type == "cuda" else 0)
-        return _get(ray, forward.remote(self.spec, self.fingerprint, batch.numpy()))
+    pixels = np.empty(len(entries), dtype=object)
+    pixels[:] = [NOTHING if e.pixels is None else e.pixels.numpy() for e in entries]
+    return {"number": np.array([e.shard for e in entries]), "position": np.array([e.position for e in entries]),
+            "path": strings(e.path for e in entries), "sample": strings(e.sample for e in entries),
+            "label": strings(e.label for e in entries), "has_label": np.array([e.label is not None for e in entries]),
+            "key": strings(e.key for e in entries), "skipped": strings(e.skipped for e in entries), "pixels": pixels,
+            **_failure_columns([e.error for e in entries])}
 
 
-def _resolve_on_worker(spec: NetworkSpec) -> RemoteNetwork:
-    network = FrozenNetwork(spec)
-    resolved = spec.replace(device=network.device.type, precision=network.precision)
-    return RemoteNetwork(resolved, network.fingerprint, network.n_features, network.preprocessing, network.node,
-                         network.pooling, network.weights_description)
-
-
-def _forward_on_worker(spec: NetworkSpec, fingerprint: dict[str, Any], pixels: np.ndarray) -> np.ndarray:
-    return _matching_network(spec, fingerprint)(torch.from_numpy(pixels))
-
-
-def _get(ray, reference):
-    """``ray.get``, raising a featx error from a worker as itself (one line), not wrapped in Ray's traceback."""
-    try:
-        return ray.get(reference)
-    except ray.exceptions.RayTaskError as error:
-        if isinstance(error.cause, (FeatxError, OSError, ImportError)):
-            raise error.cause from None
-        raise
+def _streamed_entries(batch: dict[str, np.ndarray]) -> Iterator[Streamed]:
+    """The driver's copy of what a decoding task reported, without pixels."""
+    for row in range(len(batch["key"])):
+        path, kind, position = str(batch["path"][row]), str(batch["error_kind"][row]), int(batch["position"][row])
+        yield Streamed(int(batch["number"][row]), position, path, str(batch["sample"][row]),
+                       str(batch["label"][row]) if batch["has_label"][row] else None, str(batch["key"][row]) or None,
+                       error=ImageError(position, path, kind, str(batch["error_reason"][row])) if kind else None,
+                       skipped=str(batch["skipped"][row]) or None)
 
 
 class _Embed:
@@ -164,7 +125,7 @@ class _Embed:
 
     def __init__(self, spec: NetworkSpec, fingerprint: dict[str, Any], cache_path: str, threads: int):
         torch.set_num_threads(threads)
-        self.network = _matching_network(spec, fingerprint)
+        self.network = matching_network(spec, fingerprint)
         self.namespace = Namespace(Path(cache_path))
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -177,9 +138,9 @@ class _Embed:
             self.namespace.write(list(todo), self.network(torch.from_numpy(pixels)))
         computed = np.zeros(len(decoded), dtype=bool)
         computed[list(todo.values())] = True
-        cached = ~decoded & (batch["error_kind"] == "")
-        return {"index": batch["index"], "key": batch["key"], "computed": computed, "cached": cached,
-                "error_kind": batch["error_kind"], "error_reason": batch["error_reason"]}
+        cached = ~decoded & (batch["error_kind"] == "") & (batch["key"] != "")
+        return {**{name: column for name, column in batch.items() if name != "pixels"},
+                "computed": computed, "cached": cached}
 
 
 class RayEngine:
@@ -196,7 +157,7 @@ class RayEngine:
     def network(self, spec: NetworkSpec) -> RemoteNetwork:
         """The network of ``spec``, resolved by one task on the kind of worker that will run it (a GPU worker
         for device 'cuda', or 'auto' on a cluster with GPUs; else a CPU one). The driver never loads it."""
-        ray = _ray()
+        ray = ray_module()
         connect(self.address)
         if spec.device not in ("auto", "cpu", "cuda"):
             raise ParameterError(f"the Ray engine takes device auto, cpu or cuda, not {spec.device!r}: Ray gives "
@@ -205,8 +166,8 @@ class RayEngine:
         if spec.device == "cuda" and not gpus:
             raise ParameterError("device cuda: the Ray cluster has no GPUs (ray.cluster_resources() lists none); "
                                  "add GPU workers, or use device auto or cpu")
-        resolve = ray.remote(_resolve_on_worker).options(num_gpus=1 if gpus and spec.device != "cpu" else 0)
-        return _get(ray, resolve.remote(spec))
+        resolve = ray.remote(resolve_on_worker).options(num_gpus=1 if gpus and spec.device != "cpu" else 0)
+        return get(ray, resolve.remote(spec))
 
     def fill(
         self,
@@ -220,13 +181,7 @@ class RayEngine:
         fail_fast: bool = False,
         max_pixels: int = MAX_PIXELS,
     ) -> Filled:
-        if not isinstance(store, Namespace):
-            raise ParameterError("the Ray engine writes to an on-disk cache that every node sees: pass cache_dir / --cache")
-        if network.device.type not in ("cpu", "cuda"):
-            raise ParameterError(f"the Ray engine runs on cpu or cuda, not {network.device}")
-        ray = _ray()
-        connect(self.address)
-        ray.data.DataContext.get_current().enable_progress_bars = progress  # Ray Data's own bars
+        ray = self._start(store, network, progress)
         paths = [os.fspath(p) for p in images]
         outcome = self._run(ray, paths, network, store, batch_size, num_workers, max_pixels)
         keys: list[str | None] = [key.decode() or None for key in outcome.keys.tolist()]
@@ -238,28 +193,77 @@ class RayEngine:
             raise filled.errors[0]
         return filled
 
+    def stream(
+        self,
+        shards: Sequence[str],
+        network: FrozenNetwork,
+        store: Store,
+        *,
+        batch_size: int = 64,
+        num_workers: int | None = None,
+        progress: bool = False,
+        fail_fast: bool = False,
+        max_pixels: int = MAX_PIXELS,
+    ) -> tuple[pd.DataFrame, Filled]:
+        """Each shard streamed once by one CPU task (Ray Data's blocks are shards); see
+        :meth:`featx.engines.Engine.stream`."""
+        ray = self._start(store, network, progress)
+        shards = list(shards)
+        items = ray.data.from_items([{"number": n, "shard": s} for n, s in enumerate(shards)],
+                                    override_num_blocks=len(shards))
+        decoded = items.map_batches(_stream_shard_batches, fn_kwargs={
+            "preprocessing": network.preprocessing, "max_pixels": max_pixels, "known": store.known(),
+            "batch_size": batch_size}, batch_size=1, concurrency=num_workers)
+        entries: list[Streamed] = []
+        n_cached = n_computed = 0
+        for batch in self._embedded(ray, decoded, network, store, batch_size):
+            entries.extend(_streamed_entries(batch))
+            n_cached += int(batch["cached"].sum())
+            n_computed += int(batch["computed"].sum())
+        store.refresh()  # the actors committed shards from their own processes
+        manifest, filled = assemble(entries, shards, n_cached, n_computed)
+        if fail_fast and filled.errors:
+            raise filled.errors[0]
+        return manifest, filled
+
+    def _start(self, store: Store, network: FrozenNetwork, progress: bool):
+        if not isinstance(store, Namespace):
+            raise ParameterError("the Ray engine writes to an on-disk cache that every node sees: pass cache_dir / --cache")
+        if network.device.type not in ("cpu", "cuda"):
+            raise ParameterError(f"the Ray engine runs on cpu or cuda, not {network.device}")
+        ray = ray_module()
+        connect(self.address)
+        ray.data.DataContext.get_current().enable_progress_bars = progress  # Ray Data's own bars
+        return ray
+
     def _run(self, ray, paths: list[str], network: FrozenNetwork | RemoteNetwork, store: Namespace,
              batch_size: int, num_workers: int | None, max_pixels: int) -> _Outcome:
+        items = ray.data.from_arrow(pa.table({"index": np.arange(len(paths)), "path": pa.array(paths, pa.string())}))
+        decoded = items.map_batches(_read_key_decode_batch, fn_kwargs={
+            "preprocessing": network.preprocessing, "max_pixels": max_pixels, "known": store.known()},
+            batch_size=batch_size, concurrency=num_workers)
+        outcome = _Outcome(np.zeros(len(paths), dtype=KEY_DTYPE["key"]))
+        for batch in self._embedded(ray, decoded, network, store, batch_size):
+            outcome.add(batch, paths)
+        store.refresh()  # the actors committed shards from their own processes
+        return outcome
+
+    def _embedded(self, ray, decoded: Any, network: FrozenNetwork | RemoteNetwork, store: Namespace,
+                  batch_size: int) -> Iterator[dict[str, np.ndarray]]:
+        """The decoded rows through the actor pool, which commits their vectors; the rows come back to the
+        driver streamed (never all at once), without pixels."""
         gpus = int(ray.cluster_resources().get("GPU", 0)) if network.device.type == "cuda" else 0
         actors = self.concurrency or max(1, gpus)
         # On CPUs each actor's thread pool takes its share of the cluster's cores, while reserving one
         # logical CPU only, so Ray still schedules the decoding tasks (which yield to it, as locally).
         threads = 1 if gpus else max(1, int(ray.cluster_resources().get("CPU", 1)) // actors)
-        items = ray.data.from_arrow(pa.table({"index": np.arange(len(paths)), "path": pa.array(paths, pa.string())}))
-        decoded = items.map_batches(_read_key_decode_batch, fn_kwargs={
-            "preprocessing": network.preprocessing, "max_pixels": max_pixels, "known": store.known()},
-            batch_size=batch_size, concurrency=num_workers)
         embedded = decoded.map_batches(
             _Embed, fn_constructor_kwargs={"spec": network.spec.replace(precision=network.precision),
                                            "fingerprint": network.fingerprint, "cache_path": str(store.path),
                                            "threads": threads},
             batch_size=batch_size, concurrency=actors, num_gpus=1 if gpus else 0, num_cpus=1,
         )
-        outcome = _Outcome(np.zeros(len(paths), dtype=KEY_DTYPE["key"]))
-        for batch in embedded.iter_batches(batch_size=None, batch_format="numpy"):  # streamed, never all at once
-            outcome.add(batch, paths)
-        store.refresh()  # the actors committed shards from their own processes
-        return outcome
+        return embedded.iter_batches(batch_size=None, batch_format="numpy")
 
 
 @dataclasses.dataclass
@@ -303,5 +307,5 @@ def extract(
     engine = RayEngine(address, concurrency)
     network = engine.network(NetworkSpec(backbone, weights, layer, pooling, device, precision))
     namespace = FeatureCache(cache_dir).namespace(network.fingerprint)
-    return run_extract_job(load_manifest(source), network, namespace, batch_size=batch_size, on_error=on_error,
+    return run_extract_job(load_job_source(source), network, namespace, batch_size=batch_size, on_error=on_error,
                            out=out, progress=progress, engine=engine)
