@@ -1,5 +1,7 @@
 """The Ray engine on a local 2-CPU Ray instance: the local engine's vectors, errors and resumability."""
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -102,16 +104,25 @@ def test_featx_extract_engine_ray_on_the_command_line(image_folder, tmp_path):
     assert pd.read_parquet(out).shape[0] == 6
 
 
-def test_a_worker_whose_network_differs_from_the_drivers_fingerprint_refuses_to_write(tmp_path):
+def test_a_worker_whose_network_differs_from_the_jobs_fingerprint_refuses_and_the_job_stops_in_one_error(
+        local_ray, image_folder, tmp_path):
     from featx.engines.ray import _Embed
     from featx.errors import FeatxError
 
-    driver = FrozenNetwork(TINY, weights=None, precision="fp32")
-    foreign = {**driver.fingerprint, "precision": "bf16"}  # as if "auto" had resolved otherwise on the driver
-    with pytest.raises(FeatxError, match=r"differs from the job's in \['precision'\].*refusing to write"):
-        _Embed(driver.spec, foreign, str(tmp_path), threads=1)
-    assert not list(tmp_path.iterdir())
-    _Embed(driver.spec, driver.fingerprint, str(tmp_path), threads=1)  # the matching one starts
+    engine = engines.get("ray")
+    network = engine.network(NetworkSpec(TINY, weights=None, precision="fp32"))
+    foreign = {**network.fingerprint, "precision": "bf16"}  # as if "auto" had resolved otherwise elsewhere
+    refusing = _Embed(network.spec, foreign, str(tmp_path / "direct"), threads=1)
+    assert "differs from the job's in ['precision']" in refusing.refusal
+    assert not (tmp_path / "direct").exists()
+
+    namespace = FeatureCache(tmp_path / "cache").namespace(foreign)
+    with pytest.raises(FeatxError, match=r"differs from the job's in \['precision'\].*refusing to write") as caught:
+        engine.fill(load_manifest(image_folder)["path"].tolist(), dataclasses.replace(network, fingerprint=foreign),
+                    namespace, batch_size=4)
+    assert type(caught.value) is FeatxError  # featx's own error, so the command line prints one line
+    assert not list(namespace.path.glob("*.vectors.npy"))
+    assert _Embed(network.spec, network.fingerprint, str(tmp_path / "direct"), threads=1).refusal == ""
 
 
 def test_a_ray_decoding_task_reads_each_image_once_and_decodes_only_what_the_cache_lacks(image_folder, monkeypatch):

@@ -29,7 +29,7 @@ from featx.engines.base import Filled
 from featx.engines.plan import spread_failures
 from featx.engines.ray_network import RemoteNetwork, get, matching_network, ray_module, resolve_on_worker
 from featx.engines.shards import Streamed, assemble, stream_shard
-from featx.errors import ImageError, ParameterError
+from featx.errors import FeatxError, ImageError, ParameterError
 from featx.images import MAX_PIXELS, hash_content, read_content
 from featx.job import JobSummary, run_extract_job
 from featx.network import FrozenNetwork, NetworkSpec
@@ -118,14 +118,19 @@ def _streamed_entries(batch: dict[str, np.ndarray]) -> Iterator[Streamed]:
 class _Embed:
     """A Ray actor: one frozen network, loaded once; each batch is computed and committed to the cache.
 
-    It is built from the resolved spec (the device and measured precision, not "auto") and refuses to start
+    It is built from the resolved spec (the device and measured precision, not "auto") and refuses to write
     unless its own fingerprint is the job's: vectors are never stored under a fingerprint they do not
-    match (another torch, another quantization, another precision on that node).
+    match (another torch, another quantization, another precision on that node). The refusal travels back
+    as data, in a ``refusal`` column: raised here, Ray would hand the driver only its text inside a traceback.
     """
 
     def __init__(self, spec: NetworkSpec, fingerprint: dict[str, Any], cache_path: str, threads: int):
         torch.set_num_threads(threads)
-        self.network = matching_network(spec, fingerprint)
+        try:
+            self.network, self.refusal = matching_network(spec, fingerprint), ""
+        except FeatxError as refusal:
+            self.network, self.refusal = None, str(refusal)
+            return
         self.namespace = Namespace(Path(cache_path))
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -133,14 +138,14 @@ class _Embed:
         todo = {}  # key -> row: the same content twice in a batch is computed once
         for row in np.flatnonzero(decoded):
             todo.setdefault(str(batch["key"][row]), row)
-        if todo:
+        if todo and not self.refusal:
             pixels = np.stack([batch["pixels"][row] for row in todo.values()])
             self.namespace.write(list(todo), self.network(torch.from_numpy(pixels)))
         computed = np.zeros(len(decoded), dtype=bool)
-        computed[list(todo.values())] = True
+        computed[list(todo.values())] = not self.refusal
         cached = ~decoded & (batch["error_kind"] == "") & (batch["key"] != "")
         return {**{name: column for name, column in batch.items() if name != "pixels"},
-                "computed": computed, "cached": cached}
+                "computed": computed, "cached": cached, "refusal": np.full(len(decoded), self.refusal, dtype=object)}
 
 
 class RayEngine:
@@ -263,7 +268,11 @@ class RayEngine:
                                            "threads": threads},
             batch_size=batch_size, concurrency=actors, num_gpus=1 if gpus else 0, num_cpus=1,
         )
-        return embedded.iter_batches(batch_size=None, batch_format="numpy")
+        for batch in embedded.iter_batches(batch_size=None, batch_format="numpy"):
+            refusal = next((text for text in batch["refusal"] if text), None)
+            if refusal:
+                raise FeatxError(refusal)  # stops the dataset: no actor writes for this job
+            yield batch
 
 
 @dataclasses.dataclass
