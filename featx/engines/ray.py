@@ -233,7 +233,8 @@ class RayEngine:
 
     def _start(self, store: Store, network: FrozenNetwork, progress: bool):
         if not isinstance(store, Namespace):
-            raise ParameterError("the Ray engine writes to an on-disk cache that every node sees: pass cache_dir / --cache")
+            raise ParameterError("the Ray engine writes to an on-disk cache that every node sees: "
+                                 "pass cache_dir / --cache")
         if network.device.type not in ("cpu", "cuda"):
             raise ParameterError(f"the Ray engine runs on cpu or cuda, not {network.device}")
         ray = ray_module()

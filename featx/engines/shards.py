@@ -18,7 +18,7 @@ from featx.images import hash_content, read_error
 from featx.preprocessing import Preprocessing
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # the driver keeps one per sample: no per-instance dict
 class Streamed:
     """What a decoder reports for one sample of a shard (or for a shard that failed): where it sits
     (shard number, position), its manifest fields, its content key, and its pixels, error or skip reason."""
