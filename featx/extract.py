@@ -71,9 +71,9 @@ def extract(
     features = np.full((len(images), network.n_features), np.nan, dtype=np.float32)
     good = filled.good()
     recomputed = 0
-    if good:
+    if len(good):
         features[good], recomputed = read_vectors(
-            [images[i] for i in good], [filled.keys[i] for i in good], network, store, batch_size=batch_size,
+            [images[i] for i in good], filled.key_strings(good), network, store, batch_size=batch_size,
             max_pixels=max_pixels,
         )
     return Extraction(features, filled.errors, n_cached=filled.n_cached, n_computed=filled.n_computed + recomputed)

@@ -97,17 +97,19 @@ def run_extract_job(
                          skipped=manifest.attrs.get("skipped", []))
     if out is not None:
         good = filled.good()
-        frame = manifest.assign(key=filled.keys)
-        summary.out = write_features(out, _chunks(frame, good, network, namespace, max_pixels), network.n_features,
-                                     len(good), network.fingerprint, frame.iloc[:0])
+        summary.out = write_features(out, _chunks(manifest, filled, good, network, namespace, max_pixels),
+                                     network.n_features, len(good), network.fingerprint,
+                                     manifest.iloc[:0].assign(key=pd.Series(dtype=object)))
     summary.seconds = time.perf_counter() - start
     return summary
 
 
-def _chunks(frame: pd.DataFrame, rows: list[int], network: FrozenNetwork, namespace: Namespace,
-            max_pixels: int) -> Iterator[tuple[pd.DataFrame, np.ndarray]]:
+def _chunks(manifest: pd.DataFrame, filled: engines.Filled, rows: np.ndarray, network: FrozenNetwork,
+            namespace: Namespace, max_pixels: int) -> Iterator[tuple[pd.DataFrame, np.ndarray]]:
+    """The output, chunk by chunk: the keys become strings only a chunk at a time."""
     for start in range(0, len(rows), _CHUNK_ROWS):
-        chunk = frame.iloc[rows[start : start + _CHUNK_ROWS]]
+        here = rows[start : start + _CHUNK_ROWS]
+        chunk = manifest.iloc[here].assign(key=filled.key_strings(here))
         vectors, _ = read_vectors(chunk["path"].tolist(), chunk["key"].tolist(), network, namespace,
                                   max_pixels=max_pixels)
         yield chunk.assign(path=chunk["path"].map(printable_path)), vectors

@@ -55,6 +55,21 @@ def test_duplicate_images_are_computed_once():
     np.testing.assert_array_equal(result.features[0], result.features[2])
 
 
+def test_the_engine_keeps_64_bytes_a_key_and_one_failure_of_a_content_fails_each_input_holding_it():
+    from featx import engines
+    from featx.cache import MemoryNamespace
+    from featx.images import content_key
+
+    network = FrozenNetwork("tiny", weights=None)
+    text = b"not an image"
+    images = [photo(0), text, photo(1), "/nowhere/missing.png", text]
+    filled = engines.get("local").fill(images, network, MemoryNamespace(network.fingerprint), num_workers=0)
+    assert filled.keys.dtype == np.dtype("S64") and filled.keys.nbytes == 64 * len(images)
+    assert filled.keys[3] == b"" and filled.key_strings([0, 1]) == [content_key(images[0]), content_key(text)]
+    assert [(e.index, e.kind) for e in filled.errors] == [(1, "not_an_image"), (3, "missing"), (4, "not_an_image")]
+    assert filled.good().tolist() == [0, 2]
+
+
 def test_output_is_float32_one_row_per_image():
     X = extract_features([photo(0), photo(1)], "tiny", weights=None)
     assert X.dtype == np.float32 and X.shape == (2, 64)

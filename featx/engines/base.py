@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, Sequence
 
+import numpy as np
+
 from featx.errors import ImageError
 
 if TYPE_CHECKING:
@@ -16,17 +18,31 @@ if TYPE_CHECKING:
 
 @dataclass
 class Filled:
-    """The outcome of :meth:`Engine.fill`: each input's content key, the failures, hit and compute counts."""
+    """The outcome of :meth:`Engine.fill`: each input's content key, the failures, hit and compute counts.
 
-    keys: list[str | None]
+    ``keys`` holds each key as 64 ASCII bytes (``b""`` for an input that could not be read): a compact
+    array of 64 bytes an input, not a Python string each, so that millions of inputs stay cheap to hold.
+    """
+
+    keys: np.ndarray
     errors: list[ImageError]
     n_cached: int
     n_computed: int
 
-    def good(self) -> list[int]:
+    def good(self) -> np.ndarray:
         """Indices of the inputs whose vector is in the store, in input order."""
-        failed = {e.index for e in self.errors}
-        return [i for i in range(len(self.keys)) if i not in failed]
+        stored = np.ones(len(self.keys), dtype=bool)
+        stored[[e.index for e in self.errors]] = False
+        return np.flatnonzero(stored)
+
+    def key_strings(self, rows: np.ndarray) -> list[str]:
+        """The keys of ``rows`` as the strings the stores take."""
+        return [key.decode() for key in self.keys[rows]]
+
+
+def no_keys(n: int) -> np.ndarray:
+    """Room for ``n`` content keys, each ``b""`` until an engine keys that input."""
+    return np.zeros(n, dtype="S64")
 
 
 class Engine(Protocol):

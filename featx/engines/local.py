@@ -7,6 +7,7 @@ from __future__ import annotations
 import sys
 from typing import Any, Container, Iterator, Sequence
 
+import numpy as np
 import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
@@ -14,7 +15,7 @@ from tqdm.auto import tqdm
 
 from featx.cache import Store
 from featx.engines import seen
-from featx.engines.base import Filled
+from featx.engines.base import Filled, no_keys
 from featx.engines.plan import first_missing, spread_failures
 from featx.engines.shards import Streamed, assemble, stream_shard, without_pixels
 from featx.engines.workers import decoders_should_yield, default_num_workers, yield_to_the_network
@@ -92,7 +93,7 @@ def run(
     With ``fail_fast`` the first failure is raised once the vectors decoded before it are stored.
     """
     known = store.known()
-    keys: list[str | None] = [None] * len(images)
+    keys = no_keys(len(images))
     todo = _unremembered(images, known, keys)
     n_cached = len(images) - len(todo)
     if progress is not None:
@@ -115,7 +116,8 @@ def run(
     n_seen = n_decoded = 0
     for samples in _iterate(loader):
         for index, key, result, file_signature in samples:
-            keys[index] = key
+            if key is not None:
+                keys[index] = key
             if file_signature is not None:
                 seen.remember(images[index], file_signature, key)
             if isinstance(result, ImageError):
@@ -207,7 +209,7 @@ class _StreamShards(IterableDataset):
             yield from stream_shard(number, self.shards[number], self.known, self.preprocessing, self.max_pixels)
 
 
-def _unremembered(images: Sequence[ImageInput], known: Container[str], keys: list[str | None]) -> list[int]:
+def _unremembered(images: Sequence[ImageInput], known: Container[str], keys: np.ndarray) -> list[int]:
     """The inputs to read: all but the files this process read before, unchanged since, whose vectors are
     ``known`` (their ``keys`` are filled in)."""
     todo = []

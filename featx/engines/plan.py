@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
+
 from featx.errors import ImageError
 
 
@@ -17,11 +19,14 @@ def first_missing(keys: Sequence[str | None], missing: set[str] | None = None) -
     return list(first.values())
 
 
-def spread_failures(decode_errors: list[ImageError], keys: Sequence[str | None]) -> list[ImageError]:
-    """A decoding failure of one content is a failure of every input with that content."""
-    by_key = {keys[e.index]: e for e in decode_errors}
+def spread_failures(decode_errors: list[ImageError], keys: np.ndarray) -> list[ImageError]:
+    """A decoding failure of one content is a failure of every input with that content (``keys``: the
+    engines' array of 64-byte keys)."""
+    if not decode_errors:
+        return []
+    by_key = {bytes(keys[e.index]): e for e in decode_errors}
     return [
         e if e.index == i else ImageError(i, e.source, e.kind, e.reason)
-        for i, key in enumerate(keys)
-        if (e := by_key.get(key)) is not None
+        for i in np.flatnonzero(np.isin(keys, list(by_key))).tolist()
+        for e in (by_key[bytes(keys[i])],)
     ]

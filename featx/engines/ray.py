@@ -189,9 +189,9 @@ class RayEngine:
         ray = self._start(store, network, progress)
         paths = [os.fspath(p) for p in images]
         outcome = self._run(ray, paths, network, store, batch_size, num_workers, max_pixels)
-        keys: list[str | None] = [key.decode() or None for key in outcome.keys.tolist()]
-        unreadable = [e for e in outcome.failures if keys[e.index] is None]
-        decode_errors = [e for e in outcome.failures if keys[e.index] is not None]
+        keys = outcome.keys
+        unreadable = [e for e in outcome.failures if not keys[e.index]]
+        decode_errors = [e for e in outcome.failures if keys[e.index]]
         errors = sorted(unreadable + spread_failures(decode_errors, keys), key=lambda e: e.index)
         filled = Filled(keys, errors, outcome.n_cached, outcome.n_computed)
         if fail_fast and filled.errors:

@@ -11,7 +11,7 @@ from typing import Any, Container, Iterable, Iterator
 import pandas as pd
 
 from featx import sources
-from featx.engines.base import Filled
+from featx.engines.base import Filled, no_keys
 from featx.engines.plan import spread_failures
 from featx.errors import ImageError
 from featx.images import hash_content, read_error
@@ -74,10 +74,13 @@ def assemble(entries: Iterable[Streamed], shards: list[str], n_cached: int, n_co
     if frame["label"].isna().all():
         frame = frame.drop(columns="label")
     frame.attrs["skipped"] = [(e.path, e.skipped) for e in ordered if e.skipped is not None]
-    keys = [e.key for e in kept]
-    failed = [replace_index(e.error, row) for row, e in enumerate(kept) if e.error is not None]
-    unreadable = [e for e in failed if keys[e.index] is None]
-    decode_errors = [e for e in failed if keys[e.index] is not None]
+    keys = no_keys(len(kept))
+    unreadable, decode_errors = [], []
+    for row, entry in enumerate(kept):
+        if entry.key is not None:
+            keys[row] = entry.key
+        if entry.error is not None:
+            (unreadable if entry.key is None else decode_errors).append(replace_index(entry.error, row))
     errors = sorted(unreadable + spread_failures(decode_errors, keys), key=lambda e: e.index)
     return frame, Filled(keys, errors, n_cached, n_computed)
 
