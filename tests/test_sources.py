@@ -122,7 +122,8 @@ def test_shards_are_streamed_with_bad_members_a_missing_shard_and_a_cut_one_name
 
 
 def test_on_error_raise_stops_in_one_line_naming_the_shard_and_keeps_what_it_computed(messy_shards, tmp_path):
-    run = ["extract", messy_shards["pattern"], *TINY, "--cache", tmp_path / "cache", "--num-workers", "0"]
+    run = ["extract", messy_shards["pattern"], *TINY, "--cache", tmp_path / "cache", "--num-workers", "0",
+           "--errors", tmp_path / "errors.csv"]
     result = featx_cli(*run, "--on-error", "raise")
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
@@ -152,6 +153,38 @@ def test_odd_shards_fail_one_by_one_naming_themselves_beside_good_and_gzipped_on
     X, meta = load_features(out)
     assert meta["sample"].tolist() == ["a", "b"]
     assert_same_vectors(X, local_vectors(pngs))
+
+
+@pytest.mark.slow
+def test_a_shard_job_killed_mid_way_resumes_without_recomputing_and_gives_the_uninterrupted_result(tmp_path):
+    from test_cache import only_namespace
+
+    for number in range(4):
+        write_shard(tmp_path / f"kill-{number}.tar", [(f"{number}-{i:03d}", {"png": encode(photo(100 * number + i))})
+                                                      for i in range(40)])
+    args = ["extract", str(tmp_path / "kill-{0..3}.tar"), "--backbone", "resnet18", "--weights", "none",
+            "--precision", "fp32", "--batch-size", "8", "--num-workers", "1", "--quiet"]
+    reference = featx_cli(*args, "--cache", tmp_path / "reference", "--out", tmp_path / "reference.parquet")
+    assert reference.returncode == 0, reference.stderr
+
+    cache = tmp_path / "cache"
+    job = featx_cli(*args, "--cache", cache, popen=True)
+    deadline = time.time() + 120
+    while job.poll() is None and time.time() < deadline and len(list(cache.rglob("*.keys.npy"))) < 3:
+        time.sleep(0.05)
+    assert job.poll() is None, "the job ended before it could be killed"
+    job.kill()
+    job.wait()
+    namespace = only_namespace(cache)
+    assert namespace.verify() == [] and 0 < len(namespace) < 160  # a kill leaves no corrupt committed shard
+    done_before = len(namespace)
+    resumed = featx_cli(*args, "--cache", cache, "--out", tmp_path / "resumed.parquet")
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"cached: {done_before}  computed: {160 - done_before}" in resumed.stdout
+    X_ref, meta_ref = load_features(tmp_path / "reference.parquet")
+    X, meta = load_features(tmp_path / "resumed.parquet")
+    assert meta["key"].tolist() == meta_ref["key"].tolist() and meta["sample"].tolist() == meta_ref["sample"].tolist()
+    assert_same_vectors(X, X_ref)  # the resumed run cut other batches
 
 
 def test_a_job_over_s3_shards_fetches_each_shard_once_in_the_decoding_workers_never_in_the_driver(

@@ -27,23 +27,13 @@ from featx.cache import KEY_DTYPE, FeatureCache, Namespace, Store
 from featx.datasets import load_job_source
 from featx.engines.base import Filled
 from featx.engines.plan import spread_failures
-from featx.engines.ray_network import RemoteNetwork, get, matching_network, ray_module, resolve_on_worker
+from featx.engines.ray_network import RemoteNetwork, connect, get, matching_network, ray_module, resolve_on_worker
 from featx.engines.shards import Streamed, assemble, stream_shard
 from featx.errors import FeatxError, ImageError, ParameterError
 from featx.images import MAX_PIXELS, hash_content, read_content
 from featx.job import JobSummary, run_extract_job
 from featx.network import FrozenNetwork, NetworkSpec
 from featx.preprocessing import Preprocessing
-
-
-def connect(address: str | None = None, num_cpus: int | None = None) -> None:
-    """Join the cluster at ``address`` ('auto' finds a running one), or start a local Ray instance."""
-    ray = ray_module()
-    if not ray.is_initialized():
-        if address:
-            ray.init(address=address, log_to_driver=False)
-        else:
-            ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
 
 
 def _failure_columns(errors: Sequence[ImageError | None]) -> dict[str, np.ndarray]:

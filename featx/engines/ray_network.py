@@ -1,6 +1,6 @@
 """The network as a Ray job holds it: resolved on a worker of the kind that will run it, never loaded on
 the driver, and refused on any worker whose own build differs from the job's fingerprint. Also Ray's
-import, and its errors made featx's own one-line errors again."""
+import and connection, and its errors made featx's own one-line errors again."""
 
 from __future__ import annotations
 
@@ -23,6 +23,16 @@ def ray_module():
     except ImportError as error:
         raise ImportError("the Ray engine needs Ray Data: pip install 'featx[ray]'") from error
     return ray
+
+
+def connect(address: str | None = None, num_cpus: int | None = None) -> None:
+    """Join the cluster at ``address`` ('auto' finds a running one), or start a local Ray instance."""
+    ray = ray_module()
+    if not ray.is_initialized():
+        if address:
+            ray.init(address=address, log_to_driver=False)
+        else:
+            ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
 
 
 def matching_network(spec: NetworkSpec, fingerprint: dict[str, Any]) -> FrozenNetwork:

@@ -55,8 +55,7 @@ def stream_shard(number: int, shard: str, known: Container[str], preprocessing: 
             yield Streamed(number, position, path, sample.key, sample.label, key, pixels, error)
             position += 1
     except sources.ShardReadError as failure:
-        cause = failure.cause if isinstance(failure.cause, OSError) else failure
-        error = read_error(position, shard, cause)
+        error = read_error(position, shard, failure.cause)  # missing, permission or unreadable
         if failure.member:
             error = ImageError(position, shard, error.kind, f"{error.reason} (reading member {failure.member})")
         yield Streamed(number, position, shard, "", None, error=error)
