@@ -139,7 +139,7 @@ def main() -> None:
                            fetched_per_shard_byte=round(row.pop("fetched") / total, 2))
                 best = rows.get(way)
                 rows[way] = row if best is None or row["seconds"] < best["seconds"] else best
-                sources._shard.cache_clear()  # the listed way's memos: each run starts cold
+                sources._shard_in.cache_clear()  # the listed way's memos: each run starts cold
                 fsspec.implementations.tar.TarFileSystem.clear_instance_cache()
     finally:
         server.terminate()

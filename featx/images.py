@@ -10,6 +10,7 @@ import hashlib
 import io
 import os
 import stat
+import tarfile
 import warnings
 from collections.abc import Iterator
 from typing import Any
@@ -259,7 +260,7 @@ def _read_url(url: str, index: int) -> bytes:
     """An fsspec URL or tar member's bytes; failures become this input's error, naming shard and member."""
     try:
         return sources.read_bytes(url)
-    except (OSError, ValueError, KeyError, IndexError) as error:  # network, protocol, tar and table errors
+    except (OSError, ValueError, KeyError, IndexError, tarfile.TarError) as error:  # network, tar, table errors
         raise read_error(index, url, error) from None
 
 

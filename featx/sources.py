@@ -52,12 +52,18 @@ def read_bytes(path: str) -> bytes:
         return handle.read()
 
 
-@functools.lru_cache(maxsize=32)
 def _shard(shard: str) -> Any:
     """The shard's tar index, built once per process from its headers (fsspec's TarFileSystem)."""
+    return _shard_in(os.getpid(), shard)
+
+
+@functools.lru_cache(maxsize=32)
+def _shard_in(process: int, shard: str) -> Any:
+    """Keyed by process: a forked decoding worker must not use its parent's index, whose open file shares
+    one offset with the parent's and every sibling's, so that their reads would interleave."""
     import fsspec
 
-    return fsspec.filesystem("tar", fo=shard)
+    return fsspec.filesystem("tar", fo=shard, skip_instance_cache=True)
 
 
 def expand_shards(source: str) -> list[str]:
@@ -231,7 +237,7 @@ def _table_cell(path: str) -> bytes:
     """One cell's bytes (FileNotFoundError for an empty cell, IndexError past the end)."""
     location, _, table = path[len(ROW_PREFIX):].partition("::")
     column, _, row_text = location.rpartition("/")
-    _, starts = _table(table)
+    _, starts = _table(table, os.getpid())
     row = int(row_text)
     group = max(0, int(np.searchsorted(starts, row, side="right")) - 1)
     if row < 0 or row >= starts[-1]:
@@ -245,8 +251,9 @@ def _table_cell(path: str) -> bytes:
 
 
 @functools.lru_cache(maxsize=8)
-def _table(table: str) -> tuple[Any, np.ndarray]:
-    """The open table and the first row of each row group (plus the row count at the end)."""
+def _table(table: str, process: int) -> tuple[Any, np.ndarray]:
+    """The open table and the first row of each row group (plus the row count at the end), opened once
+    per process (``process``: a forked worker must not share its parent's open file; see :func:`_shard_in`)."""
     import fsspec
     import pyarrow.parquet as pq
 
@@ -258,4 +265,4 @@ def _table(table: str) -> tuple[Any, np.ndarray]:
 @functools.lru_cache(maxsize=2)
 def _row_group(table: str, column: str, group: int) -> list[Any]:
     """One row group of the image column, as Python values: a worker reads its rows in order."""
-    return _table(table)[0].read_row_group(group, columns=[column]).column(0).to_pylist()
+    return _table(table, os.getpid())[0].read_row_group(group, columns=[column]).column(0).to_pylist()

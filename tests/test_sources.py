@@ -155,6 +155,32 @@ def test_odd_shards_fail_one_by_one_naming_themselves_beside_good_and_gzipped_on
     assert_same_vectors(X, local_vectors(pngs))
 
 
+def test_shard_members_listed_in_this_process_read_correctly_in_forked_decoding_workers(tmp_path):
+    """The index of a shard listed here must not be shared by forked workers: its open file would share one
+    offset across processes, and their reads would interleave ("unexpected end of data")."""
+    from featx.datasets import load_manifest
+
+    pngs = [encode(photo(seed, size=(160, 120))) for seed in range(48)]
+    for number in range(4):
+        write_shard(tmp_path / f"listed-{number}.tar", [(f"{number}-{i:02d}", {"png": pngs[12 * number + i]})
+                                                        for i in range(12)])
+    members = load_manifest(str(tmp_path / "listed-{0..3}.tar"))["path"].tolist()  # indexes each shard here
+    X = extract_features(members, "tiny", weights=None, precision="fp32", batch_size=2, num_workers=2)
+    assert_same_vectors(X, local_vectors(pngs))
+
+
+def test_members_of_a_shard_cut_off_mid_member_fail_as_unreadable_not_as_a_crash(messy_shards):
+    from featx import FrozenNetwork
+    from featx.extract import extract
+
+    cut = messy_shards["pattern"].replace("{0000..0003}", "0003")
+    result = extract([f"tar://f.png::{cut}", f"tar://g.png::{cut}"], FrozenNetwork("tiny", weights=None))
+    # the tar index cannot be built past the cut, so its members before the cut fail too (the job streams
+    # such a shard instead, and keeps them)
+    assert [(e.index, e.kind) for e in result.errors] == [(0, "unreadable"), (1, "unreadable")]
+    assert all("ReadError" in e.reason and cut in e.source for e in result.errors)
+
+
 @pytest.mark.slow
 def test_a_shard_job_killed_mid_way_resumes_without_recomputing_and_gives_the_uninterrupted_result(tmp_path):
     from test_cache import only_namespace
