@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 from featx.cache import Store
 from featx.engines import seen
 from featx.engines.base import Filled, no_keys
-from featx.engines.plan import first_missing, spread_failures
+from featx.engines.plan import every_failure, first_missing
 from featx.engines.shards import Streamed, assemble, stream_shard, without_pixels
 from featx.engines.workers import decoders_should_yield, default_num_workers, yield_to_the_network
 from featx.errors import ImageError
@@ -110,8 +110,7 @@ def run(
         persistent_workers=False,
         worker_init_fn=yield_to_the_network if workers and decoders_should_yield(network.device) else None,
     )
-    unreadable: list[ImageError] = []
-    decode_errors: list[ImageError] = []
+    failures: list[ImageError] = []
     batches = _Batches(network, store, batch_size)
     n_seen = n_decoded = 0
     for samples in _iterate(loader):
@@ -121,7 +120,7 @@ def run(
             if file_signature is not None:
                 seen.remember(images[index], file_signature, key)
             if isinstance(result, ImageError):
-                (unreadable if key is None else decode_errors).append(result)
+                failures.append(result)
             elif result is None:
                 n_cached += 1
             else:
@@ -129,17 +128,16 @@ def run(
                 n_decoded += 1
         n_seen += len(samples)
         batches.commit_full(expected=round(len(todo) * n_decoded / n_seen))
-        if fail_fast and (unreadable or decode_errors):
+        if fail_fast and failures:
             batches.commit_all()
-            raise min(unreadable + decode_errors, key=lambda e: e.index)
+            raise min(failures, key=lambda e: e.index)
         if progress is not None:
             progress.update(len(samples))
             # as a string: tqdm's own number format shows 70,000 as "7e+4"
             progress.set_postfix_str(f"cached={n_cached}, computed={batches.computed}, "
-                                     f"failed={len(unreadable) + len(decode_errors)}", refresh=False)
+                                     f"failed={len(failures)}", refresh=False)
     batches.commit_all()
-    errors = sorted(unreadable + spread_failures(decode_errors, keys), key=lambda e: e.index)
-    return Filled(keys, errors, n_cached, batches.computed)
+    return Filled(keys, every_failure(failures, keys), n_cached, batches.computed)
 
 
 def run_shards(

@@ -19,14 +19,11 @@ def first_missing(keys: Sequence[str | None], missing: set[str] | None = None) -
     return list(first.values())
 
 
-def spread_failures(decode_errors: list[ImageError], keys: np.ndarray) -> list[ImageError]:
-    """A decoding failure of one content is a failure of every input with that content (``keys``: the
-    engines' array of 64-byte keys)."""
-    if not decode_errors:
-        return []
-    by_key = {bytes(keys[e.index]): e for e in decode_errors}
-    return [
-        e if e.index == i else ImageError(i, e.source, e.kind, e.reason)
-        for i in np.flatnonzero(np.isin(keys, list(by_key))).tolist()
-        for e in (by_key[bytes(keys[i])],)
-    ]
+def every_failure(failures: list[ImageError], keys: np.ndarray) -> list[ImageError]:
+    """All failures in input order, from each engine's own: an input that could not be read (no key in
+    ``keys``, the engines' array of 64-byte keys) fails alone; a decoding failure of one content is a
+    failure of every input with that content."""
+    by_key = {bytes(keys[e.index]): e for e in failures if keys[e.index]}
+    holders = np.flatnonzero(np.isin(keys, list(by_key))).tolist() if by_key else []
+    spread = [by_key[bytes(keys[i])].at(i) for i in holders]
+    return sorted([e for e in failures if not keys[e.index]] + spread, key=lambda e: e.index)

@@ -26,7 +26,7 @@ import torch
 from featx.cache import KEY_DTYPE, FeatureCache, Namespace, Store
 from featx.datasets import load_job_source
 from featx.engines.base import Filled
-from featx.engines.plan import spread_failures
+from featx.engines.plan import every_failure
 from featx.engines.ray_network import RemoteNetwork, connect, get, matching_network, ray_module, resolve_on_worker
 from featx.engines.shards import Streamed, assemble, stream_shard
 from featx.errors import FeatxError, ImageError, ParameterError
@@ -179,11 +179,8 @@ class RayEngine:
         ray = self._start(store, network, progress)
         paths = [os.fspath(p) for p in images]
         outcome = self._run(ray, paths, network, store, batch_size, num_workers, max_pixels)
-        keys = outcome.keys
-        unreadable = [e for e in outcome.failures if not keys[e.index]]
-        decode_errors = [e for e in outcome.failures if keys[e.index]]
-        errors = sorted(unreadable + spread_failures(decode_errors, keys), key=lambda e: e.index)
-        filled = Filled(keys, errors, outcome.n_cached, outcome.n_computed)
+        filled = Filled(outcome.keys, every_failure(outcome.failures, outcome.keys), outcome.n_cached,
+                        outcome.n_computed)
         if fail_fast and filled.errors:
             raise filled.errors[0]
         return filled

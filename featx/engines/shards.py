@@ -12,7 +12,7 @@ import pandas as pd
 
 from featx import sources
 from featx.engines.base import Filled, no_keys
-from featx.engines.plan import spread_failures
+from featx.engines.plan import every_failure
 from featx.errors import ImageError
 from featx.images import hash_content, read_error
 from featx.preprocessing import Preprocessing
@@ -74,18 +74,13 @@ def assemble(entries: Iterable[Streamed], shards: list[str], n_cached: int, n_co
         frame = frame.drop(columns="label")
     frame.attrs["skipped"] = [(e.path, e.skipped) for e in ordered if e.skipped is not None]
     keys = no_keys(len(kept))
-    unreadable, decode_errors = [], []
+    failures = []
     for row, entry in enumerate(kept):
         if entry.key is not None:
             keys[row] = entry.key
         if entry.error is not None:
-            (unreadable if entry.key is None else decode_errors).append(replace_index(entry.error, row))
-    errors = sorted(unreadable + spread_failures(decode_errors, keys), key=lambda e: e.index)
-    return frame, Filled(keys, errors, n_cached, n_computed)
-
-
-def replace_index(error: ImageError, index: int) -> ImageError:
-    return ImageError(index, error.source, error.kind, error.reason)
+            failures.append(entry.error.at(row))
+    return frame, Filled(keys, every_failure(failures, keys), n_cached, n_computed)
 
 
 def without_pixels(entry: Streamed) -> Streamed:
