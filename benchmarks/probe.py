@@ -4,6 +4,7 @@
     python benchmarks/probe.py --images 10000 --skip-synthetic   # a quicker run
     python benchmarks/probe.py --skip-synthetic --skip-logreg --svm-rows 5000 10000 20000   # the SVM threshold
     python benchmarks/probe.py --skip-real --skip-logreg                # the SVM on the synthetic matrix only
+    python benchmarks/probe.py --skip-svm --n-jobs -1                   # on a GPU machine: the logistic part
 
 Caching the features of all 70,000 images is a one-off of about half an hour on 2 CPU cores; the cache
 (.featx-cache/) is reused by every later run. Side by side, in one process, it prints:
@@ -16,18 +17,22 @@ Caching the features of all 70,000 images is a one-off of about half an hour on 
    SVC runs up to 20,000 rows only; beyond that it takes hours, and the stand-in runs alone;
 4. the same for a synthetic 50k x 2048 matrix (--skip-synthetic leaves it out).
 
-Rows go to benchmarks/results/probe.csv with the CPU model.
+``LinearProbe`` runs where ``device="auto"`` puts it (the GPU when there is one; the table names it);
+scikit-learn runs on the CPU, GridSearchCV on ``--n-jobs`` processes. Rows go to
+benchmarks/results/probe.csv with the CPU and GPU models.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 from sklearn.datasets import make_classification
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV
@@ -42,6 +47,7 @@ from make_sample_data import FASHION_DIR, read_idx  # noqa: E402
 from featx import LinearProbe, extract_features  # noqa: E402
 from featx.classifiers import STAND_INS, make_classifier  # noqa: E402
 from featx.machine import cpu_model  # noqa: E402
+from featx.network import resolve_device  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results"
 GRID = [0.001, 0.01, 0.1, 1.0]
@@ -72,7 +78,7 @@ SVC_MAX_ROWS = 20_000
 
 
 def compare(name: str, X: np.ndarray, y: np.ndarray, n_train: int, svm_rows: list[int],
-            logreg: bool = True) -> list[dict]:
+            logreg: bool = True, n_jobs: int | None = None) -> list[dict]:
     train, test = slice(0, n_train), slice(n_train, None)
     rows = []
 
@@ -87,7 +93,7 @@ def compare(name: str, X: np.ndarray, y: np.ndarray, n_train: int, svm_rows: lis
         return estimator
 
     if logreg:
-        logistic_regression(X, y, train, test, row)
+        logistic_regression(X, y, train, test, row, n_jobs)
     for n in svm_rows:
         subset = slice(0, min(n, n_train))
         stand_in, t_stand_in = timed(STAND_INS["svm"].build(0), X[subset], y[subset])
@@ -98,19 +104,20 @@ def compare(name: str, X: np.ndarray, y: np.ndarray, n_train: int, svm_rows: lis
     return rows
 
 
-def logistic_regression(X, y, train, test, row) -> None:
+def logistic_regression(X, y, train, test, row, n_jobs: int | None) -> None:
     """LinearProbe vs scikit-learn at one C, then its C path vs GridSearchCV; ``row`` records each fit."""
+    device = resolve_device("auto").type
     probe, t_probe = timed(LinearProbe(C=0.1), X[train], y[train])
-    row("logreg C=0.1", "LinearProbe (torch L-BFGS)", t_probe, probe)
+    row("logreg C=0.1", f"LinearProbe (torch L-BFGS, {device})", t_probe, probe)
     sklearn, t_sklearn = timed(make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=3000)),
                                X[train], y[train])
     agree = float((sklearn.predict(X[test]) == probe.predict(X[test])).mean())
     row("logreg C=0.1", "LogisticRegression (lbfgs)", t_sklearn, sklearn, agreement=agree,
         speedup=t_sklearn / t_probe)
     path, t_path = timed(LinearProbe(Cs=GRID), X[train], y[train])
-    row(f"C in {GRID}", f"LinearProbe path (C_={path.C_})", t_path, path)
+    row(f"C in {GRID}", f"LinearProbe path ({device}, C_={path.C_})", t_path, path)
     search, t_search = timed(GridSearchCV(make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000)),
-                                          {"logisticregression__C": GRID}, cv=3), X[train], y[train])
+                                          {"logisticregression__C": GRID}, cv=3, n_jobs=n_jobs), X[train], y[train])
     row(f"C in {GRID}", f"GridSearchCV lbfgs (C={search.best_params_['logisticregression__C']})", t_search,
         search, speedup=t_search / t_path)
 
@@ -122,20 +129,25 @@ def main() -> None:
     parser.add_argument("--skip-synthetic", action="store_true")
     parser.add_argument("--skip-real", action="store_true", help="only the synthetic matrix")
     parser.add_argument("--skip-logreg", action="store_true", help="only the RBF SVM and its stand-in")
+    parser.add_argument("--skip-svm", action="store_true", help="only LinearProbe and LogisticRegression")
     parser.add_argument("--svm-rows", type=int, nargs="+", help="training rows (default: 10,000 and all)")
+    parser.add_argument("--n-jobs", type=int, help="GridSearchCV's processes (default: 1)")
     args = parser.parse_args()
-    print(f"CPU: {cpu_model()}", flush=True)
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
+    print(f"CPU: {cpu_model()}, {os.cpu_count()} cores; {gpu}", flush=True)
     rows = []
     if not args.skip_real:
         X, y, n_train = fashion_features(args.images, Path(args.cache))
-        rows += compare(f"fashion {len(X):,}", X, y, n_train, args.svm_rows or [10_000, n_train], not args.skip_logreg)
+        svm_rows = [] if args.skip_svm else args.svm_rows or [10_000, n_train]
+        rows += compare(f"fashion {len(X):,}", X, y, n_train, svm_rows, not args.skip_logreg, args.n_jobs)
     if not args.skip_synthetic:
         Xs, ys = make_classification(60_000, 2048, n_informative=256, n_classes=10, n_clusters_per_class=2,
                                      class_sep=2.0, random_state=0)
-        rows += compare("synthetic 50k x 2048", Xs.astype(np.float32), ys, 50_000, args.svm_rows or [10_000, 50_000],
-                        not args.skip_logreg)
+        svm_rows = [] if args.skip_svm else args.svm_rows or [10_000, 50_000]
+        rows += compare("synthetic 50k x 2048", Xs.astype(np.float32), ys, 50_000, svm_rows, not args.skip_logreg,
+                        args.n_jobs)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    frame = pd.DataFrame(rows).assign(cpu=cpu_model())
+    frame = pd.DataFrame(rows).assign(cpu=cpu_model(), cores=os.cpu_count(), gpu=gpu)
     out = RESULTS / "probe.csv"
     frame.to_csv(out, mode="a", header=not out.exists(), index=False)
     print(frame.to_string(index=False, float_format="{:.3f}".format))
