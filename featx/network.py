@@ -280,11 +280,26 @@ class FrozenNetwork:
             pipeline = self._pipeline_for(precision)
         except quantize.Int8Unavailable:
             return 0.0, 0.0  # never chosen
+        timing = self._trial_batch(batch)
         warmed = self.__dict__.setdefault("_trial_warmed", set())
-        seconds, output = tuning.timed(lambda: self._forward(pipeline, batch, precision),
+        seconds, output = tuning.timed(lambda: self._forward(pipeline, timing, precision),
                                        warm_up=precision not in warmed)
         warmed.add(precision)
-        return len(batch) / seconds, tuning.min_cosine(output, self._trial_reference)
+        return len(timing) / seconds, tuning.min_cosine(output[:len(batch)], self._trial_reference)
+
+    def _trial_batch(self, photos: torch.Tensor) -> torch.Tensor:
+        """What the trial times: on a GPU the photos tiled to a job's batch size (``tuning.GPU_TRIAL_IMAGES``),
+        unless fp32 runs out of memory there; elsewhere the photos."""
+        if self.device.type != "cuda":
+            return photos
+        if getattr(self, "_trial_tiled", None) is None:
+            tiled = photos.repeat(-(-tuning.GPU_TRIAL_IMAGES // len(photos)), 1, 1, 1)[:tuning.GPU_TRIAL_IMAGES]
+            try:
+                self._forward(self._pipeline_for("fp32"), tiled, "fp32")
+                self._trial_tiled = tiled
+            except torch.cuda.OutOfMemoryError:  # the allocator keeps what it freed for the photos alone
+                self._trial_tiled = photos
+        return self._trial_tiled
 
     @torch.inference_mode()
     def _forward(self, module: nn.Module, batch: torch.Tensor, precision: str | None = None) -> np.ndarray:
