@@ -187,3 +187,94 @@ def test_each_image_is_read_once_in_the_workers_and_decoded_only_when_the_cache_
     assert os.stat(paths[6]).st_size == before.st_size
     reads, decodes = run()
     assert sorted(reads) == [paths[5], paths[6]] and decodes == [paths[5]]  # paths[6] now holds 07's content
+
+
+class _RowSums:
+    """A stand-in network whose vector of an image is its pixel sum: rows are checkable after batching."""
+
+    def prepare(self, n_images, batch_size):
+        pass
+
+    def __call__(self, pixels):
+        return pixels.flatten(1).sum(1, keepdim=True).double().numpy().astype(np.float32)
+
+
+def test_batches_cut_uneven_worker_chunks_into_full_batches_each_content_once_and_rows_stay_with_their_keys():
+    from featx.cache.store import MemoryNamespace
+    from featx.engines.batches import Batches
+
+    store = MemoryNamespace({})
+    chunks = [(["a", "b", "c"], [1, 2, 3]), (["d", "a", "e", "f", "g"], [4, 1, 5, 6, 7]), (["g", "h"], [7, 8])]
+    computed = []
+    with Batches(_RowSums(), store, batch_size=4) as batches:
+        for keys, values in chunks:
+            batches.add(keys, torch.tensor(values, dtype=torch.uint8).reshape(-1, 1, 1, 1))
+            batches.commit_full(expected=8)
+            computed.append(batches.computed)
+        batches.commit_all()
+    assert computed == [0, 4, 8]  # 3 distinct, then 7 (a, b, c, d | e, f, g), then 8
+    assert store.missing(list("abcdefgh")) == []
+    vectors, _ = store.read(list("abcdefgh"))
+    np.testing.assert_array_equal(vectors[:, 0], [1, 2, 3, 4, 5, 6, 7, 8])
+
+
+class _Recording:
+    """An in-memory store that records each commit's keys, optionally slow, failing the commit that holds
+    ``fail_on``."""
+
+    def __init__(self, seconds=0.0, fail_on=None):
+        from featx.cache.store import MemoryNamespace
+
+        self.memory, self.seconds, self.fail_on, self.commits = MemoryNamespace({}), seconds, fail_on, []
+
+    def write(self, keys, vectors):
+        time.sleep(self.seconds)
+        if self.fail_on in keys:
+            raise OSError(28, "No space left on device")
+        self.memory.write(keys, vectors)
+        self.commits.append(list(keys))
+
+
+def _run_batches(store, n_batches, batch_size=2):
+    from featx.engines.batches import Batches
+
+    keys = [f"k{i}" for i in range(n_batches * batch_size)]
+    with Batches(_RowSums(), store, batch_size) as batches:
+        for start in range(0, len(keys), batch_size):
+            values = torch.arange(start, start + batch_size, dtype=torch.uint8).reshape(-1, 1, 1, 1)
+            batches.add(keys[start:start + batch_size], values)
+            batches.commit_full(expected=len(keys))
+        batches.commit_all()
+    return keys
+
+
+def test_batches_that_wait_for_a_slow_disk_are_committed_together_rows_intact():
+    store = _Recording(seconds=0.2)
+    keys = _run_batches(store, n_batches=10)
+    assert len(store.commits) <= 3  # the first batch alone, then the nine that queued behind it
+    assert [key for commit in store.commits for key in commit] == keys
+    vectors, _ = store.memory.read(keys)
+    np.testing.assert_array_equal(vectors[:, 0], np.arange(20))
+
+
+def test_a_commit_failing_on_the_writer_thread_raises_in_the_job_and_the_commits_before_it_stay():
+    store = _Recording(seconds=0.01, fail_on="k10")
+    with pytest.raises(OSError, match="No space left"):
+        _run_batches(store, n_batches=20)
+    landed = [key for commit in store.commits for key in commit]  # nothing is written after the failure
+    assert landed == [f"k{i}" for i in range(len(landed))] and "k10" not in landed
+    assert store.memory.missing(landed) == []
+
+
+def test_decoding_workers_hand_over_a_batch_s_pixels_as_one_tensor_in_sample_order():
+    from featx.engines.local import _stack_decoded
+    from featx.errors import ImageError
+
+    failed = ImageError(2, "/x.png", "truncated", "ends early")
+    samples = [(0, "k0", torch.full((3, 2, 2), 10, dtype=torch.uint8), None), (1, "k1", None, None),
+               (2, None, failed, None), (3, "k3", torch.full((3, 2, 2), 30, dtype=torch.uint8), ("sig",))]
+    outcomes, pixels = _stack_decoded(samples)
+    assert outcomes == [(0, "k0", True, None), (1, "k1", None, None), (2, None, failed, None),
+                        (3, "k3", True, ("sig",))]
+    assert pixels.shape == (2, 3, 2, 2) and pixels[:, 0, 0, 0].tolist() == [10, 30]
+    assert _stack_decoded([(1, "k1", None, None)])[1] is None

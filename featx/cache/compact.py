@@ -1,6 +1,6 @@
 """Merging a namespace's many small shards (one per batch) into few large ones.
 
-Each job commits one shard per batch, so a million images leave thousands of files; every process that
+Each job commits about one shard per batch, so a million images leave thousands of files; every process that
 opens the namespace reads every keys file once. Compaction writes the merged shards first (each commit is
 atomic, as any writer's) and only then removes the shards it merged, keys file first. So at every moment
 each vector is readable from at least one committed shard: readers that still point at a removed shard

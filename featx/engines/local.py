@@ -1,6 +1,6 @@
 """The local engine: DataLoader workers read each input once, key it by its content and decode it only
 if the store lacks that key; the network runs in full batches in this process, and each batch is committed
-to the store at once (so an interrupted job keeps its work)."""
+to the store as soon as the disk takes it (``batches.py``), so an interrupted job keeps its work."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 from featx.cache import Store
 from featx.engines import seen
 from featx.engines.base import Filled, no_keys
+from featx.engines.batches import Batches
 from featx.engines.plan import every_failure, first_missing
 from featx.engines.shards import Streamed, assemble, stream_shard, without_pixels
 from featx.engines.workers import decoders_should_yield, default_num_workers, yield_to_the_network
@@ -103,7 +104,7 @@ def run(
         _ReadKeyDecode(images, todo, known, network.preprocessing, max_pixels),
         batch_size=batch_size,
         num_workers=workers,
-        collate_fn=list,
+        collate_fn=_stack_decoded,
         # a RemoteNetwork's "cuda" may be a Ray worker's GPU, not this machine's
         pin_memory=network.device.type == "cuda" and torch.cuda.is_available(),
         prefetch_factor=4 if workers else None,
@@ -111,32 +112,35 @@ def run(
         worker_init_fn=yield_to_the_network if workers and decoders_should_yield(network.device) else None,
     )
     failures: list[ImageError] = []
-    batches = _Batches(network, store, batch_size)
     n_seen = n_decoded = 0
-    for samples in _iterate(loader):
-        for index, key, result, file_signature in samples:
-            if key is not None:
-                keys[index] = key
-            if file_signature is not None:
-                seen.remember(images[index], file_signature, key)
-            if isinstance(result, ImageError):
-                failures.append(result)
-            elif result is None:
-                n_cached += 1
-            else:
-                batches.add(key, result)
-                n_decoded += 1
-        n_seen += len(samples)
-        batches.commit_full(expected=round(len(todo) * n_decoded / n_seen))
-        if fail_fast and failures:
-            batches.commit_all()
-            raise min(failures, key=lambda e: e.index)
-        if progress is not None:
-            progress.update(len(samples))
-            # as a string: tqdm's own number format shows 70,000 as "7e+4"
-            progress.set_postfix_str(f"cached={n_cached}, computed={batches.computed}, "
-                                     f"failed={len(failures)}", refresh=False)
-    batches.commit_all()
+    with Batches(network, store, batch_size) as batches:
+        for samples, pixels in _iterate(loader):
+            decoded = []
+            for index, key, outcome, file_signature in samples:
+                if key is not None:
+                    keys[index] = key
+                if file_signature is not None:
+                    seen.remember(images[index], file_signature, key)
+                if isinstance(outcome, ImageError):
+                    failures.append(outcome)
+                elif outcome is None:
+                    n_cached += 1
+                else:
+                    decoded.append(key)
+            if decoded:
+                batches.add(decoded, pixels)
+            n_decoded += len(decoded)
+            n_seen += len(samples)
+            batches.commit_full(expected=round(len(todo) * n_decoded / n_seen))
+            if fail_fast and failures:
+                batches.commit_all()
+                raise min(failures, key=lambda e: e.index)
+            if progress is not None:
+                progress.update(len(samples))
+                # as a string: tqdm's own number format shows 70,000 as "7e+4"
+                progress.set_postfix_str(f"cached={n_cached}, computed={batches.computed}, "
+                                         f"failed={len(failures)}", refresh=False)
+        batches.commit_all()
     return Filled(keys, every_failure(failures, keys), n_cached, batches.computed)
 
 
@@ -167,29 +171,29 @@ def run_shards(
         worker_init_fn=yield_to_the_network if workers and decoders_should_yield(network.device) else None,
     )
     entries: list[Streamed] = []
-    batches = _Batches(network, store, batch_size)
     n_cached = n_decoded = n_failed = 0
     started: set[int] = set()
-    for streamed in _iterate(loader):
-        for entry in streamed:
-            started.add(entry.shard)
-            if entry.pixels is not None:
-                batches.add(entry.key, entry.pixels)
-                n_decoded += 1
-            elif entry.key is not None and entry.error is None:
-                n_cached += 1
-            n_failed += entry.error is not None
-            entries.append(without_pixels(entry))
-        # how many this job computes is known only at its end: estimated from the shards begun so far
-        batches.commit_full(expected=round(n_decoded * len(shards) / len(started)))
-        if fail_fast and n_failed:
-            batches.commit_all()
-            raise assemble(entries, shards, n_cached, batches.computed)[1].errors[0]
-        if progress is not None:
-            progress.update(len(streamed))
-            progress.set_postfix_str(f"shards={len(started)}/{len(shards)}, cached={n_cached}, "
-                                     f"computed={batches.computed}, failed={n_failed}", refresh=False)
-    batches.commit_all()
+    with Batches(network, store, batch_size) as batches:
+        for streamed in _iterate(loader):
+            for entry in streamed:
+                started.add(entry.shard)
+                if entry.pixels is not None:
+                    batches.add([entry.key], entry.pixels[None])
+                    n_decoded += 1
+                elif entry.key is not None and entry.error is None:
+                    n_cached += 1
+                n_failed += entry.error is not None
+                entries.append(without_pixels(entry))
+            # how many this job computes is known only at its end: estimated from the shards begun so far
+            batches.commit_full(expected=round(n_decoded * len(shards) / len(started)))
+            if fail_fast and n_failed:
+                batches.commit_all()
+                raise assemble(entries, shards, n_cached, batches.computed)[1].errors[0]
+            if progress is not None:
+                progress.update(len(streamed))
+                progress.set_postfix_str(f"shards={len(started)}/{len(shards)}, cached={n_cached}, "
+                                         f"computed={batches.computed}, failed={n_failed}", refresh=False)
+        batches.commit_all()
     return assemble(entries, shards, n_cached, batches.computed)
 
 
@@ -218,45 +222,6 @@ def _unremembered(images: Sequence[ImageInput], known: Container[str], keys: np.
         else:
             todo.append(index)
     return todo
-
-
-class _Batches:
-    """Decoded images gathered into full batches, each distinct content once; each batch is run through
-    the network and committed to the store as soon as it is full."""
-
-    def __init__(self, network: FrozenNetwork, store: Store, batch_size: int):
-        self.network, self.store, self.batch_size = network, store, batch_size
-        self.computed = 0
-        self._keys: list[str] = []
-        self._pixels: list[torch.Tensor] = []
-        self._taken: set[str] = set()
-        self._prepared, self._expected = False, 0
-
-    def add(self, key: str, pixels: torch.Tensor) -> None:
-        if key not in self._taken:  # the same content twice in one run: computed once
-            self._taken.add(key)
-            self._keys.append(key)
-            self._pixels.append(pixels)
-
-    def commit_full(self, expected: int) -> None:
-        """Commit every full batch; ``expected`` estimates how many images this job computes in all (the
-        network compiles, or not, for that number before its first batch)."""
-        self._expected = expected
-        while len(self._keys) >= self.batch_size:
-            self._commit(self.batch_size)
-
-    def commit_all(self) -> None:
-        while self._keys:
-            self._commit(self.batch_size)
-
-    def _commit(self, n: int) -> None:
-        if not self._prepared:
-            self.network.prepare(max(self._expected, len(self._keys)), self.batch_size)
-            self._prepared = True
-        keys, pixels = self._keys[:n], self._pixels[:n]
-        del self._keys[:n], self._pixels[:n]
-        self.store.write(keys, self.network(torch.stack(pixels)))
-        self.computed += len(keys)
 
 
 class _ReadKeyDecode(Dataset):
@@ -289,6 +254,16 @@ class _ReadKeyDecode(Dataset):
         except ImageError as error:
             return index, key, error, file_signature
         return index, key, pixels, file_signature
+
+
+def _stack_decoded(samples: list[tuple]) -> tuple[list[tuple], torch.Tensor | None]:
+    """In the worker: the batch's decoded pixels as one tensor (one transfer between processes, one pinned
+    copy for the GPU), in sample order; each sample keeps its index, key, outcome and file signature, where
+    the outcome is an error, None (cached) or True (its row is in the tensor)."""
+    decoded = [result for _, _, result, _ in samples if isinstance(result, torch.Tensor)]
+    outcomes = [(index, key, True if isinstance(result, torch.Tensor) else result, signature)
+                for index, key, result, signature in samples]
+    return outcomes, torch.stack(decoded) if decoded else None
 
 
 def _iterate(loader: DataLoader) -> Iterator[Any]:
