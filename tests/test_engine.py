@@ -278,3 +278,18 @@ def test_decoding_workers_hand_over_a_batch_s_pixels_as_one_tensor_in_sample_ord
                         (3, "k3", True, ("sig",))]
     assert pixels.shape == (2, 3, 2, 2) and pixels[:, 0, 0, 0].tolist() == [10, 30]
     assert _stack_decoded([(1, "k1", None, None)])[1] is None
+
+
+def test_shard_decoders_hand_over_a_batch_s_pixels_as_one_tensor_and_entries_without_them():
+    from featx.engines.local import _stack_streamed
+    from featx.engines.shards import Streamed
+
+    def entry(position, pixels=None, key="k"):
+        return Streamed(0, position, f"tar://{position}.jpg::s.tar", str(position), None, f"{key}{position}", pixels)
+
+    sevens, ones = torch.full((3, 2, 2), 7, dtype=torch.uint8), torch.ones(3, 2, 2, dtype=torch.uint8)
+    entries = [entry(0, sevens), entry(1), entry(2, ones)]
+    stripped, decoded, pixels = _stack_streamed(entries)
+    assert decoded == [True, False, True] and all(e.pixels is None for e in stripped)
+    assert [e.key for e in stripped] == ["k0", "k1", "k2"] and pixels[:, 0, 0, 0].tolist() == [7, 1]
+    assert _stack_streamed([entry(3)])[2] is None

@@ -165,7 +165,7 @@ def run_shards(
         _StreamShards(shards, known, network.preprocessing, max_pixels),
         batch_size=batch_size,
         num_workers=workers,
-        collate_fn=list,
+        collate_fn=_stack_streamed,
         pin_memory=network.device.type == "cuda" and torch.cuda.is_available(),
         prefetch_factor=4 if workers else None,
         worker_init_fn=yield_to_the_network if workers and decoders_should_yield(network.device) else None,
@@ -174,16 +174,19 @@ def run_shards(
     n_cached = n_decoded = n_failed = 0
     started: set[int] = set()
     with Batches(network, store, batch_size) as batches:
-        for streamed in _iterate(loader):
-            for entry in streamed:
+        for streamed, decoded, pixels in _iterate(loader):
+            decoded_keys = []
+            for entry, was_decoded in zip(streamed, decoded):
                 started.add(entry.shard)
-                if entry.pixels is not None:
-                    batches.add([entry.key], entry.pixels[None])
-                    n_decoded += 1
+                if was_decoded:
+                    decoded_keys.append(entry.key)
                 elif entry.key is not None and entry.error is None:
                     n_cached += 1
                 n_failed += entry.error is not None
-                entries.append(without_pixels(entry))
+                entries.append(entry)
+            if decoded_keys:
+                batches.add(decoded_keys, pixels)
+            n_decoded += len(decoded_keys)
             # how many this job computes is known only at its end: estimated from the shards begun so far
             batches.commit_full(expected=round(n_decoded * len(shards) / len(started)))
             if fail_fast and n_failed:
@@ -264,6 +267,14 @@ def _stack_decoded(samples: list[tuple]) -> tuple[list[tuple], torch.Tensor | No
     outcomes = [(index, key, True if isinstance(result, torch.Tensor) else result, signature)
                 for index, key, result, signature in samples]
     return outcomes, torch.stack(decoded) if decoded else None
+
+
+def _stack_streamed(entries: list[Streamed]) -> tuple[list[Streamed], list[bool], torch.Tensor | None]:
+    """In the worker, as :func:`_stack_decoded`: the entries without their pixels, which of them were
+    decoded, and those pixels as one tensor in entry order."""
+    decoded = [entry.pixels is not None for entry in entries]
+    pixels = [entry.pixels for entry in entries if entry.pixels is not None]
+    return [without_pixels(entry) for entry in entries], decoded, torch.stack(pixels) if pixels else None
 
 
 def _iterate(loader: DataLoader) -> Iterator[Any]:
