@@ -102,10 +102,12 @@ class GroupWriter:
         self._busy = self._closed = False
         self._error: BaseException | None = None
         self._changed = threading.Condition()
+        # started at the first batch, once the DataLoader has forked its workers from a single-threaded process
         self._thread = threading.Thread(target=self._run, name="featx-commit", daemon=True)
-        self._thread.start()
 
     def put(self, keys: Sequence[str], vectors: np.ndarray) -> None:
+        if self._thread.ident is None:
+            self._thread.start()
         with self._changed:
             while self._waiting and self._error is None and self._waiting_bytes() >= MAX_WAITING_BYTES:
                 self._changed.wait()
@@ -125,7 +127,8 @@ class GroupWriter:
         with self._changed:
             self._closed = True
             self._changed.notify_all()
-        self._thread.join()
+        if self._thread.ident is not None:
+            self._thread.join()
 
     def check(self) -> None:
         if self._error is not None:
