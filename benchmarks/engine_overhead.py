@@ -23,13 +23,12 @@ import time
 from pathlib import Path
 
 import pandas as pd
-import torch
 from torch import nn
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from gpu import write_jpegs  # noqa: E402
+from gpu import decode_rate, write_jpegs  # noqa: E402
 
 from featx import Backbone, FrozenNetwork, Preprocessing, extract_features, register_backbone  # noqa: E402
 from featx.machine import cpu_model  # noqa: E402
@@ -38,25 +37,6 @@ RESULTS = REPO / "benchmarks" / "results"
 POOL_ONLY = Backbone(name="pool_only", build=lambda: nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()),
                      node="1", pooling="flatten", preprocessing=Preprocessing(resize=256, crop=224),
                      description="benchmark-only: a network that costs nothing")
-
-
-class _Decode(torch.utils.data.Dataset):
-    def __init__(self, paths: list[str], preprocessing: Preprocessing):
-        self.paths, self.preprocessing = paths, preprocessing
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i: int) -> torch.Tensor:
-        return self.preprocessing.decode(self.paths[i])
-
-
-def decode(paths: list[str], workers: int) -> float:
-    preprocessing = FrozenNetwork(POOL_ONLY, weights=None, device="cpu").preprocessing
-    loader = torch.utils.data.DataLoader(_Decode(paths, preprocessing), batch_size=64, num_workers=workers)
-    start = time.perf_counter()
-    n = sum(len(batch) for batch in loader)
-    return n / (time.perf_counter() - start)
 
 
 def featx_cold(paths: list[str], workers: int, cache: Path) -> float:
@@ -77,9 +57,10 @@ def main() -> None:
         work = Path(tmp)
         paths = write_jpegs(work / "photos", args.images)
         featx_cold(paths[:128], args.workers, work / "warm-up")
+        preprocessing = FrozenNetwork(POOL_ONLY, weights=None, device="cpu").preprocessing
         best = {"decode": 0.0, "featx_cold": 0.0}
         for round in range(args.repeats):
-            best["decode"] = max(best["decode"], decode(paths, args.workers))
+            best["decode"] = max(best["decode"], decode_rate(paths, preprocessing, args.workers))
             best["featx_cold"] = max(best["featx_cold"], featx_cold(paths, args.workers, work / f"cache-{round}"))
     ratio = best["featx_cold"] / best["decode"]
     print(f"{cpu_model()}, {args.workers} workers, {args.images} photos: decode {best['decode']:.0f} images/s, "
