@@ -288,15 +288,15 @@ class FrozenNetwork:
         return len(timing) / seconds, tuning.min_cosine(output[:len(batch)], self._trial_reference)
 
     def _trial_batch(self, photos: torch.Tensor) -> torch.Tensor:
-        """What the trial times: on a GPU the photos tiled to a job's batch size (``tuning.GPU_TRIAL_IMAGES``),
-        unless fp32 runs out of memory there; elsewhere the photos."""
+        """What the trial times: on a GPU the photos tiled to ``tuning.GPU_TRIAL_IMAGES`` unless fp32 OOMs."""
         if self.device.type != "cuda":
             return photos
         if getattr(self, "_trial_tiled", None) is None:
             tiled = photos.repeat(-(-tuning.GPU_TRIAL_IMAGES // len(photos)), 1, 1, 1)[:tuning.GPU_TRIAL_IMAGES]
-            try:
+            try:  # this forward is also fp32's warm-up at the tiled size
                 self._forward(self._pipeline_for("fp32"), tiled, "fp32")
                 self._trial_tiled = tiled
+                self.__dict__.setdefault("_trial_warmed", set()).add("fp32")
             except torch.cuda.OutOfMemoryError:  # the allocator keeps what it freed for the photos alone
                 self._trial_tiled = photos
         return self._trial_tiled
