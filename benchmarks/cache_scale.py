@@ -10,7 +10,7 @@ shards at 1M). For each size, side by side in one process, it prints:
   (a second ``transform`` of a grid search: only shards committed since are read);
 - the index's bytes per key (goal: <= 64), and all the memory an open namespace keeps (tracemalloc);
 - reading every vector through the cache (checksums verified) against one ``np.load`` of the same
-  matrix, best of three each, interleaved (goal: >= 0.8x).
+  matrix (goal: >= 0.8x), in storage order and shuffled, ``--rounds`` interleaved rounds, best and median.
 
 Then one job's overhead per image outside the network, at 10k and 100k small PNGs with a tiny backbone
 (``--job-images``): the whole warm re-run (every vector cached: read, hash, look up, write the output) in
@@ -79,7 +79,7 @@ def simulate(root: Path, n: int, dim: int, shard_rows: int, seed: int = 0) -> tu
     return keys, root / "cache"
 
 
-def measure(cache: Path, keys: list[str], matrix_path: Path, label: str) -> dict:
+def measure(cache: Path, keys: list[str], matrix_path: Path, label: str, rounds: int) -> dict:
     rng = np.random.default_rng(1)
     probe = [keys[i] for i in rng.choice(len(keys), 10, replace=False)]
     index._SHARED.clear()  # a fresh process's state
@@ -99,24 +99,28 @@ def measure(cache: Path, keys: list[str], matrix_path: Path, label: str) -> dict
     assert again.missing(probe) == []
     again.read(probe)
     warm = time.perf_counter() - start
-    load_s = read_s = float("inf")
-    for _ in range(3):  # interleaved, best of three: page faults on this kind of VM vary from call to call
-        start = time.perf_counter()
-        reference = np.load(matrix_path)
-        load_s = min(load_s, time.perf_counter() - start)
-        del reference
-        start = time.perf_counter()
-        vectors, corrupt = again.read(keys)
-        read_s = min(read_s, time.perf_counter() - start)
-        del vectors
+    shuffled = [keys[i] for i in rng.permutation(len(keys))]
+    times: dict[str, list[float]] = {"load": [], "stored": [], "shuffled": []}
+    for _ in range(rounds):  # interleaved: page faults on this kind of VM vary from call to call
+        for name, call in (("load", lambda: np.load(matrix_path)), ("stored", lambda: again.read(keys)),
+                           ("shuffled", lambda: again.read(shuffled))):
+            start = time.perf_counter()
+            result = call()
+            times[name].append(time.perf_counter() - start)
+            del result
     vectors, corrupt = again.read(keys)
     assert not corrupt and np.array_equal(vectors, np.load(matrix_path))
+    best = {name: min(values) for name, values in times.items()}
+    median = {name: float(np.median(values)) for name, values in times.items()}
     return {"cache": label, "vectors": len(keys), "shards": again.stats()["shards"],
             "open_lookup10_s": round(cold, 3), "reopen_lookup10_s": round(warm, 4),
             "index_bytes_per_key": round(again.index().nbytes / len(keys), 1),
             "retained_bytes_per_key": round(retained_bytes / len(keys), 1),
-            "bulk_read_s": round(read_s, 2), "np_load_s": round(load_s, 2),
-            "bulk_vs_np_load": round(load_s / read_s, 2)}
+            "np_load_s": round(best["load"], 3), "bulk_read_s": round(best["stored"], 3),
+            "bulk_vs_np_load": round(best["load"] / best["stored"], 2),
+            "median_bulk_vs_np_load": round(median["load"] / median["stored"], 2),
+            "shuffled_read_s": round(best["shuffled"], 3),
+            "shuffled_vs_np_load": round(best["load"] / best["shuffled"], 2)}
 
 
 def job_overhead(n: int, workdir: Path | None) -> dict:
@@ -177,6 +181,7 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--shard-rows", type=int, default=64)
     parser.add_argument("--job-images", type=int, nargs="*", default=[10_000, 100_000])
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds of each bulk read (best and median)")
     parser.add_argument("--workdir", type=Path, default=None, help="where to build the caches (default: a temp dir)")
     args = parser.parse_args()
     rows = []
@@ -186,12 +191,12 @@ def main() -> None:
             start = time.perf_counter()
             keys, cache = simulate(root, n, args.dim, args.shard_rows)
             print(f"{n} vectors simulated in {time.perf_counter() - start:.0f} s", file=sys.stderr)
-            rows.append(measure(cache, keys, root / "matrix.npy", "as jobs leave it"))
+            rows.append(measure(cache, keys, root / "matrix.npy", "as jobs leave it", args.rounds))
             start = time.perf_counter()
             compacted = compact(FeatureCache(cache).namespace(FINGERPRINT))
             compact_s = time.perf_counter() - start
             print(f"compact: {compacted} in {compact_s:.1f} s", file=sys.stderr)
-            rows.append({**measure(cache, keys, root / "matrix.npy", "compacted"), "compact_s": round(compact_s, 1)})
+            rows.append({**measure(cache, keys, root / "matrix.npy", "compacted", args.rounds), "compact_s": round(compact_s, 1)})
         finally:
             shutil.rmtree(root, ignore_errors=True)
     out = REPO / "benchmarks" / "results" / "cache_scale.csv"

@@ -100,6 +100,11 @@ import numpy as np
 from featx.cache import FeatureCache
 warnings.simplefilter("error")  # a warning (an 'unreadable shard') is a failure here
 cache, fingerprint, stop = sys.argv[1], eval(sys.argv[2]), sys.argv[3]
+if sys.argv[4] == "threaded":  # pieces of 4 rows on two threads, as a bulk read of gigabytes runs
+    import os
+    from featx.cache import reader
+    reader.PIECE_BYTES, reader.PARALLEL_BYTES, reader.THREADS = 64, 0, 2
+    os.sched_getaffinity = lambda pid: {0, 1}
 keys = {__import__("hashlib").sha256(str(i).encode()).hexdigest(): i for i in range(3000)}
 reads = 0
 while True:
@@ -129,11 +134,12 @@ for start in range(0, 3000, 10):
 """
 
 
-def test_compaction_beside_a_running_writer_and_reader_loses_nothing_and_duplicates_nothing(tmp_path):
+@pytest.mark.parametrize("pieces", ["serial", "threaded"])
+def test_compaction_beside_a_running_writer_and_reader_loses_nothing_and_duplicates_nothing(tmp_path, pieces):
     cache, stop = tmp_path / "cache", tmp_path / "stop"
     namespace = FeatureCache(cache).namespace(FINGERPRINT)
     writer = subprocess.Popen([sys.executable, "-c", WRITER, str(cache), repr(FINGERPRINT)])
-    reader = subprocess.Popen([sys.executable, "-c", READER, str(cache), repr(FINGERPRINT), str(stop)],
+    reader = subprocess.Popen([sys.executable, "-c", READER, str(cache), repr(FINGERPRINT), str(stop), pieces],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     compactions = 0
     while writer.poll() is None:

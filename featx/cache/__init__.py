@@ -21,12 +21,8 @@ import shutil
 from pathlib import Path
 from typing import Any, Mapping
 
-from featx.cache.files import (
-    FORMAT_VERSION,
-    KEY_DTYPE,
-    fingerprint_id,
-    vector_checksums,
-)
+from featx.cache.checksums import vector_checksums
+from featx.cache.files import FORMAT_VERSION, KEY_DTYPE, fingerprint_id
 from featx.cache.namespace import Namespace
 from featx.cache.store import MemoryNamespace, Store
 from featx.errors import ParameterError

@@ -19,7 +19,8 @@ from typing import Iterator
 
 import numpy as np
 
-from featx.cache.files import KEY_DTYPE, KEYS_SUFFIX, VECTORS_SUFFIX, vector_checksums
+from featx.cache.checksums import vector_checksums
+from featx.cache.files import KEY_DTYPE, KEYS_SUFFIX, VECTORS_SUFFIX
 from featx.cache.namespace import Namespace
 from featx.errors import OutputError
 

@@ -15,8 +15,6 @@ from pathlib import Path
 from typing import Any, BinaryIO, Callable, Mapping
 
 import numpy as np
-from isal import isal_zlib
-
 from featx.errors import OutputError
 
 FORMAT_VERSION = 1
@@ -33,13 +31,6 @@ def fingerprint_id(fingerprint: Mapping[str, Any]) -> str:
     digest = hashlib.sha256(canonical.encode()).hexdigest()[:16]
     node = str(fingerprint.get("node", "node")).replace(".", "_").replace(os.sep, "_")
     return f"{fingerprint.get('backbone', 'model')}-{node}-{digest}"
-
-
-def vector_checksums(vectors: np.ndarray) -> np.ndarray:
-    """crc32 of each row's float32 bytes: zlib's checksum, computed by ISA-L's SIMD code (4x zlib's speed
-    here), so that verifying every vector costs a bulk read little beside copying it."""
-    rows = np.ascontiguousarray(vectors, dtype=np.float32)
-    return np.fromiter(map(isal_zlib.crc32, rows), dtype=np.uint32, count=len(rows))  # row views, no copies
 
 
 def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:

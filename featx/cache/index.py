@@ -89,11 +89,17 @@ class KeyIndex:
         self._low = np.empty(0, np.uint64)
         self._shard = np.empty(0, np.int32)
         self._row = np.empty(0, np.int32)
+        self._forgotten: dict[int, set[int]] = {}  # shard id -> rows no longer trusted
 
     def __len__(self) -> int:
         """Distinct live keys."""
         live = self._shard >= 0
         return len(np.unique(np.stack([self._high[live], self._low[live]], axis=1), axis=0)) if live.any() else 0
+
+    @property
+    def shards(self) -> int:
+        """Shards indexed now."""
+        return len(self._shard_ids)
 
     @property
     def nbytes(self) -> int:
@@ -109,6 +115,7 @@ class KeyIndex:
                 self._take(keep)
                 for shard_id in gone:
                     del self._shard_ids[self._shard_names[shard_id]]
+                    self._forgotten.pop(shard_id, None)
             new = [(name, keys) for name in shards if name not in self._shard_ids
                    if (keys := load_keys(name)) is not None]
             if new:
@@ -157,6 +164,12 @@ class KeyIndex:
             shard_id = self._shard_ids.get(shard)
             if shard_id is not None:
                 self._shard[(self._shard == shard_id) & np.isin(self._row, rows)] = -1
+                self._forgotten.setdefault(shard_id, set()).update(np.asarray(rows).tolist())
+
+    def forgotten(self, shard_id: int) -> np.ndarray:
+        """The rows of a shard that :meth:`forget` stopped trusting (readers that skip the index check)."""
+        with self._lock:
+            return np.fromiter(self._forgotten.get(shard_id, ()), dtype=np.int64)
 
     def _add(self, shards: list[tuple[str, np.ndarray]]) -> None:
         highs, lows, ids, rows = [self._high], [self._low], [self._shard], [self._row]

@@ -18,6 +18,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from featx.cache.checksums import vector_checksums
 from featx.cache.files import (
     KEY_DTYPE,
     KEYS_SUFFIX,
@@ -25,20 +26,13 @@ from featx.cache.files import (
     TMP_PREFIX,
     VECTORS_SUFFIX,
     atomic_write,
-    vector_checksums,
 )
 from featx.cache.index import DigestSet, KeyIndex, shared_index
+from featx.cache.reader import BulkRead, chunks
 from featx.errors import OutputError, ParameterError
 
 LOOKUPS = 10
 MAPPED_KEYS_BYTES = 1 << 20
-
-
-def contiguous(indices: np.ndarray) -> slice | np.ndarray:
-    """A slice for ascending consecutive indices (a bulk read in storage order copies, not gathers)."""
-    if len(indices) and indices[-1] - indices[0] + 1 == len(indices) and (np.diff(indices) == 1).all():
-        return slice(int(indices[0]), int(indices[-1]) + 1)
-    return indices
 
 
 class Namespace:
@@ -108,52 +102,23 @@ class Namespace:
         corrupt for every key it holds, with a warning: it is recomputed, never trusted and never fatal.
         A shard that vanished (merged by a compaction) is looked up again in the shards now on disk; only
         a compaction finishing between every lookup and its read, ``LOOKUPS`` times over, fails the read.
+        How a read finds, copies and verifies: :mod:`featx.cache.reader`.
         """
-        out: np.ndarray | None = None
-        corrupt: list[str] = []
-        encoded = np.asarray(keys, dtype=KEY_DTYPE["key"])
-        pending = np.arange(len(keys))
-        for attempt in range(LOOKUPS):
-            shards, rows = self.index().locate(encoded[pending])
-            absent = shards < 0
-            if absent.any() and attempt == LOOKUPS - 1:
-                raise KeyError(f"{keys[pending[np.argmax(absent)]]} is not in the feature cache {self.path}")
-            # a listing taken while a compaction commits and removes can miss both copies: look again
-            vanished: list[np.ndarray] = [pending[absent]]
-            order = np.argsort(shards, kind="stable")[np.count_nonzero(absent):]  # grouped by shard
-            ids, starts = np.unique(shards[order], return_index=True)
-            for shard_id, here in zip(ids, np.split(order, starts[1:])):
-                positions, shard_rows = pending[here], rows[here]
-                shard = self.index().shard_name(shard_id)
-                target, rows_here = contiguous(positions), contiguous(shard_rows)
-                try:
-                    mapped = self._mapped_vectors(shard, None if out is None else out.shape[1])
-                    if mapped is not None:
-                        if out is None:
-                            out = np.empty((len(keys), mapped.shape[1]), dtype=np.float32)
-                        copied = self._copy_rows(shard, mapped, rows_here, out, target)
-                except FileNotFoundError:
-                    if attempt == LOOKUPS - 1:
-                        raise
-                    vanished.append(positions)
-                    continue
-                if mapped is None or copied is None:
-                    corrupt.extend(keys[p] for p in positions)
-                    self.index().forget(shard, shard_rows)
-                    continue
-                stored = self._keys(shard)[rows_here]
-                bad = (vector_checksums(copied) != stored["crc32"]) | (stored["key"] != encoded[positions])
-                corrupt.extend(keys[p] for p in positions[bad])
-                self.index().forget(shard, shard_rows[bad])
-            pending = np.sort(np.concatenate(vanished))
-            if not len(pending):
-                break
-            self.refresh()
-        if out is None:
-            out = np.empty((0, 0), dtype=np.float32)
-        return out, corrupt
+        with BulkRead(self, keys) as reading:
+            pending = np.arange(len(keys))
+            for _ in range(LOOKUPS):
+                retry = [reading.attempt(chunk) for chunk in chunks(pending, self.index().shards)]
+                reading.wait()
+                pending = np.sort(np.concatenate([np.empty(0, np.int64)] + [p for pair in retry for p in pair]))
+                if not len(pending):
+                    break
+                self.refresh()  # a listing taken while a compaction commits and removes can miss both copies
+            else:
+                raise KeyError(f"{keys[pending[0]]} is not in the feature cache {self.path}")
+        out = reading.out if reading.out is not None else np.empty((0, 0), dtype=np.float32)
+        return out, [keys[position] for position in sorted(reading.corrupt)]
 
-    def _mapped_vectors(self, shard: str, width: int | None) -> np.ndarray | None:
+    def shard_vectors(self, shard: str, width: int | None) -> np.ndarray | None:
         """A shard's vectors, memory-mapped, or None (with a warning) if the file is unreadable or its shape
         does not match its keys file (and the width of the other shards read)."""
         try:
@@ -165,37 +130,22 @@ class Namespace:
         except FileNotFoundError:
             raise
         except (OSError, ValueError, EOFError) as error:
-            self._warn_unreadable(shard, error)
+            self.warn_unreadable(shard, error)
             return None
 
-    def _copy_rows(self, shard: str, mapped: np.memmap, rows: slice | np.ndarray, out: np.ndarray,
-                   target: slice | np.ndarray) -> np.ndarray | None:
-        """Copy a shard's ``rows`` into ``out[target]`` and return what was copied (None, with a warning, if
-        the file cannot be read). Rows stored in the order asked arrive by one read from the file, which
-        costs a third of copying them through the memory map (page faults; benchmarks/cache_scale.py)."""
-        if not (isinstance(rows, slice) and isinstance(target, slice)):
-            gathered = mapped[rows]  # only the rows asked are touched
-            out[target] = gathered
-            return gathered
-        destination = memoryview(out[target]).cast("B")
-        try:
-            with open(self.path / f"{shard}{VECTORS_SUFFIX}", "rb") as handle:
-                handle.seek(mapped.offset + rows.start * mapped.strides[0])
-                if handle.readinto(destination) != destination.nbytes:
-                    raise EOFError("the file ends before its last vector")
-        except FileNotFoundError:
-            raise
-        except (OSError, EOFError) as error:
-            self._warn_unreadable(shard, error)
-            return None
-        return out[target]
+    def shard_keys(self, shard: str) -> np.ndarray:
+        """A shard's (key, crc32) rows; kept open for the ``OPEN_SHARDS`` shards used last."""
+        return self._keys(shard)
 
-    def _warn_unreadable(self, shard: str, error: Exception) -> None:
+    def vectors_path(self, shard: str) -> Path:
+        return self.path / f"{shard}{VECTORS_SUFFIX}"
+
+    def warn_unreadable(self, shard: str, error: Exception) -> None:
         warnings.warn(f"feature cache shard {self.path / shard} is unreadable ({error}); its vectors will be "
-                      "recomputed (`featx cache verify --drop` removes it)", stacklevel=4)
+                      "recomputed (`featx cache verify --drop` removes it)", stacklevel=5)
 
     def _load_vectors(self, shard: str) -> np.ndarray:
-        return np.load(self.path / f"{shard}{VECTORS_SUFFIX}", mmap_mode="r", allow_pickle=False)
+        return np.load(self.vectors_path(shard), mmap_mode="r", allow_pickle=False)
 
     def _load_keys(self, shard: str) -> np.ndarray:
         """A job's small keys file is read whole (quicker than mapping it); a compacted one is mapped, so
