@@ -21,7 +21,7 @@ import json
 import os
 import tarfile
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -210,6 +210,32 @@ def row_path(table: str, column: str, row: int) -> str:
     return f"{ROW_PREFIX}{column}/{row}::{table}"
 
 
+def whole_table(paths: Sequence[str]) -> tuple[str, str] | None:
+    """(table, column) when ``paths`` name every row of one table's image column in order, as a Parquet
+    table given as a job's source does: then a reader of whole tables may read it, each row group once."""
+    if not len(paths) or not str(paths[0]).startswith(ROW_PREFIX):
+        return None
+    location, _, table = str(paths[0])[len(ROW_PREFIX):].partition("::")
+    column = location.rpartition("/")[0]
+    try:
+        rows = int(_table(table, os.getpid())[1][-1])
+    except (OSError, ValueError):
+        return None
+    if rows != len(paths) or any(path != row_path(table, column, row) for row, path in enumerate(paths)):
+        return None
+    return table, column
+
+
+def cell_bytes(value: Any) -> bytes:
+    """An image cell's bytes: a binary value, or the ``bytes`` of a Hugging Face Image struct
+    (FileNotFoundError for an empty cell, as a missing file)."""
+    if isinstance(value, dict):
+        value = value.get("bytes")
+    if value is None:
+        raise FileNotFoundError("the cell is empty")
+    return value
+
+
 def image_column(schema: Any, source: str) -> str | None:
     """The column of encoded images in a table without a ``path`` column: ``image`` or the only column of
     binary values or of structs with a binary ``bytes`` field (Hugging Face's Image feature)."""
@@ -242,12 +268,7 @@ def _table_cell(path: str) -> bytes:
     group = max(0, int(np.searchsorted(starts, row, side="right")) - 1)
     if row < 0 or row >= starts[-1]:
         raise IndexError(f"row {row} is outside the table's {starts[-1]} rows")
-    value = _row_group(table, column, group)[row - starts[group]]
-    if isinstance(value, dict):
-        value = value.get("bytes")
-    if value is None:
-        raise FileNotFoundError(f"the cell of column {column!r} is empty")
-    return value
+    return cell_bytes(_row_group(table, column, group)[row - starts[group]])
 
 
 @functools.lru_cache(maxsize=8)

@@ -125,9 +125,36 @@ def test_a_worker_whose_network_differs_from_the_jobs_fingerprint_refuses_and_th
     assert _Embed(network.spec, network.fingerprint, str(tmp_path / "direct"), threads=1).refusal == ""
 
 
+def test_a_parquet_table_is_read_by_ray_datas_own_reader_with_the_local_engines_vectors_and_named_errors(
+        local_ray, tmp_path, monkeypatch):
+    from conftest import encode, photo
+    from test_sources import image_table
+
+    good = [encode(photo(seed)) for seed in range(5)]
+    cells = [good[0], good[1], None, b"not a picture", good[2], good[3], good[4], good[0]]
+    table = image_table(tmp_path / "train.parquet", cells, list("abababab"), row_group_size=3)
+    read = []
+    real = ray.data.read_parquet
+    monkeypatch.setattr(ray.data, "read_parquet", lambda *args, **kwargs: read.append(args) or real(*args, **kwargs))
+    local, local_out = job(table, tmp_path, "local", "local")
+    remote, remote_out = job(table, tmp_path, "ray", "ray")
+    assert read == [(str(table),)]  # the driver read the footer only; tasks read each row group once
+    named = [(f"row://image/2::{table}", "missing"), (f"row://image/3::{table}", "not_an_image")]
+    assert [(e.source, e.kind) for e in remote.errors] == [(e.source, e.kind) for e in local.errors] == named
+    # row 7 repeats row 0: the local engine computes that content once; Ray keys it in another batch than
+    # row 0 and computes it again (storing it twice, until `featx cache compact` keeps one)
+    assert (local.n_computed, remote.n_computed, remote.n_cached) == (5, 6, 0)
+    X_local, meta_local = load_features(local_out)
+    X_ray, meta_ray = load_features(remote_out)
+    assert meta_ray["path"].tolist() == meta_local["path"].tolist() and meta_ray["label"].tolist() == list("ababab")
+    assert_same_vectors(X_ray, X_local)
+    again, _ = job(table, tmp_path, "ray", "ray")
+    assert (again.n_computed, again.n_cached) == (0, 6)
+
+
 def test_a_ray_decoding_task_reads_each_image_once_and_decodes_only_what_the_cache_lacks(image_folder, monkeypatch):
     from featx import images
-    from featx.engines.ray import _read_key_decode_batch
+    from featx.engines.ray_tasks import read_key_decode_batch
     from featx.images import MAX_PIXELS, content_key
 
     paths = sorted(str(p) for p in image_folder.rglob("*.png"))
@@ -139,7 +166,7 @@ def test_a_ray_decoding_task_reads_each_image_once_and_decodes_only_what_the_cac
     monkeypatch.setattr(images, "_decode", lambda data, index, source, *rest: calls.append(("decode", source)) or
                         original_decode(data, index, source, *rest))
     preprocessing = FrozenNetwork(TINY, weights=None).preprocessing
-    batch = _read_key_decode_batch({"index": np.arange(len(paths)), "path": np.array(paths, dtype=object)},
+    batch = read_key_decode_batch({"index": np.arange(len(paths)), "path": np.array(paths, dtype=object)},
                                    preprocessing, MAX_PIXELS, known)
     assert [p for what, p in calls if what == "read"] == paths
     assert [p for what, p in calls if what == "decode"] == [p for i, p in enumerate(paths) if i not in (0, 3)]

@@ -16,93 +16,25 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
-from typing import Any, Container, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import torch
 
+from featx import sources
 from featx.cache import KEY_DTYPE, FeatureCache, Namespace, Store
 from featx.datasets import load_job_source
 from featx.engines.base import Filled
 from featx.engines.plan import every_failure
 from featx.engines.ray_network import RemoteNetwork, connect, get, matching_network, ray_module, resolve_on_worker
-from featx.engines.shards import Streamed, assemble, stream_shard
+from featx.engines.ray_tasks import key_decode_cells, read_key_decode_batch, stream_shard_batches, streamed_entries
+from featx.engines.shards import Streamed, assemble
 from featx.errors import FeatxError, ImageError, ParameterError
-from featx.images import MAX_PIXELS, hash_content, read_content
+from featx.images import MAX_PIXELS
 from featx.job import JobSummary, run_extract_job
 from featx.network import FrozenNetwork, NetworkSpec
-from featx.preprocessing import Preprocessing
-
-
-def _failure_columns(errors: Sequence[ImageError | None]) -> dict[str, np.ndarray]:
-    return {
-        "error_kind": np.array([e.kind if e else "" for e in errors], dtype=object),
-        "error_reason": np.array([e.reason if e else "" for e in errors], dtype=object),
-    }
-
-
-NOTHING = np.zeros((0, 0, 0), dtype=np.uint8)  # the pixels of a row that needs no computing
-
-
-def _read_key_decode_batch(batch: dict[str, np.ndarray], preprocessing: Preprocessing, max_pixels: int,
-                           known: Container[str]) -> dict[str, np.ndarray]:
-    """Read each image once, key it, and decode (resize, crop to uint8) only what ``known`` lacks; rows
-    that are cached or failed carry empty pixels, so nothing but keys travels for them."""
-    keys, pixels, errors = [], [], []
-    for index, path in zip(batch["index"], batch["path"]):
-        key, decoded, error = "", NOTHING, None
-        try:
-            content = read_content(str(path), int(index))
-            key = hash_content(content)
-            if key not in known:
-                decoded = preprocessing.decode(content, int(index), max_pixels, source=str(path)).numpy()
-        except ImageError as caught:
-            error = caught
-        keys.append(key), pixels.append(decoded), errors.append(error)
-    column = np.empty(len(pixels), dtype=object)
-    column[:] = pixels
-    return {"index": batch["index"], "key": np.array(keys, dtype=object), "pixels": column,
-            **_failure_columns(errors)}
-
-
-def _stream_shard_batches(batch: dict[str, np.ndarray], preprocessing: Preprocessing, max_pixels: int,
-                          known: Container[str], batch_size: int) -> Iterator[dict[str, np.ndarray]]:
-    """Stream each shard of ``batch`` once (see :func:`featx.engines.shards.stream_shard`), yielding its
-    samples ``batch_size`` at a time, so a task never holds a whole shard's pixels."""
-    for number, shard in zip(batch["number"], batch["shard"]):
-        chunk: list[Streamed] = []
-        for entry in stream_shard(int(number), str(shard), known, preprocessing, max_pixels):
-            chunk.append(entry)
-            if len(chunk) == batch_size:
-                yield _streamed_columns(chunk)
-                chunk = []
-        if chunk:
-            yield _streamed_columns(chunk)
-
-
-def _streamed_columns(entries: list[Streamed]) -> dict[str, np.ndarray]:
-    def strings(values: Any) -> np.ndarray:
-        return np.array(["" if v is None else v for v in values], dtype=object)
-
-    pixels = np.empty(len(entries), dtype=object)
-    pixels[:] = [NOTHING if e.pixels is None else e.pixels.numpy() for e in entries]
-    return {"number": np.array([e.shard for e in entries]), "position": np.array([e.position for e in entries]),
-            "path": strings(e.path for e in entries), "sample": strings(e.sample for e in entries),
-            "label": strings(e.label for e in entries), "has_label": np.array([e.label is not None for e in entries]),
-            "key": strings(e.key for e in entries), "skipped": strings(e.skipped for e in entries), "pixels": pixels,
-            **_failure_columns([e.error for e in entries])}
-
-
-def _streamed_entries(batch: dict[str, np.ndarray]) -> Iterator[Streamed]:
-    """The driver's copy of what a decoding task reported, without pixels."""
-    for row in range(len(batch["key"])):
-        path, kind, position = str(batch["path"][row]), str(batch["error_kind"][row]), int(batch["position"][row])
-        yield Streamed(int(batch["number"][row]), position, path, str(batch["sample"][row]),
-                       str(batch["label"][row]) if batch["has_label"][row] else None, str(batch["key"][row]) or None,
-                       error=ImageError(position, path, kind, str(batch["error_reason"][row])) if kind else None,
-                       skipped=str(batch["skipped"][row]) or None)
 
 
 class _Embed:
@@ -203,13 +135,13 @@ class RayEngine:
         shards = list(shards)
         items = ray.data.from_items([{"number": n, "shard": s} for n, s in enumerate(shards)],
                                     override_num_blocks=len(shards))
-        decoded = items.map_batches(_stream_shard_batches, fn_kwargs={
+        decoded = items.map_batches(stream_shard_batches, fn_kwargs={
             "preprocessing": network.preprocessing, "max_pixels": max_pixels, "known": store.known(),
             "batch_size": batch_size}, batch_size=1, concurrency=num_workers)
         entries: list[Streamed] = []
         n_cached = n_computed = 0
         for batch in self._embedded(ray, decoded, network, store, batch_size):
-            entries.extend(_streamed_entries(batch))
+            entries.extend(streamed_entries(batch))
             n_cached += int(batch["cached"].sum())
             n_computed += int(batch["computed"].sum())
         store.refresh()  # the actors committed shards from their own processes
@@ -231,13 +163,33 @@ class RayEngine:
 
     def _run(self, ray, paths: list[str], network: FrozenNetwork | RemoteNetwork, store: Namespace,
              batch_size: int, num_workers: int | None, max_pixels: int) -> _Outcome:
-        items = ray.data.from_arrow(pa.table({"index": np.arange(len(paths)), "path": pa.array(paths, pa.string())}))
-        decoded = items.map_batches(_read_key_decode_batch, fn_kwargs={
-            "preprocessing": network.preprocessing, "max_pixels": max_pixels, "known": store.known()},
-            batch_size=batch_size, concurrency=num_workers)
+        settings = {"preprocessing": network.preprocessing, "max_pixels": max_pixels, "known": store.known()}
+        whole = sources.whole_table(paths)
+        context = ray.data.DataContext.get_current()
+        ordered = context.execution_options.preserve_order
+        if whole:  # Ray Data's own Parquet reader: each row group read once; rows numbered here, in order
+            import fsspec
+            from pyarrow.fs import FSSpecHandler, PyFileSystem
+
+            table, column = whole
+            filesystem, table = fsspec.core.url_to_fs(table)
+            context.execution_options.preserve_order = True
+            items = ray.data.read_parquet(table, filesystem=PyFileSystem(FSSpecHandler(filesystem)))
+            items = items.select_columns([column])  # pushed down into the read
+            decoded = items.map_batches(key_decode_cells, fn_kwargs={"column": column, **settings},
+                                        batch_format="pyarrow", batch_size=batch_size, concurrency=num_workers)
+        else:
+            items = ray.data.from_arrow(pa.table({"index": np.arange(len(paths)), "path": pa.array(paths, pa.string())}))
+            decoded = items.map_batches(read_key_decode_batch, fn_kwargs=settings, batch_size=batch_size,
+                                        concurrency=num_workers)
         outcome = _Outcome(np.zeros(len(paths), dtype=KEY_DTYPE["key"]))
-        for batch in self._embedded(ray, decoded, network, store, batch_size):
-            outcome.add(batch, paths)
+        try:
+            for batch in self._embedded(ray, decoded, network, store, batch_size):
+                if whole:
+                    batch["index"] = np.arange(outcome.n_rows, outcome.n_rows + len(batch["key"]))
+                outcome.add(batch, paths)
+        finally:
+            context.execution_options.preserve_order = ordered
         store.refresh()  # the actors committed shards from their own processes
         return outcome
 
@@ -271,10 +223,12 @@ class _Outcome:
     keys: np.ndarray
     n_cached: int = 0
     n_computed: int = 0
+    n_rows: int = 0
     failures: list[ImageError] = dataclasses.field(default_factory=list)
 
     def add(self, batch: dict[str, np.ndarray], paths: Sequence[str]) -> None:
         self.keys[batch["index"]] = np.asarray(batch["key"], dtype=self.keys.dtype)
+        self.n_rows += len(batch["key"])
         self.n_cached += int(batch["cached"].sum())
         self.n_computed += int(batch["computed"].sum())
         for row in np.flatnonzero(batch["error_kind"] != ""):

@@ -1,0 +1,109 @@
+"""What the Ray engine's CPU tasks run: read each image once, key it, decode it only if the cache lacks it,
+and hand back columns in which rows that need no computing carry empty pixels. Whole files (paths), cells
+of a Parquet table read by Ray Data's own reader, and WebDataset shards streamed one per task."""
+
+from __future__ import annotations
+
+from typing import Any, Container, Iterator, Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from featx import sources
+from featx.engines.shards import Streamed, stream_shard
+from featx.errors import ImageError
+from featx.images import hash_content, read_content, read_error
+from featx.preprocessing import Preprocessing
+
+
+def failure_columns(errors: Sequence[ImageError | None]) -> dict[str, np.ndarray]:
+    return {
+        "error_kind": np.array([e.kind if e else "" for e in errors], dtype=object),
+        "error_reason": np.array([e.reason if e else "" for e in errors], dtype=object),
+    }
+
+
+NOTHING = np.zeros((0, 0, 0), dtype=np.uint8)  # the pixels of a row that needs no computing
+
+
+def read_key_decode_batch(batch: dict[str, np.ndarray], preprocessing: Preprocessing, max_pixels: int,
+                           known: Container[str]) -> dict[str, np.ndarray]:
+    """Read each image once, key it, and decode (resize, crop to uint8) only what ``known`` lacks; rows
+    that are cached or failed carry empty pixels, so nothing but keys travels for them."""
+    keys, pixels, errors = [], [], []
+    for index, path in zip(batch["index"], batch["path"]):
+        key, decoded, error = "", NOTHING, None
+        try:
+            content = read_content(str(path), int(index))
+            key = hash_content(content)
+            if key not in known:
+                decoded = preprocessing.decode(content, int(index), max_pixels, source=str(path)).numpy()
+        except ImageError as caught:
+            error = caught
+        keys.append(key), pixels.append(decoded), errors.append(error)
+    column = np.empty(len(pixels), dtype=object)
+    column[:] = pixels
+    return {"index": batch["index"], "key": np.array(keys, dtype=object), "pixels": column,
+            **failure_columns(errors)}
+
+
+def stream_shard_batches(batch: dict[str, np.ndarray], preprocessing: Preprocessing, max_pixels: int,
+                          known: Container[str], batch_size: int) -> Iterator[dict[str, np.ndarray]]:
+    """Stream each shard of ``batch`` once (see :func:`featx.engines.shards.stream_shard`), yielding its
+    samples ``batch_size`` at a time, so a task never holds a whole shard's pixels."""
+    for number, shard in zip(batch["number"], batch["shard"]):
+        chunk: list[Streamed] = []
+        for entry in stream_shard(int(number), str(shard), known, preprocessing, max_pixels):
+            chunk.append(entry)
+            if len(chunk) == batch_size:
+                yield streamed_columns(chunk)
+                chunk = []
+        if chunk:
+            yield streamed_columns(chunk)
+
+
+def streamed_columns(entries: list[Streamed]) -> dict[str, np.ndarray]:
+    def strings(values: Any) -> np.ndarray:
+        return np.array(["" if v is None else v for v in values], dtype=object)
+
+    pixels = np.empty(len(entries), dtype=object)
+    pixels[:] = [NOTHING if e.pixels is None else e.pixels.numpy() for e in entries]
+    return {"number": np.array([e.shard for e in entries]), "position": np.array([e.position for e in entries]),
+            "path": strings(e.path for e in entries), "sample": strings(e.sample for e in entries),
+            "label": strings(e.label for e in entries), "has_label": np.array([e.label is not None for e in entries]),
+            "key": strings(e.key for e in entries), "skipped": strings(e.skipped for e in entries), "pixels": pixels,
+            **failure_columns([e.error for e in entries])}
+
+
+def streamed_entries(batch: dict[str, np.ndarray]) -> Iterator[Streamed]:
+    """The driver's copy of what a decoding task reported, without pixels."""
+    for row in range(len(batch["key"])):
+        path, kind, position = str(batch["path"][row]), str(batch["error_kind"][row]), int(batch["position"][row])
+        yield Streamed(int(batch["number"][row]), position, path, str(batch["sample"][row]),
+                       str(batch["label"][row]) if batch["has_label"][row] else None, str(batch["key"][row]) or None,
+                       error=ImageError(position, path, kind, str(batch["error_reason"][row])) if kind else None,
+                       skipped=str(batch["skipped"][row]) or None)
+
+
+def key_decode_cells(batch: pa.Table, column: str, preprocessing: Preprocessing, max_pixels: int,
+                     known: Container[str]) -> dict[str, np.ndarray]:
+    """The cells of a table's image column as Ray Data's Parquet reader hands them over (a row group read
+    once, by one task): keyed, and decoded where ``known`` lacks the key. Rows carry no index: the driver
+    numbers them, in order. A failure carries its kind and reason; the driver names the row."""
+    keys, pixels, errors = [], [], []
+    for value in batch.column(column).to_pylist():
+        key, decoded, error = "", NOTHING, None
+        try:
+            try:
+                content = sources.cell_bytes(value)
+            except FileNotFoundError as empty:
+                raise read_error(0, sources.ROW_PREFIX, empty) from None
+            key = hash_content(content)
+            if key not in known:
+                decoded = preprocessing.decode(content, 0, max_pixels, source=column).numpy()
+        except ImageError as caught:
+            error = caught
+        keys.append(key), pixels.append(decoded), errors.append(error)
+    column_of_pixels = np.empty(len(pixels), dtype=object)
+    column_of_pixels[:] = pixels
+    return {"key": np.array(keys, dtype=object), "pixels": column_of_pixels, **failure_columns(errors)}
