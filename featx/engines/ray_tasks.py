@@ -26,6 +26,13 @@ def failure_columns(errors: Sequence[ImageError | None]) -> dict[str, np.ndarray
 NOTHING = np.zeros((0, 0, 0), dtype=np.uint8)  # the pixels of a row that needs no computing
 
 
+def object_column(values: Sequence[Any]) -> np.ndarray:
+    """One object per row (pixel arrays of several shapes), which ``np.array`` would try to stack."""
+    column = np.empty(len(values), dtype=object)
+    column[:] = values
+    return column
+
+
 def read_key_decode_batch(batch: dict[str, np.ndarray], preprocessing: Preprocessing, max_pixels: int,
                            known: Container[str]) -> dict[str, np.ndarray]:
     """Read each image once, key it, and decode (resize, crop to uint8) only what ``known`` lacks; rows
@@ -41,9 +48,7 @@ def read_key_decode_batch(batch: dict[str, np.ndarray], preprocessing: Preproces
         except ImageError as caught:
             error = caught
         keys.append(key), pixels.append(decoded), errors.append(error)
-    column = np.empty(len(pixels), dtype=object)
-    column[:] = pixels
-    return {"index": batch["index"], "key": np.array(keys, dtype=object), "pixels": column,
+    return {"index": batch["index"], "key": np.array(keys, dtype=object), "pixels": object_column(pixels),
             **failure_columns(errors)}
 
 
@@ -66,8 +71,7 @@ def streamed_columns(entries: list[Streamed]) -> dict[str, np.ndarray]:
     def strings(values: Any) -> np.ndarray:
         return np.array(["" if v is None else v for v in values], dtype=object)
 
-    pixels = np.empty(len(entries), dtype=object)
-    pixels[:] = [NOTHING if e.pixels is None else e.pixels.numpy() for e in entries]
+    pixels = object_column([NOTHING if e.pixels is None else e.pixels.numpy() for e in entries])
     return {"number": np.array([e.shard for e in entries]), "position": np.array([e.position for e in entries]),
             "path": strings(e.path for e in entries), "sample": strings(e.sample for e in entries),
             "label": strings(e.label for e in entries), "has_label": np.array([e.label is not None for e in entries]),
@@ -94,16 +98,13 @@ def key_decode_cells(batch: pa.Table, column: str, preprocessing: Preprocessing,
     for value in batch.column(column).to_pylist():
         key, decoded, error = "", NOTHING, None
         try:
-            try:
-                content = sources.cell_bytes(value)
-            except FileNotFoundError as empty:
-                raise read_error(0, sources.ROW_PREFIX, empty) from None
+            content = sources.cell_bytes(value)
             key = hash_content(content)
             if key not in known:
                 decoded = preprocessing.decode(content, 0, max_pixels, source=column).numpy()
+        except FileNotFoundError as empty:
+            error = read_error(0, sources.ROW_PREFIX, empty)
         except ImageError as caught:
             error = caught
         keys.append(key), pixels.append(decoded), errors.append(error)
-    column_of_pixels = np.empty(len(pixels), dtype=object)
-    column_of_pixels[:] = pixels
-    return {"key": np.array(keys, dtype=object), "pixels": column_of_pixels, **failure_columns(errors)}
+    return {"key": np.array(keys, dtype=object), "pixels": object_column(pixels), **failure_columns(errors)}
