@@ -44,6 +44,7 @@ class JobSummary:
     seconds: float = 0.0
     out: Path | None = None
     skipped: list[tuple[str, str]] = field(default_factory=list)  # folder entries that are not images
+    failed_shards: int = 0  # whole shards that could not be read: in ``errors``, not in ``n_images``
 
     @property
     def images_per_second(self) -> float:
@@ -52,7 +53,9 @@ class JobSummary:
     def __str__(self) -> str:
         lines = [
             f"images: {self.n_images}  cached: {self.n_cached}  computed: {self.n_computed}  "
-            f"failed: {len(self.errors)}" + (f"  skipped (not images): {len(self.skipped)}" if self.skipped else ""),
+            f"failed: {len(self.errors) - self.failed_shards}"
+            + (f"  shards failed: {self.failed_shards}" if self.failed_shards else "")
+            + (f"  skipped (not images): {len(self.skipped)}" if self.skipped else ""),
             f"time: {self.seconds:.1f} s  ({self.images_per_second:.1f} images/s)",
         ]
         if self.out is not None:
@@ -89,12 +92,14 @@ def run_extract_job(
     start = time.perf_counter()
     options = dict(batch_size=batch_size, num_workers=num_workers, progress=progress, fail_fast=on_error == "raise",
                    max_pixels=max_pixels)
+    failed_shards = 0
     if isinstance(manifest, Shards):
         manifest, filled = engine.stream(manifest.names, network, namespace, **options)
+        failed_shards = int((manifest["path"] == manifest["shard"]).sum())  # a shard's row stands for the shard
     else:
         filled = engine.fill(manifest["path"].tolist(), network, namespace, **options)
-    summary = JobSummary(len(manifest), filled.n_cached, filled.n_computed, filled.errors,
-                         skipped=manifest.attrs.get("skipped", []))
+    summary = JobSummary(len(manifest) - failed_shards, filled.n_cached, filled.n_computed, filled.errors,
+                         skipped=manifest.attrs.get("skipped", []), failed_shards=failed_shards)
     if out is not None:
         good = filled.good()
         summary.out = write_features(out, _chunks(manifest, filled, good, network, namespace, max_pixels),

@@ -117,7 +117,7 @@ def test_shards_are_streamed_with_bad_members_a_missing_shard_and_a_cut_one_name
     assert "4 shards ->" in result.stderr
 
     again = featx_cli(*run)
-    assert "cached: 3  computed: 0  failed: 4" in again.stdout
+    assert "images: 5  cached: 3  computed: 0  failed: 2  shards failed: 2" in again.stdout  # a, b, c, d, f
     np.testing.assert_array_equal(load_features(out)[0], X)
 
 
