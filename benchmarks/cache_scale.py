@@ -10,7 +10,9 @@ shards at 1M). For each size, side by side in one process, it prints:
   (a second ``transform`` of a grid search: only shards committed since are read);
 - the index's bytes per key (goal: <= 64), and all the memory an open namespace keeps (tracemalloc);
 - reading every vector through the cache (checksums verified) against one ``np.load`` of the same
-  matrix (goal: >= 0.8x), in storage order and shuffled, ``--rounds`` interleaved rounds, best and median.
+  matrix (goal: >= 0.8x), in storage order and shuffled, ``--rounds`` interleaved rounds, best and median;
+  in storage order both with the keys as strings and as the S64 array engines hold them (``s64_keys``: how
+  ``extract`` and the job read, without encoding the keys again).
 
 Then one job's overhead per image outside the network, at 10k and 100k small PNGs with a tiny backbone
 (``--job-images``): the whole warm re-run (every vector cached: read, hash, look up, write the output) in
@@ -100,10 +102,11 @@ def measure(cache: Path, keys: list[str], matrix_path: Path, label: str, rounds:
     again.read(probe)
     warm = time.perf_counter() - start
     shuffled = [keys[i] for i in rng.permutation(len(keys))]
-    times: dict[str, list[float]] = {"load": [], "stored": [], "shuffled": []}
+    encoded = np.asarray(keys, dtype="S64")  # as engines hold keys, and extract and the job read them
+    times: dict[str, list[float]] = {"load": [], "stored": [], "encoded": [], "shuffled": []}
     for _ in range(rounds):  # interleaved: page faults on this kind of VM vary from call to call
         for name, call in (("load", lambda: np.load(matrix_path)), ("stored", lambda: again.read(keys)),
-                           ("shuffled", lambda: again.read(shuffled))):
+                           ("encoded", lambda: again.read(encoded)), ("shuffled", lambda: again.read(shuffled))):
             start = time.perf_counter()
             result = call()
             times[name].append(time.perf_counter() - start)
@@ -119,6 +122,8 @@ def measure(cache: Path, keys: list[str], matrix_path: Path, label: str, rounds:
             "np_load_s": round(best["load"], 3), "bulk_read_s": round(best["stored"], 3),
             "bulk_vs_np_load": round(best["load"] / best["stored"], 2),
             "median_bulk_vs_np_load": round(median["load"] / median["stored"], 2),
+            "s64_keys_vs_np_load": round(best["load"] / best["encoded"], 2),
+            "median_s64_keys_vs_np_load": round(median["load"] / median["encoded"], 2),
             "shuffled_read_s": round(best["shuffled"], 3),
             "shuffled_vs_np_load": round(best["load"] / best["shuffled"], 2)}
 

@@ -15,6 +15,7 @@ import numpy as np
 
 from featx import engines
 from featx.cache import MemoryNamespace, Store, open_store
+from featx.cache.store import Keys, key_strings
 from featx.engines.local import compute_missing
 from featx.errors import ImageError
 from featx.images import MAX_PIXELS, ImageInput, as_image_list
@@ -36,7 +37,7 @@ class Extraction:
 
 
 def read_vectors(
-    images: Sequence[ImageInput], keys: Sequence[str], network: FrozenNetwork, store: Store, *, batch_size: int = 64,
+    images: Sequence[ImageInput], keys: Keys, network: FrozenNetwork, store: Store, *, batch_size: int = 64,
     max_pixels: int = MAX_PIXELS,
 ) -> tuple[np.ndarray, int]:
     """Stored vectors for ``keys`` (all present, ``images`` aligned with them), and how many were recomputed:
@@ -44,7 +45,8 @@ def read_vectors(
     vectors, corrupt = store.read(keys)
     if not corrupt:
         return vectors, 0
-    recomputed = compute_missing(images, keys, network, store, batch_size=batch_size, max_pixels=max_pixels)
+    recomputed = compute_missing(images, key_strings(keys), network, store, batch_size=batch_size,
+                                 max_pixels=max_pixels)
     vectors, _ = store.read(keys)
     return vectors, recomputed
 
@@ -73,7 +75,7 @@ def extract(
     recomputed = 0
     if len(good):
         features[good], recomputed = read_vectors(
-            [images[i] for i in good], filled.key_strings(good), network, store, batch_size=batch_size,
+            [images[i] for i in good], filled.keys[good], network, store, batch_size=batch_size,
             max_pixels=max_pixels,
         )
     return Extraction(features, filled.errors, n_cached=filled.n_cached, n_computed=filled.n_computed + recomputed)

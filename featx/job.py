@@ -115,7 +115,7 @@ def _chunks(manifest: pd.DataFrame, filled: engines.Filled, rows: np.ndarray, ne
     for start in range(0, len(rows), _CHUNK_ROWS):
         here = rows[start : start + _CHUNK_ROWS]
         chunk = manifest.iloc[here].assign(key=filled.key_strings(here))
-        vectors, _ = read_vectors(chunk["path"].tolist(), chunk["key"].tolist(), network, namespace,
+        vectors, _ = read_vectors(chunk["path"].tolist(), filled.keys[here], network, namespace,
                                   max_pixels=max_pixels)
         yield chunk.assign(path=chunk["path"].map(printable_path)), vectors
 

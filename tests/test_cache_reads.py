@@ -89,7 +89,8 @@ def flip_a_bit(namespace, shard: str, row: int) -> None:
     path.write_bytes(bytes(data))
 
 
-def test_threaded_pieces_copy_every_vector_and_name_exactly_the_rows_that_fail(tmp_path, small_pieces):
+@pytest.mark.parametrize("as_array", [False, True], ids=["strings", "S64 array"])
+def test_threaded_pieces_copy_every_vector_and_name_exactly_the_rows_that_fail(tmp_path, small_pieces, as_array):
     write_shards(FeatureCache(tmp_path).namespace(FINGERPRINT), list(range(300)), per_shard=100)
     namespace = fresh_namespace(tmp_path)
     first, _, third = namespace.shard_names()
@@ -99,11 +100,14 @@ def test_threaded_pieces_copy_every_vector_and_name_exactly_the_rows_that_fail(t
     # storage order (runs), shuffled (gathers), and runs mixed with gathers
     mixed = np.concatenate([np.arange(0, 150), rng.permutation(np.arange(150, 300))])
     for order in (np.arange(300), rng.permutation(300), mixed):
-        vectors, corrupt = fresh_namespace(tmp_path).read([key(i) for i in order])
-        assert sorted(corrupt) == sorted([key(5), key(299)])
+        keys = [key(i) for i in order]
+        vectors, corrupt = fresh_namespace(tmp_path).read(np.array(keys, dtype="S64") if as_array else keys)
+        assert sorted(corrupt) == sorted([key(5), key(299)])  # strings either way
         good = ~np.isin(order, [5, 299])
         np.testing.assert_array_equal(vectors[good], np.stack([vector(i) for i in order[good]]))
     assert any(name.startswith("featx-read") for name in small_pieces)
+    with pytest.raises(KeyError, match=f"'{key(300)} is not in the feature cache"):
+        namespace.read(np.array([key(0), key(300)], dtype="S64"))
 
 
 @pytest.mark.parametrize("order", ["stored", "shuffled"])

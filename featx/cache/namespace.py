@@ -29,6 +29,7 @@ from featx.cache.files import (
 )
 from featx.cache.index import DigestSet, KeyIndex, shared_index
 from featx.cache.reader import BulkRead, chunks
+from featx.cache.store import Keys, key_strings
 from featx.errors import OutputError, ParameterError
 
 LOOKUPS = 10
@@ -94,8 +95,9 @@ class Namespace:
         """The keys stored now, as a snapshot decoding workers can test with ``in``."""
         return self.index().snapshot()
 
-    def read(self, keys: Sequence[str]) -> tuple[np.ndarray, list[str]]:
-        """Vectors for ``keys`` (all present), and the keys whose stored vector failed its checksum.
+    def read(self, keys: Keys) -> tuple[np.ndarray, list[str]]:
+        """Vectors for ``keys`` (all present; strings, or an S64 array read as it is), and the keys whose
+        stored vector failed its checksum.
 
         Corrupt keys are dropped from this process's index so that the caller can recompute them. A shard
         whose vectors cannot be read at all (a garbled header, a truncated or reshaped file) counts as
@@ -114,9 +116,9 @@ class Namespace:
                     break
                 self.refresh()  # a listing taken while a compaction commits and removes can miss both copies
             else:
-                raise KeyError(f"{keys[pending[0]]} is not in the feature cache {self.path}")
+                raise KeyError(f"{key_strings(keys[pending[0]:pending[0] + 1])[0]} is not in the feature cache {self.path}")
         out = reading.out if reading.out is not None else np.empty((0, 0), dtype=np.float32)
-        return out, [keys[position] for position in sorted(reading.corrupt)]
+        return out, key_strings([keys[position] for position in sorted(reading.corrupt)])
 
     def shard_vectors(self, shard: str, width: int | None) -> np.ndarray | None:
         """A shard's vectors, memory-mapped, or None (with a warning) if the file is unreadable or its shape

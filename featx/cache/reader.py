@@ -16,12 +16,13 @@ import os
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from featx.cache.checksums import block_checksum, combined_checksums, vector_checksums
 from featx.cache.files import KEY_DTYPE, OPEN_SHARDS
+from featx.cache.store import Keys
 
 if TYPE_CHECKING:
     from featx.cache.namespace import Namespace
@@ -62,10 +63,12 @@ class BulkRead:
     of earlier chunks are being copied, so finding the keys costs a bulk read little beyond the copy.
     """
 
-    def __init__(self, namespace: Namespace, keys: Sequence[str]):
+    def __init__(self, namespace: Namespace, keys: Keys):
         self.namespace, self.keys = namespace, keys
-        self.encoded = np.empty(len(keys), dtype=KEY_DTYPE["key"])  # filled chunk by chunk, as first asked
-        self._encoded = 0
+        if isinstance(keys, np.ndarray):  # already encoded
+            self.encoded, self._encoded = keys.astype(KEY_DTYPE["key"], copy=False), len(keys)
+        else:  # encoded chunk by chunk, as first asked
+            self.encoded, self._encoded = np.empty(len(keys), dtype=KEY_DTYPE["key"]), 0
         self.out: np.ndarray | None = None
         self.corrupt: list[int] = []  # positions in the keys asked
         self._files = ExitStack()

@@ -7,6 +7,8 @@ from typing import Any, Container, Iterable, Mapping, Protocol, Sequence
 
 import numpy as np
 
+Keys = Sequence[str] | np.ndarray  # strings, or the S64 array engines hold them in (read without re-encoding)
+
 
 class Store(Protocol):
     """Where vectors live, by content key: the seam every engine and door writes and reads through.
@@ -25,7 +27,7 @@ class Store(Protocol):
     def write(self, keys: Sequence[str], vectors: np.ndarray) -> object:
         """Store ``vectors`` (len(keys), d) under ``keys``, all or nothing."""
 
-    def read(self, keys: Sequence[str]) -> tuple[np.ndarray, list[str]]:
+    def read(self, keys: Keys) -> tuple[np.ndarray, list[str]]:
         """Vectors for ``keys`` (all present), and the keys whose vector failed its checksum."""
 
 
@@ -46,5 +48,10 @@ class MemoryNamespace:
         for key, vector in zip(keys, np.asarray(vectors, dtype=np.float32)):
             self._vectors[key] = vector
 
-    def read(self, keys: Sequence[str]) -> tuple[np.ndarray, list[str]]:
-        return np.stack([self._vectors[key] for key in keys]), []
+    def read(self, keys: Keys) -> tuple[np.ndarray, list[str]]:
+        return np.stack([self._vectors[key] for key in key_strings(keys)]), []
+
+
+def key_strings(keys: Keys) -> list[str]:
+    """``keys`` as strings, however they came."""
+    return [key.decode() if isinstance(key, bytes) else key for key in keys]

@@ -36,7 +36,7 @@ class Filled:
         return np.flatnonzero(stored)
 
     def key_strings(self, rows: np.ndarray) -> list[str]:
-        """The keys of ``rows`` as the strings the stores take."""
+        """The keys of ``rows`` as strings (stores also read them as they are, an S64 array)."""
         return [key.decode() for key in self.keys[rows]]
 
 
