@@ -16,7 +16,8 @@ shards at 1M). For each size, side by side in one process, it prints:
 
 Then one job's overhead per image outside the network, at 10k and 100k small PNGs with a tiny backbone
 (``--job-images``): the whole warm re-run (every vector cached: read, hash, look up, write the output) in
-a new process's state and again in the same process (files keyed by their stat signature, not read), and
+a new process's state without the stat memo kept beside the cache (every file read to key it), with it,
+and again in the same process (files keyed by their stat signature, not read), and
 its parts measured alone: reading, hashing, the cache lookup and the output writing. ``--sizes`` with no
 value skips the cache part.
 
@@ -46,7 +47,7 @@ sys.path.insert(0, str(REPO / "tests"))
 import tiny_backbone  # noqa: E402,F401  (registers "tiny")
 from PIL import Image  # noqa: E402
 
-from featx.cache import FeatureCache, index, vector_checksums  # noqa: E402
+from featx.cache import FeatureCache, index, stat_memo, vector_checksums  # noqa: E402
 from featx.cache.compact import compact  # noqa: E402
 from featx.cache.files import KEY_DTYPE  # noqa: E402
 from featx.datasets import load_manifest  # noqa: E402
@@ -144,10 +145,12 @@ def job_overhead(n: int, workdir: Path | None) -> dict:
         run_extract_job(manifest, network, namespace, out=root / "cold.npy", batch_size=256, progress=False)
         cold = time.perf_counter() - start
         warm = {}
-        for process in ("new", "same"):  # a new process's state first, then the same process again
-            if process == "new":
+        for process in ("new_no_memo", "new", "same"):  # a new process's state, then the same process again
+            if process.startswith("new"):
                 index._SHARED.clear()
                 seen._SEEN.clear()
+            if process == "new_no_memo":
+                shutil.rmtree(root / "cache" / stat_memo.FOLDER)  # every file read to key it (and memoized)
             start = time.perf_counter()
             namespace = FeatureCache(root / "cache").namespace(network.fingerprint)
             warm_summary = run_extract_job(manifest, network, namespace, out=root / "warm.npy", batch_size=256,
@@ -172,7 +175,9 @@ def job_overhead(n: int, workdir: Path | None) -> dict:
                        network.fingerprint, manifest.iloc[:0])
         write_s = time.perf_counter() - start
         per = 1e6 / n
-        return {"images": n, "cold_run_us": round(cold * per), "warm_new_process_us": round(warm["new"] * per),
+        return {"images": n, "cold_run_us": round(cold * per),
+                "warm_new_process_no_memo_us": round(warm["new_no_memo"] * per),
+                "warm_new_process_us": round(warm["new"] * per),
                 "warm_same_process_us": round(warm["same"] * per),
                 "read_us": round(read_s * per, 1), "hash_us": round(hash_s * per, 1),
                 "lookup_and_read_vectors_us": round(lookup_s * per, 1), "write_out_us": round(write_s * per, 1)}

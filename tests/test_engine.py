@@ -1,6 +1,7 @@
 """The engine: order, batch invariance, frozen networks, duplicates, devices and precision."""
 
 import os
+import shutil
 from pathlib import Path
 import time
 
@@ -145,6 +146,7 @@ def test_decoders_are_sized_to_the_device_and_do_not_yield_beside_a_busy_neighbo
 
 def test_each_image_is_read_once_in_the_workers_and_decoded_only_when_the_cache_lacks_it(tmp_path, monkeypatch):
     from featx import PretrainedFeatures, images
+    from featx.cache import stat_memo
     from featx.engines import seen
 
     folder = tmp_path / "images"
@@ -177,7 +179,11 @@ def test_each_image_is_read_once_in_the_workers_and_decoded_only_when_the_cache_
     assert sorted(reads) == paths and decodes == paths
     reads, decodes = run()  # warm, same process: unchanged files are keyed by their stat, not read
     assert reads == [] and decodes == []
-    seen._SEEN.clear()  # warm, as a new process: read (to key) once, decoded never
+    seen._SEEN.clear()  # warm, as a new process: keyed through the stat memo kept beside the cache
+    reads, decodes = run()
+    assert reads == [] and decodes == []
+    shutil.rmtree(tmp_path / "cache" / stat_memo.FOLDER)
+    seen._SEEN.clear()  # a new process without the memo: read (to key) once, decoded never
     reads, decodes = run()
     assert sorted(reads) == paths and decodes == []
     Image.fromarray(photo(99)).save(paths[5])  # a file changes under the same name
@@ -185,8 +191,12 @@ def test_each_image_is_read_once_in_the_workers_and_decoded_only_when_the_cache_
     Path(paths[6]).write_bytes(Path(paths[7]).read_bytes())  # another content of the same size, and the
     os.utime(paths[6], ns=(before.st_atime_ns, before.st_mtime_ns))  # old mtime put back: only ctime moves
     assert os.stat(paths[6]).st_size == before.st_size
+    seen._SEEN.clear()  # a new process, whose memo entries of both files are stale
     reads, decodes = run()
     assert sorted(reads) == [paths[5], paths[6]] and decodes == [paths[5]]  # paths[6] now holds 07's content
+    Image.fromarray(photo(98)).save(paths[5])  # and in the same process
+    reads, decodes = run()
+    assert reads == [paths[5]] and decodes == [paths[5]]
 
 
 class _RowSums:

@@ -13,7 +13,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
 from tqdm.auto import tqdm
 
-from featx.cache import Store
+from featx.cache import Namespace, Store, stat_memo
 from featx.engines import seen
 from featx.engines.base import Filled, no_keys
 from featx.engines.batches import Batches
@@ -45,9 +45,19 @@ class LocalEngine:
         fail_fast: bool = False,
         max_pixels: int = MAX_PIXELS,
     ) -> Filled:
-        with tqdm(total=len(images), disable=not progress, unit="img", desc=network.backbone.name) as bar:
-            return run(images, network, store, batch_size=batch_size, num_workers=num_workers, progress=bar,
-                       fail_fast=fail_fast, max_pixels=max_pixels)
+        """See :meth:`featx.engines.Engine.fill`. With an on-disk cache, the keys of unchanged local files
+        come from the stat memo kept beside it, and what this run learned is added to it."""
+        memo_root = store.path.parent if isinstance(store, Namespace) else None
+        if memo_root is not None:
+            seen.adopt(stat_memo.load(memo_root, seen.local_paths(images)))
+        try:
+            with tqdm(total=len(images), disable=not progress, unit="img", desc=network.backbone.name) as bar:
+                return run(images, network, store, batch_size=batch_size, num_workers=num_workers, progress=bar,
+                           fail_fast=fail_fast, max_pixels=max_pixels)
+        finally:
+            learned = seen.learned()
+            if memo_root is not None:
+                stat_memo.save(memo_root, learned)
 
     def stream(
         self,

@@ -2,14 +2,15 @@
 
 A warm re-run in the same process (the next ``transform`` of a grid search) keys an unchanged file by one
 ``stat``, as make and git do, instead of reading it again. A file whose size, mtime, ctime or inode
-changed is read again; so is one that changed while it was being read (its signature is not kept).
+changed is read again; so is one that changed while it was being read (its signature is not kept). What a
+process learns is kept beside the cache (:mod:`featx.cache.stat_memo`) and adopted by the next one.
 """
 
 from __future__ import annotations
 
 import os
 import stat
-from typing import Any
+from typing import Any, Iterable
 
 from featx import sources
 
@@ -17,6 +18,7 @@ Signature = tuple[int, int, int, int]
 
 LIMIT = 2_000_000  # paths remembered at most (about 300 MB); past it the memo starts over
 _SEEN: dict[str, tuple[Signature, str]] = {}
+_LEARNED: dict[str, tuple[Signature, str]] = {}  # remembered since the last :func:`learned`
 
 
 def signature(image: Any) -> Signature | None:
@@ -41,4 +43,27 @@ def remembered(image: Any) -> str | None:
 def remember(image: Any, file_signature: Signature, key: str) -> None:
     if len(_SEEN) >= LIMIT:
         _SEEN.clear()
-    _SEEN[os.fspath(image)] = (file_signature, key)
+    if len(_LEARNED) >= LIMIT:
+        _LEARNED.clear()
+    _SEEN[os.fspath(image)] = _LEARNED[os.fspath(image)] = (file_signature, key)
+
+
+def adopt(entries: dict[str, tuple[Signature, str]]) -> None:
+    """Remember what an earlier process learned, where this one knows nothing newer."""
+    if len(_SEEN) + len(entries) > LIMIT:
+        _SEEN.clear()
+    for path, entry in entries.items():
+        _SEEN.setdefault(path, entry)
+
+
+def learned() -> dict[str, tuple[Signature, str]]:
+    """What this process remembered since the last call (each entry handed out once)."""
+    entries = dict(_LEARNED)
+    _LEARNED.clear()
+    return entries
+
+
+def local_paths(images: Iterable[Any]) -> list[str]:
+    """The inputs that may be local files, as paths."""
+    return [os.fspath(image) for image in images
+            if isinstance(image, os.PathLike) or (isinstance(image, str) and not sources.is_url(image))]

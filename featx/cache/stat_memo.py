@@ -1,0 +1,108 @@
+"""The content key each local file had, kept beside the cache: a new process (a resumed or repeated batch
+job) keys an unchanged file by one ``stat`` instead of reading it, as make and git do with their index.
+
+Layout: ``CACHE_DIR/stat-memo/<part>.parquet``, one part per job that learned keys, each row a path (its
+bytes), its stat signature (size, mtime, ctime, inode) and its content key. Parts are written to a
+temporary name and renamed, later parts win for a path, and past ``MAX_PARTS`` a job merges them into one.
+A part that cannot be read is skipped with a warning: the memo only saves reads, it never decides a key
+(a file whose signature differs from its entry is read again).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+import warnings
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from featx.cache.files import TMP_PREFIX, atomic_write
+
+Signature = tuple[int, int, int, int]
+Entries = dict[str, tuple[Signature, str]]  # path -> (signature, content key)
+
+FOLDER = "stat-memo"
+MAX_PARTS = 16
+SCHEMA = pa.schema([("path", pa.binary()), ("size", pa.int64()), ("mtime_ns", pa.int64()),
+                    ("ctime_ns", pa.int64()), ("inode", pa.uint64()), ("key", pa.string())])
+
+
+def load(cache_root: Path, paths: Iterable[str]) -> Entries:
+    """The entries of ``paths`` in every part (later parts win)."""
+    parts = _parts(cache_root)
+    wanted = pa.array({os.fsencode(path) for path in paths} if parts else [], pa.binary())
+    table = _read_parts(parts)[0] if len(wanted) else None
+    if table is None:
+        return {}
+    return _entries(table.filter(pc.is_in(table["path"], value_set=wanted)))
+
+
+def save(cache_root: Path, entries: Entries) -> None:
+    """Add ``entries`` as one part; merge the parts once there are more than ``MAX_PARTS``. A memo that
+    cannot be written is warned about, never fatal: the next run reads those files again."""
+    if not entries:
+        return
+    folder = cache_root / FOLDER
+    try:
+        folder.mkdir(exist_ok=True)
+        _write(folder, _table(entries))
+        parts = _parts(cache_root)
+        if len(parts) > MAX_PARTS:
+            merged, read = _read_parts(parts)
+            if merged is not None:
+                _write(folder, _last_per_path(merged))
+            for part in read:
+                part.unlink(missing_ok=True)  # a part another merge removed first is fine
+    except OSError as error:
+        warnings.warn(f"featx: cannot keep the stat memo in {folder} ({error.strerror or error}); the next run "
+                      "reads unchanged files again to key them", stacklevel=2)
+
+
+def _parts(cache_root: Path) -> list[Path]:
+    """Parts in the order they were written (names start with the time in nanoseconds)."""
+    folder = cache_root / FOLDER
+    return sorted(p for p in folder.glob("*.parquet") if not p.name.startswith(TMP_PREFIX)) if folder.is_dir() else []
+
+
+def _read_parts(parts: list[Path]) -> tuple[pa.Table | None, list[Path]]:
+    """The rows of every readable part, oldest first, and the parts read."""
+    tables, read = [], []
+    for part in parts:
+        try:
+            tables.append(pq.read_table(part, schema=SCHEMA))
+            read.append(part)
+        except FileNotFoundError:
+            continue  # merged away meanwhile
+        except (OSError, pa.ArrowException) as error:
+            warnings.warn(f"featx: skipping the unreadable stat memo part {part} ({error}); delete it to "
+                          "silence this", stacklevel=3)
+    return (pa.concat_tables(tables) if tables else None), read
+
+
+def _last_per_path(table: pa.Table) -> pa.Table:
+    """Each path's last row, in the order of the table."""
+    numbered = table.append_column("row", pa.array(np.arange(len(table))))
+    last = numbered.group_by("path", use_threads=False).aggregate([("row", "max")])["row_max"]
+    return table.take(np.sort(last.to_numpy()))
+
+
+def _entries(table: pa.Table) -> Entries:
+    rows = zip(*(table[name].to_pylist() for name in SCHEMA.names))
+    return {os.fsdecode(path): ((size, mtime, ctime, inode), key) for path, size, mtime, ctime, inode, key in rows}
+
+
+def _table(entries: Entries) -> pa.Table:
+    signatures = zip(*(signature for signature, _ in entries.values()))
+    columns = [[os.fsencode(path) for path in entries], *signatures, [key for _, key in entries.values()]]
+    return pa.table([pa.array(column, field.type) for field, column in zip(SCHEMA, columns)], schema=SCHEMA)
+
+
+def _write(folder: Path, table: pa.Table) -> None:
+    name = f"{time.time_ns():020d}-{os.getpid()}-{uuid.uuid4().hex[:8]}.parquet"
+    atomic_write(folder / name, lambda handle: pq.write_table(table, handle))
