@@ -15,7 +15,7 @@ import time
 import uuid
 import warnings
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 import numpy as np
 import pyarrow as pa
@@ -37,10 +37,10 @@ def load(cache_root: Path, paths: Iterable[str]) -> Entries:
     """The entries of ``paths`` in every part (later parts win)."""
     parts = _parts(cache_root)
     wanted = pa.array({os.fsencode(path) for path in paths} if parts else [], pa.binary())
-    table = _read_parts(parts)[0] if len(wanted) else None
-    if table is None:
+    if not len(wanted):
         return {}
-    return _entries(table.filter(pc.is_in(table["path"], value_set=wanted)))
+    table = _read_parts(parts, lambda part: part.filter(pc.is_in(part["path"], value_set=wanted)))[0]
+    return _entries(table) if table is not None else {}
 
 
 def save(cache_root: Path, entries: Entries) -> None:
@@ -70,12 +70,14 @@ def _parts(cache_root: Path) -> list[Path]:
     return sorted(p for p in folder.glob("*.parquet") if not p.name.startswith(TMP_PREFIX)) if folder.is_dir() else []
 
 
-def _read_parts(parts: list[Path]) -> tuple[pa.Table | None, list[Path]]:
-    """The rows of every readable part, oldest first, and the parts read."""
+def _read_parts(parts: list[Path], keep: Callable[[pa.Table], pa.Table] = lambda rows: rows
+                ) -> tuple[pa.Table | None, list[Path]]:
+    """The rows of every readable part that ``keep`` keeps (a memo of other folders' files may be large),
+    oldest first, and the parts read."""
     tables, read = [], []
     for part in parts:
         try:
-            tables.append(pq.read_table(part, schema=SCHEMA))
+            tables.append(keep(pq.read_table(part, schema=SCHEMA)))
             read.append(part)
         except FileNotFoundError:
             continue  # merged away meanwhile
