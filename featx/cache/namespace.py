@@ -116,7 +116,7 @@ class Namespace:
                     break
                 self.refresh()  # a listing taken while a compaction commits and removes can miss both copies
             else:
-                raise KeyError(f"{key_strings(keys[pending[0]:pending[0] + 1])[0]} is not in the feature cache {self.path}")
+                raise KeyError(f"{key_strings([keys[pending[0]]])[0]} is not in the feature cache {self.path}")
         out = reading.out if reading.out is not None else np.empty((0, 0), dtype=np.float32)
         return out, key_strings([keys[position] for position in sorted(reading.corrupt)])
 

@@ -13,17 +13,16 @@ import stat
 from typing import Any, Iterable
 
 from featx import sources
-
-Signature = tuple[int, int, int, int]
+from featx.cache.stat_memo import Entries, Signature
 
 LIMIT = 2_000_000  # paths remembered at most (about 300 MB); past it the memo starts over
-_SEEN: dict[str, tuple[Signature, str]] = {}
-_LEARNED: dict[str, tuple[Signature, str]] = {}  # remembered since the last :func:`learned`
+_SEEN: Entries = {}
+_LEARNED: Entries = {}  # remembered since the last :func:`learned`
 
 
 def signature(image: Any) -> Signature | None:
     """(size, mtime, ctime, inode) of a local regular file; None for anything else."""
-    if not isinstance(image, (str, os.PathLike)) or (isinstance(image, str) and sources.is_url(image)):
+    if not _may_be_local(image):
         return None
     try:
         status = os.stat(image)
@@ -48,7 +47,7 @@ def remember(image: Any, file_signature: Signature, key: str) -> None:
     _SEEN[os.fspath(image)] = _LEARNED[os.fspath(image)] = (file_signature, key)
 
 
-def adopt(entries: dict[str, tuple[Signature, str]]) -> None:
+def adopt(entries: Entries) -> None:
     """Remember what an earlier process learned, where this one knows nothing newer."""
     if len(_SEEN) + len(entries) > LIMIT:
         _SEEN.clear()
@@ -56,7 +55,7 @@ def adopt(entries: dict[str, tuple[Signature, str]]) -> None:
         _SEEN.setdefault(path, entry)
 
 
-def learned() -> dict[str, tuple[Signature, str]]:
+def learned() -> Entries:
     """What this process remembered since the last call (each entry handed out once)."""
     entries = dict(_LEARNED)
     _LEARNED.clear()
@@ -65,5 +64,8 @@ def learned() -> dict[str, tuple[Signature, str]]:
 
 def local_paths(images: Iterable[Any]) -> list[str]:
     """The inputs that may be local files, as paths."""
-    return [os.fspath(image) for image in images
-            if isinstance(image, os.PathLike) or (isinstance(image, str) and not sources.is_url(image))]
+    return [os.fspath(image) for image in images if _may_be_local(image)]
+
+
+def _may_be_local(image: Any) -> bool:
+    return isinstance(image, os.PathLike) or (isinstance(image, str) and not sources.is_url(image))
