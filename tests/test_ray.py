@@ -84,6 +84,24 @@ def test_ray_vectors_land_in_the_namespace_the_local_engine_and_transformer_read
     assert (local_rerun.n_computed, local_rerun.n_cached) == (0, 6)
 
 
+def test_a_list_of_files_is_cut_into_blocks_so_that_every_actor_can_get_work(
+        local_ray, image_folder, tmp_path, monkeypatch):
+    """One block would be one task: one actor doing the whole job while the others (the cluster's GPUs) idle."""
+    import warnings
+
+    from featx.engines import ray as ray_engine
+
+    monkeypatch.setattr(ray_engine, "BLOCK_BATCHES", 1)
+    paths = load_manifest(image_folder)["path"].tolist()
+    network = FrozenNetwork(TINY, weights=None, precision="fp32")
+    namespace = FeatureCache(tmp_path / "cache").namespace(network.fingerprint)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        filled = engines.get("ray", concurrency=2).fill(paths, network, namespace, batch_size=2)
+    assert filled.n_computed == 6 and not filled.errors
+    assert not [w for w in caught if "won't fully utilize the available concurrency" in str(w.message)]
+
+
 def test_ray_engine_refuses_an_in_memory_store_by_name(local_ray):
     from featx.cache import MemoryNamespace
 

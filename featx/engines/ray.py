@@ -38,6 +38,7 @@ from featx.job import JobSummary, run_extract_job
 from featx.network import FrozenNetwork, NetworkSpec
 
 CALLS_PER_ACTOR = 2  # batches in an actor at once: one in the network, the one before it committing
+BLOCK_BATCHES = 8  # batches of a list of files per Ray Data block: each block is one task for one actor
 
 
 class _Embed:
@@ -203,7 +204,9 @@ class RayEngine:
             decoded = items.map_batches(key_decode_cells, fn_kwargs={"column": column, **settings},
                                         batch_format="pyarrow", batch_size=batch_size, concurrency=num_workers)
         else:
-            items = ray.data.from_arrow(pa.table({"index": np.arange(len(paths)), "path": pa.array(paths, pa.string())}))
+            table = pa.table({"index": np.arange(len(paths)), "path": pa.array(paths, pa.string())})
+            blocks = max(1, -(-len(paths) // (batch_size * BLOCK_BATCHES)))  # one block would be one task
+            items = ray.data.from_arrow(table, override_num_blocks=blocks)
             decoded = items.map_batches(read_key_decode_batch, fn_kwargs=settings, batch_size=batch_size,
                                         concurrency=num_workers)
         outcome = _Outcome(np.zeros(len(paths), dtype=KEY_DTYPE["key"]))
