@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Callable, Mapping
 
 import numpy as np
+
 from featx.errors import OutputError
 
 FORMAT_VERSION = 1

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, Protocol, Sequence
 
 import numpy as np
 
+from featx.cache.store import key_strings
 from featx.errors import ImageError
 
 if TYPE_CHECKING:
@@ -37,7 +38,7 @@ class Filled:
 
     def key_strings(self, rows: np.ndarray) -> list[str]:
         """The keys of ``rows`` as strings (stores also read them as they are, an S64 array)."""
-        return [key.decode() for key in self.keys[rows]]
+        return key_strings(self.keys[rows])
 
 
 def no_keys(n: int) -> np.ndarray:

@@ -4,7 +4,7 @@ of a Parquet table read by Ray Data's own reader, and WebDataset shards streamed
 
 from __future__ import annotations
 
-from typing import Any, Container, Iterator, Sequence
+from typing import Any, Callable, Container, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -34,22 +34,12 @@ def object_column(values: Sequence[Any]) -> np.ndarray:
 
 
 def read_key_decode_batch(batch: dict[str, np.ndarray], preprocessing: Preprocessing, max_pixels: int,
-                           known: Container[str]) -> dict[str, np.ndarray]:
+                          known: Container[str]) -> dict[str, np.ndarray]:
     """Read each image once, key it, and decode (resize, crop to uint8) only what ``known`` lacks; rows
     that are cached or failed carry empty pixels, so nothing but keys travels for them."""
-    keys, pixels, errors = [], [], []
-    for index, path in zip(batch["index"], batch["path"]):
-        key, decoded, error = "", NOTHING, None
-        try:
-            content = read_content(str(path), int(index))
-            key = hash_content(content)
-            if key not in known:
-                decoded = preprocessing.decode(content, int(index), max_pixels, source=str(path)).numpy()
-        except ImageError as caught:
-            error = caught
-        keys.append(key), pixels.append(decoded), errors.append(error)
-    return {"index": batch["index"], "key": np.array(keys, dtype=object), "pixels": object_column(pixels),
-            **failure_columns(errors)}
+    return {"index": batch["index"], **_keyed_columns(
+        [(lambda path=str(path), index=int(index): read_content(path, index), int(index), str(path))
+         for index, path in zip(batch["index"], batch["path"])], preprocessing, max_pixels, known)}
 
 
 def stream_shard_batches(batch: dict[str, np.ndarray], preprocessing: Preprocessing, max_pixels: int,
@@ -94,16 +84,29 @@ def key_decode_cells(batch: pa.Table, column: str, preprocessing: Preprocessing,
     """The cells of a table's image column as Ray Data's Parquet reader hands them over (a row group read
     once, by one task): keyed, and decoded where ``known`` lacks the key. Rows carry no index: the driver
     numbers them, in order. A failure carries its kind and reason; the driver names the row."""
+    return _keyed_columns([(lambda value=value: _cell_content(value), 0, column)
+                           for value in batch.column(column).to_pylist()], preprocessing, max_pixels, known)
+
+
+def _cell_content(value: Any) -> bytes:
+    try:
+        return sources.cell_bytes(value)
+    except FileNotFoundError as empty:
+        raise read_error(0, sources.ROW_PREFIX, empty) from None
+
+
+def _keyed_columns(inputs: Sequence[tuple[Callable[[], bytes], int, str]], preprocessing: Preprocessing,
+                   max_pixels: int, known: Container[str]) -> dict[str, np.ndarray]:
+    """Key, pixels (``NOTHING`` unless decoded) and failure columns of ``inputs``, each (how to read its
+    bytes, its index, its name in errors): read once, hashed, decoded only where ``known`` lacks the key."""
     keys, pixels, errors = [], [], []
-    for value in batch.column(column).to_pylist():
+    for content, index, source in inputs:
         key, decoded, error = "", NOTHING, None
         try:
-            content = sources.cell_bytes(value)
-            key = hash_content(content)
+            data = content()
+            key = hash_content(data)
             if key not in known:
-                decoded = preprocessing.decode(content, 0, max_pixels, source=column).numpy()
-        except FileNotFoundError as empty:
-            error = read_error(0, sources.ROW_PREFIX, empty)
+                decoded = preprocessing.decode(data, index, max_pixels, source=source).numpy()
         except ImageError as caught:
             error = caught
         keys.append(key), pixels.append(decoded), errors.append(error)
