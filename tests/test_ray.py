@@ -143,57 +143,19 @@ def test_a_worker_whose_network_differs_from_the_jobs_fingerprint_refuses_and_th
     assert _Embed(network.spec, network.fingerprint, str(tmp_path / "direct"), threads=1).refusal == ""
 
 
-def test_an_actor_commits_one_batch_while_the_next_runs_the_network_and_returns_once_its_own_commit_landed(
-        image_folder, tmp_path, monkeypatch):
-    """The two calls Ray runs at once in an actor (CALLS_PER_ACTOR), run here on two threads, with a network
-    and a disk slowed down enough to see who waits for whom."""
-    import threading
-    import time
-
-    from featx.engines.ray import CALLS_PER_ACTOR, _Embed
+def test_an_actor_does_not_compute_again_content_it_committed_for_an_earlier_batch(image_folder, tmp_path):
+    from featx.engines.ray import _Embed
     from featx.engines.ray_tasks import read_key_decode_batch
 
     network = FrozenNetwork(TINY, weights=None, precision="fp32")
     namespace = FeatureCache(tmp_path / "cache").namespace(network.fingerprint)
     actor = _Embed(network.spec, network.fingerprint, str(namespace.path), threads=1)
-    events = []  # (what, "start" | "end", when), in the order they happened
-
-    def slowed(what, call, seconds):
-        def run(*args):
-            events.append((what, "start", time.perf_counter()))
-            time.sleep(seconds)
-            result = call(*args)
-            events.append((what, "end", time.perf_counter()))
-            return result
-        return run
-
-    forward = slowed("forward", actor.network.__call__, 0.2)
-    monkeypatch.setattr(actor, "network", lambda pixels: forward(pixels))
-    monkeypatch.setattr(actor.namespace, "write", slowed("write", actor.namespace.write, 0.6))
     paths = sorted(str(p) for p in image_folder.rglob("*.png"))
-    batches = [read_key_decode_batch({"index": np.arange(3), "path": np.array(paths[n:n + 3])},
-                                     network.preprocessing, 10**8, known=set()) for n in (0, 3)]
-    stored_on_return = {}
-
-    def call(n):
-        out = actor(batches[n])
-        stored_on_return[n] = out["computed"].all() and actor.namespace.missing(list(batches[n]["key"])) == []
-
-    threads = [threading.Thread(target=call, args=(n,)) for n in range(CALLS_PER_ACTOR)]
-    for thread in threads:
-        thread.start()
-        time.sleep(0.05)
-    for thread in threads:
-        thread.join()
-    forwards = [(edge, when) for what, edge, when in events if what == "forward"]
-    assert [edge for edge, _ in forwards] == ["start", "end", "start", "end"]  # one forward pass at a time
-    first_commit_ends = next(when for what, edge, when in events if (what, edge) == ("write", "end"))
-    assert forwards[2][1] < first_commit_ends  # the second batch's forward ran during the first one's commit
-    assert stored_on_return == {0: True, 1: True}  # a call returns once its own vectors are committed
+    batch = read_key_decode_batch({"index": np.arange(3), "path": np.array(paths[:3])}, network.preprocessing,
+                                  10**8, known=set())
+    assert actor(batch)["computed"].all()
     shards = namespace.shard_names()
-    namespace.refresh()
-    again = actor(batches[0])  # content this actor committed for an earlier batch: not computed again
-    assert not again["computed"].any() and namespace.shard_names() == shards
+    assert not actor(batch)["computed"].any() and namespace.shard_names() == shards
 
 
 def test_a_parquet_table_is_read_by_ray_datas_own_reader_with_the_local_engines_vectors_and_named_errors(

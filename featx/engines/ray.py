@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import threading
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -37,17 +36,13 @@ from featx.images import MAX_PIXELS
 from featx.job import JobSummary, run_extract_job
 from featx.network import FrozenNetwork, NetworkSpec
 
-CALLS_PER_ACTOR = 2  # batches in an actor at once: one in the network, the one before it committing
 BLOCK_BATCHES = 8  # batches of a list of files per Ray Data block: each block is one task for one actor
 
 
 class _Embed:
     """A Ray actor: one frozen network, loaded once; each batch is computed and committed to the cache.
 
-    Two calls run at once (``CALLS_PER_ACTOR``) but one forward pass at a time: one batch's commit (two
-    fsyncs) overlaps the next batch's forward, as the local engine's group commit does, while each call
-    still returns only once its own vectors are committed (a row reported computed is on disk). Content
-    this actor committed, or is committing, for an earlier batch is not computed again.
+    Content this actor committed for an earlier batch is not computed again.
 
     It is built from the resolved spec (the device and measured precision, not "auto") and refuses to write
     unless its own fingerprint is the job's: vectors are never stored under a fingerprint they do not
@@ -63,36 +58,22 @@ class _Embed:
             self.network, self.refusal = None, str(refusal)
             return
         self.namespace = Namespace(Path(cache_path))
-        self.forward = threading.Lock()
-        self.claims, self.claimed = threading.Lock(), set()  # keys being computed or committed by a call
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         decoded = np.array([p.size > 0 for p in batch["pixels"]], dtype=bool)
         rows = {}  # key -> row: the same content twice in a batch is computed once
         for row in np.flatnonzero(decoded):
             rows.setdefault(str(batch["key"][row]), row)
-        todo = self._claim(rows) if rows and not self.refusal else {}
+        # the actor's index knows what it committed itself, so content repeated across batches is computed once
+        todo = {key: rows[key] for key in self.namespace.missing(list(rows))} if rows and not self.refusal else {}
         if todo:
-            try:
-                pixels = np.stack([batch["pixels"][row] for row in todo.values()])
-                with self.forward:
-                    vectors = self.network(torch.from_numpy(pixels))
-                self.namespace.write(list(todo), vectors)
-            finally:
-                with self.claims:
-                    self.claimed.difference_update(todo)
+            pixels = np.stack([batch["pixels"][row] for row in todo.values()])
+            self.namespace.write(list(todo), self.network(torch.from_numpy(pixels)))
         computed = np.zeros(len(decoded), dtype=bool)
         computed[list(todo.values())] = True
         cached = ~decoded & (batch["error_kind"] == "") & (batch["key"] != "")
         return {**{name: column for name, column in batch.items() if name != "pixels"},
                 "computed": computed, "cached": cached, "refusal": np.full(len(decoded), self.refusal, dtype=object)}
-
-    def _claim(self, rows: dict[str, int]) -> dict[str, int]:
-        """The contents of ``rows`` that this actor has neither committed nor is computing in another call."""
-        with self.claims:
-            todo = {key: rows[key] for key in self.namespace.missing(list(rows)) if key not in self.claimed}
-            self.claimed.update(todo)
-        return todo
 
 
 class RayEngine:
@@ -233,9 +214,7 @@ class RayEngine:
             _Embed, fn_constructor_kwargs={"spec": network.spec.replace(precision=network.precision),
                                            "fingerprint": network.fingerprint, "cache_path": str(store.path),
                                            "threads": threads},
-            batch_size=batch_size, num_gpus=1 if gpus else 0, num_cpus=1,
-            compute=ray.data.ActorPoolStrategy(size=actors, max_concurrent_calls_per_actor=CALLS_PER_ACTOR,
-                                               enable_true_multi_threading=True),
+            batch_size=batch_size, concurrency=actors, num_gpus=1 if gpus else 0, num_cpus=1,
         )
         for batch in embedded.iter_batches(batch_size=None, batch_format="numpy"):
             refusal = next((text for text in batch["refusal"] if text), None)
