@@ -21,14 +21,16 @@ import pandas as pd
 import torch
 
 from featx import FeatureCache, FrozenNetwork
-from featx.datasets import load_manifest
+from featx.inputs.manifests import load_manifest
 from featx.job import run_extract_job
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--manifest", default=REPO / "data" / "fashion_mnist" / "manifest.csv")
     parser.add_argument("--backbone", default="efficientnet_lite0")
     parser.add_argument("--weights", default="DEFAULT")
@@ -47,10 +49,15 @@ def main() -> None:
             assert summary.errors == [], summary.errors[:3]
         disk_bytes = sum(p.stat().st_size for p in namespace.path.iterdir())
     row = {
-        "backbone": network.backbone.name, "precision": network.precision, "images": len(manifest),
-        "cold_images_per_s": len(manifest) / timings["cold"], "warm_images_per_s": len(manifest) / timings["warm"],
-        "warm_over_cold": timings["cold"] / timings["warm"], "disk_bytes_per_vector": disk_bytes / len(manifest),
-        "vector_bytes": network.n_features * 4, "machine": f"{platform.processor() or platform.machine()}, "
+        "backbone": network.backbone.name,
+        "precision": network.precision,
+        "images": len(manifest),
+        "cold_images_per_s": len(manifest) / timings["cold"],
+        "warm_images_per_s": len(manifest) / timings["warm"],
+        "warm_over_cold": timings["cold"] / timings["warm"],
+        "disk_bytes_per_vector": disk_bytes / len(manifest),
+        "vector_bytes": network.n_features * 4,
+        "machine": f"{platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} cores, torch {torch.__version__}, {network.device}",
     }
     print(pd.DataFrame([row]).T.to_string(header=False))

@@ -47,16 +47,16 @@ sys.path.insert(0, str(REPO / "tests"))
 import tiny_backbone  # noqa: E402,F401  (registers "tiny")
 from PIL import Image  # noqa: E402
 
+from featx._machine import cpu_model  # noqa: E402
 from featx.cache import FeatureCache, index, stat_memo, vector_checksums  # noqa: E402
 from featx.cache.compact import compact  # noqa: E402
 from featx.cache.files import KEY_DTYPE  # noqa: E402
-from featx.datasets import load_manifest  # noqa: E402
-from featx.engines import seen  # noqa: E402
+from featx.engines.local import seen  # noqa: E402
 from featx.feature_files import write_features  # noqa: E402
-from featx.images import content_key, read_content  # noqa: E402
+from featx.inputs.images import content_key, read_content  # noqa: E402
+from featx.inputs.manifests import load_manifest  # noqa: E402
 from featx.job import run_extract_job  # noqa: E402
-from featx.network import FrozenNetwork  # noqa: E402
-from featx.machine import cpu_model  # noqa: E402
+from featx.models.network import FrozenNetwork  # noqa: E402
 
 FINGERPRINT = {"backbone": "simulated", "node": "pool"}
 
@@ -70,9 +70,9 @@ def simulate(root: Path, n: int, dim: int, shard_rows: int, seed: int = 0) -> tu
     matrix = np.lib.format.open_memmap(root / "matrix.npy", mode="w+", dtype=np.float32, shape=(n, dim))
     for number, start in enumerate(range(0, n, shard_rows)):
         vectors = rng.random((min(shard_rows, n - start), dim), dtype=np.float32)
-        matrix[start:start + len(vectors)] = vectors
+        matrix[start : start + len(vectors)] = vectors
         rows = np.empty(len(vectors), dtype=KEY_DTYPE)
-        rows["key"] = [k.encode() for k in keys[start:start + len(vectors)]]
+        rows["key"] = [k.encode() for k in keys[start : start + len(vectors)]]
         rows["crc32"] = vector_checksums(vectors)
         shard = f"{number:020d}-0-simulated"
         np.save(namespace.path / f"{shard}.vectors.npy", vectors)
@@ -106,8 +106,12 @@ def measure(cache: Path, keys: list[str], matrix_path: Path, label: str, rounds:
     encoded = np.asarray(keys, dtype="S64")  # as engines hold keys, and extract and the job read them
     times: dict[str, list[float]] = {"load": [], "stored": [], "encoded": [], "shuffled": []}
     for _ in range(rounds):  # interleaved: page faults on this kind of VM vary from call to call
-        for name, call in (("load", lambda: np.load(matrix_path)), ("stored", lambda: again.read(keys)),
-                           ("encoded", lambda: again.read(encoded)), ("shuffled", lambda: again.read(shuffled))):
+        for name, call in (
+            ("load", lambda: np.load(matrix_path)),
+            ("stored", lambda: again.read(keys)),
+            ("encoded", lambda: again.read(encoded)),
+            ("shuffled", lambda: again.read(shuffled)),
+        ):
             start = time.perf_counter()
             result = call()
             times[name].append(time.perf_counter() - start)
@@ -116,17 +120,23 @@ def measure(cache: Path, keys: list[str], matrix_path: Path, label: str, rounds:
     assert not corrupt and np.array_equal(vectors, np.load(matrix_path))
     best = {name: min(values) for name, values in times.items()}
     median = {name: float(np.median(values)) for name, values in times.items()}
-    return {"cache": label, "vectors": len(keys), "shards": again.stats()["shards"],
-            "open_lookup10_s": round(cold, 3), "reopen_lookup10_s": round(warm, 4),
-            "index_bytes_per_key": round(again.index().nbytes / len(keys), 1),
-            "retained_bytes_per_key": round(retained_bytes / len(keys), 1),
-            "np_load_s": round(best["load"], 3), "bulk_read_s": round(best["stored"], 3),
-            "bulk_vs_np_load": round(best["load"] / best["stored"], 2),
-            "median_bulk_vs_np_load": round(median["load"] / median["stored"], 2),
-            "s64_keys_vs_np_load": round(best["load"] / best["encoded"], 2),
-            "median_s64_keys_vs_np_load": round(median["load"] / median["encoded"], 2),
-            "shuffled_read_s": round(best["shuffled"], 3),
-            "shuffled_vs_np_load": round(best["load"] / best["shuffled"], 2)}
+    return {
+        "cache": label,
+        "vectors": len(keys),
+        "shards": again.stats()["shards"],
+        "open_lookup10_s": round(cold, 3),
+        "reopen_lookup10_s": round(warm, 4),
+        "index_bytes_per_key": round(again.index().nbytes / len(keys), 1),
+        "retained_bytes_per_key": round(retained_bytes / len(keys), 1),
+        "np_load_s": round(best["load"], 3),
+        "bulk_read_s": round(best["stored"], 3),
+        "bulk_vs_np_load": round(best["load"] / best["stored"], 2),
+        "median_bulk_vs_np_load": round(median["load"] / median["stored"], 2),
+        "s64_keys_vs_np_load": round(best["load"] / best["encoded"], 2),
+        "median_s64_keys_vs_np_load": round(median["load"] / median["encoded"], 2),
+        "shuffled_read_s": round(best["shuffled"], 3),
+        "shuffled_vs_np_load": round(best["load"] / best["shuffled"], 2),
+    }
 
 
 def job_overhead(n: int, workdir: Path | None) -> dict:
@@ -153,8 +163,9 @@ def job_overhead(n: int, workdir: Path | None) -> dict:
                 shutil.rmtree(root / "cache" / stat_memo.FOLDER)  # every file read to key it (and memoized)
             start = time.perf_counter()
             namespace = FeatureCache(root / "cache").namespace(network.fingerprint)
-            warm_summary = run_extract_job(manifest, network, namespace, out=root / "warm.npy", batch_size=256,
-                                           progress=False)
+            warm_summary = run_extract_job(
+                manifest, network, namespace, out=root / "warm.npy", batch_size=256, progress=False
+            )
             warm[process] = time.perf_counter() - start
             assert warm_summary.n_computed == 0
         paths = manifest["path"].tolist()
@@ -171,16 +182,27 @@ def job_overhead(n: int, workdir: Path | None) -> dict:
         vectors, _ = fresh.read(keys)
         lookup_s = time.perf_counter() - start
         start = time.perf_counter()
-        write_features(root / "again.npy", [(manifest, vectors)], vectors.shape[1], len(vectors),
-                       network.fingerprint, manifest.iloc[:0])
+        write_features(
+            root / "again.npy",
+            [(manifest, vectors)],
+            vectors.shape[1],
+            len(vectors),
+            network.fingerprint,
+            manifest.iloc[:0],
+        )
         write_s = time.perf_counter() - start
         per = 1e6 / n
-        return {"images": n, "cold_run_us": round(cold * per),
-                "warm_new_process_no_memo_us": round(warm["new_no_memo"] * per),
-                "warm_new_process_us": round(warm["new"] * per),
-                "warm_same_process_us": round(warm["same"] * per),
-                "read_us": round(read_s * per, 1), "hash_us": round(hash_s * per, 1),
-                "lookup_and_read_vectors_us": round(lookup_s * per, 1), "write_out_us": round(write_s * per, 1)}
+        return {
+            "images": n,
+            "cold_run_us": round(cold * per),
+            "warm_new_process_no_memo_us": round(warm["new_no_memo"] * per),
+            "warm_new_process_us": round(warm["new"] * per),
+            "warm_same_process_us": round(warm["same"] * per),
+            "read_us": round(read_s * per, 1),
+            "hash_us": round(hash_s * per, 1),
+            "lookup_and_read_vectors_us": round(lookup_s * per, 1),
+            "write_out_us": round(write_s * per, 1),
+        }
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
@@ -191,8 +213,12 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--shard-rows", type=int, default=64)
     parser.add_argument("--job-images", type=int, nargs="*", default=[10_000, 100_000])
-    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds of each bulk read (best and median)")
-    parser.add_argument("--workdir", type=Path, default=None, help="where to build the caches (default: a temp dir)")
+    parser.add_argument(
+        "--rounds", type=int, default=5, help="interleaved rounds of each bulk read (best and median)"
+    )
+    parser.add_argument(
+        "--workdir", type=Path, default=None, help="where to build the caches (default: a temp dir)"
+    )
     args = parser.parse_args()
     rows = []
     for n in args.sizes:
@@ -206,7 +232,12 @@ def main() -> None:
             compacted = compact(FeatureCache(cache).namespace(FINGERPRINT))
             compact_s = time.perf_counter() - start
             print(f"compact: {compacted} in {compact_s:.1f} s", file=sys.stderr)
-            rows.append({**measure(cache, keys, root / "matrix.npy", "compacted", args.rounds), "compact_s": round(compact_s, 1)})
+            rows.append(
+                {
+                    **measure(cache, keys, root / "matrix.npy", "compacted", args.rounds),
+                    "compact_s": round(compact_s, 1),
+                }
+            )
         finally:
             shutil.rmtree(root, ignore_errors=True)
     out = REPO / "benchmarks" / "results" / "cache_scale.csv"

@@ -31,23 +31,38 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from gpu import decode_rate, write_jpegs  # noqa: E402
 
 from featx import Backbone, FrozenNetwork, Preprocessing, extract_features, register_backbone  # noqa: E402
-from featx.machine import cpu_model  # noqa: E402
+from featx._machine import cpu_model  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results"
-POOL_ONLY = Backbone(name="pool_only", build=lambda: nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()),
-                     node="1", pooling="flatten", preprocessing=Preprocessing(resize=256, crop=224),
-                     description="benchmark-only: a network that costs nothing")
+POOL_ONLY = Backbone(
+    name="pool_only",
+    build=lambda: nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()),
+    node="1",
+    pooling="flatten",
+    preprocessing=Preprocessing(resize=256, crop=224),
+    description="benchmark-only: a network that costs nothing",
+)
 
 
 def featx_cold(paths: list[str], workers: int, cache: Path) -> float:
     start = time.perf_counter()
-    extract_features(paths, POOL_ONLY, weights=None, device="cpu", precision="fp32", cache_dir=cache,
-                     num_workers=workers, compile=False)
+    extract_features(
+        paths,
+        POOL_ONLY,
+        weights=None,
+        device="cpu",
+        precision="fp32",
+        cache_dir=cache,
+        num_workers=workers,
+        compile=False,
+    )
     return len(paths) / (time.perf_counter() - start)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--images", type=int, default=2048)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
@@ -61,10 +76,14 @@ def main() -> None:
         best = {"decode": 0.0, "featx_cold": 0.0}
         for round in range(args.repeats):
             best["decode"] = max(best["decode"], decode_rate(paths, preprocessing, args.workers))
-            best["featx_cold"] = max(best["featx_cold"], featx_cold(paths, args.workers, work / f"cache-{round}"))
+            best["featx_cold"] = max(
+                best["featx_cold"], featx_cold(paths, args.workers, work / f"cache-{round}")
+            )
     ratio = best["featx_cold"] / best["decode"]
-    print(f"{cpu_model()}, {args.workers} workers, {args.images} photos: decode {best['decode']:.0f} images/s, "
-          f"featx cold {best['featx_cold']:.0f} images/s ({ratio:.2f}x decode)")
+    print(
+        f"{cpu_model()}, {args.workers} workers, {args.images} photos: decode {best['decode']:.0f} images/s, "
+        f"featx cold {best['featx_cold']:.0f} images/s ({ratio:.2f}x decode)"
+    )
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / "engine_overhead.csv"
     row = pd.DataFrame([{**vars(args), **best, "ratio": ratio, "cpu": cpu_model()}])

@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import argparse
 import os
-from concurrent.futures import ProcessPoolExecutor
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pandas as pd
@@ -38,8 +38,8 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from speed import write_photos  # noqa: E402
 
 from featx import FrozenNetwork, Preprocessing, extract_features  # noqa: E402
-from featx.engines.workers import default_num_workers  # noqa: E402
-from featx.machine import cpu_model  # noqa: E402
+from featx._machine import cpu_model  # noqa: E402
+from featx.engines.local.workers import default_num_workers  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results"
 BARE_BATCH = 256
@@ -50,8 +50,13 @@ def write_jpegs(folder: Path, n: int) -> list[str]:
     cores = os.cpu_count() or 1
     counts = [n // cores + (k < n % cores) for k in range(cores)]
     with ProcessPoolExecutor(cores) as pool:
-        parts = pool.map(write_photos, [folder / str(k) for k in range(cores)], counts, [(500, 375)] * cores,
-                         [100 + k for k in range(cores)])
+        parts = pool.map(
+            write_photos,
+            [folder / str(k) for k in range(cores)],
+            counts,
+            [(500, 375)] * cores,
+            [100 + k for k in range(cores)],
+        )
         return [path for part in parts for path in part]
 
 
@@ -80,10 +85,17 @@ class Decode(torch.utils.data.Dataset):
         return self.preprocessing.decode(self.paths[i])
 
 
-def decode_rate(paths: list[str], preprocessing: Preprocessing, workers: int, pin_memory: bool = False) -> float:
+def decode_rate(
+    paths: list[str], preprocessing: Preprocessing, workers: int, pin_memory: bool = False
+) -> float:
     """Images per second of featx's decoding alone in a DataLoader: what the decoders can feed a network."""
-    loader = torch.utils.data.DataLoader(Decode(paths, preprocessing), batch_size=64, num_workers=workers,
-                                         pin_memory=pin_memory, prefetch_factor=4 if workers else None)
+    loader = torch.utils.data.DataLoader(
+        Decode(paths, preprocessing),
+        batch_size=64,
+        num_workers=workers,
+        pin_memory=pin_memory,
+        prefetch_factor=4 if workers else None,
+    )
     start = time.perf_counter()
     n = sum(len(batch) for batch in loader)
     return n / (time.perf_counter() - start)
@@ -109,29 +121,51 @@ def benchmark(backbone: str, paths: list[str], work: Path) -> list[dict]:
     crop = chosen.preprocessing.crop
     batch = torch.randint(0, 256, (BARE_BATCH, 3, crop, crop), dtype=torch.uint8, device="cuda")
     for precision in ("fp32", "fp16", "bf16"):
-        rows.append({"variant": f"bare_{precision}", "precision": precision,
-                     "images_per_s": bare(backbone, weights, precision, batch, repeats=20)})
+        rows.append(
+            {
+                "variant": f"bare_{precision}",
+                "precision": precision,
+                "images_per_s": bare(backbone, weights, precision, batch, repeats=20),
+            }
+        )
     workers = default_num_workers(len(paths), 64, torch.device("cuda"))  # as featx starts them there
-    rows.append({"variant": "decode", "images_per_s": decode_rate(paths, chosen.preprocessing, workers, True)})
+    rows.append(
+        {"variant": "decode", "images_per_s": decode_rate(paths, chosen.preprocessing, workers, True)}
+    )
     warm_up = paths[:512]  # CUDA context, cuDNN autotuning and worker start-up, outside the clock
     extract_features(warm_up, backbone, weights=weights, cache_dir=work / f"warm-up-{backbone}")
     for variant, options in (("featx_cold", {}), ("featx_cold_b256", {"batch_size": 256})):
         cache = work / f"cache-{backbone}-{variant}"
-        rows.append({"variant": variant, "precision": chosen.precision,
-                     "images_per_s": featx(paths, backbone, weights, cache, **options)})
-    rows.append({"variant": "featx_warm", "precision": chosen.precision,
-                 "images_per_s": featx(paths, backbone, weights, work / f"cache-{backbone}-featx_cold")})
+        rows.append(
+            {
+                "variant": variant,
+                "precision": chosen.precision,
+                "images_per_s": featx(paths, backbone, weights, cache, **options),
+            }
+        )
+    rows.append(
+        {
+            "variant": "featx_warm",
+            "precision": chosen.precision,
+            "images_per_s": featx(paths, backbone, weights, work / f"cache-{backbone}-featx_cold"),
+        }
+    )
     ceiling = next(r["images_per_s"] for r in rows if r["variant"] == f"bare_{chosen.precision}")
     for row in rows:
         if "images_per_s" in row:
             row["of_bare"] = row["images_per_s"] / ceiling
-            print(f"  {backbone:>18} {row['variant']:>16} {row.get('precision', ''):>5}: "
-                  f"{row['images_per_s']:9.1f} images/s  ({row['of_bare']:.2f}x bare {chosen.precision})", flush=True)
+            print(
+                f"  {backbone:>18} {row['variant']:>16} {row.get('precision', ''):>5}: "
+                f"{row['images_per_s']:9.1f} images/s  ({row['of_bare']:.2f}x bare {chosen.precision})",
+                flush=True,
+            )
     return [{"backbone": backbone, **row} for row in rows]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--backbones", default="resnet50,efficientnet_lite0")
     parser.add_argument("--images", type=int, default=8192)
     args = parser.parse_args()

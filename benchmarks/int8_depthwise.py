@@ -4,7 +4,7 @@
     python benchmarks/int8_depthwise.py --images 300   # a quicker accuracy check
 
 torch.ao FX cannot trace timm's EfficientNet-Lite as it is: its 'same' padding branches on the input size.
-``featx.quantize.traceable_copy`` makes a copy for the network's fixed input size (each ``Conv2dSame``
+``featx.models.quantize.traceable_copy`` makes a copy for the network's fixed input size (each ``Conv2dSame``
 becomes a constant ``ZeroPad2d`` and a plain convolution; each ``BatchNormAct2d`` is folded into the
 convolution before it). On that copy, with EfficientNet-Lite0's real ImageNet weights, this measures (the
 last recipe is featx's):
@@ -33,18 +33,20 @@ import pandas as pd
 import torch
 from torch import nn
 
-from featx import FrozenNetwork, tuning
-from featx.quantize import clip_relu6_ranges, depthwise_convolutions, traceable_copy
-from featx.datasets import load_manifest
-from featx.machine import cpu_model
-from featx.network import _Pipeline
+from featx import FrozenNetwork
+from featx._machine import cpu_model
+from featx.inputs.manifests import load_manifest
+from featx.models import tuning
+from featx.models.network import _Pipeline
+from featx.models.quantize import clip_relu6_ranges, depthwise_convolutions, traceable_copy
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 
 
-def quantized(module: nn.Module, calibration: torch.Tensor, keep_float: list[str], observer: str,
-              clip_relu6: bool) -> nn.Module:
+def quantized(
+    module: nn.Module, calibration: torch.Tensor, keep_float: list[str], observer: str, clip_relu6: bool
+) -> nn.Module:
     from torch.ao.quantization import QConfig, get_default_qconfig, get_default_qconfig_mapping
     from torch.ao.quantization.observer import MinMaxObserver
     from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
@@ -52,8 +54,9 @@ def quantized(module: nn.Module, calibration: torch.Tensor, keep_float: list[str
     torch.backends.quantized.engine = "x86"
     mapping = get_default_qconfig_mapping("x86").set_object_type(nn.AdaptiveAvgPool2d, None)
     if observer == "minmax":
-        qconfig = QConfig(activation=MinMaxObserver.with_args(reduce_range=True),
-                          weight=get_default_qconfig("x86").weight)
+        qconfig = QConfig(
+            activation=MinMaxObserver.with_args(reduce_range=True), weight=get_default_qconfig("x86").weight
+        )
         mapping.set_global(qconfig).set_object_type(nn.Conv2d, qconfig)
     for name in keep_float:
         mapping.set_module_name(name, None)
@@ -66,7 +69,9 @@ def quantized(module: nn.Module, calibration: torch.Tensor, keep_float: list[str
     return convert_fx(prepared)
 
 
-def images_per_second(network: FrozenNetwork, module: nn.Module, batch: torch.Tensor, precision: str) -> float:
+def images_per_second(
+    network: FrozenNetwork, module: nn.Module, batch: torch.Tensor, precision: str
+) -> float:
     pipeline = _Pipeline(module, network.preprocessing, network.pooling)
     network._forward(pipeline, batch, precision)  # warm-up
     best = 0.0
@@ -78,14 +83,18 @@ def images_per_second(network: FrozenNetwork, module: nn.Module, batch: torch.Te
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--images", type=int, default=1500, help="sample images for the accuracy check (2/3 train)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--images", type=int, default=1500, help="sample images for the accuracy check (2/3 train)"
+    )
     args = parser.parse_args()
     warnings.filterwarnings("ignore", module=r"torch\.ao\..*")
     warnings.filterwarnings("ignore", message=".*torch.ao.quantization is deprecated.*")
     print(f"CPU: {cpu_model()}, torch {torch.__version__}", flush=True)
     network = FrozenNetwork("efficientnet_lite0", precision="fp32", device="cpu")
-    calibration_images, held_out = network._calibration()
+    calibration_images, held_out = network.trial.batches()
     calibration = network._pipelines["float"].normalise(calibration_images)
     static = traceable_copy(network.module, calibration[:1])
     reference = network._forward(_Pipeline(static, network.preprocessing, network.pooling), held_out, "fp32")
@@ -103,17 +112,28 @@ def main() -> None:
     rows = []
     for precision in ("fp32", "bf16"):
         output = network._forward(network._pipelines["float"], held_out, precision)
-        cosines = [tuning.min_cosine(output[i:i + 1], reference[i:i + 1]) for i in range(len(output))]
-        rows.append({"recipe": f"featx's float network in {precision}", "cosine_min": min(cosines),
-                     "images_per_s": images_per_second(network, network.module, timing, precision),
-                     "cosine_mean": float(np.mean(cosines))})
+        cosines = [tuning.min_cosine(output[i : i + 1], reference[i : i + 1]) for i in range(len(output))]
+        rows.append(
+            {
+                "recipe": f"featx's float network in {precision}",
+                "cosine_min": min(cosines),
+                "images_per_s": images_per_second(network, network.module, timing, precision),
+                "cosine_mean": float(np.mean(cosines)),
+            }
+        )
     best = None
     for name, (keep_float, observer, clip) in recipes.items():
         module = quantized(static, calibration, keep_float, observer, clip)
         output = network._forward(_Pipeline(module, network.preprocessing, network.pooling), held_out, "fp32")
-        cosines = [tuning.min_cosine(output[i:i + 1], reference[i:i + 1]) for i in range(len(output))]
-        rows.append({"recipe": f"int8: {name}", "images_per_s": images_per_second(network, module, timing, "fp32"),
-                     "cosine_min": min(cosines), "cosine_mean": float(np.mean(cosines))})
+        cosines = [tuning.min_cosine(output[i : i + 1], reference[i : i + 1]) for i in range(len(output))]
+        rows.append(
+            {
+                "recipe": f"int8: {name}",
+                "images_per_s": images_per_second(network, module, timing, "fp32"),
+                "cosine_min": min(cosines),
+                "cosine_mean": float(np.mean(cosines)),
+            }
+        )
         print(rows[-1], flush=True)
         if best is None or rows[-1]["cosine_min"] > best[1]:
             best = (module, rows[-1]["cosine_min"], name)
@@ -129,9 +149,16 @@ def main() -> None:
         pipeline = _Pipeline(module, network.preprocessing, network.pooling)
         X = np.vstack([network._forward(pipeline, chunk, "fp32") for chunk in decoded.split(64)])
         model = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=2000))
-        accuracy = model.fit(X[:n_train], manifest["label"][:n_train]).score(X[n_train:], manifest["label"][n_train:])
-        rows.append({"recipe": f"accuracy, {label}", "accuracy": accuracy,
-                     "images": f"{n_train} train / {len(manifest) - n_train} test"})
+        accuracy = model.fit(X[:n_train], manifest["label"][:n_train]).score(
+            X[n_train:], manifest["label"][n_train:]
+        )
+        rows.append(
+            {
+                "recipe": f"accuracy, {label}",
+                "accuracy": accuracy,
+                "images": f"{n_train} train / {len(manifest) - n_train} test",
+            }
+        )
         print(rows[-1], flush=True)
     frame = pd.DataFrame(rows).assign(cpu=cpu_model(), torch=torch.__version__)
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -45,9 +45,9 @@ sys.path.insert(0, str(REPO / "data"))
 from make_sample_data import FASHION_DIR, read_idx  # noqa: E402
 
 from featx import LinearProbe, extract_features  # noqa: E402
-from featx.classifiers import STAND_INS, make_classifier  # noqa: E402
-from featx.machine import cpu_model  # noqa: E402
-from featx.network import resolve_device  # noqa: E402
+from featx._machine import cpu_model  # noqa: E402
+from featx.evaluate.classifiers import STAND_INS, make_classifier  # noqa: E402
+from featx.models.network import resolve_device  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results"
 GRID = [0.001, 0.01, 0.1, 1.0]
@@ -57,14 +57,20 @@ def fashion_features(n_images: int, cache: Path) -> tuple[np.ndarray, np.ndarray
     """(X, y, n_train) for the first images of train then test, EfficientNet-Lite0 features, cached."""
     parts = []
     for prefix in ("train", "t10k"):
-        parts.append((read_idx(FASHION_DIR / f"{prefix}-images-idx3-ubyte.gz"),
-                      read_idx(FASHION_DIR / f"{prefix}-labels-idx1-ubyte.gz")))
+        parts.append(
+            (
+                read_idx(FASHION_DIR / f"{prefix}-images-idx3-ubyte.gz"),
+                read_idx(FASHION_DIR / f"{prefix}-labels-idx1-ubyte.gz"),
+            )
+        )
     images = np.concatenate([p[0] for p in parts])[:n_images]
     labels = np.concatenate([p[1] for p in parts])[:n_images]
     n_train = min(len(parts[0][0]), int(n_images * 6 / 7))
     start = time.perf_counter()
     X = extract_features(list(images), "efficientnet_lite0", cache_dir=cache, progress=True)
-    print(f"features: {X.shape} in {time.perf_counter() - start:.0f} s (cached after the first run)", flush=True)
+    print(
+        f"features: {X.shape} in {time.perf_counter() - start:.0f} s (cached after the first run)", flush=True
+    )
     return X, labels, n_train
 
 
@@ -77,8 +83,15 @@ def timed(estimator, X, y):
 SVC_MAX_ROWS = 20_000
 
 
-def compare(name: str, X: np.ndarray, y: np.ndarray, n_train: int, svm_rows: list[int],
-            logreg: bool = True, n_jobs: int | None = None) -> list[dict]:
+def compare(
+    name: str,
+    X: np.ndarray,
+    y: np.ndarray,
+    n_train: int,
+    svm_rows: list[int],
+    logreg: bool = True,
+    n_jobs: int | None = None,
+) -> list[dict]:
     train, test = slice(0, n_train), slice(n_train, None)
     rows = []
 
@@ -86,10 +99,22 @@ def compare(name: str, X: np.ndarray, y: np.ndarray, n_train: int, svm_rows: lis
         start = time.perf_counter()
         accuracy = estimator.score(X[test], y[test])
         predict_s = time.perf_counter() - start
-        rows.append({"data": name, "task": task, "method": method, "fit_s": seconds, "predict_s": predict_s,
-                     "accuracy": accuracy, **extra})
-        print(f"{name:>16} {task:<22} {method:<34} {seconds:9.1f} s  predict {predict_s:6.1f} s  "
-              f"accuracy {accuracy:.4f}", flush=True)
+        rows.append(
+            {
+                "data": name,
+                "task": task,
+                "method": method,
+                "fit_s": seconds,
+                "predict_s": predict_s,
+                "accuracy": accuracy,
+                **extra,
+            }
+        )
+        print(
+            f"{name:>16} {task:<22} {method:<34} {seconds:9.1f} s  predict {predict_s:6.1f} s  "
+            f"accuracy {accuracy:.4f}",
+            flush=True,
+        )
         return estimator
 
     if logreg:
@@ -109,21 +134,43 @@ def logistic_regression(X, y, train, test, row, n_jobs: int | None) -> None:
     device = resolve_device("auto").type
     probe, t_probe = timed(LinearProbe(C=0.1), X[train], y[train])
     row("logreg C=0.1", f"LinearProbe (torch L-BFGS, {device})", t_probe, probe)
-    sklearn, t_sklearn = timed(make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=3000)),
-                               X[train], y[train])
+    sklearn, t_sklearn = timed(
+        make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=3000)), X[train], y[train]
+    )
     agree = float((sklearn.predict(X[test]) == probe.predict(X[test])).mean())
-    row("logreg C=0.1", "LogisticRegression (lbfgs)", t_sklearn, sklearn, agreement=agree,
-        speedup=t_sklearn / t_probe)
+    row(
+        "logreg C=0.1",
+        "LogisticRegression (lbfgs)",
+        t_sklearn,
+        sklearn,
+        agreement=agree,
+        speedup=t_sklearn / t_probe,
+    )
     path, t_path = timed(LinearProbe(Cs=GRID), X[train], y[train])
     row(f"C in {GRID}", f"LinearProbe path ({device}, C_={path.C_})", t_path, path)
-    search, t_search = timed(GridSearchCV(make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000)),
-                                          {"logisticregression__C": GRID}, cv=3, n_jobs=n_jobs), X[train], y[train])
-    row(f"C in {GRID}", f"GridSearchCV lbfgs (C={search.best_params_['logisticregression__C']})", t_search,
-        search, speedup=t_search / t_path)
+    search, t_search = timed(
+        GridSearchCV(
+            make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000)),
+            {"logisticregression__C": GRID},
+            cv=3,
+            n_jobs=n_jobs,
+        ),
+        X[train],
+        y[train],
+    )
+    row(
+        f"C in {GRID}",
+        f"GridSearchCV lbfgs (C={search.best_params_['logisticregression__C']})",
+        t_search,
+        search,
+        speedup=t_search / t_path,
+    )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--images", type=int, default=70_000)
     parser.add_argument("--cache", default=str(REPO / ".featx-cache"))
     parser.add_argument("--skip-synthetic", action="store_true")
@@ -141,11 +188,25 @@ def main() -> None:
         svm_rows = [] if args.skip_svm else args.svm_rows or [10_000, n_train]
         rows += compare(f"fashion {len(X):,}", X, y, n_train, svm_rows, not args.skip_logreg, args.n_jobs)
     if not args.skip_synthetic:
-        Xs, ys = make_classification(60_000, 2048, n_informative=256, n_classes=10, n_clusters_per_class=2,
-                                     class_sep=2.0, random_state=0)
+        Xs, ys = make_classification(
+            60_000,
+            2048,
+            n_informative=256,
+            n_classes=10,
+            n_clusters_per_class=2,
+            class_sep=2.0,
+            random_state=0,
+        )
         svm_rows = [] if args.skip_svm else args.svm_rows or [10_000, 50_000]
-        rows += compare("synthetic 50k x 2048", Xs.astype(np.float32), ys, 50_000, svm_rows, not args.skip_logreg,
-                        args.n_jobs)
+        rows += compare(
+            "synthetic 50k x 2048",
+            Xs.astype(np.float32),
+            ys,
+            50_000,
+            svm_rows,
+            not args.skip_logreg,
+            args.n_jobs,
+        )
     RESULTS.mkdir(parents=True, exist_ok=True)
     frame = pd.DataFrame(rows).assign(cpu=cpu_model(), cores=os.cpu_count(), gpu=gpu)
     out = RESULTS / "probe.csv"

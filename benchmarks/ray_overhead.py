@@ -23,14 +23,19 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from speed import RESULTS, machine, write_images  # noqa: E402
 
-from featx import FeatureCache, FrozenNetwork  # noqa: E402
-from featx import engines  # noqa: E402
-from featx.engines import ray as ray_engine  # noqa: E402
+from featx import (  # noqa: E402
+    FeatureCache,
+    FrozenNetwork,
+    engines,  # noqa: E402
+)
+from featx.engines.ray import engine as ray_engine  # noqa: E402
 from featx.job import run_extract_job  # noqa: E402
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--backbone", default="resnet18")
     parser.add_argument("--weights", default="none")
     parser.add_argument("--images", type=int, default=1024)
@@ -46,8 +51,14 @@ def main() -> None:
         row = {"backbone": network.backbone.name, "images": args.images, "ray_init_s": ray_start}
         for engine in ("local", "ray"):
             namespace = FeatureCache(work / f"cache-{engine}").namespace(network.fingerprint)
-            summary = run_extract_job(manifest, network, namespace, out=work / f"{engine}.parquet", progress=False,
-                                      engine=engines.get(engine))
+            summary = run_extract_job(
+                manifest,
+                network,
+                namespace,
+                out=work / f"{engine}.parquet",
+                progress=False,
+                engine=engines.get(engine),
+            )
             assert summary.n_computed == args.images and not summary.errors, summary
             row[f"{engine}_images_per_s"] = summary.images_per_second
     row["ray_over_local"] = row["ray_images_per_s"] / row["local_images_per_s"]

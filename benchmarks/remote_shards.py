@@ -40,22 +40,31 @@ sys.path.insert(0, str(REPO / "tests"))
 import tiny_backbone  # noqa: E402,F401  (registers "tiny")
 from PIL import Image  # noqa: E402
 
+from featx._machine import cpu_model  # noqa: E402
 from featx.cache import FeatureCache  # noqa: E402
+from featx.inputs import sources  # noqa: E402
+from featx.inputs.sources import Shards, shard_manifest  # noqa: E402
 from featx.job import run_extract_job  # noqa: E402
-from featx.machine import cpu_model  # noqa: E402
-from featx.network import FrozenNetwork  # noqa: E402
-from featx import sources  # noqa: E402
-from featx.sources import Shards, shard_manifest  # noqa: E402
+from featx.models.network import FrozenNetwork  # noqa: E402
 
 
 def start_s3() -> subprocess.Popen:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-p", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    os.environ.update({"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "bench",
-                       "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1"})
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    os.environ.update(
+        {
+            "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+            "AWS_ACCESS_KEY_ID": "bench",
+            "AWS_SECRET_ACCESS_KEY": "bench",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+    )
     for _ in range(100):
         with socket.socket() as sock:
             if sock.connect_ex(("127.0.0.1", port)) == 0:
@@ -70,7 +79,9 @@ def shard_bytes(number: int, samples: int) -> bytes:
     with tarfile.open(fileobj=buffer, mode="w") as tar:
         for i in range(samples):
             image = io.BytesIO()
-            Image.fromarray(rng.integers(0, 256, (224, 224, 3), dtype=np.uint8)).save(image, "JPEG", quality=95)
+            Image.fromarray(rng.integers(0, 256, (224, 224, 3), dtype=np.uint8)).save(
+                image, "JPEG", quality=95
+            )
             for extension, data in (("jpg", image.getvalue()), ("cls", str(i % 10).encode())):
                 info = tarfile.TarInfo(f"{number:04d}-{i:06d}.{extension}")
                 info.size = len(data)
@@ -92,18 +103,29 @@ def run_once(way: str, shards: list[str], network: FrozenNetwork, log: Path, wor
     fetches = [tuple(map(int, line.split())) for line in log.read_text().splitlines()]
     driver = sum(size for pid, size in fetches if pid == os.getpid())
     fetched = sum(size for _, size in fetches)
-    return {"way": way, "images": summary.n_images, "seconds": round(seconds, 2),
-            "driver_MB": round(driver / 1e6, 1), "workers_MB": round((fetched - driver) / 1e6, 1),
-            "fetched": fetched, "requests": len(fetches),
-            "driver_peak_MB": round(peak / 1e6, 1), "driver_held_after_MB": round(held / 1e6, 1)}
+    return {
+        "way": way,
+        "images": summary.n_images,
+        "seconds": round(seconds, 2),
+        "driver_MB": round(driver / 1e6, 1),
+        "workers_MB": round((fetched - driver) / 1e6, 1),
+        "fetched": fetched,
+        "requests": len(fetches),
+        "driver_peak_MB": round(peak / 1e6, 1),
+        "driver_held_after_MB": round(held / 1e6, 1),
+    }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--shards", type=int, default=4)
     parser.add_argument("--samples", type=int, default=200)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=3, help="runs of each way, interleaved; the best time counts")
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="runs of each way, interleaved; the best time counts"
+    )
     args = parser.parse_args()
 
     import fsspec
@@ -135,21 +157,36 @@ def main() -> None:
         for _ in range(args.repeats):
             for way in ("listed", "streamed"):
                 row = run_once(way, shards, network, log, args.workers)
-                row.update(shards_MB=round(total / 1e6, 1),
-                           fetched_per_shard_byte=round(row.pop("fetched") / total, 2))
+                row.update(
+                    shards_MB=round(total / 1e6, 1),
+                    fetched_per_shard_byte=round(row.pop("fetched") / total, 2),
+                )
                 best = rows.get(way)
                 rows[way] = row if best is None or row["seconds"] < best["seconds"] else best
                 sources._shard_in.cache_clear()  # the listed way's memos: each run starts cold
                 fsspec.implementations.tar.TarFileSystem.clear_instance_cache()
     finally:
         server.terminate()
-    columns = ["way", "images", "seconds", "shards_MB", "driver_MB", "workers_MB", "fetched_per_shard_byte", "requests",
-               "driver_peak_MB", "driver_held_after_MB"]
-    table = pd.DataFrame(list(rows.values()))[columns].assign(cpu=cpu_model(), workers=args.workers,
-                                                                repeats=args.repeats)
+    columns = [
+        "way",
+        "images",
+        "seconds",
+        "shards_MB",
+        "driver_MB",
+        "workers_MB",
+        "fetched_per_shard_byte",
+        "requests",
+        "driver_peak_MB",
+        "driver_held_after_MB",
+    ]
+    table = pd.DataFrame(list(rows.values()))[columns].assign(
+        cpu=cpu_model(), workers=args.workers, repeats=args.repeats
+    )
     print(table.drop(columns="cpu").to_string(index=False))
-    print(f"CPU: {cpu_model()}; best of {args.repeats}, streamed / listed time: "
-          f"{rows['streamed']['seconds'] / rows['listed']['seconds']:.2f}x")
+    print(
+        f"CPU: {cpu_model()}; best of {args.repeats}, streamed / listed time: "
+        f"{rows['streamed']['seconds'] / rows['listed']['seconds']:.2f}x"
+    )
     results = REPO / "benchmarks" / "results"
     results.mkdir(exist_ok=True)
     table.to_csv(results / "remote_shards.csv", index=False)

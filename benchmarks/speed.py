@@ -35,8 +35,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -53,6 +53,7 @@ BATCH = 64
 
 
 # --- the image set ----------------------------------------------------------------------------------------
+
 
 def write_images(folder: Path, n: int, seed: int) -> list[str]:
     """n image files, half sample PNGs and half JPEG photo crops, all distinct."""
@@ -76,12 +77,15 @@ def write_images(folder: Path, n: int, seed: int) -> list[str]:
             path = folder / f"{i:06d}.png"
             row = manifest.iloc[int(sample_rows[(i // 2) % len(manifest)])]
             pixels = np.asarray(Image.open(REPO / "data" / "fashion_mnist" / row["path"]))
-            Image.fromarray(np.clip(pixels.astype(int) + int(rng.integers(-3, 4)), 0, 255).astype(np.uint8)).save(path)
+            Image.fromarray(
+                np.clip(pixels.astype(int) + int(rng.integers(-3, 4)), 0, 255).astype(np.uint8)
+            ).save(path)
         paths.append(str(path))
     return paths
 
 
 # --- the variants (each runs in a child process) ------------------------------------------------------------
+
 
 def tutorial_model(backbone: str, weights_file: str) -> torch.nn.Module:
     """The network a tutorial builds: torchvision's, weights loaded, classifier replaced by Identity."""
@@ -148,7 +152,7 @@ def img2vec(backbone: str, weights_file: str, paths: list[str], warmup: list[str
 
     def run(files: list[str]) -> int:
         for start in range(0, len(files), BATCH):
-            encoder.get_vec([Image.open(p).convert("RGB") for p in files[start:start + BATCH]])
+            encoder.get_vec([Image.open(p).convert("RGB") for p in files[start : start + BATCH]])
         return len(files)
 
     run(warmup)
@@ -173,21 +177,31 @@ def embetter(backbone: str, weights_file: str, paths: list[str], warmup: list[st
 
     def run(files: list[str]) -> int:
         for start in range(0, len(files), BATCH):
-            encoder.transform(loader.transform(files[start:start + BATCH]))
+            encoder.transform(loader.transform(files[start : start + BATCH]))
         return len(files)
 
     run(warmup)
     return lambda: run(paths)
 
 
-def featx_engine(backbone: str, weights_file: str, paths: list[str], warmup: list[str], *,
-                 cache_dir: str, precision: str, compile: bool | str,
-                 decoding: str = "reduced") -> tuple[Callable[[], int], float]:
+def featx_engine(
+    backbone: str,
+    weights_file: str,
+    paths: list[str],
+    warmup: list[str],
+    *,
+    cache_dir: str,
+    precision: str,
+    compile: bool | str,
+    decoding: str = "reduced",
+) -> tuple[Callable[[], int], float]:
     """featx's engine as every door runs it; the warm-up (and compiling, if asked) is timed apart."""
     from featx import FeatureCache, FrozenNetwork
     from featx.extract import extract
 
-    network = FrozenNetwork(backbone, weights=weights_file, precision=precision, compile=compile, decoding=decoding)
+    network = FrozenNetwork(
+        backbone, weights=weights_file, precision=precision, compile=compile, decoding=decoding
+    )
     namespace = FeatureCache(cache_dir).namespace(network.fingerprint)
     start = time.perf_counter()
     extract(warmup, network, namespace, batch_size=BATCH)
@@ -217,7 +231,10 @@ def bare(backbone: str, weights_file: str, precision: str, layout: str) -> Calla
     batch = torch.randn(BATCH, 3, crop, crop).contiguous(memory_format=memory_format)
 
     def forward() -> None:
-        with torch.inference_mode(), torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
+        with (
+            torch.inference_mode(),
+            torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None),
+        ):
             module(batch)["features"].float()
 
     forward()
@@ -237,9 +254,16 @@ def child(args: argparse.Namespace) -> None:
     results, warmup_s = [], None
     if args.variant.startswith("featx"):
         compile = args.variant == "featx_compiled" or "auto"
-        run, warmup_s = featx_engine(args.backbone, args.weights, paths, warmup, cache_dir=args.cache,
-                                     precision=args.precision, compile=compile,
-                                     decoding="full" if args.variant == "featx_fulldecode" else "reduced")
+        run, warmup_s = featx_engine(
+            args.backbone,
+            args.weights,
+            paths,
+            warmup,
+            cache_dir=args.cache,
+            precision=args.precision,
+            compile=compile,
+            decoding="full" if args.variant == "featx_fulldecode" else "reduced",
+        )
         prefix = args.variant + ("" if args.precision == "auto" else f"_{args.precision}")
         for name in (prefix + "_cold", prefix + "_warm"):
             results.append((name, *_timed(run)))
@@ -248,12 +272,25 @@ def child(args: argparse.Namespace) -> None:
         results.append((args.variant, *_timed(bare(args.backbone, args.weights, precision, layout))))
     else:
         build = {"per_image": per_image, "dataloader": dataloader, "img2vec": img2vec, "embetter": embetter}
-        results.append((args.variant, *_timed(build[args.variant](args.backbone, args.weights, paths, warmup))))
+        results.append(
+            (args.variant, *_timed(build[args.variant](args.backbone, args.weights, paths, warmup)))
+        )
     rss_self = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     rss_children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     for name, images, seconds in results:
-        print(json.dumps({"variant": name, "images": images, "seconds": seconds, "images_per_s": images / seconds,
-                          "peak_rss_mb": rss_self, "worker_peak_rss_mb": rss_children, "warmup_s": warmup_s}))
+        print(
+            json.dumps(
+                {
+                    "variant": name,
+                    "images": images,
+                    "seconds": seconds,
+                    "images_per_s": images / seconds,
+                    "peak_rss_mb": rss_self,
+                    "worker_peak_rss_mb": rss_children,
+                    "warmup_s": warmup_s,
+                }
+            )
+        )
 
 
 def _timed(run: Callable[[], int]) -> tuple[int, float]:
@@ -264,13 +301,39 @@ def _timed(run: Callable[[], int]) -> tuple[int, float]:
 
 # --- the parent: orchestrate, compare, print ---------------------------------------------------------------
 
-def spawn(variant: str, backbone: str, weights: str, paths: Path, warmup: Path, work: Path,
-          precision: str = "auto", label: str | None = None, busy: bool = False) -> list[dict]:
+
+def spawn(
+    variant: str,
+    backbone: str,
+    weights: str,
+    paths: Path,
+    warmup: Path,
+    work: Path,
+    precision: str = "auto",
+    label: str | None = None,
+    busy: bool = False,
+) -> list[dict]:
     """Run one variant in its own process (beside a CPU-bound neighbour if ``busy``); rows under ``label``."""
     label = label or backbone
     cache = work / f"cache-{label}-{variant}-{precision}{'-busy' if busy else ''}".replace(" ", "_")
-    command = [sys.executable, __file__, "--child", variant, "--backbone", backbone, "--weights", weights,
-               "--paths", str(paths), "--warmup", str(warmup), "--cache", str(cache), "--precision", precision]
+    command = [
+        sys.executable,
+        __file__,
+        "--child",
+        variant,
+        "--backbone",
+        backbone,
+        "--weights",
+        weights,
+        "--paths",
+        str(paths),
+        "--warmup",
+        str(warmup),
+        "--cache",
+        str(cache),
+        "--precision",
+        precision,
+    ]
     env = {**os.environ, "TORCH_HOME": str(work / "torch_home")}
     neighbour = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if busy else None
     try:
@@ -285,8 +348,11 @@ def spawn(variant: str, backbone: str, weights: str, paths: Path, warmup: Path, 
     rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
     for row in rows:
         row["variant"] += "_busy" if busy else ""
-        print(f"  {label:>9} {row['variant']:>14}: {row['images_per_s']:8.1f} images/s, "
-              f"peak RSS {row['peak_rss_mb']:.0f} MB (+ workers {row['worker_peak_rss_mb']:.0f} MB)", file=sys.stderr)
+        print(
+            f"  {label:>9} {row['variant']:>14}: {row['images_per_s']:8.1f} images/s, "
+            f"peak RSS {row['peak_rss_mb']:.0f} MB (+ workers {row['worker_peak_rss_mb']:.0f} MB)",
+            file=sys.stderr,
+        )
     return [{"backbone": label, **row} for row in rows]
 
 
@@ -301,7 +367,10 @@ def write_photos(folder: Path, n: int, size: tuple[int, int], seed: int) -> list
     for i in range(n):
         photo = photos[i % len(photos)]
         width, height = int(photo.width * rng.uniform(0.6, 1)), int(photo.height * rng.uniform(0.6, 1))
-        left, top = int(rng.integers(0, photo.width - width + 1)), int(rng.integers(0, photo.height - height + 1))
+        left, top = (
+            int(rng.integers(0, photo.width - width + 1)),
+            int(rng.integers(0, photo.height - height + 1)),
+        )
         picture = photo.crop((left, top, left + width, top + height)).resize(size, Image.BICUBIC)
         if rng.random() < 0.5:
             picture = picture.transpose(Image.FLIP_LEFT_RIGHT)
@@ -341,8 +410,15 @@ def benchmark_backbone(backbone: str, n: int, work: Path, peers: bool) -> tuple[
     variants = ["per_image", "dataloader"]
     if peers and backbone in PEER_BACKBONES:
         variants += list(PEERS)
-    variants += ["featx", "featx_compiled", "bare_fp32_contiguous", "bare_fp32_cl", "bare_bf16_contiguous",
-                 "bare_bf16_cl", "bare_bf16_compiled"]
+    variants += [
+        "featx",
+        "featx_compiled",
+        "bare_fp32_contiguous",
+        "bare_fp32_cl",
+        "bare_bf16_contiguous",
+        "bare_bf16_cl",
+        "bare_bf16_compiled",
+    ]
     for variant in variants:
         rows += spawn(variant, backbone, str(weights), paths, warmup, work)
     rows += spawn("featx", backbone, str(weights), paths, warmup, work, precision="fp32")
@@ -350,8 +426,14 @@ def benchmark_backbone(backbone: str, n: int, work: Path, peers: bool) -> tuple[
     fp32 = np.load(work / f"cache-{backbone}-featx-fp32" / "vectors.npy")
     default = cosine(np.load(work / f"cache-{backbone}-featx-auto" / "vectors.npy"), fp32)
     int8 = cosine(np.load(work / f"cache-{backbone}-featx-int8" / "vectors.npy"), fp32)
-    return rows, {"backbone": backbone, "weights": "random init", "cosine_min": default.min(),
-                  "cosine_mean": default.mean(), "int8_cosine_min": int8.min(), "int8_cosine_mean": int8.mean()}
+    return rows, {
+        "backbone": backbone,
+        "weights": "random init",
+        "cosine_min": default.min(),
+        "cosine_mean": default.mean(),
+        "int8_cosine_min": int8.min(),
+        "int8_cosine_mean": int8.mean(),
+    }
 
 
 def real_fidelity(n_train: int, n_test: int) -> dict:
@@ -361,7 +443,7 @@ def real_fidelity(n_train: int, n_test: int) -> dict:
     from sklearn.preprocessing import StandardScaler
 
     from featx import extract_features
-    from featx.datasets import load_manifest
+    from featx.inputs.manifests import load_manifest
 
     manifest = load_manifest(REPO / "data" / "fashion_mnist" / "manifest.csv")
     train = manifest[manifest["split"] == "train"].head(n_train)
@@ -374,8 +456,14 @@ def real_fidelity(n_train: int, n_test: int) -> dict:
         accuracy[precision] = model.fit(X_train, train["label"]).score(X_test, test["label"])
         vectors[precision] = np.vstack([X_train, X_test])
     similarity = cosine(vectors["auto"], vectors["fp32"])
-    return {"backbone": "efficientnet_lite0", "weights": "ImageNet (pip)", "cosine_min": similarity.min(),
-            "cosine_mean": similarity.mean(), "accuracy_default": accuracy["auto"], "accuracy_fp32": accuracy["fp32"]}
+    return {
+        "backbone": "efficientnet_lite0",
+        "weights": "ImageNet (pip)",
+        "cosine_min": similarity.min(),
+        "cosine_mean": similarity.mean(),
+        "accuracy_default": accuracy["auto"],
+        "accuracy_fp32": accuracy["fp32"],
+    }
 
 
 def memory_at_two_sizes(backbone: str, n: int, work: Path) -> list[dict]:
@@ -384,12 +472,26 @@ def memory_at_two_sizes(backbone: str, n: int, work: Path) -> list[dict]:
     for size in (n, 4 * n):
         folder = work / f"memory-{size}"
         write_images(folder, size, seed=3)
-        command = [sys.executable, "-c", (
-            "import resource, sys; from featx.cli import main; code = main(sys.argv[1:]); "
-            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "
-            "resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024); sys.exit(code)"),
-            "extract", str(folder), "--backbone", backbone, "--weights", str(work / f"{backbone}.pth"),
-            "--cache", str(work / f"memory-cache-{size}"), "--out", str(work / f"memory-{size}.parquet"), "--quiet"]
+        command = [
+            sys.executable,
+            "-c",
+            (
+                "import resource, sys; from featx.cli import main; code = main(sys.argv[1:]); "
+                "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "
+                "resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024); sys.exit(code)"
+            ),
+            "extract",
+            str(folder),
+            "--backbone",
+            backbone,
+            "--weights",
+            str(work / f"{backbone}.pth"),
+            "--cache",
+            str(work / f"memory-cache-{size}"),
+            "--out",
+            str(work / f"memory-{size}.parquet"),
+            "--quiet",
+        ]
         done = subprocess.run(command, capture_output=True, text=True, check=True)
         rss, workers = map(float, done.stdout.strip().splitlines()[-1].split())
         rows.append({"backbone": backbone, "images": size, "peak_rss_mb": rss, "worker_peak_rss_mb": workers})
@@ -421,30 +523,44 @@ def extra_ratios(speed: pd.DataFrame) -> pd.DataFrame:
     featx against the per-image loop beside a busy neighbour."""
     table = speed.pivot_table(index="backbone", columns="variant", values="images_per_s", sort=False)
     out = pd.DataFrame(index=table.index)
-    for featx, baseline in (("featx_cold", "per_image"), ("featx_cold", "dataloader"),
-                            ("featx_cold", "featx_fulldecode_cold"), ("featx_cold_busy", "per_image_busy")):
+    for featx, baseline in (
+        ("featx_cold", "per_image"),
+        ("featx_cold", "dataloader"),
+        ("featx_cold", "featx_fulldecode_cold"),
+        ("featx_cold_busy", "per_image_busy"),
+    ):
         if featx in table and baseline in table:
             out[f"{featx} / {baseline}"] = table[featx] / table[baseline]
     return out
 
 
 def machine() -> str:
-    from featx.machine import cpu_model
+    from featx._machine import cpu_model
 
     flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    return (f"{cpu_model()}, {os.cpu_count()} cores{' (avx512_bf16)' if 'avx512_bf16' in flags else ''}, "
-            f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
-            f"{'CUDA ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU'}")
+    return (
+        f"{cpu_model()}, {os.cpu_count()} cores{' (avx512_bf16)' if 'avx512_bf16' in flags else ''}, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"{'CUDA ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU'}"
+    )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--backbones", default="resnet18,resnet50,vgg16")
     parser.add_argument("--images", type=int, default=1024, help="images per variant (default 1024)")
     parser.add_argument("--skip-peers", action="store_true", help="leave out img2vec-pytorch and embetter")
-    parser.add_argument("--skip-fidelity", action="store_true", help="leave out the EfficientNet-Lite0 fidelity run")
-    parser.add_argument("--photos", type=int, default=0, help="also N 12 MP and N 1080p JPEG photos (first backbone)")
-    parser.add_argument("--busy", action="store_true", help="also per-image and featx beside a CPU-bound process")
+    parser.add_argument(
+        "--skip-fidelity", action="store_true", help="leave out the EfficientNet-Lite0 fidelity run"
+    )
+    parser.add_argument(
+        "--photos", type=int, default=0, help="also N 12 MP and N 1080p JPEG photos (first backbone)"
+    )
+    parser.add_argument(
+        "--busy", action="store_true", help="also per-image and featx beside a CPU-bound process"
+    )
     parser.add_argument("--only-extras", action="store_true", help="run only --photos / --busy")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     for hidden in ("--backbone", "--weights", "--paths", "--warmup", "--cache", "--precision"):
@@ -466,7 +582,9 @@ def main() -> None:
             rows, fidelity = benchmark_backbone(backbone, args.images, work, peers=not args.skip_peers)
             speed_rows += rows
             fidelity_rows.append(fidelity)
-        memory = pd.DataFrame(memory_at_two_sizes(backbones[0], args.images, work) if not args.only_extras else [])
+        memory = pd.DataFrame(
+            memory_at_two_sizes(backbones[0], args.images, work) if not args.only_extras else []
+        )
         if args.photos or args.busy:
             torch.save(tvm.get_model(backbones[0], weights=None).state_dict(), work / f"{backbones[0]}.pth")
         if args.photos:
@@ -476,8 +594,16 @@ def main() -> None:
             paths.write_text(json.dumps(write_images(work / "images-busy", args.images, seed=5)))
             warmup.write_text(json.dumps(write_images(work / "warmup-busy", WARMUP, seed=6)))
             for variant in ("per_image", "featx"):
-                speed_rows += spawn(variant, backbones[0], str(work / f"{backbones[0]}.pth"), paths, warmup, work,
-                                    label=f"{backbones[0]} busy", busy=True)
+                speed_rows += spawn(
+                    variant,
+                    backbones[0],
+                    str(work / f"{backbones[0]}.pth"),
+                    paths,
+                    warmup,
+                    work,
+                    label=f"{backbones[0]} busy",
+                    busy=True,
+                )
     if not args.skip_fidelity:
         fidelity_rows.append(real_fidelity(1000, 500))
 
@@ -489,10 +615,18 @@ def main() -> None:
     memory.to_csv(RESULTS / "memory.csv", index=False)
     pd.set_option("display.width", 200)
     print(f"machine: {machine()}\n")
-    print(speed.pivot_table(index="variant", columns="backbone", values="images_per_s", sort=False)
-          .round(1).to_string(), "\n")
-    print(speed.pivot_table(index="variant", columns="backbone", values="peak_rss_mb", sort=False)
-          .round(0).to_string(), "\n")
+    print(
+        speed.pivot_table(index="variant", columns="backbone", values="images_per_s", sort=False)
+        .round(1)
+        .to_string(),
+        "\n",
+    )
+    print(
+        speed.pivot_table(index="variant", columns="backbone", values="peak_rss_mb", sort=False)
+        .round(0)
+        .to_string(),
+        "\n",
+    )
     print(ratio.round(2).to_string(), "\n")
     print(fidelity.round(4).to_string(index=False), "\n")
     print(memory.round(0).to_string(index=False))

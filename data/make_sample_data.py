@@ -21,16 +21,26 @@ import pandas as pd
 from PIL import Image
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
-FASHION_CLASSES = ["tshirt_top", "trouser", "pullover", "dress", "coat",
-                   "sandal", "shirt", "sneaker", "bag", "ankle_boot"]
+FASHION_CLASSES = [
+    "tshirt_top",
+    "trouser",
+    "pullover",
+    "dress",
+    "coat",
+    "sandal",
+    "shirt",
+    "sneaker",
+    "bag",
+    "ankle_boot",
+]
 HERE = Path(__file__).resolve().parent
 
 
 def read_idx(path: Path) -> np.ndarray:
     """Parse an (optionally gzipped) idx file: big-endian dims after a 4-byte magic."""
-    raw = gzip.open(path).read() if path.suffix == ".gz" else path.read_bytes()
+    raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
     n_dims = raw[3]
-    shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(n_dims))
+    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(n_dims))
     return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * n_dims).reshape(shape)
 
 
@@ -73,8 +83,12 @@ def digits(test_fraction: float = 1 / 3) -> Path:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--train", type=int, default=2000, help="Fashion-MNIST training images (default 2000)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--train", type=int, default=2000, help="Fashion-MNIST training images (default 2000)"
+    )
     parser.add_argument("--test", type=int, default=1000, help="Fashion-MNIST test images (default 1000)")
     args = parser.parse_args()
     for manifest in (fashion_mnist(args.train, args.test), digits()):

@@ -1,6 +1,5 @@
 """featx: transfer learning by feature extraction with frozen pretrained CNNs."""
 
-from featx import zoo  # noqa: F401  (registers the bundled backbones)
 from featx.cache import FeatureCache
 from featx.errors import (
     FeatxError,
@@ -9,18 +8,25 @@ from featx.errors import (
     ParameterError,
     WeightsUnavailableError,
 )
+from featx.estimators.adapt import CORAL
+from featx.estimators.finetune import FineTunedClassifier
+from featx.estimators.pixels import RawPixels
+from featx.estimators.probe import LinearProbe
+from featx.estimators.transformer import PretrainedFeatures
 from featx.extract import extract_features
 from featx.feature_files import load_features
-from featx.network import FrozenNetwork, NetworkSpec, feature_size, list_nodes
-from featx.pixels import RawPixels
-from featx.preprocessing import Preprocessing
-from featx.probe import LinearProbe
-from featx.registry import Backbone, get_backbone, list_backbones, register_backbone
-from featx.transformer import PretrainedFeatures
-from featx.weights import PretrainedWeights
+from featx.job import JobSummary, run_job
+from featx.models import zoo  # noqa: F401  (registers the bundled backbones)
+from featx.models._registry import Backbone, get_backbone, list_backbones, register_backbone
+from featx.models.network import FrozenNetwork, NetworkSpec, feature_size, list_nodes
+from featx.models.preprocessing import Preprocessing
+from featx.models.weights import PretrainedWeights
 
 __all__ = [
     "Backbone",
+    "CORAL",
+    "FineTunedClassifier",
+    "JobSummary",
     "FeatureCache",
     "FeatxError",
     "FrozenNetwork",
@@ -41,6 +47,7 @@ __all__ = [
     "list_nodes",
     "load_features",
     "register_backbone",
+    "run_job",
 ]
 
 __version__ = "0.1.0"

@@ -7,6 +7,8 @@
       ImageError(ValueError)            one input that could not become an image (index, source, kind)
       WeightsUnavailableError(RuntimeError)  weights neither cached nor downloadable
       OutputError(OSError)              a cache, feature or errors file that cannot be written
+      ShardReadError(OSError)           a tar shard that cannot be opened or ends early
+      Int8Unavailable(RuntimeError)     int8 asked where it cannot run or keep its fidelity (models.quantize)
 
 Each keeps the standard base it always had, so ``except ValueError`` still works. The command line
 catches ``FeatxError`` (and the OS errors it expects) and prints one line; anything else is a bug in featx
@@ -32,6 +34,16 @@ class OutputError(FeatxError, OSError):
     """An output (cache, feature file, errors file) cannot be written; the message names the path and cause."""
 
 
+class ShardReadError(FeatxError, OSError):
+    """A shard that cannot be opened or that ends early; ``member`` is the member being read, if any."""
+
+    def __init__(self, member: str | None, cause: BaseException):
+        self.member, self.cause = member, cause
+        super().__init__(
+            f"{type(cause).__name__}: {cause}" + (f" (reading member {member})" if member else "")
+        )
+
+
 class ImageError(FeatxError, ValueError):
     """One input that could not become an image. ``kind`` is one of :data:`ERROR_KINDS`."""
 
@@ -48,6 +60,17 @@ class ImageError(FeatxError, ValueError):
 
 
 ERROR_KINDS = (
-    "missing", "permission", "unreadable", "empty", "not_an_image", "truncated", "decompression_bomb",
-    "too_large", "unsupported_mode", "ambiguous", "invalid_array", "unsupported_type", "not_a_file",
+    "missing",
+    "permission",
+    "unreadable",
+    "empty",
+    "not_an_image",
+    "truncated",
+    "decompression_bomb",
+    "too_large",
+    "unsupported_mode",
+    "ambiguous",
+    "invalid_array",
+    "unsupported_type",
+    "not_a_file",
 )

@@ -8,20 +8,21 @@ NaN rows and an :class:`~featx.errors.ImageError` each instead of invented vecto
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from featx import engines
 from featx.cache import MemoryNamespace, Store, open_store
 from featx.cache.store import Keys, key_strings
-from featx.engines.local import compute_missing
+from featx.engines.local.engine import compute_missing
 from featx.errors import ImageError
-from featx.images import MAX_PIXELS, ImageInput, as_image_list
-from featx.network import FrozenNetwork, NetworkSpec
+from featx.inputs.images import MAX_PIXELS, ImageInput, as_image_list
+from featx.models._registry import Backbone
+from featx.models.network import FrozenNetwork, NetworkSpec
 from featx.options import ON_ERROR, check_option, check_positive_int
-from featx.registry import Backbone
 
 __all__ = ["Extraction", "extract", "extract_features", "read_vectors"]
 
@@ -37,7 +38,12 @@ class Extraction:
 
 
 def read_vectors(
-    images: Sequence[ImageInput], keys: Keys, network: FrozenNetwork, store: Store, *, batch_size: int = 64,
+    images: Sequence[ImageInput],
+    keys: Keys,
+    network: FrozenNetwork,
+    store: Store,
+    *,
+    batch_size: int = 64,
     max_pixels: int = MAX_PIXELS,
 ) -> tuple[np.ndarray, int]:
     """Stored vectors for ``keys`` (all present, ``images`` aligned with them), and how many were recomputed:
@@ -45,8 +51,9 @@ def read_vectors(
     vectors, corrupt = store.read(keys)
     if not corrupt:
         return vectors, 0
-    recomputed = compute_missing(images, key_strings(keys), network, store, batch_size=batch_size,
-                                 max_pixels=max_pixels)
+    recomputed = compute_missing(
+        images, key_strings(keys), network, store, batch_size=batch_size, max_pixels=max_pixels
+    )
     vectors, _ = store.read(keys)
     return vectors, recomputed
 
@@ -68,17 +75,30 @@ def extract(
     """
     store = store if store is not None else MemoryNamespace(network.fingerprint)
     engine = engine or engines.get("local")
-    filled = engine.fill(images, network, store, batch_size=batch_size, num_workers=num_workers, progress=progress,
-                         max_pixels=max_pixels)
+    filled = engine.fill(
+        images,
+        network,
+        store,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        progress=progress,
+        max_pixels=max_pixels,
+    )
     features = np.full((len(images), network.n_features), np.nan, dtype=np.float32)
     good = filled.good()
     recomputed = 0
     if len(good):
         features[good], recomputed = read_vectors(
-            [images[i] for i in good], filled.keys[good], network, store, batch_size=batch_size,
+            [images[i] for i in good],
+            filled.keys[good],
+            network,
+            store,
+            batch_size=batch_size,
             max_pixels=max_pixels,
         )
-    return Extraction(features, filled.errors, n_cached=filled.n_cached, n_computed=filled.n_computed + recomputed)
+    return Extraction(
+        features, filled.errors, n_cached=filled.n_cached, n_computed=filled.n_computed + recomputed
+    )
 
 
 def extract_features(
@@ -106,17 +126,27 @@ def extract_features(
     ``on_error='raise'`` raises the first failure (it names the input's index, path and reason);
     ``on_error='nan'`` returns NaN rows for failed inputs. With ``cache_dir``, vectors are read from and
     written to the on-disk cache shared with ``featx extract``. ``compile='auto'`` runs ``torch.compile``
-    when at least ``featx.network.COMPILE_MIN_IMAGES`` images need computing. Images with more than
+    when at least ``featx.models.network.COMPILE_MIN_IMAGES`` images need computing. Images with more than
     ``max_pixels`` pixels, decoded or once resized, fail (kinds ``decompression_bomb``, ``too_large``).
     ``min_cosine`` and ``calibration`` are those of :class:`featx.PretrainedFeatures`.
     """
     check_option("on_error", on_error, ON_ERROR, "extract_features")
     check_positive_int("max_pixels", max_pixels, "extract_features")
     images = as_image_list(images)
-    network = FrozenNetwork(NetworkSpec(backbone, weights, layer, pooling, device, precision, compile, decoding,
-                                        min_cosine, calibration))
-    result = extract(images, network, open_store(network.fingerprint, cache_dir), batch_size=batch_size,
-                     num_workers=num_workers, progress=progress, max_pixels=max_pixels)
+    network = FrozenNetwork(
+        NetworkSpec(
+            backbone, weights, layer, pooling, device, precision, compile, decoding, min_cosine, calibration
+        )
+    )
+    result = extract(
+        images,
+        network,
+        open_store(network.fingerprint, cache_dir),
+        batch_size=batch_size,
+        num_workers=num_workers,
+        progress=progress,
+        max_pixels=max_pixels,
+    )
     if result.errors and on_error == "raise":
         raise result.errors[0]
     return result.features

@@ -17,8 +17,9 @@ import json
 import os
 import uuid
 import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -31,7 +32,9 @@ FEATURES_COLUMN = "features"
 SUFFIXES = (".parquet", ".npy")
 
 
-def check_output_path(path: str | os.PathLike, suffixes: Iterable[str] = SUFFIXES, what: str = "--out") -> Path:
+def check_output_path(
+    path: str | os.PathLike, suffixes: Iterable[str] = SUFFIXES, what: str = "--out"
+) -> Path:
     """Refuse, before any work, an output whose suffix is wrong or whose folder cannot take a new file."""
     path = Path(path)
     suffixes = tuple(suffixes)
@@ -80,7 +83,9 @@ def _remove(tmp: Path) -> None:
         tmp.unlink()
 
 
-def save_or_warn(path: Path, write: Callable[[Path], object], what: str, consequence: str, stacklevel: int = 2) -> None:
+def save_or_warn(
+    path: Path, write: Callable[[Path], object], what: str, consequence: str, stacklevel: int = 2
+) -> None:
     """Atomically write a file that only saves work (a measurement, a calibration): a read-only or full
     disk costs that work again next time, not the job, so it warns ("``what``: cannot write PATH: cause;
     ``consequence``") instead of raising."""
@@ -122,8 +127,9 @@ def write_features(
     return path
 
 
-def _write_npy(tmp: Path, chunks: Iterable[tuple[pd.DataFrame, np.ndarray]], n_features: int,
-               n_rows: int) -> list[pd.DataFrame]:
+def _write_npy(
+    tmp: Path, chunks: Iterable[tuple[pd.DataFrame, np.ndarray]], n_features: int, n_rows: int
+) -> list[pd.DataFrame]:
     """Stream the matrix into a .npy file with ordinary writes (a memory map would die by SIGBUS on a full disk)."""
     metas, written = [], 0
     with open(tmp, "wb") as handle:
@@ -140,10 +146,17 @@ def _write_npy(tmp: Path, chunks: Iterable[tuple[pd.DataFrame, np.ndarray]], n_f
     return metas
 
 
-def _write_parquet(tmp: Path, chunks: Iterable[tuple[pd.DataFrame, np.ndarray]], n_features: int,
-                   fingerprint: Mapping[str, Any], columns: pd.DataFrame) -> None:
+def _write_parquet(
+    tmp: Path,
+    chunks: Iterable[tuple[pd.DataFrame, np.ndarray]],
+    n_features: int,
+    fingerprint: Mapping[str, Any],
+    columns: pd.DataFrame,
+) -> None:
     empty = (columns.iloc[:0], np.empty((0, n_features), dtype=np.float32))
-    schema = _table(*empty, n_features).schema.with_metadata({"featx": json.dumps(dict(fingerprint), sort_keys=True)})
+    schema = _table(*empty, n_features).schema.with_metadata(
+        {"featx": json.dumps(dict(fingerprint), sort_keys=True)}
+    )
     with pq.ParquetWriter(tmp, schema) as writer:
         for meta, vectors in chunks:
             writer.write_table(_table(meta, vectors, n_features).cast(schema))
@@ -153,8 +166,12 @@ def _table(meta: pd.DataFrame, vectors: np.ndarray, n_features: int) -> pa.Table
     values = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).ravel(), type=pa.float32())
     table = pa.Table.from_pandas(meta.reset_index(drop=True), preserve_index=False)
     # an object column with no values yet (no rows, or only missing labels) is text, as in every other chunk
-    table = table.cast(pa.schema([f.with_type(pa.string()) if pa.types.is_null(f.type) else f for f in table.schema],
-                                 metadata=table.schema.metadata))
+    table = table.cast(
+        pa.schema(
+            [f.with_type(pa.string()) if pa.types.is_null(f.type) else f for f in table.schema],
+            metadata=table.schema.metadata,
+        )
+    )
     return table.append_column(FEATURES_COLUMN, pa.FixedSizeListArray.from_arrays(values, n_features))
 
 
@@ -169,12 +186,16 @@ def load_features(path: str | os.PathLike) -> tuple[np.ndarray, pd.DataFrame]:
     if path.suffix == ".npy":
         meta_path = _npy_meta_path(path)
         if not meta_path.is_file():
-            raise ParameterError(f"{path} has no {meta_path.name} beside it (an interrupted or partial write?); "
-                                 "run featx extract --out again")
+            raise ParameterError(
+                f"{path} has no {meta_path.name} beside it (an interrupted or partial write?); "
+                "run featx extract --out again"
+            )
         X, meta = np.load(path, allow_pickle=False), pd.read_csv(meta_path)
         if len(X) != len(meta):
-            raise ParameterError(f"{path} has {len(X)} rows but {meta_path.name} has {len(meta)}: they come from "
-                                 "different runs; run featx extract --out again")
+            raise ParameterError(
+                f"{path} has {len(X)} rows but {meta_path.name} has {len(meta)}: they come from "
+                "different runs; run featx extract --out again"
+            )
         return X, meta
     table = pq.read_table(path)
     column = table.column(FEATURES_COLUMN).combine_chunks()

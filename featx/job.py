@@ -9,15 +9,16 @@ from __future__ import annotations
 import csv
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from featx import engines
-from featx.cache import Namespace
+from featx.cache import FeatureCache, Namespace
 from featx.errors import ImageError
 from featx.extract import read_vectors
 from featx.feature_files import (
@@ -27,10 +28,11 @@ from featx.feature_files import (
     temporary_sibling,
     write_features,
 )
-from featx.images import MAX_PIXELS
-from featx.network import FrozenNetwork
+from featx.inputs.images import MAX_PIXELS
+from featx.inputs.manifests import load_job_source
+from featx.inputs.sources import Shards
+from featx.models.network import FrozenNetwork, NetworkSpec
 from featx.options import JOB_ON_ERROR, check_option
-from featx.sources import Shards
 
 _CHUNK_ROWS = 4096
 
@@ -78,7 +80,7 @@ def run_extract_job(
 ) -> JobSummary:
     """Cache the features of every image in ``manifest`` and optionally write them to ``out``.
 
-    ``manifest`` may be :class:`~featx.sources.Shards`: the engine then streams them and the output's rows
+    ``manifest`` may be :class:`~featx.inputs.sources.Shards`: the engine then streams them and the output's rows
     are the samples it found, in shard order.
 
     ``on_error='skip'`` reports bad files in the summary and leaves them out of ``out``; ``'raise'`` stops
@@ -90,37 +92,64 @@ def run_extract_job(
     check_writable_folder(namespace.path, "--cache")
     engine = engine or engines.get("local")
     start = time.perf_counter()
-    options = dict(batch_size=batch_size, num_workers=num_workers, progress=progress, fail_fast=on_error == "raise",
-                   max_pixels=max_pixels)
+    options = dict(
+        batch_size=batch_size,
+        num_workers=num_workers,
+        progress=progress,
+        fail_fast=on_error == "raise",
+        max_pixels=max_pixels,
+    )
     failed_shards = 0
     if isinstance(manifest, Shards):
         manifest, filled = engine.stream(manifest.names, network, namespace, **options)
-        failed_shards = int((manifest["path"] == manifest["shard"]).sum())  # a shard's row stands for the shard
+        failed_shards = int(
+            (manifest["path"] == manifest["shard"]).sum()
+        )  # a shard's row stands for the shard
     else:
         filled = engine.fill(manifest["path"].tolist(), network, namespace, **options)
-    summary = JobSummary(len(manifest) - failed_shards, filled.n_cached, filled.n_computed, filled.errors,
-                         skipped=manifest.attrs.get("skipped", []), failed_shards=failed_shards)
+    summary = JobSummary(
+        len(manifest) - failed_shards,
+        filled.n_cached,
+        filled.n_computed,
+        filled.errors,
+        skipped=manifest.attrs.get("skipped", []),
+        failed_shards=failed_shards,
+    )
     if out is not None:
         good = filled.good()
-        summary.out = write_features(out, _chunks(manifest, filled, good, network, namespace, max_pixels),
-                                     network.n_features, len(good), network.fingerprint,
-                                     manifest.iloc[:0].assign(key=pd.Series(dtype=object)))
+        summary.out = write_features(
+            out,
+            _chunks(manifest, filled, good, network, namespace, max_pixels),
+            network.n_features,
+            len(good),
+            network.fingerprint,
+            manifest.iloc[:0].assign(key=pd.Series(dtype=object)),
+        )
     summary.seconds = time.perf_counter() - start
     return summary
 
 
-def _chunks(manifest: pd.DataFrame, filled: engines.Filled, rows: np.ndarray, network: FrozenNetwork,
-            namespace: Namespace, max_pixels: int) -> Iterator[tuple[pd.DataFrame, np.ndarray]]:
+def _chunks(
+    manifest: pd.DataFrame,
+    filled: engines.Filled,
+    rows: np.ndarray,
+    network: FrozenNetwork,
+    namespace: Namespace,
+    max_pixels: int,
+) -> Iterator[tuple[pd.DataFrame, np.ndarray]]:
     """The output, chunk by chunk: the keys become strings only a chunk at a time."""
     for start in range(0, len(rows), _CHUNK_ROWS):
         here = rows[start : start + _CHUNK_ROWS]
         chunk = manifest.iloc[here].assign(key=filled.key_strings(here))
-        vectors, _ = read_vectors(chunk["path"].tolist(), filled.keys[here], network, namespace,
-                                  max_pixels=max_pixels)
+        vectors, _ = read_vectors(
+            chunk["path"].tolist(), filled.keys[here], network, namespace, max_pixels=max_pixels
+        )
         yield chunk.assign(path=chunk["path"].map(printable_path)), vectors
 
 
-def write_errors(path: str | os.PathLike, errors: list[ImageError], skipped: list[tuple[str, str]] = ()) -> Path:
+def write_errors(
+    path: str | os.PathLike, errors: list[ImageError], skipped: list[tuple[str, str]] = ()
+) -> Path:
     """One row per failed input (index, path, kind, message), then one per skipped folder entry (kind
     ``skipped``, no index). Written through a temporary file: a failed write leaves nothing behind."""
     path = Path(path)
@@ -129,9 +158,51 @@ def write_errors(path: str | os.PathLike, errors: list[ImageError], skipped: lis
             writer = csv.DictWriter(handle, fieldnames=["index", "path", "kind", "message"])
             writer.writeheader()
             for error in errors:
-                writer.writerow({"index": error.index, "path": printable_path(error.source), "kind": error.kind,
-                                 "message": printable_path(error.reason)})
+                writer.writerow(
+                    {
+                        "index": error.index,
+                        "path": printable_path(error.source),
+                        "kind": error.kind,
+                        "message": printable_path(error.reason),
+                    }
+                )
             for entry, reason in skipped:
-                writer.writerow({"index": "", "path": printable_path(entry), "kind": "skipped", "message": reason})
+                writer.writerow(
+                    {"index": "", "path": printable_path(entry), "kind": "skipped", "message": reason}
+                )
         os.replace(tmp, path)
     return path
+
+
+def run_job(
+    source: str | os.PathLike,
+    backbone: str = "resnet50",
+    *,
+    cache_dir: str | os.PathLike,
+    out: str | os.PathLike | None = None,
+    weights: Any = "DEFAULT",
+    layer: str | None = None,
+    pooling: str | None = None,
+    device: str = "auto",
+    precision: str = "auto",
+    batch_size: int = 64,
+    on_error: str = "skip",
+    engine: str = "local",
+    progress: bool = False,
+    **engine_options: Any,
+) -> JobSummary:
+    """``featx extract SOURCE`` from Python: cache a folder's, manifest's or shards' features, optionally
+    write ``out``. ``engine_options`` go to the engine (Ray: ``address``, ``concurrency``)."""
+    runner = engines.get(engine, **engine_options)
+    network = runner.network(NetworkSpec(backbone, weights, layer, pooling, device, precision))
+    namespace = FeatureCache(cache_dir).namespace(network.fingerprint)
+    return run_extract_job(
+        load_job_source(source),
+        network,
+        namespace,
+        batch_size=batch_size,
+        on_error=on_error,
+        out=out,
+        progress=progress,
+        engine=runner,
+    )

@@ -6,7 +6,8 @@ Like scikit-learn's ``_parameter_constraints``: the transformer, the engine and 
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from featx.errors import ParameterError
 

@@ -16,12 +16,14 @@ from pathlib import Path
 import pandas as pd
 
 from featx import extract_features, get_backbone
-from featx.datasets import load_manifest
 from featx.evaluate import compare_classifiers, confusion, recommendation, transfer_report
-from featx.plots import comparison_figure, save_png
+from featx.evaluate.figures import comparison_figure, save_png
+from featx.inputs.manifests import load_manifest
 
 # --- the experiment ------------------------------------------------------------------------------------
-BACKBONES = ["efficientnet_lite0"]  # add "resnet50", "vgg16" ... (torchvision weights: internet or TORCH_HOME)
+BACKBONES = [
+    "efficientnet_lite0"
+]  # add "resnet50", "vgg16" ... (torchvision weights: internet or TORCH_HOME)
 LAYERS = "stages"  # None: the last pooling layer only; "stages": early, middle and last; or a list of nodes
 CLASSIFIERS = ["logreg", "linsvm", "svm", "knn", "rf"]
 CV = 5  # stratified folds; "split" uses the manifest's train/test split (no noise estimate)
@@ -31,7 +33,9 @@ OUT = Path("out")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("manifest", nargs="?", default="data/fashion_mnist/manifest.csv")
     parser.add_argument("--name", default="fashion_mnist", help="prefix of the output files")
     args = parser.parse_args()
@@ -42,22 +46,44 @@ def main() -> None:
     tables = []
     for backbone in BACKBONES:
         X = extract_features(paths, backbone, cache_dir=CACHE, progress=True)
-        tables.append(compare_classifiers(X, labels, classifiers=CLASSIFIERS, cv=CV, tune=TUNE,
-                                          split=manifest.get("split"), backbone=backbone, layer=get_backbone(backbone).node))
+        tables.append(
+            compare_classifiers(
+                X,
+                labels,
+                classifiers=CLASSIFIERS,
+                cv=CV,
+                tune=TUNE,
+                split=manifest.get("split"),
+                backbone=backbone,
+                layer=get_backbone(backbone).node,
+            )
+        )
     table = pd.concat(tables).sort_values("accuracy_mean", ascending=False, ignore_index=True)
     print(table.to_string(index=False, float_format="{:.4f}".format))
     print(recommendation(table))
 
     best, best_backbone = table.iloc[0]["classifier"], table.iloc[0]["backbone"]
-    report = transfer_report(paths, labels, backbones=BACKBONES, layers=LAYERS, classifier=best, cv=CV,
-                             split=manifest.get("split"), dataset=args.name, cache_dir=CACHE, progress=True)
+    report = transfer_report(
+        paths,
+        labels,
+        backbones=BACKBONES,
+        layers=LAYERS,
+        classifier=best,
+        cv=CV,
+        split=manifest.get("split"),
+        dataset=args.name,
+        cache_dir=CACHE,
+        progress=True,
+    )
     print(f"\n{report}")
 
     OUT.mkdir(exist_ok=True)
     table.to_csv(OUT / f"{args.name}.csv", index=False)
     report.summary.to_csv(OUT / f"{args.name}.transfer.csv", index=False)
     X_best = extract_features(paths, best_backbone, cache_dir=CACHE)
-    figure = comparison_figure(table, confusion(X_best, labels, best, cv=CV, split=manifest.get("split")), report)
+    figure = comparison_figure(
+        table, confusion(X_best, labels, best, cv=CV, split=manifest.get("split")), report
+    )
     print(f"plot: {save_png(figure, OUT / f'{args.name}.png')}")
 
 

@@ -20,5 +20,7 @@ stage 3 "cache $BACKBONE features of 3,000 images in .featx-cache/ (about 1 minu
   --cache .featx-cache --out "out/fashion_mnist_${BACKBONE}.parquet"
 stage 4 "compare 5 classifiers by 5-fold cross-validation, then the transfer report (about 4 minutes)"
 "$PYTHON" -m featx compare "out/fashion_mnist_${BACKBONE}.parquet" --cache .featx-cache --report \
-  --out "out/fashion_mnist_${BACKBONE}.csv" --plot "out/fashion_mnist_${BACKBONE}.png"
+  --out "out/fashion_mnist_${BACKBONE}.csv" --plot "out/fashion_mnist_${BACKBONE}.png" \
+  --html "out/fashion_mnist_${BACKBONE}.html"
 stage 5 "done: table out/fashion_mnist_${BACKBONE}.csv, plot out/fashion_mnist_${BACKBONE}.png"
+echo "open the report: out/fashion_mnist_${BACKBONE}.html"

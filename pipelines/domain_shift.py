@@ -20,8 +20,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from featx import extract_features
-from featx.adapt import shift_report
-from featx.datasets import load_manifest
+from featx.estimators.adapt import shift_report
+from featx.inputs.manifests import load_manifest
 
 SHIFTS = {
     "invert": lambda image: Image.eval(image, lambda value: 255 - value),
@@ -32,7 +32,9 @@ SHIFTS = {
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("manifest", nargs="?", default="data/fashion_mnist/manifest.csv")
     parser.add_argument("--shift", choices=sorted(SHIFTS), default="invert")
     parser.add_argument("--backbone", default="efficientnet_lite0")
@@ -55,7 +57,9 @@ def main() -> None:
     classifier = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=2000))
     report = shift_report(X_source, train["label"], X_target, X_test, test["label"], classifier)
     in_domain = classifier.fit(X_source, train["label"]).score(X_test_source, test["label"])
-    print(f"{args.backbone}, source: {len(train)} original training images; target: the same images, {args.shift}")
+    print(
+        f"{args.backbone}, source: {len(train)} original training images; target: the same images, {args.shift}"
+    )
     print(f"no shift (source test images): {in_domain:.1%}")
     print(report.to_string(index=False, float_format="{:.3f}".format))
 

@@ -8,9 +8,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from PIL import Image
-
 import tiny_backbone  # noqa: F401  (registers the "tiny" backbone)
+from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -26,6 +25,8 @@ def tuning_file(tmp_path_factory):
         os.environ.pop("FEATX_TUNING_FILE", None)
     else:
         os.environ["FEATX_TUNING_FILE"] = previous
+
+
 FASHION_MANIFEST = REPO / "data" / "fashion_mnist" / "manifest.csv"
 
 
@@ -84,7 +85,7 @@ def messy_folder(tmp_path):
     root = tmp_path / "photos"
     rgb = Image.fromarray(photo(1, size=(40, 30)))
     save(rgb.convert("CMYK"), root / "good" / "cmyk.jpg", "JPEG")
-    save(Image.fromarray((photo(2)[..., 0].astype(np.uint16) * 257)), root / "good" / "grey16.png", "PNG")
+    save(Image.fromarray(photo(2)[..., 0].astype(np.uint16) * 257), root / "good" / "grey16.png", "PNG")
     save(rgb.convert("RGBA").convert("P"), root / "good" / "palette.png", "PNG", transparency=0)
     save(rgb.convert("LA"), root / "good" / "la.png", "PNG")
     exif = rgb.getexif()
@@ -99,8 +100,12 @@ def messy_folder(tmp_path):
     bomb = io.BytesIO()
     Image.new("1", (12000, 10000)).save(bomb, format="PNG")  # 120 megapixels, a few kB on disk
     (root / "bad" / "bomb.png").write_bytes(bomb.getvalue())
-    manifest = pd.DataFrame({"path": [str(p.relative_to(tmp_path)) for p in sorted(root.rglob("*.*"))]
-                             + ["photos/bad/missing.jpg"]})
+    manifest = pd.DataFrame(
+        {
+            "path": [str(p.relative_to(tmp_path)) for p in sorted(root.rglob("*.*"))]
+            + ["photos/bad/missing.jpg"]
+        }
+    )
     manifest["label"] = [p.split("/")[1] for p in manifest["path"]]
     manifest.to_csv(tmp_path / "manifest.csv", index=False)
     return tmp_path / "manifest.csv"
@@ -124,18 +129,34 @@ def messy_shards(tmp_path):
     ``attrs``: the good images in shard order, and the expected failures and skips by path."""
     jpeg = encode(photo(9), "JPEG")
     good = [encode(photo(seed)) for seed in range(4)]
-    write_shard(tmp_path / "shards-0000.tar", [("a", {"png": good[0], "cls": b"0"}),
-                                               ("b", {"jpg": jpeg[: len(jpeg) // 2], "cls": b"1"}),
-                                               ("e", {"txt": b"a caption without an image"})])
-    write_shard(tmp_path / "shards-0001.tar", [("c", {"png": good[1], "cls": b"1"}),
-                                               ("d", {"jpg": b"this is text, not a picture"})])
-    cut = write_shard(tmp_path / "shards-0003.tar", [("f", {"png": good[2], "cls": b"0"}),
-                                                     ("g", {"png": good[3], "cls": b"1"})])
+    write_shard(
+        tmp_path / "shards-0000.tar",
+        [
+            ("a", {"png": good[0], "cls": b"0"}),
+            ("b", {"jpg": jpeg[: len(jpeg) // 2], "cls": b"1"}),
+            ("e", {"txt": b"a caption without an image"}),
+        ],
+    )
+    write_shard(
+        tmp_path / "shards-0001.tar",
+        [("c", {"png": good[1], "cls": b"1"}), ("d", {"jpg": b"this is text, not a picture"})],
+    )
+    cut = write_shard(
+        tmp_path / "shards-0003.tar",
+        [("f", {"png": good[2], "cls": b"0"}), ("g", {"png": good[3], "cls": b"1"})],
+    )
     data = cut.read_bytes()
     cut.write_bytes(data[: data.index(good[3]) + len(good[3]) // 2])
     shard = [tmp_path / f"shards-000{n}.tar" for n in range(4)]
-    return {"pattern": str(tmp_path / "shards-{0000..0003}.tar"), "good": [good[0], good[1], good[2]],
-            "labels": ["0", "1", "0"],
-            "failed": {f"tar://b.jpg::{shard[0]}": "truncated", f"tar://d.jpg::{shard[1]}": "not_an_image",
-                       str(shard[2]): "missing", str(shard[3]): "unreadable"},
-            "skipped": [f"tar://e::{shard[0]}"]}
+    return {
+        "pattern": str(tmp_path / "shards-{0000..0003}.tar"),
+        "good": [good[0], good[1], good[2]],
+        "labels": ["0", "1", "0"],
+        "failed": {
+            f"tar://b.jpg::{shard[0]}": "truncated",
+            f"tar://d.jpg::{shard[1]}": "not_an_image",
+            str(shard[2]): "missing",
+            str(shard[3]): "unreadable",
+        },
+        "skipped": [f"tar://e::{shard[0]}"],
+    }

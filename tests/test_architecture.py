@@ -1,12 +1,16 @@
-"""The shape of the package (see README, "How featx is built"): data flows one way, modules stay small."""
+"""The shape of the package (docs/architecture.md): packages by role, data flowing one way, one
+exception root, modules that stay small."""
 
 import ast
+import inspect
 from pathlib import Path
 
 import featx
 
 PACKAGE = Path(featx.__file__).parent
-MAX_LINES = 320  # "about 300": a module longer than that says why in its docstring
+DOCS = PACKAGE.parent / "docs"
+MAX_LINES = 300  # a module longer than that says why in its docstring ("... lines ...")
+ROLES = {"models", "inputs", "cache", "engines", "estimators", "evaluate", "cli"}
 
 
 def module_name(path: Path) -> str:
@@ -17,12 +21,12 @@ def module_name(path: Path) -> str:
 MODULES = {module_name(p): p for p in PACKAGE.rglob("*.py")}
 
 
-def imports_at_load_time(path: Path) -> set[str]:
-    """featx modules imported when ``path`` is imported: top-level imports, not TYPE_CHECKING or lazy ones.
-
-    ``from featx.pkg import sub`` depends on the submodule ``sub`` (and the package's own __init__)."""
+def featx_imports(path: Path) -> set[str]:
+    """Every featx module ``path`` imports: at the top, inside functions, under TYPE_CHECKING, or by name
+    through importlib (a string that names a featx module). ``from featx.pkg import sub`` depends on the
+    submodule ``sub``."""
     found = set()
-    for node in ast.parse(path.read_text()).body:
+    for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("featx"):
             submodules = {f"{node.module}.{a.name}" for a in node.names} & MODULES.keys()
             found |= submodules
@@ -30,17 +34,21 @@ def imports_at_load_time(path: Path) -> set[str]:
                 found.add(node.module)
         elif isinstance(node, ast.Import):
             found |= {a.name for a in node.names if a.name.startswith("featx")}
+        elif (
+            isinstance(node, ast.Constant) and str(node.value).startswith("featx.") and node.value in MODULES
+        ):
+            found.add(node.value)
     return found
 
 
-def test_no_featx_module_imports_one_that_imports_it_back():
-    graph = {name: imports_at_load_time(path) - {name} for name, path in MODULES.items()}
+def test_no_featx_module_imports_one_that_imports_it_back_not_even_lazily_or_for_types():
+    graph = {name: featx_imports(path) - {name} for name, path in MODULES.items()}
     cycles = []
 
     def walk(name, stack):
         for dep in graph.get(name, ()):
             if dep in stack:
-                cycles.append(stack[stack.index(dep):] + [dep])
+                cycles.append(stack[stack.index(dep) :] + [dep])
             elif len(stack) < 30:
                 walk(dep, stack + [dep])
 
@@ -49,21 +57,72 @@ def test_no_featx_module_imports_one_that_imports_it_back():
     assert not cycles, cycles[:3]
 
 
-def test_no_module_is_much_longer_than_300_lines_without_saying_why():
-    long = {name: len(path.read_text().splitlines()) for name, path in MODULES.items()
-            if len(path.read_text().splitlines()) > MAX_LINES and "lines" not in (ast.get_docstring(ast.parse(path.read_text())) or "")}
+def test_the_top_level_holds_the_packages_by_role_and_only_a_few_entry_modules():
+    packages = {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()}
+    modules = {p.stem for p in PACKAGE.glob("*.py")}
+    assert packages == ROLES
+    assert modules <= {
+        "__init__",
+        "__main__",
+        "errors",
+        "options",
+        "_machine",
+        "extract",
+        "job",
+        "feature_files",
+    }
+
+
+def test_no_module_is_longer_than_300_lines_without_saying_why():
+    long = {
+        name: len(path.read_text().splitlines())
+        for name, path in MODULES.items()
+        if len(path.read_text().splitlines()) > MAX_LINES
+        and "lines" not in (ast.get_docstring(ast.parse(path.read_text())) or "")
+    }
     assert not long, long
 
 
+def test_every_exception_featx_defines_derives_from_featx_error():
+    strays = []
+    for name, path in MODULES.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef) and any(
+                isinstance(b, ast.Name) and (b.id.endswith(("Error", "Exception")) or b.id == "Exception")
+                for b in node.bases
+            ):
+                bases = {b.id for b in node.bases if isinstance(b, ast.Name)}
+                rooted = "FeatxError" in bases or any(
+                    issubclass(getattr(featx.errors, b, object), featx.errors.FeatxError) for b in bases
+                )
+                if not rooted and (name, node.name) != ("featx.errors", "FeatxError"):
+                    strays.append(f"{name}.{node.name}")
+    assert strays == []
+
+
+def test_the_public_surface_is_what_featx_exports_and_each_name_resolves():
+    for name in featx.__all__:
+        assert getattr(featx, name) is not None
+    assert {"CORAL", "FineTunedClassifier", "run_job"} <= set(featx.__all__)
+    for name in featx.__all__:
+        obj = getattr(featx, name)
+        if inspect.isclass(obj) or inspect.isfunction(obj):
+            assert obj.__doc__, f"featx.{name} has no docstring"
+
+
 def test_the_registry_mechanism_names_no_model():
-    source = (PACKAGE / "registry.py").read_text().lower()
+    source = (PACKAGE / "models" / "_registry.py").read_text().lower()
     assert not any(family in source for family in ("resnet", "vgg", "efficientnet", "import timm"))
-    assert imports_at_load_time(PACKAGE / "registry.py").isdisjoint({"featx.zoo", "featx.network", "featx.extract"})
+    assert featx_imports(PACKAGE / "models" / "_registry.py").isdisjoint(
+        {"featx.models.zoo", "featx.models.network", "featx.extract"}
+    )
 
 
-def test_readme_says_which_file_holds_each_module():
-    section = (PACKAGE.parent / "README.md").read_text().split("## How featx is built")[1].split("\n## ")[0]
-    unnamed = [str(path.relative_to(PACKAGE)) for path in PACKAGE.rglob("*.py")
-               if path.name not in ("__init__.py", "__main__.py")
-               and path.name not in section and str(path.relative_to(PACKAGE)) not in section]
-    assert unnamed == [], f"README's 'How featx is built' does not name {unnamed}"
+def test_the_architecture_page_names_every_module():
+    page = (DOCS / "architecture.md").read_text()
+    unnamed = [
+        str(path.relative_to(PACKAGE))
+        for path in PACKAGE.rglob("*.py")
+        if path.name not in ("__init__.py", "__main__.py") and str(path.relative_to(PACKAGE)) not in page
+    ]
+    assert unnamed == [], f"docs/architecture.md does not name {unnamed}"

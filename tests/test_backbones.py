@@ -2,24 +2,40 @@
 
 import pytest
 import torch
+from conftest import photo
 from PIL import Image
 from sklearn.datasets import load_sample_image
 from torch import nn
 from torchvision.models import ResNet50_Weights
 
-from conftest import photo
-from featx import Backbone, get_backbone, Preprocessing, extract_features, feature_size, list_backbones, list_nodes, register_backbone
+from featx import (
+    Backbone,
+    Preprocessing,
+    extract_features,
+    feature_size,
+    get_backbone,
+    list_backbones,
+    list_nodes,
+    register_backbone,
+)
 
 
 @pytest.mark.parametrize(
     "backbone, layer, pooling, size",
     [
-        ("resnet18", None, None, 512), ("resnet34", None, None, 512), ("resnet50", None, None, 2048),
-        ("resnet101", None, None, 2048), ("resnet152", None, None, 2048),
-        ("vgg16", None, None, 512 * 7 * 7), ("vgg16", None, "avg", 512), ("vgg16", None, "max", 512),
-        ("vgg16_bn", None, None, 25088), ("vgg19", None, None, 25088),
+        ("resnet18", None, None, 512),
+        ("resnet34", None, None, 512),
+        ("resnet50", None, None, 2048),
+        ("resnet101", None, None, 2048),
+        ("resnet152", None, None, 2048),
+        ("vgg16", None, None, 512 * 7 * 7),
+        ("vgg16", None, "avg", 512),
+        ("vgg16", None, "max", 512),
+        ("vgg16_bn", None, None, 25088),
+        ("vgg19", None, None, 25088),
         ("efficientnet_lite0", None, None, 1280),
-        ("resnet50", "layer3", None, 1024), ("resnet50", "layer2", "flatten", 512 * 28 * 28),
+        ("resnet50", "layer3", None, 1024),
+        ("resnet50", "layer2", "flatten", 512 * 28 * 28),
         ("vgg16", "features.23", None, 512),
     ],
 )

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import REPO, assert_same_vectors, encode, photo
+
 from featx import FeatureCache, FrozenNetwork, PretrainedFeatures, extract_features, load_features
 from featx.cache import Namespace
 
@@ -27,7 +27,9 @@ def featx_cli(*args, popen=False, **options):
     env = {**os.environ, "PYTHONPATH": str(REPO / "tests")}
     command = [sys.executable, "-m", "featx", *map(str, args)]
     if popen:
-        return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **options)
+        return subprocess.Popen(
+            command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **options
+        )
     return subprocess.run(command, env=env, capture_output=True, text=True)
 
 
@@ -36,8 +38,9 @@ def only_namespace(cache: Path) -> Namespace:
     return namespace
 
 
-@pytest.mark.parametrize("change", [{"layer": "3"}, {"pooling": "avg", "layer": "3"}, {"precision": "fp32"},
-                                    {"weights": "file"}])
+@pytest.mark.parametrize(
+    "change", [{"layer": "3"}, {"pooling": "avg", "layer": "3"}, {"precision": "fp32"}, {"weights": "file"}]
+)
 def test_a_fingerprint_change_misses_the_cache(tmp_path, change):
     base = {"backbone": "tiny", "weights": None, "precision": "bf16"}
     if change.get("weights") == "file":
@@ -92,7 +95,10 @@ def test_debris_of_a_killed_writer_is_invisible_and_pruned(tmp_path):
         os.utime(namespace.path / debris, (old, old))
     result = featx_cli("cache", "prune", tmp_path)
     assert "2 leftover file(s)" in result.stdout
-    assert sorted(p.name.split(".", 1)[1] for p in namespace.path.glob("*.npy")) == ["keys.npy", "vectors.npy"]
+    assert sorted(p.name.split(".", 1)[1] for p in namespace.path.glob("*.npy")) == [
+        "keys.npy",
+        "vectors.npy",
+    ]
 
 
 def test_cache_info_lists_namespaces_with_counts_and_prune_removes_a_namespace(tmp_path):
@@ -108,8 +114,19 @@ def test_cache_info_lists_namespaces_with_counts_and_prune_removes_a_namespace(t
 def test_the_job_and_the_transformer_share_one_cache(tmp_path, monkeypatch):
     folder = write_images(tmp_path / "images", 10)
     out = tmp_path / "features.parquet"
-    result = featx_cli("extract", folder, "--backbone", "tiny_backbone:TINY", "--weights", "none",
-                       "--cache", tmp_path / "cache", "--out", out, "--quiet")
+    result = featx_cli(
+        "extract",
+        folder,
+        "--backbone",
+        "tiny_backbone:TINY",
+        "--weights",
+        "none",
+        "--cache",
+        tmp_path / "cache",
+        "--out",
+        out,
+        "--quiet",
+    )
     assert result.returncode == 0, result.stderr
     X_job, meta = load_features(out)
     calls = []
@@ -123,20 +140,35 @@ def test_the_job_and_the_transformer_share_one_cache(tmp_path, monkeypatch):
 def test_two_processes_writing_one_cache_at_once(tmp_path):
     folder = write_images(tmp_path / "images", 120)
     cache = tmp_path / "cache"
-    args = ("extract", folder, "--backbone", "tiny_backbone:TINY", "--weights", "none", "--precision", "fp32",
-            "--batch-size", "4", "--cache", cache, "--quiet")
+    args = (
+        "extract",
+        folder,
+        "--backbone",
+        "tiny_backbone:TINY",
+        "--weights",
+        "none",
+        "--precision",
+        "fp32",
+        "--batch-size",
+        "4",
+        "--cache",
+        cache,
+        "--quiet",
+    )
     jobs = [featx_cli(*args, popen=True) for _ in range(2)]
     assert [job.wait(timeout=300) for job in jobs] == [0, 0]
     namespace = only_namespace(cache)
     assert namespace.verify() == [] and len(namespace) == 120
-    reference = extract_features(sorted(folder.iterdir()), "tiny", weights=None, precision="fp32", batch_size=4)
+    reference = extract_features(
+        sorted(folder.iterdir()), "tiny", weights=None, precision="fp32", batch_size=4
+    )
     X, corrupt = namespace.read(_keys(folder))
     assert corrupt == []
     np.testing.assert_allclose(X, reference, rtol=1e-5, atol=1e-6)
 
 
 def _keys(folder):
-    from featx.images import content_key
+    from featx.inputs.images import content_key
 
     return [content_key(p) for p in sorted(folder.iterdir())]
 
@@ -144,8 +176,21 @@ def _keys(folder):
 @pytest.mark.slow
 def test_kill_9_at_random_moments_then_resume_gives_the_uninterrupted_result(tmp_path):
     folder = write_images(tmp_path / "images", 300)
-    args = ["extract", folder, "--backbone", "resnet18", "--weights", "none", "--precision", "fp32",
-            "--batch-size", "8", "--num-workers", "1", "--quiet"]
+    args = [
+        "extract",
+        folder,
+        "--backbone",
+        "resnet18",
+        "--weights",
+        "none",
+        "--precision",
+        "fp32",
+        "--batch-size",
+        "8",
+        "--num-workers",
+        "1",
+        "--quiet",
+    ]
     reference = featx_cli(*args, "--cache", tmp_path / "reference", "--out", tmp_path / "reference.parquet")
     assert reference.returncode == 0, reference.stderr
 
@@ -153,8 +198,14 @@ def test_kill_9_at_random_moments_then_resume_gives_the_uninterrupted_result(tmp
     for _ in range(3):
         committed = len(list(cache.rglob("*.keys.npy"))) if cache.exists() else 0
         job = featx_cli(*args, "--cache", cache, popen=True)
-        deadline = time.time() + 60  # kill while it computes: after its first new batch, a random moment later
-        while job.poll() is None and time.time() < deadline and len(list(cache.rglob("*.keys.npy"))) <= committed:
+        deadline = (
+            time.time() + 60
+        )  # kill while it computes: after its first new batch, a random moment later
+        while (
+            job.poll() is None
+            and time.time() < deadline
+            and len(list(cache.rglob("*.keys.npy"))) <= committed
+        ):
             time.sleep(0.05)
         time.sleep(rng.uniform(0.0, 1.0))
         if job.poll() is None:
@@ -179,11 +230,25 @@ def test_kill_9_at_random_moments_then_resume_gives_the_uninterrupted_result(tmp
 @pytest.mark.slow
 def test_ctrl_c_stops_cleanly_keeping_finished_batches(tmp_path):
     folder, cache = write_images(tmp_path / "images", 300), tmp_path / "cache"
-    job = featx_cli("extract", folder, "--backbone", "resnet18", "--weights", "none", "--batch-size", "8",
-                    "--precision", "fp32", "--cache", cache, "--quiet", popen=True,
-                    # as typed at a terminal: a test run started in the background of a script (`pytest &`)
-                    # has SIGINT ignored, and its children inherit that, so the job would never see the signal
-                    preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    job = featx_cli(
+        "extract",
+        folder,
+        "--backbone",
+        "resnet18",
+        "--weights",
+        "none",
+        "--batch-size",
+        "8",
+        "--precision",
+        "fp32",
+        "--cache",
+        cache,
+        "--quiet",
+        popen=True,
+        # as typed at a terminal: a test run started in the background of a script (`pytest &`)
+        # has SIGINT ignored, and its children inherit that, so the job would never see the signal
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     deadline = time.time() + 60
     while time.time() < deadline and not (cache.exists() and any(cache.rglob("*.keys.npy"))):
         time.sleep(0.2)  # wait for the first committed batch

@@ -30,7 +30,8 @@ def test_a_pieces_checksum_combined_from_its_rows_checksums_is_the_checksum_of_i
     flipped.view(np.uint8)[70, 1] ^= 0x10  # a bit of row 70, inside the piece 65:192
     stale = combined_checksums(vector_checksums(rows), starts, row_bytes)
     assert [isal_zlib.crc32(flipped[a:b].tobytes()) == c for a, b, c in zip(starts, ends, stale)] == [
-        True] * 7 + [False, True, True]
+        True
+    ] * 7 + [False, True, True]
 
 
 def test_keys_in_storage_order_are_found_with_one_index_search_in_STRIDE(tmp_path, monkeypatch):
@@ -38,7 +39,9 @@ def test_keys_in_storage_order_are_found_with_one_index_search_in_STRIDE(tmp_pat
     write_shards(FeatureCache(tmp_path / "four").namespace(FINGERPRINT), list(range(160)), per_shard=40)
     searched = []
     original = KeyIndex.locate
-    monkeypatch.setattr(KeyIndex, "locate", lambda self, keys: searched.append(len(keys)) or original(self, keys))
+    monkeypatch.setattr(
+        KeyIndex, "locate", lambda self, keys: searched.append(len(keys)) or original(self, keys)
+    )
     vectors, corrupt = fresh_namespace(tmp_path / "one").read([key(i) for i in range(160)])
     assert corrupt == [] and vectors[:, 0].tolist() == list(range(160))
     assert sum(searched) == 160 // reader.STRIDE
@@ -77,8 +80,11 @@ def small_pieces(monkeypatch):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
     threads = set()
     original = reader.BulkRead._copy_piece
-    monkeypatch.setattr(reader.BulkRead, "_copy_piece",
-                        lambda self, piece: threads.add(threading.current_thread().name) or original(self, piece))
+    monkeypatch.setattr(
+        reader.BulkRead,
+        "_copy_piece",
+        lambda self, piece: threads.add(threading.current_thread().name) or original(self, piece),
+    )
     return threads
 
 
@@ -90,7 +96,9 @@ def flip_a_bit(namespace, shard: str, row: int) -> None:
 
 
 @pytest.mark.parametrize("as_array", [False, True], ids=["strings", "S64 array"])
-def test_threaded_pieces_copy_every_vector_and_name_exactly_the_rows_that_fail(tmp_path, small_pieces, as_array):
+def test_threaded_pieces_copy_every_vector_and_name_exactly_the_rows_that_fail(
+    tmp_path, small_pieces, as_array
+):
     write_shards(FeatureCache(tmp_path).namespace(FINGERPRINT), list(range(300)), per_shard=100)
     namespace = fresh_namespace(tmp_path)
     first, _, third = namespace.shard_names()
@@ -112,7 +120,8 @@ def test_threaded_pieces_copy_every_vector_and_name_exactly_the_rows_that_fail(t
 
 @pytest.mark.parametrize("order", ["stored", "shuffled"])
 def test_a_vectors_file_cut_short_since_it_was_mapped_is_recomputed_from_the_cut_not_a_crash(
-        tmp_path, small_pieces, order):
+    tmp_path, small_pieces, order
+):
     """Runs meet the end of the file in preadv; gathers check the file's size first (reading past the end
     of a shortened memory map would kill the process with SIGBUS)."""
     write_shards(FeatureCache(tmp_path).namespace(FINGERPRINT), list(range(40)), per_shard=40)
@@ -143,7 +152,12 @@ def test_a_read_across_more_shards_than_the_process_may_open_files_succeeds(tmp_
         print("read", len(namespace.shard_names()), "shards")
     """)
     tests = os.path.dirname(__file__)
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tests,
-                          env={**os.environ, "PYTHONPATH": tests})
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        cwd=tests,
+        env={**os.environ, "PYTHONPATH": tests},
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout == "read 600 shards\n"

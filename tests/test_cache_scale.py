@@ -12,9 +12,8 @@ import pytest
 from test_cache import featx_cli
 from test_hostile_inputs import fill_disk, leftovers, one_line_failure, tmpfs
 
-from featx.cache import FeatureCache, Namespace
+from featx.cache import FeatureCache, Namespace, index
 from featx.cache.compact import LOCK_NAME, compact
-from featx.cache import index
 from featx.cache.index import KeyIndex
 
 FINGERPRINT = {"backbone": "sim", "node": "pool", "dim": 4}
@@ -30,7 +29,7 @@ def vector(i: int) -> np.ndarray:
 
 def write_shards(namespace: Namespace, numbers: list[int], per_shard: int) -> None:
     for start in range(0, len(numbers), per_shard):
-        chunk = numbers[start:start + per_shard]
+        chunk = numbers[start : start + per_shard]
         namespace.write([key(i) for i in chunk], np.stack([vector(i) for i in chunk]))
 
 
@@ -49,7 +48,8 @@ def test_the_index_finds_every_key_across_shards_in_24_bytes_a_key(tmp_path):
     writer.write(twins + ["a", "b"], np.stack([vector(-1), vector(-2), vector(-3), vector(-4)]))
     namespace = fresh_namespace(tmp_path)
     assert namespace.missing([key(i) for i in range(495, 505)] + ["a", "c", twins[1]]) == [
-        key(i) for i in range(500, 505)] + ["c"]
+        key(i) for i in range(500, 505)
+    ] + ["c"]
     wanted = [key(i) for i in (3, 499, 250)] + twins + ["b"]
     X, corrupt = namespace.read(wanted)
     assert corrupt == []
@@ -62,15 +62,24 @@ def test_a_second_open_in_one_process_reads_only_the_keys_files_committed_since(
     monkeypatch.setattr(index, "_SHARED", {})  # as if this process had not written them
     loads = []
     original = Namespace._load_keys
-    monkeypatch.setattr(Namespace, "_load_keys", lambda self, shard: loads.append(shard) or original(self, shard))
+    monkeypatch.setattr(
+        Namespace, "_load_keys", lambda self, shard: loads.append(shard) or original(self, shard)
+    )
     first = FeatureCache(tmp_path).namespace(FINGERPRINT)
     assert first.missing([key(0)]) == [] and len(loads) == 10
     # another process commits one shard
-    subprocess.run([sys.executable, "-c", textwrap.dedent(f"""
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(f"""
         import numpy as np
         from featx.cache import FeatureCache
         FeatureCache({str(tmp_path)!r}).namespace({FINGERPRINT!r}).write([{key(40)!r}], np.full((1, 4), 40.0))
-    """)], check=True)
+    """),
+        ],
+        check=True,
+    )
     second = FeatureCache(tmp_path).namespace(FINGERPRINT)
     assert second.missing([key(0), key(40)]) == [] and len(loads) == 11
 
@@ -139,8 +148,12 @@ def test_compaction_beside_a_running_writer_and_reader_loses_nothing_and_duplica
     cache, stop = tmp_path / "cache", tmp_path / "stop"
     namespace = FeatureCache(cache).namespace(FINGERPRINT)
     writer = subprocess.Popen([sys.executable, "-c", WRITER, str(cache), repr(FINGERPRINT)])
-    reader = subprocess.Popen([sys.executable, "-c", READER, str(cache), repr(FINGERPRINT), str(stop), pieces],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    reader = subprocess.Popen(
+        [sys.executable, "-c", READER, str(cache), repr(FINGERPRINT), str(stop), pieces],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     compactions = 0
     while writer.poll() is None:
         compactions += compact(namespace, shard_bytes=4 * 4 * 400).merged_shards > 0
@@ -160,7 +173,9 @@ def test_a_second_compaction_of_the_same_namespace_is_refused_in_one_line(tmp_pa
     write_shards(namespace, list(range(6)), per_shard=2)
     with open(namespace.path / LOCK_NAME, "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        one_line_failure(featx_cli("cache", "compact", tmp_path), "another `featx cache compact`", str(namespace.path))
+        one_line_failure(
+            featx_cli("cache", "compact", tmp_path), "another `featx cache compact`", str(namespace.path)
+        )
     result = featx_cli("cache", "compact", tmp_path)
     assert result.returncode == 0 and "merged 3 shard(s) into 1" in result.stdout
 
@@ -174,8 +189,11 @@ def test_compaction_on_a_full_or_read_only_disk_fails_in_one_line_and_loses_noth
             fill_disk(disk)
         else:
             subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
-        one_line_failure(featx_cli("cache", "compact", disk), str(namespace.path),
-                         "No space left" if trouble == "full" else "Read-only file system")
+        one_line_failure(
+            featx_cli("cache", "compact", disk),
+            str(namespace.path),
+            "No space left" if trouble == "full" else "Read-only file system",
+        )
         assert leftovers(disk) == []
         reopened = fresh_namespace(disk)
         assert reopened.stats()["shards"] == 6
@@ -203,14 +221,17 @@ compact(namespace, shard_bytes=4 * 4 * 100)  # about 0.25 s: 500 shards merged i
 
 
 @pytest.mark.parametrize("delay", [0.0, 0.05, 0.1, 0.15, 0.2])
-def test_a_compaction_killed_at_any_moment_loses_nothing_and_the_next_one_removes_its_duplicates(tmp_path, delay):
+def test_a_compaction_killed_at_any_moment_loses_nothing_and_the_next_one_removes_its_duplicates(
+    tmp_path, delay
+):
     import signal
     import time
 
     namespace = FeatureCache(tmp_path).namespace(FINGERPRINT)
     write_shards(namespace, list(range(2000)), per_shard=4)
-    compactor = subprocess.Popen([sys.executable, "-c", COMPACTOR, str(tmp_path), repr(FINGERPRINT)],
-                                 stdout=subprocess.PIPE, text=True)
+    compactor = subprocess.Popen(
+        [sys.executable, "-c", COMPACTOR, str(tmp_path), repr(FINGERPRINT)], stdout=subprocess.PIPE, text=True
+    )
     assert compactor.stdout.readline() == "ready\n"
     time.sleep(delay)
     compactor.send_signal(signal.SIGKILL)
@@ -249,6 +270,8 @@ def test_a_vectors_file_cut_short_after_it_was_mapped_is_recomputed_not_a_crash(
     (path,) = namespace.path.glob("*.vectors.npy")
     with open(path, "r+b") as handle:
         handle.truncate(namespace._vectors(namespace.shard_names()[0]).offset + 5 * 16)
-    with pytest.warns(UserWarning, match=r"is unreadable \(the file ends before its last vector\).*recomputed"):
+    with pytest.warns(
+        UserWarning, match=r"is unreadable \(the file ends before its last vector\).*recomputed"
+    ):
         _, corrupt = namespace.read([key(i) for i in range(20)])
     assert corrupt == [key(i) for i in range(20)]

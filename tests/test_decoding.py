@@ -10,8 +10,8 @@ from PIL import Image
 from sklearn.datasets import load_sample_images
 
 from featx import FrozenNetwork
-from featx.images import load_rgb, resized_size
-from featx.preprocessing import Preprocessing
+from featx.inputs.images import load_rgb, resized_size
+from featx.models.preprocessing import Preprocessing
 
 
 def jpeg(width: int, height: int, orientation: int | None = None) -> bytes:
@@ -64,6 +64,8 @@ def test_reduced_decoding_keeps_cosine_above_0_99_on_real_photos_with_real_weigh
     network = FrozenNetwork("efficientnet_lite0", precision="fp32", decoding="full")
     settings = network.preprocessing.as_dict()
     full = network(torch.stack([Preprocessing(**settings).decode(p) for p in photos]))
-    reduced = network(torch.stack([Preprocessing(**{**settings, "decoding": "reduced"}).decode(p) for p in photos]))
+    reduced = network(
+        torch.stack([Preprocessing(**{**settings, "decoding": "reduced"}).decode(p) for p in photos])
+    )
     cosine = (full * reduced).sum(1) / np.linalg.norm(full, axis=1) / np.linalg.norm(reduced, axis=1)
     assert cosine.min() >= 0.99, cosine

@@ -2,19 +2,19 @@
 
 import os
 import shutil
-from pathlib import Path
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torchvision
+from conftest import photo
 from PIL import Image
 
-from conftest import photo
 from featx import FrozenNetwork, extract_features
 from featx.extract import extract
-from featx.network import COMPILE_MIN_IMAGES
+from featx.models.network import COMPILE_MIN_IMAGES
 
 
 def test_rows_follow_input_order_and_do_not_depend_on_batch_size_or_neighbours():
@@ -59,7 +59,7 @@ def test_duplicate_images_are_computed_once():
 def test_the_engine_keeps_64_bytes_a_key_and_one_failure_of_a_content_fails_each_input_holding_it():
     from featx import engines
     from featx.cache import MemoryNamespace
-    from featx.images import content_key
+    from featx.inputs.images import content_key
 
     network = FrozenNetwork("tiny", weights=None)
     text = b"not an image"
@@ -67,7 +67,11 @@ def test_the_engine_keeps_64_bytes_a_key_and_one_failure_of_a_content_fails_each
     filled = engines.get("local").fill(images, network, MemoryNamespace(network.fingerprint), num_workers=0)
     assert filled.keys.dtype == np.dtype("S64") and filled.keys.nbytes == 64 * len(images)
     assert filled.keys[3] == b"" and filled.key_strings([0, 1]) == [content_key(images[0]), content_key(text)]
-    assert [(e.index, e.kind) for e in filled.errors] == [(1, "not_an_image"), (3, "missing"), (4, "not_an_image")]
+    assert [(e.index, e.kind) for e in filled.errors] == [
+        (1, "not_an_image"),
+        (3, "missing"),
+        (4, "not_an_image"),
+    ]
     assert filled.good().tolist() == [0, 2]
 
 
@@ -93,7 +97,9 @@ def test_batchnorm_is_folded_into_convolutions_without_changing_the_features():
     unfused = torchvision.models.resnet18().eval()
     unfused.fc = torch.nn.Identity()
     batch = torch.randint(0, 256, (2, 3, 224, 224), dtype=torch.uint8)
-    scaled = torchvision.transforms.v2.Normalize(network.preprocessing.mean, network.preprocessing.std)(batch / 255)
+    scaled = torchvision.transforms.v2.Normalize(network.preprocessing.mean, network.preprocessing.std)(
+        batch / 255
+    )
     with torch.inference_mode():
         expected = unfused(scaled).numpy()
     np.testing.assert_allclose(network(batch), expected, rtol=1e-4, atol=1e-5)
@@ -127,10 +133,12 @@ def test_decoders_are_sized_to_the_device_and_do_not_yield_beside_a_busy_neighbo
     import subprocess
     import sys
 
-    from featx.engines.workers import decoders_should_yield, default_num_workers
+    from featx.engines.local.workers import decoders_should_yield, default_num_workers
 
     cores = os.cpu_count() or 2
-    assert default_num_workers(10_000, 64, torch.device("cuda")) == max(1, cores - 1)  # the GPU runs the network
+    assert default_num_workers(10_000, 64, torch.device("cuda")) == max(
+        1, cores - 1
+    )  # the GPU runs the network
     assert default_num_workers(10_000, 64, torch.device("cpu")) == max(1, min(4, cores // 2))
     assert default_num_workers(100, 64, torch.device("cpu")) == 0  # two batches or fewer: no worker start-up
     assert not decoders_should_yield(torch.device("cuda"))
@@ -144,10 +152,13 @@ def test_decoders_are_sized_to_the_device_and_do_not_yield_beside_a_busy_neighbo
             burner.wait()
 
 
-def test_each_image_is_read_once_in_the_workers_and_decoded_only_when_the_cache_lacks_it(tmp_path, monkeypatch):
-    from featx import PretrainedFeatures, images
+def test_each_image_is_read_once_in_the_workers_and_decoded_only_when_the_cache_lacks_it(
+    tmp_path, monkeypatch
+):
+    from featx import PretrainedFeatures
     from featx.cache import stat_memo
-    from featx.engines import seen
+    from featx.engines.local import seen
+    from featx.inputs import images
 
     folder = tmp_path / "images"
     folder.mkdir()
@@ -161,6 +172,7 @@ def test_each_image_is_read_once_in_the_workers_and_decoded_only_when_the_cache_
             with open(log, "a") as handle:  # one short appended line: atomic across worker processes
                 handle.write(f"{os.getpid()} {what} {name_of(args)}\n")
             return original(*args, **kwargs)
+
         return wrapper
 
     monkeypatch.setattr(images, "_open_file", logged("read", images._open_file, lambda a: os.fspath(a[0])))
@@ -168,12 +180,15 @@ def test_each_image_is_read_once_in_the_workers_and_decoded_only_when_the_cache_
 
     def run():
         log.write_text("")
-        PretrainedFeatures("tiny", weights=None, cache_dir=tmp_path / "cache", batch_size=4,
-                           num_workers=2).fit_transform(paths)
+        PretrainedFeatures(
+            "tiny", weights=None, cache_dir=tmp_path / "cache", batch_size=4, num_workers=2
+        ).fit_transform(paths)
         calls = [line.split(" ", 2) for line in log.read_text().splitlines()]
         assert all(int(pid) != os.getpid() for pid, _, _ in calls)  # the main process reads no image
-        return ([name for _, what, name in calls if what == "read"],
-                sorted(name for _, what, name in calls if what == "decode"))
+        return (
+            [name for _, what, name in calls if what == "read"],
+            sorted(name for _, what, name in calls if what == "decode"),
+        )
 
     reads, decodes = run()  # cold
     assert sorted(reads) == paths and decodes == paths
@@ -211,10 +226,14 @@ class _RowSums:
 
 def test_batches_cut_uneven_worker_chunks_into_full_batches_each_content_once_and_rows_stay_with_their_keys():
     from featx.cache.store import MemoryNamespace
-    from featx.engines.batches import Batches
+    from featx.engines.local.batches import Batches
 
     store = MemoryNamespace({})
-    chunks = [(["a", "b", "c"], [1, 2, 3]), (["d", "a", "e", "f", "g"], [4, 1, 5, 6, 7]), (["g", "h"], [7, 8])]
+    chunks = [
+        (["a", "b", "c"], [1, 2, 3]),
+        (["d", "a", "e", "f", "g"], [4, 1, 5, 6, 7]),
+        (["g", "h"], [7, 8]),
+    ]
     computed = []
     with Batches(_RowSums(), store, batch_size=4) as batches:
         for keys, values in chunks:
@@ -246,13 +265,13 @@ class _Recording:
 
 
 def _run_batches(store, n_batches, batch_size=2):
-    from featx.engines.batches import Batches
+    from featx.engines.local.batches import Batches
 
     keys = [f"k{i}" for i in range(n_batches * batch_size)]
     with Batches(_RowSums(), store, batch_size) as batches:
         for start in range(0, len(keys), batch_size):
             values = torch.arange(start, start + batch_size, dtype=torch.uint8).reshape(-1, 1, 1, 1)
-            batches.add(keys[start:start + batch_size], values)
+            batches.add(keys[start : start + batch_size], values)
             batches.commit_full(expected=len(keys))
         batches.commit_all()
     return keys
@@ -277,25 +296,35 @@ def test_a_commit_failing_on_the_writer_thread_raises_in_the_job_and_the_commits
 
 
 def test_decoding_workers_hand_over_a_batch_s_pixels_as_one_tensor_in_sample_order():
-    from featx.engines.local import _stack_decoded
+    from featx.engines.local.engine import _stack_decoded
     from featx.errors import ImageError
 
     failed = ImageError(2, "/x.png", "truncated", "ends early")
-    samples = [(0, "k0", torch.full((3, 2, 2), 10, dtype=torch.uint8), None), (1, "k1", None, None),
-               (2, None, failed, None), (3, "k3", torch.full((3, 2, 2), 30, dtype=torch.uint8), ("sig",))]
+    samples = [
+        (0, "k0", torch.full((3, 2, 2), 10, dtype=torch.uint8), None),
+        (1, "k1", None, None),
+        (2, None, failed, None),
+        (3, "k3", torch.full((3, 2, 2), 30, dtype=torch.uint8), ("sig",)),
+    ]
     outcomes, pixels = _stack_decoded(samples)
-    assert outcomes == [(0, "k0", True, None), (1, "k1", None, None), (2, None, failed, None),
-                        (3, "k3", True, ("sig",))]
+    assert outcomes == [
+        (0, "k0", True, None),
+        (1, "k1", None, None),
+        (2, None, failed, None),
+        (3, "k3", True, ("sig",)),
+    ]
     assert pixels.shape == (2, 3, 2, 2) and pixels[:, 0, 0, 0].tolist() == [10, 30]
     assert _stack_decoded([(1, "k1", None, None)])[1] is None
 
 
 def test_shard_decoders_hand_over_a_batch_s_pixels_as_one_tensor_and_entries_without_them():
-    from featx.engines.local import _stack_streamed
-    from featx.engines.shards import Streamed
+    from featx.engines.local.engine import _stack_streamed
+    from featx.engines.streaming import Streamed
 
     def entry(position, pixels=None, key="k"):
-        return Streamed(0, position, f"tar://{position}.jpg::s.tar", str(position), None, f"{key}{position}", pixels)
+        return Streamed(
+            0, position, f"tar://{position}.jpg::s.tar", str(position), None, f"{key}{position}", pixels
+        )
 
     sevens, ones = torch.full((3, 2, 2), 7, dtype=torch.uint8), torch.ones(3, 2, 2, dtype=torch.uint8)
     entries = [entry(0, sevens), entry(1), entry(2, ones)]

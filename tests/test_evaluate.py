@@ -5,6 +5,7 @@ import io
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import encode, photo
 from PIL import Image
 from sklearn.base import clone
 from sklearn.linear_model import LogisticRegression
@@ -12,9 +13,8 @@ from sklearn.model_selection import StratifiedKFold, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from conftest import encode, photo
-
 from featx import extract_features
+from featx.estimators.pixels import RawPixels
 from featx.evaluate import (
     compare_classifiers,
     confusion,
@@ -23,11 +23,22 @@ from featx.evaluate import (
     recommendation,
     transfer_report,
 )
-from featx.pixels import RawPixels
-from featx.plots import comparison_figure, save_png
+from featx.evaluate.figures import comparison_figure, save_png
 
-TABLE_COLUMNS = ["classifier", "estimator", "backbone", "layer", "n_features", "n_folds", "accuracy_mean", "accuracy_std",
-                 "f1_macro_mean", "f1_macro_std", "fit_s", "predict_s"]
+TABLE_COLUMNS = [
+    "classifier",
+    "estimator",
+    "backbone",
+    "layer",
+    "n_features",
+    "n_folds",
+    "accuracy_mean",
+    "accuracy_std",
+    "f1_macro_mean",
+    "f1_macro_std",
+    "fit_s",
+    "predict_s",
+]
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +132,10 @@ def test_transfer_report_says_transfer_hurt_when_labels_depend_only_on_raw_pixel
     assert summary.loc["raw pixels", "difference"] > 10  # points above the ImageNet features
     assert summary.loc["raw pixels", "p_value"] < 0.05
     assert report.verdict.startswith("Transfer hurt on corner patches: efficientnet_lite0 ImageNet features")
-    assert "the strongest baseline, raw pixels" in report.verdict and "larger than the fold-to-fold noise" in report.verdict
+    assert (
+        "the strongest baseline, raw pixels" in report.verdict
+        and "larger than the fold-to-fold noise" in report.verdict
+    )
     assert set(report.scores["fold"]) == {0, 1, 2, 3} and len(report.scores) == 3 * 4
 
 
@@ -129,19 +143,23 @@ def test_transfer_report_says_transfer_hurt_when_labels_depend_only_on_raw_pixel
 def test_transfer_report_says_transfer_helped_on_fashion_mnist(fashion_manifest, fashion_cache):
     manifest = pd.read_csv(fashion_manifest).groupby("label").head(100)  # 1,000 images
     paths = [str(fashion_manifest.parent / p) for p in manifest["path"]]
-    report = transfer_report(paths, manifest["label"], backbones="efficientnet_lite0", cv=5,
-                             cache_dir=fashion_cache)
+    report = transfer_report(
+        paths, manifest["label"], backbones="efficientnet_lite0", cv=5, cache_dir=fashion_cache
+    )
     print(report)
     summary = report.summary.set_index("kind")
     assert (summary.loc[["random init", "raw pixels"], "difference"] < -3).all()
     assert (summary.loc[["random init", "raw pixels"], "p_value"] < 0.05).all()
-    assert report.verdict.startswith("Transfer helped: efficientnet_lite0 ImageNet features at global_pool reach")
+    assert report.verdict.startswith(
+        "Transfer helped: efficientnet_lite0 ImageNet features at global_pool reach"
+    )
 
 
 def test_layers_stages_adds_the_backbones_early_and_middle_stages_in_order(fashion_sample):
     paths, y, _, cache = fashion_sample
-    report = transfer_report(paths, y, backbones="efficientnet_lite0", layers="stages", baselines=[], cv=3,
-                             cache_dir=cache)
+    report = transfer_report(
+        paths, y, backbones="efficientnet_lite0", layers="stages", baselines=[], cv=3, cache_dir=cache
+    )
     assert report.summary["layer"].tolist() == ["blocks.1", "blocks.3", "blocks.5", "global_pool"]
     assert report.summary["n_features"].tolist() == [24, 80, 192, 1280]
     assert report.summary["best_pretrained"].sum() == 1
@@ -151,8 +169,9 @@ def test_layers_stages_adds_the_backbones_early_and_middle_stages_in_order(fashi
 def test_a_single_split_gives_a_verdict_that_says_noise_is_unmeasured():
     images, labels = corner_images(60, seed=1)
     split = np.where(np.arange(60) < 40, "train", "test")
-    report = transfer_report(images, labels, backbones="tiny", weights=None, baselines=["pixels"], cv="split",
-                             split=split)
+    report = transfer_report(
+        images, labels, backbones="tiny", weights=None, baselines=["pixels"], cv="split", split=split
+    )
     assert report.summary["n_folds"].tolist() == [1, 1]
     assert "one split cannot measure fold-to-fold noise" in report.verdict
 
@@ -171,7 +190,12 @@ def test_raw_pixels_are_the_resized_image_in_unit_range_with_named_features():
     features = pixels_rgb.transform([encode(pixels)])
     expected = np.asarray(Image.fromarray(pixels).resize((8, 8), Image.BILINEAR), dtype=np.float32) / 255
     np.testing.assert_allclose(features[0], expected.ravel())
-    assert pixels_rgb.get_feature_names_out()[:4].tolist() == ["pixel_0_0_r", "pixel_0_0_g", "pixel_0_0_b", "pixel_0_1_r"]
+    assert pixels_rgb.get_feature_names_out()[:4].tolist() == [
+        "pixel_0_0_r",
+        "pixel_0_0_g",
+        "pixel_0_0_b",
+        "pixel_0_1_r",
+    ]
     grey = RawPixels(size=4, grayscale=True).fit_transform([pixels, pixels])
     assert grey.shape == (2, 16)
     assert clone(RawPixels(size=5)).get_params()["size"] == 5

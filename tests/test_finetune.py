@@ -6,18 +6,17 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import encode
 from PIL import Image
 from sklearn.base import clone
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from conftest import encode
-
 from featx import extract_features
-from featx.adapt import CORAL, shift_report
+from featx.estimators.adapt import CORAL, shift_report
+from featx.estimators.finetune import FineTunedClassifier, blocks
 from featx.evaluate import compare_finetuning, transfer_report, with_finetuning
-from featx.finetune import FineTunedClassifier, blocks
 
 
 def striped(n: int, seed: int = 0) -> tuple[list[bytes], np.ndarray]:
@@ -37,10 +36,19 @@ def initial_weights(estimator: FineTunedClassifier) -> dict[str, torch.Tensor]:
 
 def test_fine_tuning_changes_the_unfrozen_block_and_leaves_frozen_weights_bit_identical():
     images, y = striped(48)
-    model = FineTunedClassifier("tiny", weights=None, unfreeze=1, epochs=2, finetune_epochs=2, lr=1e-2,
-                                finetune_lr=1e-2, patience=5, batch_size=8).fit(images, y)
+    model = FineTunedClassifier(
+        "tiny",
+        weights=None,
+        unfreeze=1,
+        epochs=2,
+        finetune_epochs=2,
+        lr=1e-2,
+        finetune_lr=1e-2,
+        patience=5,
+        batch_size=8,
+    ).fit(images, y)
     before = initial_weights(model)
-    after = {k[len("extractor."):]: v for k, v in model.state_dict_.items() if k.startswith("extractor.")}
+    after = {k[len("extractor.") :]: v for k, v in model.state_dict_.items() if k.startswith("extractor.")}
     first, last = blocks(model._loaded().extractor)
     assert all(torch.equal(before[name], after[name]) for name in first)  # "0" conv + "1" BatchNorm, frozen
     assert all(not torch.equal(before[name], after[name]) for name in last if name.endswith("weight"))
@@ -58,12 +66,16 @@ def test_head_only_training_leaves_the_whole_backbone_bit_identical():
 
 def test_the_classifier_clones_pickles_and_predicts_the_same_after_unpickling():
     images, y = striped(24, seed=2)
-    estimator = FineTunedClassifier("tiny", weights=None, unfreeze=1, epochs=1, finetune_epochs=1, batch_size=8)
+    estimator = FineTunedClassifier(
+        "tiny", weights=None, unfreeze=1, epochs=1, finetune_epochs=1, batch_size=8
+    )
     assert clone(estimator).get_params() == estimator.get_params()
     fitted = estimator.fit(images, y)
     restored = pickle.loads(pickle.dumps(fitted))
     assert "_model" not in restored.__dict__
-    np.testing.assert_allclose(restored.predict_proba(images), fitted.predict_proba(images), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        restored.predict_proba(images), fitted.predict_proba(images), rtol=1e-5, atol=1e-6
+    )
     proba = fitted.predict_proba(images)
     assert proba.shape == (24, 2) and np.allclose(proba.sum(1), 1, atol=1e-5)
     assert set(fitted.predict(images)) <= {"horizontal", "vertical"}
@@ -80,8 +92,17 @@ def test_finetuned_rows_join_the_comparison_table_with_their_training_cost():
     from test_evaluate import TABLE_COLUMNS
 
     images, y = striped(40, seed=3)
-    rows = compare_finetuning(images, y, backbone="tiny", weights=None, unfreeze=(0, 1), cv=4, epochs=2,
-                              finetune_epochs=1, batch_size=8)
+    rows = compare_finetuning(
+        images,
+        y,
+        backbone="tiny",
+        weights=None,
+        unfreeze=(0, 1),
+        cv=4,
+        epochs=2,
+        finetune_epochs=1,
+        batch_size=8,
+    )
     assert list(rows.columns) == TABLE_COLUMNS
     assert rows["classifier"].tolist() == ["finetune head", "finetune last 1 blocks"]
     assert (rows["n_folds"] == 1).all() and (rows["layer"] == "trained").all()
@@ -91,11 +112,19 @@ def test_finetuned_rows_join_the_comparison_table_with_their_training_cost():
 def test_finetuned_rows_join_the_transfer_report_against_the_best_pretrained_set_on_their_folds():
     images, y = striped(40, seed=4)
     report = transfer_report(images, y, backbones="tiny", weights=None, baselines=["pixels"], cv=4)
-    rows = compare_finetuning(images, y, backbone="tiny", weights=None, unfreeze=(0,), cv=4, epochs=1, batch_size=8)
+    rows = compare_finetuning(
+        images, y, backbone="tiny", weights=None, unfreeze=(0,), cv=4, epochs=1, batch_size=8
+    )
     extended = with_finetuning(report, rows)
     added = extended.summary.iloc[-1]
-    assert added["kind"] == "fine-tuned" and added["features"] == "tiny finetune head" and np.isnan(added["p_value"])
-    first_fold = report.scores[(report.scores["kind"] == "pretrained") & (report.scores["fold"] == 0)]["accuracy"]
+    assert (
+        added["kind"] == "fine-tuned"
+        and added["features"] == "tiny finetune head"
+        and np.isnan(added["p_value"])
+    )
+    first_fold = report.scores[(report.scores["kind"] == "pretrained") & (report.scores["fold"] == 0)][
+        "accuracy"
+    ]
     assert added["difference"] == pytest.approx(100 * (rows["accuracy_mean"].iloc[0] - first_fold.item()))
     assert extended.verdict == report.verdict and len(extended.summary) == len(report.summary) + 1
 
@@ -135,8 +164,14 @@ def test_shift_report_measures_source_only_and_coral_on_inverted_fashion_mnist(f
     X_source = features(train, invert=False)
     X_target = features(train, invert=True)  # the target domain's images, without their labels
     X_test = features(test, invert=True)
-    report = shift_report(X_source, train["label"], X_target, X_test, test["label"],
-                          make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=2000)))
+    report = shift_report(
+        X_source,
+        train["label"],
+        X_target,
+        X_test,
+        test["label"],
+        make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=2000)),
+    )
     print(report)
     assert report["training"].tolist() == ["source only", "CORAL"]
     assert report["target_accuracy"].between(0, 1).all()

@@ -11,9 +11,8 @@ import sys
 import numpy as np
 import pytest
 import torch
-from sklearn.datasets import load_digits
-
 from conftest import REPO, photo
+from sklearn.datasets import load_digits
 
 from featx import FeatureCache, FrozenNetwork, LinearProbe, extract_features, load_features
 
@@ -54,17 +53,47 @@ def test_a_cpu_only_head_node_drives_a_gpu_node_with_device_cuda(image_folder, t
     from ray.cluster_utils import Cluster
 
     monkeypatch.setenv("PYTHONPATH", str(REPO / "tests"))  # the nodes' workers import the tiny backbone
-    cluster = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 2, "num_gpus": 0, "include_dashboard": False, "env_vars": {"CUDA_VISIBLE_DEVICES": ""}})
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={
+            "num_cpus": 2,
+            "num_gpus": 0,
+            "include_dashboard": False,
+            "env_vars": {"CUDA_VISIBLE_DEVICES": ""},
+        },
+    )
     try:
         cluster.add_node(num_cpus=2, num_gpus=1)
         cluster.wait_for_nodes()
         out = tmp_path / "ray.parquet"
         done = subprocess.run(
-            [sys.executable, "-m", "featx", "extract", str(image_folder), "--backbone", TINY, "--weights", "none",
-             "--device", "cuda", "--cache", str(tmp_path / "cache"), "--out", str(out), "--engine", "ray",
-             "--ray-address", cluster.address, "--quiet"],
-            env={**os.environ, "CUDA_VISIBLE_DEVICES": ""}, capture_output=True, text=True, timeout=300)
+            [
+                sys.executable,
+                "-m",
+                "featx",
+                "extract",
+                str(image_folder),
+                "--backbone",
+                TINY,
+                "--weights",
+                "none",
+                "--device",
+                "cuda",
+                "--cache",
+                str(tmp_path / "cache"),
+                "--out",
+                str(out),
+                "--engine",
+                "ray",
+                "--ray-address",
+                cluster.address,
+                "--quiet",
+            ],
+            env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
     finally:
         cluster.shutdown()
     assert done.returncode == 0, done.stderr

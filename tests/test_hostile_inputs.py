@@ -48,8 +48,9 @@ def leftovers(folder: Path) -> list[str]:
 def tmpfs(path: Path, size: str, read_only: bool = False):
     """A real small filesystem (full disks, read-only mounts); skips where mounting is not allowed."""
     path.mkdir(parents=True, exist_ok=True)
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-                      capture_output=True).returncode:
+    if subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True
+    ).returncode:
         pytest.skip("cannot mount a tmpfs here (needs root)")
     try:
         yield path
@@ -65,6 +66,7 @@ def fill_disk(folder: Path) -> None:
 
 
 # -- 1. sizes that explode after decoding ------------------------------------------------------------------
+
 
 def test_a_thin_strip_whose_resize_would_be_enormous_is_refused_as_too_large_not_allocated():
     strip = strip_png(1, 100_000)  # 100 kpx, a few hundred bytes: 36 x 3.6 million once resized (tiny: 36 px)
@@ -85,14 +87,19 @@ def test_max_pixels_is_a_parameter_of_the_cli_and_refuses_per_image(tmp_path):
     (folder / "strip.png").write_bytes(strip_png(2, 2000))
     (folder / "ok.png").write_bytes(encode(photo(0)))
     out = tmp_path / "x.parquet"
-    result = featx_cli("extract", folder, *TINY, "--cache", tmp_path / "cache", "--out", out, "--max-pixels", "20000")
+    result = featx_cli(
+        "extract", folder, *TINY, "--cache", tmp_path / "cache", "--out", out, "--max-pixels", "20000"
+    )
     assert result.returncode == 0, result.stderr
     listed = pd.read_csv(out.with_suffix(".errors.csv"))
-    assert listed[["kind"]].values.ravel().tolist() == ["too_large"] and listed["path"][0].endswith("strip.png")
+    assert listed[["kind"]].values.ravel().tolist() == ["too_large"] and listed["path"][0].endswith(
+        "strip.png"
+    )
     assert load_features(out)[0].shape == (1, 64)
 
 
 # -- 2. folders as they really are ----------------------------------------------------------------------
+
 
 def test_every_entry_of_an_odd_folder_is_extracted_reported_or_counted_and_nothing_hangs(tmp_path):
     root = tmp_path / "odd"
@@ -109,12 +116,33 @@ def test_every_entry_of_an_odd_folder_is_extracted_reported_or_counted_and_nothi
     (root / "notes.txt").write_text("not an image")
     (root / ".DS_Store").write_bytes(b"\0")
     out, errors = tmp_path / "out.parquet", tmp_path / "errors.csv"
-    command = [sys.executable, "-m", "featx", "extract", str(root), *TINY, "--cache", str(tmp_path / "cache"),
-               "--out", str(out), "--errors", str(errors)]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300,  # a FIFO must not hang it
-                            env={**os.environ, "PYTHONPATH": str(Path(__file__).parent)})
+    command = [
+        sys.executable,
+        "-m",
+        "featx",
+        "extract",
+        str(root),
+        *TINY,
+        "--cache",
+        str(tmp_path / "cache"),
+        "--out",
+        str(out),
+        "--errors",
+        str(errors),
+    ]
+    result = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=300,  # a FIFO must not hang it
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parent)},
+    )
     assert result.returncode == 0, result.stderr
-    assert "images: 7" in result.stdout and "failed: 3" in result.stdout and "skipped (not images): 3" in result.stdout
+    assert (
+        "images: 7" in result.stdout
+        and "failed: 3" in result.stdout
+        and "skipped (not images): 3" in result.stdout
+    )
     X, meta = load_features(out)
     names = sorted(Path(p).name for p in meta["path"])
     assert names == ["c.png", "caf\\xe9.png", "top1.png", "top2.png"]  # the top-level images are not ignored
@@ -122,11 +150,18 @@ def test_every_entry_of_an_odd_folder_is_extracted_reported_or_counted_and_nothi
     assert unlabelled == {"c.png": False, "caf\\xe9.png": True, "top1.png": True, "top2.png": True}
     listed = pd.read_csv(errors).assign(name=lambda f: f["path"].map(lambda p: Path(p).name))
     kinds = dict(zip(listed["name"], listed["kind"]))
-    assert kinds == {"broken.png": "missing", "fifo.png": "not_a_file", "loop.png": "unreadable",
-                     "dirloop": "skipped", "notes.txt": "skipped", ".DS_Store": "skipped"}
+    assert kinds == {
+        "broken.png": "missing",
+        "fifo.png": "not_a_file",
+        "loop.png": "unreadable",
+        "dirloop": "skipped",
+        "notes.txt": "skipped",
+        ".DS_Store": "skipped",
+    }
 
 
 # -- 3. writes that fail --------------------------------------------------------------------------------
+
 
 def one_line_failure(result, *words):
     """Exit 1 and a last line 'featx: error: ...' with ``words``; no traceback (info lines may come before)."""
@@ -142,41 +177,77 @@ def test_a_cache_that_is_a_file_ends_in_one_line_naming_it(image_folder, tmp_pat
     one_line_failure(featx_cli("extract", image_folder, *TINY, "--cache", cache), str(cache))
 
 
-def test_an_int8_calibration_set_that_is_a_lone_or_broken_image_ends_in_one_line_naming_it(image_folder, tmp_path):
+def test_an_int8_calibration_set_that_is_a_lone_or_broken_image_ends_in_one_line_naming_it(
+    image_folder, tmp_path
+):
     calibration = tmp_path / "calibration"
     calibration.mkdir()
     Image.fromarray(photo(0)).save(calibration / "only.png")
-    one_line_failure(featx_cli("extract", image_folder, *TINY, "--cache", tmp_path / "cache", "--precision", "int8",
-                               "--calibration", calibration),
-                     str(calibration), "at least 2")
+    one_line_failure(
+        featx_cli(
+            "extract",
+            image_folder,
+            *TINY,
+            "--cache",
+            tmp_path / "cache",
+            "--precision",
+            "int8",
+            "--calibration",
+            calibration,
+        ),
+        str(calibration),
+        "at least 2",
+    )
     (calibration / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
-    one_line_failure(featx_cli("extract", image_folder, *TINY, "--cache", tmp_path / "cache", "--precision", "int8",
-                               "--calibration", calibration),
-                     "broken.jpg", "choose another calibration set")
+    one_line_failure(
+        featx_cli(
+            "extract",
+            image_folder,
+            *TINY,
+            "--cache",
+            tmp_path / "cache",
+            "--precision",
+            "int8",
+            "--calibration",
+            calibration,
+        ),
+        "broken.jpg",
+        "choose another calibration set",
+    )
 
 
 def test_a_read_only_cache_ends_in_one_line_before_any_work(image_folder, tmp_path):
     with tmpfs(tmp_path / "ro", "1m") as mount:
         FeatureCache(mount)  # the cache folder exists, then becomes read-only
         subprocess.run(["mount", "-o", "remount,ro", str(mount)], check=True)
-        one_line_failure(featx_cli("extract", image_folder, *TINY, "--cache", mount / "cache"),
-                         str(mount), "Read-only file system")
+        one_line_failure(
+            featx_cli("extract", image_folder, *TINY, "--cache", mount / "cache"),
+            str(mount),
+            "Read-only file system",
+        )
 
 
 def test_unwritable_errors_path_and_wrong_out_suffix_are_refused_before_extracting(image_folder, tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
     cache = tmp_path / "cache"
-    one_line_failure(featx_cli("extract", image_folder, *TINY, "--cache", cache, "--errors", blocker / "e.csv"),
-                     "--errors", str(blocker))
-    one_line_failure(featx_cli("extract", image_folder, *TINY, "--cache", cache, "--out", tmp_path / "x.csv"),
-                     "x.csv", ".parquet or .npy")
+    one_line_failure(
+        featx_cli("extract", image_folder, *TINY, "--cache", cache, "--errors", blocker / "e.csv"),
+        "--errors",
+        str(blocker),
+    )
+    one_line_failure(
+        featx_cli("extract", image_folder, *TINY, "--cache", cache, "--out", tmp_path / "x.csv"),
+        "x.csv",
+        ".parquet or .npy",
+    )
     assert not cache.exists()  # refused before the cache was even opened
 
 
 @pytest.mark.parametrize("suffix", [".npy", ".parquet"])
 def test_a_full_disk_under_out_fails_in_one_line_leaves_no_temporary_files_and_keeps_the_old_output(
-        image_folder, tmp_path, suffix):
+    image_folder, tmp_path, suffix
+):
     with tmpfs(tmp_path / "disk", "1m") as disk:
         out = disk / f"features{suffix}"
         first = featx_cli("extract", image_folder, *TINY, "--cache", tmp_path / "cache", "--out", out)
@@ -184,8 +255,11 @@ def test_a_full_disk_under_out_fails_in_one_line_leaves_no_temporary_files_and_k
         before = load_features(out)[0]
         fill_disk(disk)
         (image_folder / "dog" / "new.png").write_bytes(encode(photo(99)))
-        one_line_failure(featx_cli("extract", image_folder, *TINY, "--cache", tmp_path / "cache", "--out", out),
-                         str(out), "No space left on device")
+        one_line_failure(
+            featx_cli("extract", image_folder, *TINY, "--cache", tmp_path / "cache", "--out", out),
+            str(out),
+            "No space left on device",
+        )
         assert leftovers(disk) == []
         X, meta = load_features(out)  # the old pair, whole and aligned
         np.testing.assert_array_equal(X, before)
@@ -198,12 +272,16 @@ def test_a_full_disk_under_the_cache_fails_in_one_line_and_leaves_no_temporary_f
         assert first.returncode == 0, first.stderr
         fill_disk(disk)
         (image_folder / "dog" / "new.png").write_bytes(encode(photo(98)))
-        one_line_failure(featx_cli("extract", image_folder, *TINY, "--cache", disk), "feature cache",
-                         "No space left on device")
+        one_line_failure(
+            featx_cli("extract", image_folder, *TINY, "--cache", disk),
+            "feature cache",
+            "No space left on device",
+        )
         assert leftovers(disk) == []
 
 
 # -- 4. outputs that must match ---------------------------------------------------------------------------
+
 
 def test_load_features_refuses_a_matrix_without_its_meta_or_with_another_runs_meta(tmp_path):
     np.save(tmp_path / "x.npy", np.zeros((3, 4), dtype=np.float32))
@@ -230,11 +308,12 @@ def test_when_every_input_fails_the_errors_csv_and_an_empty_output_are_written_a
 
 # -- 5. damaged shards ------------------------------------------------------------------------------------
 
+
 def test_garbled_truncated_and_reshaped_shards_are_recomputed_with_a_warning(tmp_path):
     images = [photo(i) for i in range(8)]
     estimator = tiny(cache_dir=tmp_path / "cache", batch_size=2, num_workers=0).fit(images)
     for start in range(0, 8, 2):  # one job per shard: a job may group its batches into fewer shards
-        estimator.transform(images[start:start + 2])
+        estimator.transform(images[start : start + 2])
     expected = estimator.transform(images)
     (namespace,) = FeatureCache(tmp_path / "cache").namespaces()
     assert len(namespace.shard_names()) == 4
@@ -263,6 +342,7 @@ def test_cache_info_survives_a_garbage_namespace_json_and_an_unreadable_keys_fil
 
 # -- 6. manifests -----------------------------------------------------------------------------------------
 
+
 def test_a_blank_path_cell_is_a_per_row_error_and_the_other_rows_are_extracted(image_folder, tmp_path):
     paths = [str(p) for p in sorted(image_folder.rglob("*.png"))][:2]
     (tmp_path / "m.csv").write_text(f"path,label\n{paths[0]},a\n,b\n{paths[1]},c\n")
@@ -279,20 +359,42 @@ def test_a_blank_path_cell_is_a_per_row_error_and_the_other_rows_are_extracted(i
 def test_a_manifest_column_featx_writes_is_refused_up_front_naming_it(image_folder, tmp_path, column):
     paths = [str(p) for p in sorted(image_folder.rglob("*.png"))]
     pd.DataFrame({"path": paths, column: range(len(paths))}).to_csv(tmp_path / "m.csv", index=False)
-    one_line_failure(featx_cli("extract", tmp_path / "m.csv", *TINY, "--cache", tmp_path / "cache"),
-                     f"'{column}'", "rename")
+    one_line_failure(
+        featx_cli("extract", tmp_path / "m.csv", *TINY, "--cache", tmp_path / "cache"),
+        f"'{column}'",
+        "rename",
+    )
 
 
 def test_a_missing_split_value_under_cv_split_is_one_clear_line(image_folder, tmp_path):
     paths = [str(p) for p in sorted(image_folder.rglob("*.png"))]
-    frame = pd.DataFrame({"path": paths, "label": ["a", "b"] * 3, "split": ["train"] * 3 + ["test", "test", None]})
+    frame = pd.DataFrame(
+        {"path": paths, "label": ["a", "b"] * 3, "split": ["train"] * 3 + ["test", "test", None]}
+    )
     frame.to_csv(tmp_path / "m.csv", index=False)
-    one_line_failure(featx_cli("compare", tmp_path / "m.csv", "--backbone", "tiny_backbone:TINY", "--weights", "none",
-                               "--cache", tmp_path / "cache", "--cv", "split", "--classifiers", "logreg", "--quiet"),
-                     "split", "1 row")
+    one_line_failure(
+        featx_cli(
+            "compare",
+            tmp_path / "m.csv",
+            "--backbone",
+            "tiny_backbone:TINY",
+            "--weights",
+            "none",
+            "--cache",
+            tmp_path / "cache",
+            "--cv",
+            "split",
+            "--classifiers",
+            "logreg",
+            "--quiet",
+        ),
+        "split",
+        "1 row",
+    )
 
 
 # -- 7. inputs that change meaning silently ------------------------------------------------------------------
+
 
 def test_a_float_tiff_in_0_1_gives_the_vector_of_the_same_8_bit_image(tmp_path):
     grey = photo(3)[..., 0]
@@ -323,10 +425,13 @@ def test_a_generator_is_refused_instead_of_silently_giving_no_rows():
 
 # -- 8. errors are featx's own ----------------------------------------------------------------------------
 
+
 def test_featx_errors_share_one_root_and_keep_their_standard_bases():
     assert issubclass(ImageError, FeatxError) and issubclass(ImageError, ValueError)
     assert issubclass(ParameterError, FeatxError) and issubclass(ParameterError, ValueError)
-    assert issubclass(featx.WeightsUnavailableError, FeatxError) and issubclass(featx.WeightsUnavailableError, RuntimeError)
+    assert issubclass(featx.WeightsUnavailableError, FeatxError) and issubclass(
+        featx.WeightsUnavailableError, RuntimeError
+    )
     assert issubclass(featx.OutputError, FeatxError) and issubclass(featx.OutputError, OSError)
 
 
@@ -337,6 +442,6 @@ def test_the_cli_prints_featx_errors_in_one_line_but_a_bug_keeps_its_traceback(m
     def bug(*args, **kwargs):
         raise KeyError("a bug in featx")
 
-    monkeypatch.setattr("featx.network.feature_size", bug)
+    monkeypatch.setattr("featx.models.network.feature_size", bug)
     with pytest.raises(KeyError), warnings.catch_warnings():
         main(["backbones"])

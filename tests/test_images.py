@@ -6,11 +6,11 @@ import os
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import encode, photo
 from PIL import Image
 
-from conftest import encode, photo
 from featx import ImageError, extract_features
-from featx.images import as_image_list, content_key, load_rgb
+from featx.inputs.images import as_image_list, content_key, load_rgb
 
 
 def tiny_features(images, **kwargs):
@@ -48,7 +48,7 @@ def test_every_mode_becomes_8bit_rgb_of_the_same_size(mode):
 
 
 def test_16bit_grey_is_scaled_not_clipped():
-    ramp = (np.arange(16, dtype=np.uint16).reshape(4, 4) * 4096 + 4095)
+    ramp = np.arange(16, dtype=np.uint16).reshape(4, 4) * 4096 + 4095
     out = np.asarray(load_rgb(encode_pil(Image.fromarray(ramp), "PNG")))
     assert out[..., 0].min() == 16 and out[..., 0].max() == 255  # 4095/257 ~ 16, 65535/257 = 255
 
@@ -105,7 +105,7 @@ def deny_as_root(monkeypatch, path):
             raise PermissionError(13, "Permission denied", path)
         return real_open(file, *args, **kwargs)
 
-    monkeypatch.setattr("featx.images.open", guarded_open, raising=False)
+    monkeypatch.setattr("featx.inputs.images.open", guarded_open, raising=False)
 
 
 def test_each_bad_input_raises_an_error_naming_its_index_path_and_kind(tmp_path, monkeypatch):
@@ -131,7 +131,7 @@ def test_bad_inputs_become_nan_rows_and_named_errors_with_on_error_nan(tmp_path,
 
 
 def test_decompression_bombs_are_refused_before_decoding(monkeypatch):
-    monkeypatch.setattr("featx.images.MAX_PIXELS", 100)
+    monkeypatch.setattr("featx.inputs.images.MAX_PIXELS", 100)
     with pytest.raises(ImageError, match="decompression_bomb"):
         load_rgb(encode(photo(0, size=(20, 20))), max_pixels=100)
 

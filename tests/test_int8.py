@@ -1,15 +1,14 @@
 """precision="int8" on the CPU: quantized where its fidelity holds, refused or replaced where it does not."""
 
-
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import photo
 from PIL import Image
 
-from conftest import photo
-
-from featx import FeatureCache, FrozenNetwork, ParameterError, PretrainedFeatures, quantize, tuning
+from featx import FeatureCache, FrozenNetwork, ParameterError, PretrainedFeatures
+from featx.models import quantize, tuning
 
 pytestmark = pytest.mark.skipif(not quantize.int8_supported(), reason="no x86 quantized engine in this torch")
 
@@ -31,8 +30,9 @@ def test_int8_vectors_stay_within_cosine_0_99_of_fp32_and_the_bound_is_reported(
 
 def test_a_forced_fidelity_failure_falls_back_warns_and_writes_nothing_under_int8(tmp_path):
     with pytest.warns(UserWarning, match="under the bound 1.0; using"):
-        estimator = PretrainedFeatures("resnet18", weights=None, precision="int8", min_cosine=1.0,
-                                       cache_dir=tmp_path)
+        estimator = PretrainedFeatures(
+            "resnet18", weights=None, precision="int8", min_cosine=1.0, cache_dir=tmp_path
+        )
         estimator.fit_transform([photo(0), photo(1)])
     precisions = {ns.fingerprint["precision"] for ns in FeatureCache(tmp_path).namespaces()}
     assert precisions and "int8" not in precisions
@@ -47,7 +47,8 @@ def test_the_int8_fingerprint_differs_from_fp32_and_names_the_quantization():
 
 
 def test_the_calibration_is_kept_on_disk_and_reloads_to_identical_vectors_without_calibrating(
-        tmp_path, monkeypatch):
+    tmp_path, monkeypatch
+):
     monkeypatch.setenv("FEATX_TUNING_FILE", str(tmp_path / "tuning.json"))
     batch = real_batch(FrozenNetwork("tiny", weights=None, precision="fp32"))
     first = FrozenNetwork("tiny", weights=None, precision="int8")
@@ -67,7 +68,8 @@ def test_the_calibration_is_kept_on_disk_and_reloads_to_identical_vectors_withou
 
 @pytest.mark.parametrize("damage", ["garbage", "truncated", "foreign"])
 def test_a_damaged_or_foreign_stored_calibration_is_ignored_with_a_warning_and_rewritten(
-        tmp_path, monkeypatch, damage):
+    tmp_path, monkeypatch, damage
+):
     monkeypatch.setenv("FEATX_TUNING_FILE", str(tmp_path / "tuning.json"))
     batch = real_batch(FrozenNetwork("tiny", weights=None, precision="fp32"))
     expected = FrozenNetwork("tiny", weights=None, precision="int8")(batch)
@@ -105,14 +107,18 @@ def test_a_calibration_set_of_the_users_images_calibrates_checks_and_names_the_f
     default = FrozenNetwork("tiny", weights=None, precision="int8")
     mine = FrozenNetwork("tiny", weights=None, precision="int8", calibration=str(folder))
     assert mine.precision == "int8" and f"held-out images of {folder}" in mine.precision_choice["why"]
-    assert mine.fingerprint["quantization"]["calibration"] != default.fingerprint["quantization"]["calibration"]
-    calibrated, held_out = mine._calibration()
+    assert (
+        mine.fingerprint["quantization"]["calibration"] != default.fingerprint["quantization"]["calibration"]
+    )
+    calibrated, held_out = mine.trial.batches()
     assert len(calibrated) == 3 and len(held_out) == 3
 
 
 def test_calibration_images_are_spread_over_the_whole_set_not_its_first_class(tmp_path):
     manifest = tmp_path / "manifest.csv"
-    pd.DataFrame({"path": [f"class{i // 500}/{i:04d}.png" for i in range(1000)]}).to_csv(manifest, index=False)
+    pd.DataFrame({"path": [f"class{i // 500}/{i:04d}.png" for i in range(1000)]}).to_csv(
+        manifest, index=False
+    )
     picked = quantize.calibration_sources(str(manifest))
     assert len(picked) == quantize.CALIBRATION_IMAGES
     assert picked[0].endswith("class0/0000.png") and picked[-1].endswith("class1/0999.png")
@@ -133,8 +139,12 @@ def test_a_bad_calibration_set_is_refused_naming_the_set_and_what_to_do(tmp_path
         FrozenNetwork("tiny", weights=None, precision="int8", calibration=str(folder))
     message = str(raised.value)
     assert message.startswith(f"calibration={str(folder)!r}")
-    assert {"empty": "holds no image files", "one image": "at least 2", "corrupt image": "cal01.png",
-            "missing": "neither a folder"}[case] in message
+    assert {
+        "empty": "holds no image files",
+        "one image": "at least 2",
+        "corrupt image": "cal01.png",
+        "missing": "neither a folder",
+    }[case] in message
 
 
 def test_a_cpu_without_int8_falls_back_cleanly(monkeypatch):
@@ -152,7 +162,9 @@ def test_int8_is_refused_on_a_gpu_with_a_clear_message():
 
 def test_a_network_fx_cannot_trace_for_quantization_falls_back_with_the_reason(monkeypatch):
     def untraceable(network, example):
-        raise torch.fx.proxy.TraceError("symbolically traced variables cannot be used as inputs to control flow")
+        raise torch.fx.proxy.TraceError(
+            "symbolically traced variables cannot be used as inputs to control flow"
+        )
 
     monkeypatch.setattr(quantize, "traceable_copy", untraceable)
     with pytest.warns(UserWarning, match="int8 is unavailable for tiny.*TraceError.*control flow"):
@@ -169,6 +181,6 @@ def test_efficientnet_lite0_int8_by_the_depthwise_recipe_reaches_0_98_and_the_de
     assert refused.precision != "int8"
     int8 = FrozenNetwork("efficientnet_lite0", precision="int8", min_cosine=0.98)
     assert int8.precision == "int8", int8.precision_choice
-    mirrored = int8._calibration()[1][:len(tuning.sample_images())]
+    mirrored = int8.trial.batches()[1][: len(tuning.sample_images())]
     fp32 = FrozenNetwork("efficientnet_lite0", precision="fp32")
     assert tuning.min_cosine(int8(mirrored), fp32(mirrored)) >= 0.99

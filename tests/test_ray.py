@@ -5,15 +5,14 @@ import dataclasses
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import REPO, assert_same_vectors
 from test_cache import featx_cli
 
 from featx import FeatureCache, FrozenNetwork, load_features
-from featx.datasets import load_job_source, load_manifest
 from featx.errors import ParameterError
+from featx.inputs.manifests import load_job_source, load_manifest
 from featx.job import run_extract_job
-from featx.network import NetworkSpec
+from featx.models.network import NetworkSpec
 
 ray = pytest.importorskip("ray", reason="the Ray engine is an optional extra: pip install 'featx[ray]'")
 from featx import engines  # noqa: E402
@@ -34,17 +33,31 @@ def job(manifest, tmp_path, engine, name):
     network = FrozenNetwork(TINY, weights=None, precision="fp32")
     namespace = FeatureCache(tmp_path / f"cache-{name}").namespace(network.fingerprint)
     out = tmp_path / f"{name}.parquet"
-    summary = run_extract_job(load_job_source(manifest), network, namespace, batch_size=4, out=out,
-                              progress=False, engine=engines.get(engine))
+    summary = run_extract_job(
+        load_job_source(manifest),
+        network,
+        namespace,
+        batch_size=4,
+        out=out,
+        progress=False,
+        engine=engines.get(engine),
+    )
     return summary, out
 
 
 def test_ray_engine_gives_the_local_engines_vectors_and_errors_and_a_rerun_computes_nothing(
-        local_ray, messy_folder, tmp_path):
+    local_ray, messy_folder, tmp_path
+):
     local, local_out = job(messy_folder, tmp_path, "local", "local")
     remote, remote_out = job(messy_folder, tmp_path, "ray", "ray")
     assert [(e.index, e.kind) for e in remote.errors] == [(e.index, e.kind) for e in local.errors]
-    assert {e.kind for e in remote.errors} == {"empty", "truncated", "not_an_image", "decompression_bomb", "missing"}
+    assert {e.kind for e in remote.errors} == {
+        "empty",
+        "truncated",
+        "not_an_image",
+        "decompression_bomb",
+        "missing",
+    }
     assert (remote.n_computed, remote.n_cached) == (local.n_computed, 0) == (6, 0)
     X_local, meta_local = load_features(local_out)
     X_ray, meta_ray = load_features(remote_out)
@@ -57,13 +70,20 @@ def test_ray_engine_gives_the_local_engines_vectors_and_errors_and_a_rerun_compu
 
 
 def test_ray_streams_shards_as_the_local_engine_does_same_rows_vectors_failures_and_skips(
-        local_ray, messy_shards, tmp_path):
+    local_ray, messy_shards, tmp_path
+):
     local, local_out = job(messy_shards["pattern"], tmp_path, "local", "local")
     remote, remote_out = job(messy_shards["pattern"], tmp_path, "ray", "ray")
     assert {e.source: e.kind for e in remote.errors} == messy_shards["failed"]
-    assert [(e.index, e.source, e.kind) for e in remote.errors] == [(e.index, e.source, e.kind) for e in local.errors]
+    assert [(e.index, e.source, e.kind) for e in remote.errors] == [
+        (e.index, e.source, e.kind) for e in local.errors
+    ]
     assert [entry for entry, _ in remote.skipped] == messy_shards["skipped"]
-    assert (remote.n_images, remote.n_computed, remote.n_cached) == (local.n_images, local.n_computed, 0) == (5, 3, 0)
+    assert (
+        (remote.n_images, remote.n_computed, remote.n_cached)
+        == (local.n_images, local.n_computed, 0)
+        == (5, 3, 0)
+    )
     X_local, meta_local = load_features(local_out)
     X_ray, meta_ray = load_features(remote_out)
     pd.testing.assert_frame_equal(meta_ray, meta_local)
@@ -74,22 +94,26 @@ def test_ray_streams_shards_as_the_local_engine_does_same_rows_vectors_failures_
     assert (again.n_computed, again.n_cached, len(again.errors)) == (0, 3, 4)
 
 
-def test_ray_vectors_land_in_the_namespace_the_local_engine_and_transformer_read(local_ray, image_folder, tmp_path):
+def test_ray_vectors_land_in_the_namespace_the_local_engine_and_transformer_read(
+    local_ray, image_folder, tmp_path
+):
     network = FrozenNetwork(TINY, weights=None, precision="fp32")
     namespace = FeatureCache(tmp_path / "cache").namespace(network.fingerprint)
-    summary = run_extract_job(load_manifest(image_folder), network, namespace, progress=False,
-                              engine=engines.get("ray"))
+    summary = run_extract_job(
+        load_manifest(image_folder), network, namespace, progress=False, engine=engines.get("ray")
+    )
     assert summary.n_computed == 6
     local_rerun = run_extract_job(load_manifest(image_folder), network, namespace, progress=False)
     assert (local_rerun.n_computed, local_rerun.n_cached) == (0, 6)
 
 
 def test_a_list_of_files_is_cut_into_blocks_so_that_every_actor_can_get_work(
-        local_ray, image_folder, tmp_path, monkeypatch):
+    local_ray, image_folder, tmp_path, monkeypatch
+):
     """One block would be one task: one actor doing the whole job while the others (the cluster's GPUs) idle."""
     import warnings
 
-    from featx.engines import ray as ray_engine
+    from featx.engines.ray import engine as ray_engine
 
     monkeypatch.setattr(ray_engine, "BLOCK_BATCHES", 1)
     paths = load_manifest(image_folder)["path"].tolist()
@@ -113,8 +137,23 @@ def test_ray_engine_refuses_an_in_memory_store_by_name(local_ray):
 @pytest.mark.slow
 def test_featx_extract_engine_ray_on_the_command_line(image_folder, tmp_path):
     out = tmp_path / "ray.parquet"
-    done = featx_cli("extract", image_folder, "--backbone", TINY, "--weights", "none", "--precision", "fp32",
-                     "--cache", tmp_path / "cache", "--out", out, "--engine", "ray", "--quiet")
+    done = featx_cli(
+        "extract",
+        image_folder,
+        "--backbone",
+        TINY,
+        "--weights",
+        "none",
+        "--precision",
+        "fp32",
+        "--cache",
+        tmp_path / "cache",
+        "--out",
+        out,
+        "--engine",
+        "ray",
+        "--quiet",
+    )
     assert done.returncode == 0, done.stderr
     assert "computed: 6" in done.stdout
     X, meta = load_features(out)
@@ -123,8 +162,9 @@ def test_featx_extract_engine_ray_on_the_command_line(image_folder, tmp_path):
 
 
 def test_a_worker_whose_network_differs_from_the_jobs_fingerprint_refuses_and_the_job_stops_in_one_error(
-        local_ray, image_folder, tmp_path):
-    from featx.engines.ray import _Embed
+    local_ray, image_folder, tmp_path
+):
+    from featx.engines.ray.engine import _Embed
     from featx.errors import FeatxError
 
     engine = engines.get("ray")
@@ -135,31 +175,39 @@ def test_a_worker_whose_network_differs_from_the_jobs_fingerprint_refuses_and_th
     assert not (tmp_path / "direct").exists()
 
     namespace = FeatureCache(tmp_path / "cache").namespace(foreign)
-    with pytest.raises(FeatxError, match=r"differs from the job's in \['precision'\].*refusing to write") as caught:
-        engine.fill(load_manifest(image_folder)["path"].tolist(), dataclasses.replace(network, fingerprint=foreign),
-                    namespace, batch_size=4)
+    with pytest.raises(
+        FeatxError, match=r"differs from the job's in \['precision'\].*refusing to write"
+    ) as caught:
+        engine.fill(
+            load_manifest(image_folder)["path"].tolist(),
+            dataclasses.replace(network, fingerprint=foreign),
+            namespace,
+            batch_size=4,
+        )
     assert type(caught.value) is FeatxError  # featx's own error, so the command line prints one line
     assert not list(namespace.path.glob("*.vectors.npy"))
     assert _Embed(network.spec, network.fingerprint, str(tmp_path / "direct"), threads=1).refusal == ""
 
 
 def test_an_actor_does_not_compute_again_content_it_committed_for_an_earlier_batch(image_folder, tmp_path):
-    from featx.engines.ray import _Embed
-    from featx.engines.ray_tasks import read_key_decode_batch
+    from featx.engines.ray.engine import _Embed
+    from featx.engines.ray.tasks import read_key_decode_batch
 
     network = FrozenNetwork(TINY, weights=None, precision="fp32")
     namespace = FeatureCache(tmp_path / "cache").namespace(network.fingerprint)
     actor = _Embed(network.spec, network.fingerprint, str(namespace.path), threads=1)
     paths = sorted(str(p) for p in image_folder.rglob("*.png"))
-    batch = read_key_decode_batch({"index": np.arange(3), "path": np.array(paths[:3])}, network.preprocessing,
-                                  10**8, known=set())
+    batch = read_key_decode_batch(
+        {"index": np.arange(3), "path": np.array(paths[:3])}, network.preprocessing, 10**8, known=set()
+    )
     assert actor(batch)["computed"].all()
     shards = namespace.shard_names()
     assert not actor(batch)["computed"].any() and namespace.shard_names() == shards
 
 
 def test_a_parquet_table_is_read_by_ray_datas_own_reader_with_the_local_engines_vectors_and_named_errors(
-        local_ray, tmp_path, monkeypatch):
+    local_ray, tmp_path, monkeypatch
+):
     from conftest import encode, photo
     from test_sources import image_table
 
@@ -168,7 +216,9 @@ def test_a_parquet_table_is_read_by_ray_datas_own_reader_with_the_local_engines_
     table = image_table(tmp_path / "train.parquet", cells, list("abababab"), row_group_size=3)
     read = []
     real = ray.data.read_parquet
-    monkeypatch.setattr(ray.data, "read_parquet", lambda *args, **kwargs: read.append(args) or real(*args, **kwargs))
+    monkeypatch.setattr(
+        ray.data, "read_parquet", lambda *args, **kwargs: read.append(args) or real(*args, **kwargs)
+    )
     local, local_out = job(table, tmp_path, "local", "local")
     remote, remote_out = job(table, tmp_path, "ray", "ray")
     assert read == [(str(table),)]  # the driver read the footer only; tasks read each row group once
@@ -178,63 +228,104 @@ def test_a_parquet_table_is_read_by_ray_datas_own_reader_with_the_local_engines_
     assert (local.n_computed, remote.n_computed, remote.n_cached) == (5, 5, 0)
     X_local, meta_local = load_features(local_out)
     X_ray, meta_ray = load_features(remote_out)
-    assert meta_ray["path"].tolist() == meta_local["path"].tolist() and meta_ray["label"].tolist() == list("ababab")
+    assert meta_ray["path"].tolist() == meta_local["path"].tolist() and meta_ray["label"].tolist() == list(
+        "ababab"
+    )
     assert_same_vectors(X_ray, X_local)
     again, _ = job(table, tmp_path, "ray", "ray")
     assert (again.n_computed, again.n_cached) == (0, 6)
 
 
-def test_a_ray_decoding_task_reads_each_image_once_and_decodes_only_what_the_cache_lacks(image_folder, monkeypatch):
-    from featx import images
-    from featx.engines.ray_tasks import read_key_decode_batch
-    from featx.images import MAX_PIXELS, content_key
+def test_a_ray_decoding_task_reads_each_image_once_and_decodes_only_what_the_cache_lacks(
+    image_folder, monkeypatch
+):
+    from featx.engines.ray.tasks import read_key_decode_batch
+    from featx.inputs import images
+    from featx.inputs.images import MAX_PIXELS, content_key
 
     paths = sorted(str(p) for p in image_folder.rglob("*.png"))
     known = frozenset({content_key(paths[0]), content_key(paths[3])})
     calls = []
     original_open, original_decode = images._open_file, images._decode
-    monkeypatch.setattr(images, "_open_file", lambda path, index: calls.append(("read", str(path))) or
-                        original_open(path, index))
-    monkeypatch.setattr(images, "_decode", lambda data, index, source, *rest: calls.append(("decode", source)) or
-                        original_decode(data, index, source, *rest))
+    monkeypatch.setattr(
+        images,
+        "_open_file",
+        lambda path, index: calls.append(("read", str(path))) or original_open(path, index),
+    )
+    monkeypatch.setattr(
+        images,
+        "_decode",
+        lambda data, index, source, *rest: (
+            calls.append(("decode", source)) or original_decode(data, index, source, *rest)
+        ),
+    )
     preprocessing = FrozenNetwork(TINY, weights=None).preprocessing
-    batch = read_key_decode_batch({"index": np.arange(len(paths)), "path": np.array(paths, dtype=object)},
-                                   preprocessing, MAX_PIXELS, known)
+    batch = read_key_decode_batch(
+        {"index": np.arange(len(paths)), "path": np.array(paths, dtype=object)},
+        preprocessing,
+        MAX_PIXELS,
+        known,
+    )
     assert [p for what, p in calls if what == "read"] == paths
     assert [p for what, p in calls if what == "decode"] == [p for i, p in enumerate(paths) if i not in (0, 3)]
-    assert [pixels.shape for pixels in batch["pixels"]] == [(0, 0, 0), *[(3, 32, 32)] * 2, (0, 0, 0),
-                                                            *[(3, 32, 32)] * 2]
+    assert [pixels.shape for pixels in batch["pixels"]] == [
+        (0, 0, 0),
+        *[(3, 32, 32)] * 2,
+        (0, 0, 0),
+        *[(3, 32, 32)] * 2,
+    ]
     assert list(batch["key"]) == [content_key(p) for p in paths]
 
 
 def test_the_driver_never_loads_the_network_a_worker_resolves_it_and_runs_even_its_recomputations(
-        local_ray, image_folder, tmp_path, monkeypatch):
+    local_ray, image_folder, tmp_path, monkeypatch
+):
     """As on a CPU-only head node driving GPU workers: the driver only ever holds the resolved spec."""
-    from featx.engines import ray as ray_engine
+    from featx.engines.ray import engine as ray_engine
 
-    monkeypatch.setattr(FrozenNetwork, "__init__", lambda *a, **k: pytest.fail("the driver loaded the network"))
+    monkeypatch.setattr(
+        FrozenNetwork, "__init__", lambda *a, **k: pytest.fail("the driver loaded the network")
+    )
     engine = engines.get("ray")
     network = engine.network(NetworkSpec(TINY, weights=None))  # precision "auto": measured on the worker
     assert isinstance(network, ray_engine.RemoteNetwork)
     assert (network.spec.device, network.fingerprint["precision"]) == ("cpu", network.spec.precision)
     assert network.spec.precision != "auto" and network.n_features == 64
     namespace = FeatureCache(tmp_path / "cache").namespace(network.fingerprint)
-    first = run_extract_job(load_manifest(image_folder), network, namespace, batch_size=4, progress=False,
-                            engine=engine)
+    first = run_extract_job(
+        load_manifest(image_folder), network, namespace, batch_size=4, progress=False, engine=engine
+    )
     assert (first.n_computed, first.n_cached) == (6, 0)
-    shard = sorted(namespace.path.glob("*.vectors.npy"))[0]  # flip a bit: reading it back recomputes, on a worker
+    shard = sorted(namespace.path.glob("*.vectors.npy"))[
+        0
+    ]  # flip a bit: reading it back recomputes, on a worker
     data = bytearray(shard.read_bytes())
     data[-3] ^= 0x10
     shard.write_bytes(bytes(data))
-    again = run_extract_job(load_manifest(image_folder), network, namespace, batch_size=4, progress=False,
-                            engine=engine, out=tmp_path / "ray.parquet")
+    again = run_extract_job(
+        load_manifest(image_folder),
+        network,
+        namespace,
+        batch_size=4,
+        progress=False,
+        engine=engine,
+        out=tmp_path / "ray.parquet",
+    )
     assert (again.n_computed, again.n_cached) == (0, 6)
     monkeypatch.undo()
     here = FrozenNetwork(network.spec)  # the same resolved network, loaded here only to check the vectors
     assert here.fingerprint == network.fingerprint
-    run_extract_job(load_manifest(image_folder), here, FeatureCache(tmp_path / "local").namespace(here.fingerprint),
-                    batch_size=4, progress=False, out=tmp_path / "local.parquet")
-    assert_same_vectors(load_features(tmp_path / "ray.parquet")[0], load_features(tmp_path / "local.parquet")[0])
+    run_extract_job(
+        load_manifest(image_folder),
+        here,
+        FeatureCache(tmp_path / "local").namespace(here.fingerprint),
+        batch_size=4,
+        progress=False,
+        out=tmp_path / "local.parquet",
+    )
+    assert_same_vectors(
+        load_features(tmp_path / "ray.parquet")[0], load_features(tmp_path / "local.parquet")[0]
+    )
 
 
 def test_device_cuda_on_a_cluster_without_gpus_is_refused_in_one_line_before_any_task_waits(local_ray):
@@ -249,7 +340,7 @@ def test_a_workers_failure_to_resolve_the_network_arrives_as_featx_own_one_line_
 
 
 def test_the_driver_keeps_64_bytes_a_key_and_only_the_failed_inputs_of_a_streamed_run():
-    from featx.engines.ray import _Outcome
+    from featx.engines.ray.engine import _Outcome
 
     paths = [f"/data/{i}.png" for i in range(6)]
     outcome = _Outcome(np.zeros(len(paths), dtype="S64"))
@@ -257,9 +348,17 @@ def test_the_driver_keeps_64_bytes_a_key_and_only_the_failed_inputs_of_a_streame
         index = np.array(rows)
         failed = index == 5
         keys = np.array(["" if f else f"{i:064x}" for i, f in zip(rows, failed)], dtype=object)
-        outcome.add({"index": index, "key": keys, "cached": ~failed & (index % 2 == 0),
-                     "computed": ~failed & (index % 2 == 1), "error_kind": np.where(failed, "missing", ""),
-                     "error_reason": np.where(failed, "no such file", "")}, paths)
+        outcome.add(
+            {
+                "index": index,
+                "key": keys,
+                "cached": ~failed & (index % 2 == 0),
+                "computed": ~failed & (index % 2 == 1),
+                "error_kind": np.where(failed, "missing", ""),
+                "error_reason": np.where(failed, "no such file", ""),
+            },
+            paths,
+        )
     assert outcome.keys.nbytes == 64 * len(paths)
     assert outcome.keys.tolist() == [f"{i:064x}".encode() for i in range(5)] + [b""]
     assert (outcome.n_cached, outcome.n_computed) == (3, 2)

@@ -4,7 +4,6 @@ import shutil
 
 import pandas as pd
 import pytest
-
 from test_cache import featx_cli
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -15,11 +14,28 @@ def report_page(tmp_path_factory, fashion_manifest):
     digits = fashion_manifest.parent.parent / "digits" / "manifest.csv"
     work = tmp_path_factory.mktemp("report")
     subset = pd.read_csv(digits).groupby("label").head(24)
-    subset.assign(path=[str(digits.parent / p) for p in subset["path"]]).to_csv(work / "manifest.csv", index=False)
+    subset.assign(path=[str(digits.parent / p) for p in subset["path"]]).to_csv(
+        work / "manifest.csv", index=False
+    )
     page = work / "report.html"
-    result = featx_cli("compare", work / "manifest.csv", "--backbone", "tiny_backbone:TINY", "--weights", "none",
-                       "--cache", work / "cache", "--cv", "3", "--classifiers", "logreg,knn", "--report",
-                       "--html", page, "--quiet")
+    result = featx_cli(
+        "compare",
+        work / "manifest.csv",
+        "--backbone",
+        "tiny_backbone:TINY",
+        "--weights",
+        "none",
+        "--cache",
+        work / "cache",
+        "--cv",
+        "3",
+        "--classifiers",
+        "logreg,knn",
+        "--report",
+        "--html",
+        page,
+        "--quiet",
+    )
     assert result.returncode == 0, result.stderr
     return page, result.stdout
 
@@ -38,15 +54,25 @@ def test_it_renders_in_a_real_browser_with_its_figure_verdict_and_setup(report_p
     page_path, stdout = report_page
     requests = []
     with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--no-first-run", "--disable-sync"])
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--no-first-run",
+                "--disable-sync",
+            ],
+        )
         try:
             page = browser.new_page()
             page.on("request", lambda request: requests.append(request.url))
             page.goto(page_path.as_uri())
             verdict = page.inner_text("#verdict")
-            figure = page.eval_on_selector("#figure", "img => [img.complete, img.naturalWidth, img.naturalHeight]")
+            figure = page.eval_on_selector(
+                "#figure", "img => [img.complete, img.naturalWidth, img.naturalHeight]"
+            )
             headers = page.eval_on_selector_all("th", "cells => cells.map(c => c.textContent)")
             screenshot = page.screenshot(full_page=True)
         finally:

@@ -12,7 +12,6 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import assert_same_vectors, encode, photo, write_shard
 from test_cache import featx_cli
 
@@ -35,10 +34,17 @@ def free_port() -> int:
 def s3():
     """A real S3 API on localhost (moto in server mode); the standard AWS variables point featx at it."""
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-p", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    names = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "testing",
-             "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    names = {
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
     saved = {name: os.environ.get(name) for name in names}
     os.environ.update(names)
     try:
@@ -72,21 +78,30 @@ def test_s3_objects_a_manifest_on_s3_and_s3_shards_give_the_local_files_vectors(
     urls = [f"s3://bucket/images/{i}.png" for i in range(5)]
     np.testing.assert_array_equal(local_vectors(urls), expected)
 
-    s3.pipe("bucket/manifest.csv", pd.DataFrame({"path": [f"images/{i}.png" for i in range(5)],
-                                                 "label": list("ababa")}).to_csv(index=False).encode())
+    s3.pipe(
+        "bucket/manifest.csv",
+        pd.DataFrame({"path": [f"images/{i}.png" for i in range(5)], "label": list("ababa")})
+        .to_csv(index=False)
+        .encode(),
+    )
     out = tmp_path / "from-manifest.parquet"
-    result = featx_cli("extract", "s3://bucket/manifest.csv", *TINY, "--cache", tmp_path / "cache", "--out", out)
+    result = featx_cli(
+        "extract", "s3://bucket/manifest.csv", *TINY, "--cache", tmp_path / "cache", "--out", out
+    )
     assert result.returncode == 0, result.stderr
     X, meta = load_features(out)
     np.testing.assert_array_equal(X, expected)
     assert meta["path"].tolist() == urls  # relative paths resolve against the manifest's URL
 
-    shard = write_shard(tmp_path / "shard-0000.tar",
-                        [(f"{i:06d}", {"png": data, "cls": str(i % 2).encode()}) for i, data in enumerate(pngs)])
+    shard = write_shard(
+        tmp_path / "shard-0000.tar",
+        [(f"{i:06d}", {"png": data, "cls": str(i % 2).encode()}) for i, data in enumerate(pngs)],
+    )
     s3.put(str(shard), "bucket/shards/shard-0000.tar")
     out = tmp_path / "from-shard.parquet"
-    result = featx_cli("extract", "s3://bucket/shards/shard-0000.tar", *TINY, "--cache", tmp_path / "cache2",
-                       "--out", out)
+    result = featx_cli(
+        "extract", "s3://bucket/shards/shard-0000.tar", *TINY, "--cache", tmp_path / "cache2", "--out", out
+    )
     assert result.returncode == 0, result.stderr
     X, meta = load_features(out)
     np.testing.assert_array_equal(X, expected)
@@ -100,14 +115,17 @@ def test_a_missing_s3_object_is_one_rows_error_naming_it(s3):
 
 
 def test_shards_are_streamed_with_bad_members_a_missing_shard_and_a_cut_one_named_and_a_rerun_reads_the_cache(
-        messy_shards, tmp_path):
+    messy_shards, tmp_path
+):
     out = tmp_path / "x.parquet"
     run = ["extract", messy_shards["pattern"], *TINY, "--cache", tmp_path / "cache", "--out", out]
     result = featx_cli(*run)
     assert result.returncode == 0, result.stderr
     listed = pd.read_csv(out.with_suffix(".errors.csv"))
-    assert dict(zip(listed["path"], listed["kind"])) == {**messy_shards["failed"],
-                                                         **{p: "skipped" for p in messy_shards["skipped"]}}
+    assert dict(zip(listed["path"], listed["kind"])) == {
+        **messy_shards["failed"],
+        **{p: "skipped" for p in messy_shards["skipped"]},
+    }
     cut = listed.set_index("kind").loc["unreadable", "message"]
     assert "g.png" in cut  # the member being read when the shard ended
     X, meta = load_features(out)
@@ -122,8 +140,17 @@ def test_shards_are_streamed_with_bad_members_a_missing_shard_and_a_cut_one_name
 
 
 def test_on_error_raise_stops_in_one_line_naming_the_shard_and_keeps_what_it_computed(messy_shards, tmp_path):
-    run = ["extract", messy_shards["pattern"], *TINY, "--cache", tmp_path / "cache", "--num-workers", "0",
-           "--errors", tmp_path / "errors.csv"]
+    run = [
+        "extract",
+        messy_shards["pattern"],
+        *TINY,
+        "--cache",
+        tmp_path / "cache",
+        "--num-workers",
+        "0",
+        "--errors",
+        tmp_path / "errors.csv",
+    ]
     result = featx_cli(*run, "--on-error", "raise")
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
@@ -148,7 +175,11 @@ def test_odd_shards_fail_one_by_one_naming_themselves_beside_good_and_gzipped_on
     result = featx_cli("extract", folder, *TINY, "--cache", tmp_path / "cache", "--out", out)
     assert result.returncode == 0, result.stderr
     listed = pd.read_csv(out.with_suffix(".errors.csv"))
-    assert sorted(os.path.basename(p) for p in listed["path"]) == ["2-empty.tar", "3-noise.tar", "4-folder.tar"]
+    assert sorted(os.path.basename(p) for p in listed["path"]) == [
+        "2-empty.tar",
+        "3-noise.tar",
+        "4-folder.tar",
+    ]
     assert set(listed["kind"]) == {"unreadable"}
     X, meta = load_features(out)
     assert meta["sample"].tolist() == ["a", "b"]
@@ -158,12 +189,14 @@ def test_odd_shards_fail_one_by_one_naming_themselves_beside_good_and_gzipped_on
 def test_shard_members_listed_in_this_process_read_correctly_in_forked_decoding_workers(tmp_path):
     """The index of a shard listed here must not be shared by forked workers: its open file would share one
     offset across processes, and their reads would interleave ("unexpected end of data")."""
-    from featx.datasets import load_manifest
+    from featx.inputs.manifests import load_manifest
 
     pngs = [encode(photo(seed, size=(160, 120))) for seed in range(48)]
     for number in range(4):
-        write_shard(tmp_path / f"listed-{number}.tar", [(f"{number}-{i:02d}", {"png": pngs[12 * number + i]})
-                                                        for i in range(12)])
+        write_shard(
+            tmp_path / f"listed-{number}.tar",
+            [(f"{number}-{i:02d}", {"png": pngs[12 * number + i]}) for i in range(12)],
+        )
     members = load_manifest(str(tmp_path / "listed-{0..3}.tar"))["path"].tolist()  # indexes each shard here
     X = extract_features(members, "tiny", weights=None, precision="fp32", batch_size=2, num_workers=2)
     assert_same_vectors(X, local_vectors(pngs))
@@ -186,10 +219,25 @@ def test_a_shard_job_killed_mid_way_resumes_without_recomputing_and_gives_the_un
     from test_cache import only_namespace
 
     for number in range(4):
-        write_shard(tmp_path / f"kill-{number}.tar", [(f"{number}-{i:03d}", {"png": encode(photo(100 * number + i))})
-                                                      for i in range(40)])
-    args = ["extract", str(tmp_path / "kill-{0..3}.tar"), "--backbone", "resnet18", "--weights", "none",
-            "--precision", "fp32", "--batch-size", "8", "--num-workers", "1", "--quiet"]
+        write_shard(
+            tmp_path / f"kill-{number}.tar",
+            [(f"{number}-{i:03d}", {"png": encode(photo(100 * number + i))}) for i in range(40)],
+        )
+    args = [
+        "extract",
+        str(tmp_path / "kill-{0..3}.tar"),
+        "--backbone",
+        "resnet18",
+        "--weights",
+        "none",
+        "--precision",
+        "fp32",
+        "--batch-size",
+        "8",
+        "--num-workers",
+        "1",
+        "--quiet",
+    ]
     reference = featx_cli(*args, "--cache", tmp_path / "reference", "--out", tmp_path / "reference.parquet")
     assert reference.returncode == 0, reference.stderr
 
@@ -209,24 +257,30 @@ def test_a_shard_job_killed_mid_way_resumes_without_recomputing_and_gives_the_un
     assert f"cached: {done_before}  computed: {160 - done_before}" in resumed.stdout
     X_ref, meta_ref = load_features(tmp_path / "reference.parquet")
     X, meta = load_features(tmp_path / "resumed.parquet")
-    assert meta["key"].tolist() == meta_ref["key"].tolist() and meta["sample"].tolist() == meta_ref["sample"].tolist()
+    assert (
+        meta["key"].tolist() == meta_ref["key"].tolist()
+        and meta["sample"].tolist() == meta_ref["sample"].tolist()
+    )
     assert_same_vectors(X, X_ref)  # the resumed run cut other batches
 
 
 def test_a_job_over_s3_shards_fetches_each_shard_once_in_the_decoding_workers_never_in_the_driver(
-        s3, tmp_path, monkeypatch):
+    s3, tmp_path, monkeypatch
+):
     """WebDataset's way: a shard is streamed once, front to back, by the worker that decodes it; indexing
     a remote tar instead fetched it whole in the driver and again in every worker touching it."""
     import s3fs
 
     from featx import FeatureCache, FrozenNetwork
+    from featx.inputs.sources import Shards
     from featx.job import run_extract_job
-    from featx.sources import Shards
 
     sizes = {}
     for n in range(3):
-        shard = write_shard(tmp_path / f"s-{n}.tar", [(f"{n}-{i}", {"png": encode(photo(10 * n + i)), "cls": b"1"})
-                                                      for i in range(6)])
+        shard = write_shard(
+            tmp_path / f"s-{n}.tar",
+            [(f"{n}-{i}", {"png": encode(photo(10 * n + i)), "cls": b"1"}) for i in range(6)],
+        )
         s3.put(str(shard), f"bucket/streamed/s-{n}.tar")
         sizes[f"bucket/streamed/s-{n}.tar"] = shard.stat().st_size
     log = tmp_path / "fetches.log"
@@ -247,13 +301,16 @@ def test_a_job_over_s3_shards_fetches_each_shard_once_in_the_decoding_workers_ne
         summary = run_extract_job(shards, network, namespace, batch_size=4, num_workers=2, progress=False)
         assert (summary.n_images, len(summary.errors)) == (18, 0)
         fetches = [line.split() for line in log.read_text().splitlines()]
-        assert fetches and not [f for f in fetches if int(f[0]) == os.getpid()], run  # the driver read nothing
+        assert fetches and not [f for f in fetches if int(f[0]) == os.getpid()], (
+            run
+        )  # the driver read nothing
         fetched = {name: sum(int(f[2]) for f in fetches if f[1] == name) for name in sizes}
         assert fetched == sizes, run  # each shard's bytes exactly once
         assert len({f[0] for f in fetches}) == 2  # both workers streamed
 
 
 # -- Parquet tables of encoded images ---------------------------------------------------------------------
+
 
 def image_table(path, cells, labels, row_group_size=2, struct=True):
     """A Parquet table like a Hugging Face dataset's: an ``image`` struct {bytes, path} and a label."""
@@ -273,8 +330,10 @@ def test_a_parquet_table_of_encoded_images_gives_the_files_vectors_and_names_its
     result = featx_cli("extract", table, *TINY, "--cache", tmp_path / "cache", "--out", out)
     assert result.returncode == 0, result.stderr
     listed = pd.read_csv(out.with_suffix(".errors.csv"))
-    assert dict(zip(listed["path"], listed["kind"])) == {f"row://image/2::{table}": "missing",
-                                                         f"row://image/3::{table}": "not_an_image"}
+    assert dict(zip(listed["path"], listed["kind"])) == {
+        f"row://image/2::{table}": "missing",
+        f"row://image/3::{table}": "not_an_image",
+    }
     assert "cell is empty" in listed.set_index("kind").loc["missing", "message"]
     X, meta = load_features(out)
     assert meta["label"].tolist() == ["cat", "dog", "cat", "dog"]
@@ -282,17 +341,22 @@ def test_a_parquet_table_of_encoded_images_gives_the_files_vectors_and_names_its
     assert_same_vectors(X, local_vectors(good))  # the failed cells changed the batches
 
 
-@pytest.mark.parametrize("columns, message", [
-    ({"a": [b"x"], "b": [b"y"]}, "several columns of bytes ['a', 'b']"),
-    ({"image": ["cat.jpg"]}, "'image' column holds string, not encoded image bytes"),
-])
+@pytest.mark.parametrize(
+    "columns, message",
+    [
+        ({"a": [b"x"], "b": [b"y"]}, "several columns of bytes ['a', 'b']"),
+        ({"image": ["cat.jpg"]}, "'image' column holds string, not encoded image bytes"),
+    ],
+)
 def test_a_table_whose_image_column_is_unclear_is_refused_in_one_line(tmp_path, columns, message):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     pq.write_table(pa.table(columns), tmp_path / "t.parquet")
     result = featx_cli("extract", tmp_path / "t.parquet", *TINY, "--cache", tmp_path / "cache")
-    assert result.returncode == 1 and message in result.stderr and "Traceback" not in result.stderr, result.stderr
+    assert result.returncode == 1 and message in result.stderr and "Traceback" not in result.stderr, (
+        result.stderr
+    )
 
 
 def test_a_table_of_plain_bytes_on_s3_gives_the_same_vectors(s3, tmp_path):
@@ -300,7 +364,9 @@ def test_a_table_of_plain_bytes_on_s3_gives_the_same_vectors(s3, tmp_path):
     image_table(tmp_path / "t.parquet", good, ["a", "b", "c"], struct=False)
     s3.put(str(tmp_path / "t.parquet"), "bucket/tables/t.parquet")
     out = tmp_path / "x.npy"
-    result = featx_cli("extract", "s3://bucket/tables/t.parquet", *TINY, "--cache", tmp_path / "cache", "--out", out)
+    result = featx_cli(
+        "extract", "s3://bucket/tables/t.parquet", *TINY, "--cache", tmp_path / "cache", "--out", out
+    )
     assert result.returncode == 0, result.stderr
     X, meta = load_features(out)
     assert meta["path"][0] == "row://image/0::s3://bucket/tables/t.parquet"

@@ -6,13 +6,13 @@ import sys
 import warnings
 
 import pytest
+from conftest import photo
 from PIL import Image
 
-from conftest import photo
 from featx import FeatureCache, FrozenNetwork, engines
 from featx.cache import stat_memo
 from featx.cache.files import TMP_PREFIX
-from featx.engines import seen
+from featx.engines.local import seen
 from featx.errors import ImageError
 
 
@@ -24,12 +24,18 @@ def test_later_parts_win_and_merging_past_max_parts_keeps_each_paths_last_entry(
     monkeypatch.setattr(stat_memo, "MAX_PARTS", 3)
     for version in range(3):
         stat_memo.save(tmp_path, entries(version, version + 1, version=version))
-    assert stat_memo.load(tmp_path, entries(0, 1, 2, 3)) == {**entries(0, version=0), **entries(1, version=1),
-                                                             **entries(2, 3, version=2)}
+    assert stat_memo.load(tmp_path, entries(0, 1, 2, 3)) == {
+        **entries(0, version=0),
+        **entries(1, version=1),
+        **entries(2, 3, version=2),
+    }
     stat_memo.save(tmp_path, entries(0, version=9))  # a fourth part: merged into one
     assert len(list((tmp_path / stat_memo.FOLDER).iterdir())) == 1
     assert stat_memo.load(tmp_path, entries(0, 1, 2, 3, 4)) == {
-        **entries(0, version=9), **entries(1, version=1), **entries(2, 3, version=2)}
+        **entries(0, version=9),
+        **entries(1, version=1),
+        **entries(2, 3, version=2),
+    }
 
 
 def test_an_unreadable_part_and_a_half_written_one_are_skipped_and_the_others_still_read(tmp_path):
@@ -41,7 +47,8 @@ def test_an_unreadable_part_and_a_half_written_one_are_skipped_and_the_others_st
         warnings.simplefilter("always")
         assert stat_memo.load(tmp_path, entries(1)) == entries(1)
     assert [str(w.message).split(" (")[0] for w in caught] == [
-        f"featx: skipping the unreadable stat memo part {folder / '00000000000000000000-1-garbage.parquet'}"]
+        f"featx: skipping the unreadable stat memo part {folder / '00000000000000000000-1-garbage.parquet'}"
+    ]
 
 
 def test_a_memo_that_cannot_be_written_costs_a_warning_and_the_job_goes_on(tmp_path, image_folder):
@@ -62,8 +69,14 @@ def test_a_job_that_stops_at_a_bad_file_keeps_what_it_learned_before(tmp_path, i
     namespace = FeatureCache(tmp_path / "cache").namespace(network.fingerprint)
     seen._SEEN.clear()
     with pytest.raises(ImageError, match="broken.png"):
-        engines.get("local").fill([*paths[:4], str(broken), *paths[4:]], network, namespace, batch_size=2,
-                                  num_workers=0, fail_fast=True)
+        engines.get("local").fill(
+            [*paths[:4], str(broken), *paths[4:]],
+            network,
+            namespace,
+            batch_size=2,
+            num_workers=0,
+            fail_fast=True,
+        )
     kept = stat_memo.load(tmp_path / "cache", paths)
     assert set(paths[:4]) <= set(kept) and str(broken) not in kept
     assert all(kept[path] == (seen.signature(path), kept[path][1]) for path in kept)

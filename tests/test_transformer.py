@@ -5,13 +5,13 @@ import pickle
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import photo
 from sklearn.base import clone
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.utils import estimator_checks
 
-from conftest import photo
 from featx import PretrainedFeatures
 from featx.extract import FrozenNetwork
 
@@ -98,7 +98,9 @@ def test_grid_search_with_a_cache_runs_the_network_once_per_image(tmp_path, monk
     images, y = labelled_images(12)
     calls = []
     original = FrozenNetwork.__call__
-    monkeypatch.setattr(FrozenNetwork, "__call__", lambda self, batch: calls.append(len(batch)) or original(self, batch))
+    monkeypatch.setattr(
+        FrozenNetwork, "__call__", lambda self, batch: calls.append(len(batch)) or original(self, batch)
+    )
     pipeline = make_pipeline(tiny(cache_dir=tmp_path), LogisticRegression(max_iter=500))
     GridSearchCV(pipeline, {"logisticregression__C": [0.01, 0.1, 1.0]}, cv=3).fit(images, y)
     assert sum(calls) == 12  # 3 candidates x 3 folds x (fit + score) would otherwise be 18 x 8-ish images
@@ -116,9 +118,12 @@ def test_on_error_nan_keeps_rows_aligned_and_records_failures(tmp_path):
 
 
 def test_invalid_parameters_are_reported_at_fit_naming_the_value():
-    for bad, match in [({"on_error": "skip"}, "'on_error' parameter of PretrainedFeatures .* Got 'skip'"),
-                       ({"precision": "fp64"}, "'precision' parameter .* Got 'fp64'"),
-                       ({"batch_size": 0}, "'batch_size' parameter .* Got 0"), ({"backbone": "nope"}, "backbone='nope'")]:
+    for bad, match in [
+        ({"on_error": "skip"}, "'on_error' parameter of PretrainedFeatures .* Got 'skip'"),
+        ({"precision": "fp64"}, "'precision' parameter .* Got 'fp64'"),
+        ({"batch_size": 0}, "'batch_size' parameter .* Got 0"),
+        ({"backbone": "nope"}, "backbone='nope'"),
+    ]:
         params = {"backbone": "tiny", "weights": None, **bad}
         with pytest.raises(ValueError, match=match):
             PretrainedFeatures(**params).fit([photo(0)])

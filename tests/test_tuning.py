@@ -5,7 +5,8 @@ import warnings
 
 import pytest
 
-from featx import FrozenNetwork, tuning
+from featx import FrozenNetwork
+from featx.models import precision, tuning
 
 
 @pytest.fixture
@@ -17,13 +18,13 @@ def own_file(tmp_path, monkeypatch):
 
 def count_trials(monkeypatch):
     calls = []
-    real = FrozenNetwork._trial
+    real = precision.Trial.__call__
 
     def counted(self, precision):
         calls.append(precision)
         return real(self, precision)
 
-    monkeypatch.setattr(FrozenNetwork, "_trial", counted)
+    monkeypatch.setattr(precision.Trial, "__call__", counted)
     return calls
 
 
@@ -78,4 +79,6 @@ def test_an_unwritable_tuning_file_only_costs_measuring_again(tmp_path, monkeypa
     monkeypatch.setenv("FEATX_TUNING_FILE", str(tmp_path / "home" / "tuning.json"))
     with pytest.warns(UserWarning, match="the tuning file: cannot write .*the next run measures again"):
         network = FrozenNetwork("tiny", weights=None)
-    assert network.precision in ("fp32", "bf16", "int8") and sorted(p.name for p in tmp_path.iterdir()) == ["home"]
+    assert network.precision in ("fp32", "bf16", "int8") and sorted(p.name for p in tmp_path.iterdir()) == [
+        "home"
+    ]

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 import torchvision
-
 from conftest import photo
+
 from featx import WeightsUnavailableError, extract_features
-from featx.registry import get_backbone
-from featx.weights import file_digest, resolve_weights
+from featx.models._registry import get_backbone
+from featx.models.weights import file_digest, resolve_weights
 
 
 @pytest.fixture
@@ -55,7 +55,7 @@ def test_a_local_weights_file_is_loaded_and_its_digest_keys_the_cache(tmp_path):
 
 def test_enum_names_in_short_and_long_form_resolve_to_the_same_weights():
     spec = get_backbone("resnet50")
-    from featx.weights import _named_weights
+    from featx.models.weights import _named_weights
 
     assert _named_weights(spec, "IMAGENET1K_V1") is _named_weights(spec, "ResNet50_Weights.IMAGENET1K_V1")
     assert _named_weights(spec, "DEFAULT").name == "IMAGENET1K_V2"

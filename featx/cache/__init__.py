@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from featx.cache.checksums import vector_checksums
 from featx.cache.files import FORMAT_VERSION, KEY_DTYPE, fingerprint_id
@@ -27,8 +28,17 @@ from featx.cache.namespace import Namespace
 from featx.cache.store import MemoryNamespace, Store
 from featx.errors import ParameterError
 
-__all__ = ["FORMAT_VERSION", "KEY_DTYPE", "FeatureCache", "MemoryNamespace", "Namespace", "Store",
-           "fingerprint_id", "open_store", "vector_checksums"]
+__all__ = [
+    "FORMAT_VERSION",
+    "KEY_DTYPE",
+    "FeatureCache",
+    "MemoryNamespace",
+    "Namespace",
+    "Store",
+    "fingerprint_id",
+    "open_store",
+    "vector_checksums",
+]
 
 
 class FeatureCache:

@@ -55,8 +55,12 @@ def combined_checksums(row_checksums: np.ndarray, starts: np.ndarray, row_bytes:
 def _shift(checksums: np.ndarray, length: int) -> np.ndarray:
     """The crc32 of ``a`` followed by ``length`` zero bytes, given crc32(``a``) (linear, so 4 byte tables)."""
     tables = _shift_tables(length)
-    return (tables[0][checksums & 0xFF] ^ tables[1][(checksums >> 8) & 0xFF]
-            ^ tables[2][(checksums >> 16) & 0xFF] ^ tables[3][checksums >> 24])
+    return (
+        tables[0][checksums & 0xFF]
+        ^ tables[1][(checksums >> 8) & 0xFF]
+        ^ tables[2][(checksums >> 16) & 0xFF]
+        ^ tables[3][checksums >> 24]
+    )
 
 
 @functools.lru_cache(maxsize=64)

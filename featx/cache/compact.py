@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import fcntl
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 
@@ -39,8 +39,10 @@ class Compaction:
     corrupt: int = 0
 
     def __str__(self) -> str:
-        return (f"merged {self.merged_shards} shard(s) into {self.written_shards}: {self.rows} vectors kept, "
-                f"{self.duplicates} duplicate(s) and {self.corrupt} corrupt row(s) dropped")
+        return (
+            f"merged {self.merged_shards} shard(s) into {self.written_shards}: {self.rows} vectors kept, "
+            f"{self.duplicates} duplicate(s) and {self.corrupt} corrupt row(s) dropped"
+        )
 
 
 def compact(namespace: Namespace, shard_bytes: int = SHARD_BYTES) -> Compaction:
@@ -65,7 +67,9 @@ def compact(namespace: Namespace, shard_bytes: int = SHARD_BYTES) -> Compaction:
             keys, vectors = loaded
             good = vector_checksums(vectors) == keys["crc32"]
             report.corrupt += int((~good).sum())
-            fresh = np.array([ok and key not in seen for key, ok in zip(keys["key"].tolist(), good)], dtype=bool)
+            fresh = np.array(
+                [ok and key not in seen for key, ok in zip(keys["key"].tolist(), good)], dtype=bool
+            )
             report.duplicates += int((good & ~fresh).sum())
             seen.update(keys["key"][fresh].tolist())
             group_keys.append(keys["key"][fresh]), group_vectors.append(vectors[fresh])
@@ -110,15 +114,17 @@ def _vectors_bytes(namespace: Namespace, shard: str) -> int:
 @contextmanager
 def _exclusive(lock_path: os.PathLike) -> Iterator[None]:
     try:
-        handle = open(lock_path, "a")
+        handle = open(lock_path, "a")  # noqa: SIM115  (closed by the `with` below, once opening is checked)
     except OSError as error:
         raise OutputError(f"cannot compact {os.path.dirname(lock_path)}: {error.strerror or error}") from None
     with handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise OutputError(f"another `featx cache compact` is running on {os.path.dirname(lock_path)}; "
-                              "wait for it to finish") from None
+            raise OutputError(
+                f"another `featx cache compact` is running on {os.path.dirname(lock_path)}; "
+                "wait for it to finish"
+            ) from None
         try:
             yield
         finally:

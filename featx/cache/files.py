@@ -11,8 +11,9 @@ import hashlib
 import json
 import os
 import uuid
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Mapping
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -48,4 +49,6 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
         os.replace(tmp, path)
     except OSError as error:
         tmp.unlink(missing_ok=True)
-        raise OutputError(f"cannot write to the feature cache {path.parent}: {error.strerror or error}") from None
+        raise OutputError(
+            f"cannot write to the feature cache {path.parent}: {error.strerror or error}"
+        ) from None

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -94,7 +94,9 @@ class KeyIndex:
     def __len__(self) -> int:
         """Distinct live keys."""
         live = self._shard >= 0
-        return len(np.unique(np.stack([self._high[live], self._low[live]], axis=1), axis=0)) if live.any() else 0
+        return (
+            len(np.unique(np.stack([self._high[live], self._low[live]], axis=1), axis=0)) if live.any() else 0
+        )
 
     @property
     def shards(self) -> int:
@@ -116,8 +118,12 @@ class KeyIndex:
                 for shard_id in gone:
                     del self._shard_ids[self._shard_names[shard_id]]
                     self._forgotten.pop(shard_id, None)
-            new = [(name, keys) for name in shards if name not in self._shard_ids
-                   if (keys := load_keys(name)) is not None]
+            new = [
+                (name, keys)
+                for name in shards
+                if name not in self._shard_ids
+                if (keys := load_keys(name)) is not None
+            ]
             if new:
                 self._add(new)
 
@@ -178,7 +184,10 @@ class KeyIndex:
             self._shard_names.append(name)
             high, low = digests(keys)
             highs.append(high), lows.append(low)
-            ids.append(np.full(len(keys), self._shard_ids[name], np.int32)), rows.append(np.arange(len(keys), dtype=np.int32))
+            (
+                ids.append(np.full(len(keys), self._shard_ids[name], np.int32)),
+                rows.append(np.arange(len(keys), dtype=np.int32)),
+            )
         self._high, self._low = np.concatenate(highs), np.concatenate(lows)
         self._shard, self._row = np.concatenate(ids), np.concatenate(rows)
         self._take(np.argsort(self._high, kind="stable"))

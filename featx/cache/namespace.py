@@ -13,8 +13,9 @@ import os
 import time
 import uuid
 import warnings
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -45,7 +46,9 @@ class Namespace:
             try:
                 path.mkdir(parents=True, exist_ok=True)
             except OSError as error:
-                raise OutputError(f"cannot create the feature cache folder {path}: {error.strerror or error}") from None
+                raise OutputError(
+                    f"cannot create the feature cache folder {path}: {error.strerror or error}"
+                ) from None
             meta = path / "namespace.json"
             if not meta.exists():
                 text = json.dumps(fingerprint, indent=2, sort_keys=True).encode()
@@ -64,8 +67,11 @@ class Namespace:
 
     def shard_names(self) -> list[str]:
         """Committed shards (those whose keys file exists), oldest first."""
-        return sorted(p.name[: -len(KEYS_SUFFIX)] for p in self.path.glob(f"*{KEYS_SUFFIX}")
-                      if not p.name.startswith(TMP_PREFIX))
+        return sorted(
+            p.name[: -len(KEYS_SUFFIX)]
+            for p in self.path.glob(f"*{KEYS_SUFFIX}")
+            if not p.name.startswith(TMP_PREFIX)
+        )
 
     def index(self) -> KeyIndex:
         """Where each key lives, brought up to date with the shards on disk once per instance (and on
@@ -111,12 +117,16 @@ class Namespace:
             for _ in range(LOOKUPS):
                 retry = [reading.attempt(chunk) for chunk in chunks(pending, self.index().shards)]
                 reading.wait()
-                pending = np.sort(np.concatenate([np.empty(0, np.int64)] + [p for pair in retry for p in pair]))
+                pending = np.sort(
+                    np.concatenate([np.empty(0, np.int64)] + [p for pair in retry for p in pair])
+                )
                 if not len(pending):
                     break
                 self.refresh()  # a listing taken while a compaction commits and removes can miss both copies
             else:
-                raise KeyError(f"{key_strings([keys[pending[0]]])[0]} is not in the feature cache {self.path}")
+                raise KeyError(
+                    f"{key_strings([keys[pending[0]]])[0]} is not in the feature cache {self.path}"
+                )
         out = reading.out if reading.out is not None else np.empty((0, 0), dtype=np.float32)
         return out, key_strings([keys[position] for position in sorted(reading.corrupt)])
 
@@ -126,7 +136,11 @@ class Namespace:
         try:
             vectors = self._vectors(shard)
             n_keys = len(self._keys(shard))
-            if vectors.ndim != 2 or len(vectors) != n_keys or (width is not None and vectors.shape[1] != width):
+            if (
+                vectors.ndim != 2
+                or len(vectors) != n_keys
+                or (width is not None and vectors.shape[1] != width)
+            ):
                 raise ValueError(f"vectors of shape {vectors.shape} for {n_keys} keys")
             return vectors
         except FileNotFoundError:
@@ -143,8 +157,11 @@ class Namespace:
         return self.path / f"{shard}{VECTORS_SUFFIX}"
 
     def warn_unreadable(self, shard: str, error: Exception) -> None:
-        warnings.warn(f"feature cache shard {self.path / shard} is unreadable ({error}); its vectors will be "
-                      "recomputed (`featx cache verify --drop` removes it)", stacklevel=5)
+        warnings.warn(
+            f"feature cache shard {self.path / shard} is unreadable ({error}); its vectors will be "
+            "recomputed (`featx cache verify --drop` removes it)",
+            stacklevel=5,
+        )
 
     def _load_vectors(self, shard: str) -> np.ndarray:
         return np.load(self.vectors_path(shard), mmap_mode="r", allow_pickle=False)
@@ -175,7 +192,9 @@ class Namespace:
         key_rows = np.empty(len(keys), dtype=KEY_DTYPE)
         key_rows["key"] = [key.encode() for key in keys]
         key_rows["crc32"] = vector_checksums(vectors)
-        atomic_write(self.path / f"{shard}{VECTORS_SUFFIX}", lambda f: np.save(f, vectors, allow_pickle=False))
+        atomic_write(
+            self.path / f"{shard}{VECTORS_SUFFIX}", lambda f: np.save(f, vectors, allow_pickle=False)
+        )
         # The keys file is the commit marker, so it is written last.
         atomic_write(self.path / f"{shard}{KEYS_SUFFIX}", lambda f: np.save(f, key_rows, allow_pickle=False))
         self._shared_index.add(shard, key_rows["key"])
@@ -220,8 +239,10 @@ class Namespace:
                     self.remove_shard(shard)
                 continue
             bad = np.flatnonzero(vector_checksums(vectors) != keys["crc32"])
-            problems.extend({"shard": shard, "key": keys["key"][row].decode(), "problem": "checksum mismatch"}
-                            for row in bad)
+            problems.extend(
+                {"shard": shard, "key": keys["key"][row].decode(), "problem": "checksum mismatch"}
+                for row in bad
+            )
             if drop and len(bad):
                 good = np.setdiff1d(np.arange(len(keys)), bad)
                 if len(good):
@@ -235,7 +256,9 @@ class Namespace:
         committed = set(self.shard_names())
         cutoff, removed = time.time() - older_than_s, 0
         for path in self.path.iterdir():
-            uncommitted = path.name.endswith(VECTORS_SUFFIX) and path.name[: -len(VECTORS_SUFFIX)] not in committed
+            uncommitted = (
+                path.name.endswith(VECTORS_SUFFIX) and path.name[: -len(VECTORS_SUFFIX)] not in committed
+            )
             if (path.name.startswith(TMP_PREFIX) or uncommitted) and path.stat().st_mtime < cutoff:
                 path.unlink(missing_ok=True)
                 removed += 1

@@ -8,6 +8,8 @@
 - **Verified.** Each piece of about ``PIECE_BYTES`` is checked by one crc32 against the crc32 its rows' stored
   checksums combine to (:func:`~featx.cache.checksums.combined_checksums`); only a piece that fails is checked
   row by row. File reads and ISA-L's crc32 release the GIL, so pieces run on a few threads.
+
+About 320 lines: finding, copying and verifying are one pipelined read and stay together.
 """
 
 from __future__ import annotations
@@ -16,16 +18,31 @@ import os
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
 from featx.cache.checksums import block_checksum, combined_checksums, vector_checksums
 from featx.cache.files import KEY_DTYPE, OPEN_SHARDS
+from featx.cache.index import KeyIndex
 from featx.cache.store import Keys
 
-if TYPE_CHECKING:
-    from featx.cache.namespace import Namespace
+
+class Shards(Protocol):
+    """What a bulk read needs of a namespace: its index and its shard files (the reader never imports
+    :class:`~featx.cache.namespace.Namespace`, which imports the reader)."""
+
+    def index(self) -> KeyIndex: ...
+
+    def shard_keys(self, shard: str) -> np.ndarray: ...
+
+    def shard_vectors(self, shard: str, width: int | None) -> np.ndarray | None: ...
+
+    def vectors_path(self, shard: str) -> Path: ...
+
+    def warn_unreadable(self, shard: str, error: Exception) -> None: ...
+
 
 STRIDE = 16  # keys in storage order: one in STRIDE is looked up
 RUN_ROWS = 8  # shorter runs are gathered through the memory map
@@ -63,7 +80,7 @@ class BulkRead:
     of earlier chunks are being copied, so finding the keys costs a bulk read little beyond the copy.
     """
 
-    def __init__(self, namespace: Namespace, keys: Keys):
+    def __init__(self, namespace: Shards, keys: Keys):
         self.namespace, self.keys = namespace, keys
         if isinstance(keys, np.ndarray):  # already encoded
             self.encoded, self._encoded = keys.astype(KEY_DTYPE["key"], copy=False), len(keys)
@@ -94,18 +111,18 @@ class BulkRead:
         """Start reading the keys at ``positions``; return those not found and those whose shard vanished.
         The vectors are in :attr:`out` once :meth:`wait` returns."""
         if len(positions) and positions[-1] >= self._encoded:
-            self.encoded[self._encoded:positions[-1] + 1] = self.keys[self._encoded:positions[-1] + 1]
+            self.encoded[self._encoded : positions[-1] + 1] = self.keys[self._encoded : positions[-1] + 1]
             self._encoded = int(positions[-1]) + 1
         located = locate(self.namespace, self.encoded[positions])
         found = located.shards >= 0
         vanished: list[np.ndarray] = []
         groups = _group(located.shards[found], np.flatnonzero(found))
         for batch in range(0, len(groups), OPEN_SHARDS):  # at most OPEN_SHARDS files open at once
-            if len(self._handles) + len(groups[batch:batch + OPEN_SHARDS]) > OPEN_SHARDS:
+            if len(self._handles) + len(groups[batch : batch + OPEN_SHARDS]) > OPEN_SHARDS:
                 self.wait()
                 self._close_files()
             pieces: list[Piece] = []
-            for shard_id, members in groups[batch:batch + OPEN_SHARDS]:
+            for shard_id, members in groups[batch : batch + OPEN_SHARDS]:
                 shard = self.namespace.index().shard_name(shard_id)
                 here, rows = positions[members], located.rows[members]
                 try:
@@ -200,7 +217,7 @@ def chunks(positions: np.ndarray, shards: int) -> list[np.ndarray]:
     return np.split(positions, bounds)
 
 
-def locate(namespace: Namespace, encoded: np.ndarray) -> Located:
+def locate(namespace: Shards, encoded: np.ndarray) -> Located:
     """Find every key: runs in storage order by comparing stored keys, the rest through the index."""
     index = namespace.index()
     n = len(encoded)
@@ -218,11 +235,11 @@ def locate(namespace: Namespace, encoded: np.ndarray) -> Located:
         first_row = head_rows[run[0]]
         try:
             stored = namespace.shard_keys(index.shard_name(head_shards[run[0]]))["key"]
-            stored = stored[first_row:first_row + stop - start]
+            stored = stored[first_row : first_row + stop - start]
         except (OSError, ValueError, EOFError):
             continue  # left to the index; the read reports the shard
         same = np.zeros(stop - start, dtype=bool)
-        same[:len(stored)] = stored == encoded[start:start + len(stored)]
+        same[: len(stored)] = stored == encoded[start : start + len(stored)]
         untrusted = index.forgotten(head_shards[run[0]])  # rows that failed a checksum: found again elsewhere
         if len(untrusted):
             same[np.isin(np.arange(first_row, first_row + len(same)), untrusted)] = False
@@ -242,26 +259,36 @@ def _group(shards: np.ndarray, members: np.ndarray) -> list[tuple[int, np.ndarra
     return list(zip(ids.tolist(), np.split(members[order], starts[1:])))
 
 
-def _plan(shard: str, rows: np.ndarray, targets: np.ndarray, checksums: np.ndarray, width: int) -> list[Piece]:
+def _plan(
+    shard: str, rows: np.ndarray, targets: np.ndarray, checksums: np.ndarray, width: int
+) -> list[Piece]:
     """Pieces for one shard: its runs (consecutive rows into consecutive targets) of at least ``RUN_ROWS``,
     cut at ``PIECE_BYTES``, then every other row gathered in row order (the shard is read forward and the
     output written at random, not both at random), in pieces of the same size."""
     if not len(rows):
         return []
     per_piece = max(1, PIECE_BYTES // (width * 4))
-    bounds = np.concatenate([[0], np.flatnonzero((np.diff(rows) != 1) | (np.diff(targets) != 1)) + 1, [len(rows)]])
+    bounds = np.concatenate(
+        [[0], np.flatnonzero((np.diff(rows) != 1) | (np.diff(targets) != 1)) + 1, [len(rows)]]
+    )
     lengths = np.diff(bounds)
     pieces = []
     for run in np.flatnonzero(lengths >= RUN_ROWS):
         for cut in range(bounds[run], bounds[run + 1], per_piece):
             size = min(per_piece, bounds[run + 1] - cut)
             first_row, first_target = int(rows[cut]), int(targets[cut])
-            pieces.append(Piece(shard, slice(first_row, first_row + size), slice(first_target, first_target + size),
-                                checksums[first_row:first_row + size]))
+            pieces.append(
+                Piece(
+                    shard,
+                    slice(first_row, first_row + size),
+                    slice(first_target, first_target + size),
+                    checksums[first_row : first_row + size],
+                )
+            )
     scattered = np.flatnonzero(np.repeat(lengths < RUN_ROWS, lengths))
     scattered = scattered[np.argsort(rows[scattered], kind="stable")]
     for cut in range(0, len(scattered), per_piece):
-        chosen = scattered[cut:cut + per_piece]
+        chosen = scattered[cut : cut + per_piece]
         pieces.append(Piece(shard, rows[chosen], targets[chosen], checksums[rows[chosen]]))
     return pieces
 

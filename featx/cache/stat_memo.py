@@ -14,8 +14,8 @@ import os
 import time
 import uuid
 import warnings
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 import numpy as np
 import pyarrow as pa
@@ -29,8 +29,16 @@ Entries = dict[str, tuple[Signature, str]]  # path -> (signature, content key)
 
 FOLDER = "stat-memo"
 MAX_PARTS = 16
-SCHEMA = pa.schema([("path", pa.binary()), ("size", pa.int64()), ("mtime_ns", pa.int64()),
-                    ("ctime_ns", pa.int64()), ("inode", pa.uint64()), ("key", pa.string())])
+SCHEMA = pa.schema(
+    [
+        ("path", pa.binary()),
+        ("size", pa.int64()),
+        ("mtime_ns", pa.int64()),
+        ("ctime_ns", pa.int64()),
+        ("inode", pa.uint64()),
+        ("key", pa.string()),
+    ]
+)
 
 
 def load(cache_root: Path, paths: Iterable[str]) -> Entries:
@@ -60,18 +68,26 @@ def save(cache_root: Path, entries: Entries) -> None:
             for part in read:
                 part.unlink(missing_ok=True)  # a part another merge removed first is fine
     except OSError as error:
-        warnings.warn(f"featx: cannot keep the stat memo in {folder} ({error.strerror or error}); the next run "
-                      "reads unchanged files again to key them", stacklevel=2)
+        warnings.warn(
+            f"featx: cannot keep the stat memo in {folder} ({error.strerror or error}); the next run "
+            "reads unchanged files again to key them",
+            stacklevel=2,
+        )
 
 
 def _parts(cache_root: Path) -> list[Path]:
     """Parts in the order they were written (names start with the time in nanoseconds)."""
     folder = cache_root / FOLDER
-    return sorted(p for p in folder.glob("*.parquet") if not p.name.startswith(TMP_PREFIX)) if folder.is_dir() else []
+    return (
+        sorted(p for p in folder.glob("*.parquet") if not p.name.startswith(TMP_PREFIX))
+        if folder.is_dir()
+        else []
+    )
 
 
-def _read_parts(parts: list[Path], keep: Callable[[pa.Table], pa.Table] = lambda rows: rows
-                ) -> tuple[pa.Table | None, list[Path]]:
+def _read_parts(
+    parts: list[Path], keep: Callable[[pa.Table], pa.Table] = lambda rows: rows
+) -> tuple[pa.Table | None, list[Path]]:
     """The rows of every readable part that ``keep`` keeps (a memo of other folders' files may be large),
     oldest first, and the parts read."""
     tables, read = [], []
@@ -82,8 +98,10 @@ def _read_parts(parts: list[Path], keep: Callable[[pa.Table], pa.Table] = lambda
         except FileNotFoundError:
             continue  # merged away meanwhile
         except (OSError, pa.ArrowException) as error:
-            warnings.warn(f"featx: skipping the unreadable stat memo part {part} ({error}); delete it to "
-                          "silence this", stacklevel=3)
+            warnings.warn(
+                f"featx: skipping the unreadable stat memo part {part} ({error}); delete it to silence this",
+                stacklevel=3,
+            )
     return (pa.concat_tables(tables) if tables else None), read
 
 
@@ -96,7 +114,9 @@ def _last_per_path(table: pa.Table) -> pa.Table:
 
 def _entries(table: pa.Table) -> Entries:
     rows = zip(*(table[name].to_pylist() for name in SCHEMA.names))
-    return {os.fsdecode(path): ((size, mtime, ctime, inode), key) for path, size, mtime, ctime, inode, key in rows}
+    return {
+        os.fsdecode(path): ((size, mtime, ctime, inode), key) for path, size, mtime, ctime, inode, key in rows
+    }
 
 
 def _table(entries: Entries) -> pa.Table:

@@ -1,7 +1,7 @@
 """Engines fill a :class:`featx.cache.Store` with the vectors of a sequence of images.
 
-``local`` runs DataLoader decoding workers and the network in this process (:mod:`featx.engines.local`);
-``ray`` runs Ray Data tasks and actors (:mod:`featx.engines.ray`, an optional extra). Both read each
+``local`` runs DataLoader decoding workers and the network in this process (:mod:`featx.engines.local.engine`);
+``ray`` runs Ray Data tasks and actors (:mod:`featx.engines.ray.engine`, an optional extra). Both read each
 input once where they decode, share one bookkeeping step (:mod:`featx.engines.plan`: de-duplication,
 spreading failures) and commit shard by shard through ``Store.write``, so a cache filled by one engine is read by every door.
 """
@@ -16,7 +16,10 @@ from featx.options import ENGINES, check_option
 
 __all__ = ["Engine", "Filled", "get"]
 
-_CLASSES = {"local": ("featx.engines.local", "LocalEngine"), "ray": ("featx.engines.ray", "RayEngine")}
+_CLASSES = {
+    "local": ("featx.engines.local.engine", "LocalEngine"),
+    "ray": ("featx.engines.ray.engine", "RayEngine"),
+}
 
 
 def get(name: str = "local", **options: Any) -> Engine:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -14,7 +15,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from featx.cache import Store
-    from featx.network import FrozenNetwork, NetworkSpec
+    from featx.models.network import FrozenNetwork, NetworkSpec
 
 
 @dataclass
@@ -55,15 +56,15 @@ class Engine(Protocol):
     ``max_pixels``, decoded or resized, fail one by one (kinds ``decompression_bomb`` and ``too_large``).
     """
 
-    def network(self, spec: "NetworkSpec") -> "FrozenNetwork":
+    def network(self, spec: NetworkSpec) -> FrozenNetwork:
         """The network of ``spec``, resolved (device, precision, weights) where this engine will run it."""
         ...
 
     def fill(
         self,
         images: Sequence[Any],
-        network: "FrozenNetwork",
-        store: "Store",
+        network: FrozenNetwork,
+        store: Store,
         *,
         batch_size: int = 64,
         num_workers: int | None = None,
@@ -75,15 +76,15 @@ class Engine(Protocol):
     def stream(
         self,
         shards: Sequence[str],
-        network: "FrozenNetwork",
-        store: "Store",
+        network: FrozenNetwork,
+        store: Store,
         *,
         batch_size: int = 64,
         num_workers: int | None = None,
         progress: bool = False,
         fail_fast: bool = False,
         max_pixels: int = ...,
-    ) -> "tuple[pd.DataFrame, Filled]":
+    ) -> tuple[pd.DataFrame, Filled]:
         """:meth:`fill` for WebDataset shards, each streamed once by one decoder: returns the manifest the
         decoders found (path, sample, shard, label; samples without an image in ``attrs["skipped"]``) and the
         outcome for its rows. A shard that cannot be read, or ends early, is one failed row naming it."""

@@ -3,7 +3,7 @@ per distinct content), and how one content's decoding failure becomes the failur
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -20,5 +20,16 @@ from featx.evaluate.transfer import (
     with_finetuning,
 )
 
-__all__ = ["BASELINES", "FeatureSet", "TransferReport", "compare_classifiers", "compare_finetuning", "confusion",
-           "corrected_paired_ttest", "make_folds", "recommendation", "transfer_report", "with_finetuning"]
+__all__ = [
+    "BASELINES",
+    "FeatureSet",
+    "TransferReport",
+    "compare_classifiers",
+    "compare_finetuning",
+    "confusion",
+    "corrected_paired_ttest",
+    "make_folds",
+    "recommendation",
+    "transfer_report",
+    "with_finetuning",
+]

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Any, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, clone
 from sklearn.metrics import confusion_matrix
 
-from featx.classifiers import as_classifier, plan_classifiers
+from featx.evaluate.classifiers import as_classifier, plan_classifiers
 from featx.evaluate.folds import (
     check_inputs,
     fold_scores,
@@ -19,8 +20,8 @@ from featx.evaluate.folds import (
     make_folds,
     summarise,
 )
-from featx.images import as_image_list
-from featx.registry import Backbone, get_backbone
+from featx.inputs.images import as_image_list
+from featx.models._registry import Backbone, get_backbone
 
 
 def compare_classifiers(
@@ -39,18 +40,18 @@ def compare_classifiers(
 ) -> pd.DataFrame:
     """Cross-validate classifiers on one feature matrix, on the same folds; best first.
 
+    Above a size where a named classifier cannot finish in reasonable time, its scalable stand-in runs
+    instead (``featx.evaluate.classifiers.STAND_INS``: the linear probe for logreg, a Nystroem kernel approximation
+    and a linear SVM for the RBF SVM); the ``estimator`` column says what ran, ``attrs["notes"]`` why.
+
     Parameters
     ----------
     X, y : features (n_samples, n_features) and labels.
-    classifiers : names from ``featx.classifiers.CLASSIFIERS`` (default: all five), or name -> estimator.
+    classifiers : names from ``featx.evaluate.classifiers.CLASSIFIERS`` (default: all five), or name -> estimator.
     cv : folds (int, stratified), ``"split"`` with ``split=`` the manifest's split, or a splitter.
     tune : wrap each named classifier in a small ``GridSearchCV`` (nested inside the outer folds).
     backbone, layer : copied into the table, so tables of several feature sets concatenate.
     progress : print a line to stderr as each classifier starts and ends (fits can take minutes).
-
-    Above a size where a named classifier cannot finish in reasonable time, its scalable stand-in runs
-    instead (``featx.classifiers.STAND_INS``: the linear probe for logreg, a Nystroem kernel approximation
-    and a linear SVM for the RBF SVM); the ``estimator`` column says what ran, ``attrs["notes"]`` why.
 
     Returns
     -------
@@ -61,19 +62,32 @@ def compare_classifiers(
     folds = make_folds(y, cv, split=split, random_state=random_state)
     n_train = max(len(train) for train, _ in folds)
     rows, notes = [], []
-    for name, (ran, estimator, why) in plan_classifiers(classifiers, n_train, tune=tune,
-                                                          random_state=random_state).items():
+    for name, (ran, estimator, why) in plan_classifiers(
+        classifiers, n_train, tune=tune, random_state=random_state
+    ).items():
         if why:
             notes.append(why)
         start = time.perf_counter()
         if progress:
-            print(f"compare: {ran} on {len(folds)} fold(s) of {n_train:,} rows ...", file=sys.stderr, flush=True)
+            print(
+                f"compare: {ran} on {len(folds)} fold(s) of {n_train:,} rows ...", file=sys.stderr, flush=True
+            )
         summary = summarise(fold_scores(estimator, X, y, folds, n_jobs))
         if progress:
             print(f"compare: {ran} done in {time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)
-        rows.append({"classifier": name, "estimator": ran, "backbone": backbone, "layer": layer,
-                     "n_features": X.shape[1], **summary})
-    table = pd.DataFrame(rows).sort_values("accuracy_mean", ascending=False, kind="stable").reset_index(drop=True)
+        rows.append(
+            {
+                "classifier": name,
+                "estimator": ran,
+                "backbone": backbone,
+                "layer": layer,
+                "n_features": X.shape[1],
+                **summary,
+            }
+        )
+    table = (
+        pd.DataFrame(rows).sort_values("accuracy_mean", ascending=False, kind="stable").reset_index(drop=True)
+    )
     table.attrs["notes"] = notes
     return table
 
@@ -91,25 +105,35 @@ def compare_finetuning(
     random_state: int = 0,
     **params: Any,
 ) -> pd.DataFrame:
-    """Rows for :func:`compare_classifiers`' table: :class:`featx.finetune.FineTunedClassifier` trained
+    """Rows for :func:`compare_classifiers`' table: :class:`featx.estimators.finetune.FineTunedClassifier` trained
     on the images, head only (``unfreeze=0``) and with its last blocks, on the same folds.
 
     Training on a CPU costs minutes per fold, so by default only the first fold is run (``n_folds`` says
     how many were; ``max_folds=None`` runs all). ``fit_s`` is the price of each point of accuracy.
     """
-    from featx.finetune import FineTunedClassifier
-    from featx.network import feature_size
+    from featx.estimators.finetune import FineTunedClassifier
+    from featx.models.network import feature_size
 
     images, y = as_image_list(images), np.asarray(y)
     folds = make_folds(y, cv, split=split, random_state=random_state)[:max_folds]
     spec = get_backbone(backbone)
     rows = []
     for blocks in unfreeze:
-        estimator = FineTunedClassifier(backbone, weights, unfreeze=blocks, random_state=random_state, **params)
+        estimator = FineTunedClassifier(
+            backbone, weights, unfreeze=blocks, random_state=random_state, **params
+        )
         summary = summarise(fold_scores(estimator, images, y, folds, None))
         name = "finetune head" if blocks == 0 else f"finetune last {blocks} blocks"
-        rows.append({"classifier": name, "estimator": name,
-                     "backbone": spec.name, "layer": "trained", "n_features": feature_size(spec), **summary})
+        rows.append(
+            {
+                "classifier": name,
+                "estimator": name,
+                "backbone": spec.name,
+                "layer": "trained",
+                "n_features": feature_size(spec),
+                **summary,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -120,18 +144,26 @@ def recommendation(table: pd.DataFrame) -> str:
     # a single-fold row has no spread of its own: borrow the table's typical fold-to-fold noise
     tolerance = best["accuracy_std"] if pd.notna(best["accuracy_std"]) else table["accuracy_std"].median()
     tolerance = 0.0 if pd.isna(tolerance) else tolerance
-    close = table[(table["accuracy_mean"] >= best["accuracy_mean"] - tolerance)
-                  & (table["fit_s"] < best["fit_s"] / 2)]
+    close = table[
+        (table["accuracy_mean"] >= best["accuracy_mean"] - tolerance) & (table["fit_s"] < best["fit_s"] / 2)
+    ]
     if len(close):
         cheap = close.loc[close["accuracy_mean"].idxmax()]
-        sentence += (f"; {cheap['classifier']} ({format_accuracy(cheap)}) is within one standard deviation and fits "
-                     f"{best['fit_s'] / max(cheap['fit_s'], 1e-9):.0f}x faster")
+        sentence += (
+            f"; {cheap['classifier']} ({format_accuracy(cheap)}) is within one standard deviation and fits "
+            f"{best['fit_s'] / max(cheap['fit_s'], 1e-9):.0f}x faster"
+        )
     return sentence + "."
 
 
 def confusion(
-    X: np.ndarray, y: Sequence[Any], classifier: str | BaseEstimator = "logreg", *, cv: Any = 5,
-    split: Sequence[str] | None = None, random_state: int = 0,
+    X: np.ndarray,
+    y: Sequence[Any],
+    classifier: str | BaseEstimator = "logreg",
+    *,
+    cv: Any = 5,
+    split: Sequence[str] | None = None,
+    random_state: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The confusion matrix of one classifier summed over the test folds, and its labels (row order)."""
     X, y = check_inputs(X, y)

@@ -3,7 +3,8 @@ classifier make their differences paired, so the fold-to-fold noise can be measu
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -18,7 +19,9 @@ Folds = list[tuple[np.ndarray, np.ndarray]]
 SCORING = ("accuracy", "f1_macro")
 
 
-def make_folds(y: Sequence[Any], cv: Any = 5, *, split: Sequence[str] | None = None, random_state: int = 0) -> Folds:
+def make_folds(
+    y: Sequence[Any], cv: Any = 5, *, split: Sequence[str] | None = None, random_state: int = 0
+) -> Folds:
     """Train/test index pairs: ``cv`` folds (stratified, shuffled, seeded), or ``cv='split'`` for the
     manifest's own split (``split`` holds 'train' / 'test' per row), or any scikit-learn splitter."""
     y = np.asarray(y)
@@ -34,11 +37,15 @@ def make_folds(y: Sequence[Any], cv: Any = 5, *, split: Sequence[str] | None = N
 
 def _split_fold(split: Sequence[str] | None) -> tuple[np.ndarray, np.ndarray]:
     if split is None:
-        raise ParameterError("cv='split' needs the manifest's split column (train / test); it has none, use cv=5")
+        raise ParameterError(
+            "cv='split' needs the manifest's split column (train / test); it has none, use cv=5"
+        )
     blank = pd.Series(split).isna().to_numpy()
     if blank.any():
-        raise ParameterError(f"the split column is empty for {int(blank.sum())} row(s) (first: row "
-                             f"{int(np.flatnonzero(blank)[0])}); fill in train or test, or use cv=5")
+        raise ParameterError(
+            f"the split column is empty for {int(blank.sum())} row(s) (first: row "
+            f"{int(np.flatnonzero(blank)[0])}); fill in train or test, or use cv=5"
+        )
     values = pd.Series(split).astype(str).str.lower()
     unknown = sorted(set(values) - {"train", "test"})
     if unknown:
@@ -49,16 +56,20 @@ def _split_fold(split: Sequence[str] | None) -> tuple[np.ndarray, np.ndarray]:
     return train, test
 
 
-def fold_scores(estimator: BaseEstimator, X: np.ndarray, y: np.ndarray, folds: Folds, n_jobs: int | None) -> pd.DataFrame:
+def fold_scores(
+    estimator: BaseEstimator, X: np.ndarray, y: np.ndarray, folds: Folds, n_jobs: int | None
+) -> pd.DataFrame:
     """One row per fold: accuracy, f1_macro, fit_s, predict_s."""
     result = cross_validate(estimator, X, y, cv=folds, scoring=SCORING, n_jobs=n_jobs, error_score="raise")
-    return pd.DataFrame({
-        "fold": range(len(folds)),
-        "accuracy": result["test_accuracy"],
-        "f1_macro": result["test_f1_macro"],
-        "fit_s": result["fit_time"],
-        "predict_s": result["score_time"],
-    })
+    return pd.DataFrame(
+        {
+            "fold": range(len(folds)),
+            "accuracy": result["test_accuracy"],
+            "f1_macro": result["test_f1_macro"],
+            "fit_s": result["fit_time"],
+            "predict_s": result["score_time"],
+        }
+    )
 
 
 def summarise(scores: pd.DataFrame) -> dict[str, float]:
@@ -77,7 +88,9 @@ def summarise(scores: pd.DataFrame) -> dict[str, float]:
 def check_inputs(X: np.ndarray, y: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
     X, y = np.asarray(X), np.asarray(y)
     if X.ndim != 2 or len(X) != len(y):
-        raise ParameterError(f"X has shape {X.shape} and y has {len(y)} labels; need (n_samples, n_features) and n labels")
+        raise ParameterError(
+            f"X has shape {X.shape} and y has {len(y)} labels; need (n_samples, n_features) and n labels"
+        )
     if pd.isna(y).any():
         raise ParameterError(f"y has {int(pd.isna(y).sum())} missing labels; drop those rows first")
     return X, y

@@ -7,21 +7,22 @@ from __future__ import annotations
 import math
 import os
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 from sklearn.base import BaseEstimator
 
-from featx.classifiers import as_classifier
 from featx.errors import ParameterError
+from featx.estimators.pixels import RawPixels
+from featx.evaluate.classifiers import as_classifier
 from featx.evaluate.folds import fold_scores, format_accuracy, make_folds, summarise
 from featx.extract import extract_features
-from featx.images import as_image_list
-from featx.pixels import RawPixels
-from featx.registry import Backbone, get_backbone
+from featx.inputs.images import as_image_list
+from featx.models._registry import Backbone, get_backbone
 
 BASELINES = ("pixels", "random")
 
@@ -74,8 +75,18 @@ class TransferReport:
     classifier: str
 
     def __str__(self) -> str:
-        columns = ["features", "n_features", "accuracy_mean", "accuracy_std", "f1_macro_mean", "difference", "p_value"]
-        return f"{self.summary[columns].to_string(index=False, float_format='{:.4f}'.format)}\n\n{self.verdict}"
+        columns = [
+            "features",
+            "n_features",
+            "accuracy_mean",
+            "accuracy_std",
+            "f1_macro_mean",
+            "difference",
+            "p_value",
+        ]
+        return (
+            f"{self.summary[columns].to_string(index=False, float_format='{:.4f}'.format)}\n\n{self.verdict}"
+        )
 
 
 def transfer_report(
@@ -102,6 +113,9 @@ def transfer_report(
 ) -> TransferReport:
     """Did pretrained features help on these images? Measure them against raw pixels and random weights.
 
+    Features go through :func:`featx.extract_features` (and ``cache_dir``, so each image is computed once
+    per network and layer). Images that fail to decode are left out of every feature set, with a warning.
+
     Parameters
     ----------
     images, y : the images (paths, bytes, PIL, arrays) and their labels.
@@ -110,12 +124,9 @@ def transfer_report(
     layers : None for each backbone's last pooling layer; ``"stages"`` adds its early and middle stages
         (``Backbone.stages``); or a list of node names.
     baselines : any of ``"pixels"`` (:class:`featx.RawPixels` at ``pixel_size``) and ``"random"``.
-    classifier : a name from ``featx.classifiers.CLASSIFIERS`` or an estimator; the same for every set.
+    classifier : a name from ``featx.evaluate.classifiers.CLASSIFIERS`` or an estimator; the same for every set.
     cv, split : the folds, as in :func:`compare_classifiers`; the verdict's noise estimate needs cv >= 2.
     dataset : a name for the verdict sentence.
-
-    Features go through :func:`featx.extract_features` (and ``cache_dir``, so each image is computed once
-    per network and layer). Images that fail to decode are left out of every feature set, with a warning.
     """
     images = as_image_list(images)
     y = np.asarray(y)
@@ -125,25 +136,45 @@ def transfer_report(
     if unknown:
         raise ParameterError(f"baselines={list(baselines)}: {unknown} unknown; use any of {BASELINES}")
     specs = [get_backbone(b) for b in ([backbones] if isinstance(backbones, (str, Backbone)) else backbones)]
-    settings = dict(cache_dir=cache_dir, batch_size=batch_size, device=device, precision=precision,
-                    num_workers=num_workers, on_error="nan", progress=progress)
+    settings = dict(
+        cache_dir=cache_dir,
+        batch_size=batch_size,
+        device=device,
+        precision=precision,
+        num_workers=num_workers,
+        on_error="nan",
+        progress=progress,
+    )
     sets = []
     for spec in specs:
         for layer in _layers(spec, layers):
             X = extract_features(images, spec, weights=weights, layer=layer, **settings)
             sets.append(FeatureSet("pretrained", spec.name, layer, X))
         if "random" in baselines:
-            sets.append(FeatureSet("random init", spec.name, spec.node,
-                                   extract_features(images, spec, weights=None, **settings)))
+            sets.append(
+                FeatureSet(
+                    "random init",
+                    spec.name,
+                    spec.node,
+                    extract_features(images, spec, weights=None, **settings),
+                )
+            )
     if "pixels" in baselines:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # failures are reported once, below, for all sets together
-            sets.append(FeatureSet("raw pixels", None, None, RawPixels(pixel_size, on_error="nan").fit_transform(images)))
+            sets.append(
+                FeatureSet(
+                    "raw pixels", None, None, RawPixels(pixel_size, on_error="nan").fit_transform(images)
+                )
+            )
 
     usable = ~np.any([np.isnan(s.X).any(axis=1) for s in sets], axis=0)
     if not usable.all():
-        warnings.warn(f"{int((~usable).sum())} of {len(images)} images failed to decode and are left out "
-                      f"of every feature set", stacklevel=2)
+        warnings.warn(
+            f"{int((~usable).sum())} of {len(images)} images failed to decode and are left out "
+            f"of every feature set",
+            stacklevel=2,
+        )
     y = y[usable]
     split = None if split is None else np.asarray(split)[usable]
     folds = make_folds(y, cv, split=split, random_state=random_state)
@@ -153,8 +184,16 @@ def transfer_report(
     for s in sets:
         scores = fold_scores(estimator, s.X[usable], y, folds, n_jobs)
         per_fold.append(scores.assign(features=s.label, kind=s.kind))
-        rows.append({"features": s.label, "kind": s.kind, "backbone": s.backbone, "layer": s.layer,
-                     "n_features": s.X.shape[1], **summarise(scores)})
+        rows.append(
+            {
+                "features": s.label,
+                "kind": s.kind,
+                "backbone": s.backbone,
+                "layer": s.layer,
+                "n_features": s.X.shape[1],
+                **summarise(scores),
+            }
+        )
     summary = pd.DataFrame(rows)
     scores = pd.concat(per_fold, ignore_index=True)
     n_train = np.mean([len(train) for train, _ in folds])
@@ -173,13 +212,26 @@ def with_finetuning(report: TransferReport, finetuned: pd.DataFrame) -> Transfer
     """
     best = report.summary.loc[report.summary["best_pretrained"], "features"].item()
     reference = report.scores[report.scores["features"] == best].sort_values("fold")["accuracy"].to_numpy()
-    rows = [{"features": f"{row['backbone']} {row['classifier']}", "kind": "fine-tuned", "backbone": row["backbone"],
-             "layer": row["layer"], "n_features": row["n_features"], "n_folds": row["n_folds"],
-             "accuracy_mean": row["accuracy_mean"], "accuracy_std": row["accuracy_std"],
-             "f1_macro_mean": row["f1_macro_mean"], "f1_macro_std": row["f1_macro_std"], "fit_s": row["fit_s"],
-             "predict_s": row["predict_s"],
-             "difference": 100 * (row["accuracy_mean"] - reference[: int(row["n_folds"])].mean()),
-             "p_value": math.nan, "best_pretrained": False} for _, row in finetuned.iterrows()]
+    rows = [
+        {
+            "features": f"{row['backbone']} {row['classifier']}",
+            "kind": "fine-tuned",
+            "backbone": row["backbone"],
+            "layer": row["layer"],
+            "n_features": row["n_features"],
+            "n_folds": row["n_folds"],
+            "accuracy_mean": row["accuracy_mean"],
+            "accuracy_std": row["accuracy_std"],
+            "f1_macro_mean": row["f1_macro_mean"],
+            "f1_macro_std": row["f1_macro_std"],
+            "fit_s": row["fit_s"],
+            "predict_s": row["predict_s"],
+            "difference": 100 * (row["accuracy_mean"] - reference[: int(row["n_folds"])].mean()),
+            "p_value": math.nan,
+            "best_pretrained": False,
+        }
+        for _, row in finetuned.iterrows()
+    ]
     summary = pd.concat([report.summary, pd.DataFrame(rows)], ignore_index=True)
     return TransferReport(summary, report.scores, report.verdict, report.classifier)
 
@@ -194,8 +246,9 @@ def _layers(spec: Backbone, layers: str | Sequence[str] | None) -> list[str]:
     return list(layers)
 
 
-def _against_best_pretrained(summary: pd.DataFrame, scores: pd.DataFrame, n_train: float,
-                             n_test: float) -> pd.DataFrame:
+def _against_best_pretrained(
+    summary: pd.DataFrame, scores: pd.DataFrame, n_train: float, n_test: float
+) -> pd.DataFrame:
     """Add ``difference`` (accuracy points) and ``p_value`` of each set against the best pretrained set."""
     pretrained = summary[summary["kind"] == "pretrained"]
     best = pretrained.loc[pretrained["accuracy_mean"].idxmax(), "features"]
@@ -204,8 +257,12 @@ def _against_best_pretrained(summary: pd.DataFrame, scores: pd.DataFrame, n_trai
     for label in summary["features"]:
         accuracy = scores.loc[scores["features"] == label, "accuracy"].to_numpy()
         differences.append(100 * (accuracy.mean() - reference.mean()))
-        p_values.append(math.nan if label == best else corrected_paired_ttest(accuracy, reference, n_train, n_test))
-    return summary.assign(difference=differences, p_value=p_values, best_pretrained=summary["features"] == best)
+        p_values.append(
+            math.nan if label == best else corrected_paired_ttest(accuracy, reference, n_train, n_test)
+        )
+    return summary.assign(
+        difference=differences, p_value=p_values, best_pretrained=summary["features"] == best
+    )
 
 
 def _verdict(summary: pd.DataFrame, classifier: str, dataset: str | None) -> str:
@@ -220,13 +277,19 @@ def _verdict(summary: pd.DataFrame, classifier: str, dataset: str | None) -> str
     against = f"the strongest baseline, {rival['features']} ({format_accuracy(rival)})"
     folds = int(best["n_folds"])
     if folds < 2:
-        return (f"Transfer {'helped' if gain > 0 else 'hurt'}{where} on a single train/test split: {subject}, "
-                f"{gain:+.1f} points against {against}; one split cannot measure fold-to-fold noise (use cv=5).")
+        return (
+            f"Transfer {'helped' if gain > 0 else 'hurt'}{where} on a single train/test split: {subject}, "
+            f"{gain:+.1f} points against {against}; one split cannot measure fold-to-fold noise (use cv=5)."
+        )
     p = rival["p_value"]
     test = f"corrected paired t-test over {folds} folds, p = {p:.3g}"
     if p >= 0.05:
-        return (f"Transfer made no measurable difference{where}: {subject}, {gain:+.1f} points against {against}, "
-                f"within the fold-to-fold noise ({test}).")
+        return (
+            f"Transfer made no measurable difference{where}: {subject}, {gain:+.1f} points against {against}, "
+            f"within the fold-to-fold noise ({test})."
+        )
     outcome, change = ("helped", "gain") if gain > 0 else ("hurt", "loss")
-    return (f"Transfer {outcome}{where}: {subject}, {gain:+.1f} points against {against}; the {change} is "
-            f"larger than the fold-to-fold noise ({test}).")
+    return (
+        f"Transfer {outcome}{where}: {subject}, {gain:+.1f} points against {against}; the {change} is "
+        f"larger than the fold-to-fold noise ({test})."
+    )

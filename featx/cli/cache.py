@@ -1,0 +1,112 @@
+"""``featx cache info|verify|compact|prune``: inspect and maintain a feature cache."""
+
+from __future__ import annotations
+
+import argparse
+
+import pandas as pd
+
+from featx.options import check_positive_int
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    cache = commands.add_parser("cache", help="inspect and maintain a feature cache")
+    actions = cache.add_subparsers(required=True, metavar="ACTION")
+    info = actions.add_parser("info", help="namespaces, vector counts, bytes")
+    info.add_argument("dir")
+    info.set_defaults(run=_cache_info)
+    verify = actions.add_parser("verify", help="check every vector's checksum")
+    verify.add_argument("dir")
+    verify.add_argument(
+        "--drop", action="store_true", help="remove corrupt entries (they are recomputed on demand)"
+    )
+    verify.set_defaults(run=_cache_verify)
+    compact = actions.add_parser(
+        "compact", help="merge small shards into large ones (safe beside running jobs)"
+    )
+    compact.add_argument("dir")
+    compact.add_argument(
+        "--shard-mb",
+        type=int,
+        default=256,
+        metavar="MB",
+        help="size of a merged shard's vectors file (default: 256)",
+    )
+    compact.set_defaults(run=_cache_compact)
+    prune = actions.add_parser("prune", help="remove namespaces, old shards and debris of killed writers")
+    prune.add_argument("dir")
+    prune.add_argument("--namespace", action="append", default=[], help="remove this namespace (repeatable)")
+    prune.add_argument(
+        "--older-than", type=float, metavar="DAYS", help="remove shards written more than DAYS ago"
+    )
+    prune.set_defaults(run=_cache_prune)
+
+
+def _cache_info(args: argparse.Namespace) -> int:
+    from featx.cache import FeatureCache
+
+    rows = []
+    for namespace in FeatureCache(args.dir).namespaces():
+        try:
+            fingerprint = namespace.fingerprint
+        except (OSError, ValueError) as error:  # one garbled namespace.json must not hide the others
+            fingerprint = {"backbone": f"<unreadable namespace.json: {error}>"}
+        stats = namespace.stats()
+        rows.append(
+            {
+                **stats,
+                "backbone": fingerprint.get("backbone"),
+                "node": fingerprint.get("node"),
+                "weights": fingerprint.get("weights"),
+                "precision": fingerprint.get("precision"),
+            }
+        )
+    if not rows:
+        print(f"{args.dir}: no featx cache namespaces")
+        return 0
+    print(pd.DataFrame(rows).to_string(index=False))
+    return 0
+
+
+def _cache_verify(args: argparse.Namespace) -> int:
+    from featx.cache import FeatureCache
+
+    problems = []
+    for namespace in FeatureCache(args.dir).namespaces():
+        found = namespace.verify(drop=args.drop)
+        problems += [{"namespace": namespace.path.name, **p} for p in found]
+        print(f"{namespace.path.name}: {len(found)} problem(s){' (dropped)' if found and args.drop else ''}")
+    for problem in problems[:20]:
+        print(f"  {problem['namespace']}/{problem['shard']}: {problem['problem']} {problem['key'] or ''}")
+    return 1 if problems and not args.drop else 0
+
+
+def _cache_compact(args: argparse.Namespace) -> int:
+    from featx.cache import FeatureCache
+    from featx.cache.compact import compact
+
+    check_positive_int("--shard-mb", args.shard_mb, "featx cache compact")
+    namespaces = FeatureCache(args.dir).namespaces()
+    if not namespaces:
+        print(f"{args.dir}: no featx cache namespaces")
+    for namespace in namespaces:
+        print(f"{namespace.path.name}: {compact(namespace, shard_bytes=args.shard_mb << 20)}")
+    return 0
+
+
+def _cache_prune(args: argparse.Namespace) -> int:
+    from featx.cache import FeatureCache
+
+    cache = FeatureCache(args.dir)
+    for name in args.namespace:
+        cache.remove_namespace(name)
+        print(f"removed namespace {name}")
+    for namespace in cache.namespaces():
+        debris = namespace.remove_debris()
+        old = (
+            namespace.remove_shards_older_than(args.older_than * 86400) if args.older_than is not None else 0
+        )
+        print(
+            f"{namespace.path.name}: removed {old} old shard(s), {debris} leftover file(s) of killed writers"
+        )
+    return 0

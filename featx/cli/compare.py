@@ -1,0 +1,228 @@
+"""``featx compare``: classifiers, the transfer report, plots and the HTML page, from features or images."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from featx.cli._common import progress_wanted
+from featx.errors import ParameterError
+from featx.options import PRECISIONS
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    compare = commands.add_parser(
+        "compare", help="cross-validate classifiers on features; --report: did transfer help at all?"
+    )
+    compare.add_argument(
+        "source", help="a features file from `featx extract --out`, or a folder / manifest of images"
+    )
+    compare.add_argument(
+        "--backbone",
+        action="append",
+        help="backbone (repeat for several in the report; default: the features file's, or resnet50)",
+    )
+    compare.add_argument("--weights", default="DEFAULT", help="DEFAULT, a weights name or a file")
+    compare.add_argument("--layer", help="graph node for the comparison (default: the last pooling layer)")
+    compare.add_argument(
+        "--cache", default=".featx-cache", help="feature cache directory (default: .featx-cache)"
+    )
+    compare.add_argument("--classifiers", default="logreg,linsvm,svm,knn,rf", help="comma-separated names")
+    compare.add_argument(
+        "--cv", default="5", help="number of stratified folds, or 'split' for the manifest's split"
+    )
+    compare.add_argument(
+        "--tune", action="store_true", help="grid-search each classifier's regularisation (nested)"
+    )
+    compare.add_argument(
+        "--out", help="write the comparison table to FILE.csv (the report to FILE.transfer.csv)"
+    )
+    compare.add_argument(
+        "--html", help="write one self-contained page (tables, verdict, figures, setup) to FILE.html"
+    )
+    compare.add_argument(
+        "--plot", help="write accuracies, the best one's confusion matrix (and the report) to FILE.png"
+    )
+    compare.add_argument(
+        "--report",
+        action="store_true",
+        help="transfer report: pretrained features vs raw pixels and random weights, same folds",
+    )
+    compare.add_argument(
+        "--layers",
+        default=None,
+        help="report: 'stages' for early/middle/last layers, or comma-separated nodes",
+    )
+    compare.add_argument(
+        "--finetune",
+        action="store_true",
+        help="add fine-tuned rows: a new head on the frozen base, then the last blocks unfrozen",
+    )
+    compare.add_argument("--unfreeze", type=int, default=2, help="--finetune: blocks to unfreeze (default 2)")
+    compare.add_argument(
+        "--finetune-folds",
+        type=int,
+        default=1,
+        help="--finetune: folds to train on (default 1: minutes per fold on a CPU)",
+    )
+    compare.add_argument("--n-jobs", type=int, help="folds fitted in parallel (default 1)")
+    compare.add_argument("--batch-size", type=int, default=64)
+    compare.add_argument("--device", default="auto")
+    compare.add_argument("--precision", default="auto", choices=PRECISIONS)
+    compare.add_argument("--quiet", action="store_true", help="no progress bar")
+    compare.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from featx.evaluate import (
+        compare_classifiers,
+        compare_finetuning,
+        confusion,
+        recommendation,
+        transfer_report,
+        with_finetuning,
+    )
+
+    cv = args.cv if args.cv == "split" else int(args.cv)
+    if args.html:  # before minutes of fitting, not after
+        from featx.feature_files import check_output_path
+
+        check_output_path(args.html, (".html", ".htm"), "--html")
+    X, meta, backbone, layer = _labelled_features(args)
+    split = meta["split"].to_numpy() if "split" in meta else None
+    y = meta["label"].astype(str).to_numpy()
+    print(
+        f"{len(y)} labelled images, {X.shape[1]} features ({backbone} {layer}), "
+        f"{'the manifest split' if cv == 'split' else f'{cv}-fold cross-validation'}",
+        file=sys.stderr,
+    )
+    table = compare_classifiers(
+        X,
+        y,
+        classifiers=args.classifiers,
+        cv=cv,
+        split=split,
+        tune=args.tune,
+        backbone=backbone,
+        layer=layer,
+        n_jobs=args.n_jobs,
+        progress=not args.quiet,
+    )
+    if args.finetune:
+        finetuned = compare_finetuning(
+            meta["path"].tolist(),
+            y,
+            backbone=(args.backbone or [backbone])[0],
+            weights=args.weights,
+            unfreeze=(0, args.unfreeze),
+            cv=cv,
+            split=split,
+            max_folds=args.finetune_folds,
+        )
+        table = pd.concat([table, finetuned]).sort_values("accuracy_mean", ascending=False, ignore_index=True)
+    print(table.to_string(index=False, float_format="{:.4f}".format))
+    for note in table.attrs.get("notes", []):
+        print(f"stand-in: {note}")
+    print(recommendation(table))
+    best = table.loc[table["layer"] != "trained", "classifier"].iloc[0]  # the best on the features themselves
+    report = None
+    if args.report:
+        layers = args.layers if args.layers in (None, "stages") else args.layers.split(",")
+        report = transfer_report(
+            meta["path"].tolist(),
+            y,
+            backbones=args.backbone or [backbone],
+            layers=layers,
+            weights=args.weights,
+            classifier=best,
+            cv=cv,
+            split=split,
+            dataset=_dataset_name(args.source),
+            cache_dir=args.cache,
+            batch_size=args.batch_size,
+            device=args.device,
+            precision=args.precision,
+            progress=progress_wanted(args),
+            n_jobs=args.n_jobs,
+        )
+        if args.finetune:
+            report = with_finetuning(report, table[table["layer"] == "trained"])
+        print(f"\n{report}")
+    if args.out:
+        table.to_csv(args.out, index=False)
+        print(f"table: {args.out}")
+        if report is not None:
+            transfer_csv = Path(args.out).with_suffix(".transfer.csv")
+            report.summary.to_csv(transfer_csv, index=False)
+            print(f"transfer report: {transfer_csv}")
+    if args.plot or args.html:
+        from featx.evaluate.figures import comparison_figure, save_png
+
+        figure = comparison_figure(table, confusion(X, y, best, cv=cv, split=split), report)
+        if args.plot:
+            print(f"plot: {save_png(figure, args.plot)}")
+        if args.html:
+            from featx.evaluate.html import html_report, setup_of, write_html
+
+            setup = setup_of(
+                meta.attrs.get("featx", {}),
+                n_images=len(y),
+                n_classes=len(set(y)),
+                folds="the manifest split" if cv == "split" else f"{cv}-fold stratified",
+            )
+            page = html_report(
+                table, setup, report=report, figure=figure, title=f"featx: {_dataset_name(args.source)}"
+            )
+            print(f"html: {write_html(args.html, page)}")
+    return 0
+
+
+def _dataset_name(source: str) -> str:
+    """'data/digits/manifest.csv' -> 'digits'; 'out/fashion.parquet' -> 'fashion'; a folder -> its name."""
+    path = Path(source)
+    return path.parent.resolve().name if path.stem == "manifest" else path.stem
+
+
+def _labelled_features(args: argparse.Namespace) -> tuple[np.ndarray, pd.DataFrame, str, str]:
+    """(X, meta, backbone, layer) from a features file, or extracted through the cache from images."""
+    from featx.cache import open_store
+    from featx.extract import extract
+    from featx.feature_files import load_features
+    from featx.inputs.manifests import is_features_file, load_manifest
+    from featx.models.network import FrozenNetwork, NetworkSpec
+
+    if is_features_file(args.source):
+        X, meta = load_features(args.source)
+        fingerprint = meta.attrs.get("featx", {})
+        backbone = fingerprint.get("backbone", "?")
+        layer = fingerprint.get("node", "?")
+    else:
+        meta = load_manifest(args.source)
+        backbone = (args.backbone or ["resnet50"])[0]
+        network = FrozenNetwork(
+            NetworkSpec(backbone, args.weights, args.layer, None, args.device, args.precision)
+        )
+        result = extract(
+            meta["path"].tolist(),
+            network,
+            open_store(network.fingerprint, args.cache),
+            batch_size=args.batch_size,
+            progress=progress_wanted(args),
+        )
+        for error in result.errors[:5]:
+            print(f"  skipped {error.source}: {error.kind}: {error.reason}", file=sys.stderr)
+        failed = [error.index for error in result.errors]
+        X = np.delete(result.features, failed, axis=0)
+        meta = meta.drop(index=failed).reset_index(drop=True)
+        layer = network.node
+        meta.attrs["featx"] = network.fingerprint
+    if "label" not in meta:
+        raise ParameterError(
+            f"{args.source} has no labels: compare needs class sub-folders or a 'label' column"
+        )
+    labelled = meta["label"].notna().to_numpy()
+    return X[labelled], meta[labelled].reset_index(drop=True), backbone, layer

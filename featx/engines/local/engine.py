@@ -1,0 +1,352 @@
+"""The local engine: DataLoader workers read each input once, key it by its content and decode it only
+if the store lacks that key; the network runs in full batches in this process, and each batch is committed
+to the store as soon as the disk takes it (``batches.py``), so an interrupted job keeps its work.
+
+About 350 lines: the fill of a file list and the stream of shards share their decoding workers and
+collation here; splitting them would split one DataLoader's life.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Container, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
+from tqdm.auto import tqdm
+
+from featx.cache import Namespace, Store, stat_memo
+from featx.engines.base import Filled, no_keys
+from featx.engines.local import seen
+from featx.engines.local.batches import Batches
+from featx.engines.local.workers import decoders_should_yield, default_num_workers, yield_to_the_network
+from featx.engines.plan import every_failure, first_missing
+from featx.engines.streaming import Streamed, assemble, stream_shard, without_pixels
+from featx.errors import ImageError
+from featx.inputs.images import MAX_PIXELS, ImageInput, describe, hash_content, read_content
+from featx.models.network import FrozenNetwork, NetworkSpec
+from featx.models.preprocessing import Preprocessing
+
+
+class LocalEngine:
+    """Read, key and decode in DataLoader worker processes, run the network here. See :class:`featx.engines.Engine`."""
+
+    def network(self, spec: NetworkSpec) -> FrozenNetwork:
+        """The network of ``spec``, loaded in this process, where it runs."""
+        return FrozenNetwork(spec)
+
+    def fill(
+        self,
+        images: Sequence[ImageInput],
+        network: FrozenNetwork,
+        store: Store,
+        *,
+        batch_size: int = 64,
+        num_workers: int | None = None,
+        progress: bool = False,
+        fail_fast: bool = False,
+        max_pixels: int = MAX_PIXELS,
+    ) -> Filled:
+        """See :meth:`featx.engines.Engine.fill`. With an on-disk cache, the keys of unchanged local files
+        come from the stat memo kept beside it, and what this run learned is added to it."""
+        memo_root = store.path.parent if isinstance(store, Namespace) else None
+        if memo_root is not None:
+            seen.adopt(stat_memo.load(memo_root, seen.local_paths(images)))
+        try:
+            with tqdm(total=len(images), disable=not progress, unit="img", desc=network.backbone.name) as bar:
+                return run(
+                    images,
+                    network,
+                    store,
+                    batch_size=batch_size,
+                    num_workers=num_workers,
+                    progress=bar,
+                    fail_fast=fail_fast,
+                    max_pixels=max_pixels,
+                )
+        finally:
+            learned = seen.learned()
+            if memo_root is not None:
+                stat_memo.save(memo_root, learned)
+
+    def stream(
+        self,
+        shards: Sequence[str],
+        network: FrozenNetwork,
+        store: Store,
+        *,
+        batch_size: int = 64,
+        num_workers: int | None = None,
+        progress: bool = False,
+        fail_fast: bool = False,
+        max_pixels: int = MAX_PIXELS,
+    ) -> tuple[pd.DataFrame, Filled]:
+        """Each DataLoader worker streams whole shards (shard i goes to worker i mod n); see
+        :meth:`featx.engines.Engine.stream`."""
+        with tqdm(disable=not progress, unit="img", desc=network.backbone.name) as bar:
+            return run_shards(
+                list(shards),
+                network,
+                store,
+                batch_size=batch_size,
+                num_workers=num_workers,
+                progress=bar,
+                fail_fast=fail_fast,
+                max_pixels=max_pixels,
+            )
+
+
+def compute_missing(
+    images: Sequence[ImageInput],
+    keys: Sequence[str],
+    network: FrozenNetwork,
+    store: Store,
+    *,
+    batch_size: int = 64,
+    max_pixels: int = MAX_PIXELS,
+) -> int:
+    """Compute, in this process, the vectors of ``keys`` the store lacks (a re-read after a checksum failure)."""
+    todo = first_missing(keys, set(store.missing(keys)))
+    return run(
+        [images[i] for i in todo], network, store, batch_size=batch_size, num_workers=0, max_pixels=max_pixels
+    ).n_computed
+
+
+def run(
+    images: Sequence[ImageInput],
+    network: FrozenNetwork,
+    store: Store,
+    *,
+    batch_size: int = 64,
+    num_workers: int | None = None,
+    progress: tqdm | None = None,
+    fail_fast: bool = False,
+    max_pixels: int = MAX_PIXELS,
+) -> Filled:
+    """Key every input and compute what ``store`` lacks, once per distinct content, in full batches.
+
+    With ``fail_fast`` the first failure is raised once the vectors decoded before it are stored.
+    """
+    known = store.known()
+    keys = no_keys(len(images))
+    todo = _unremembered(images, known, keys)
+    n_cached = len(images) - len(todo)
+    if progress is not None:
+        progress.update(n_cached)
+    workers = (
+        default_num_workers(len(todo), batch_size, network.device) if num_workers is None else num_workers
+    )
+    loader = DataLoader(
+        _ReadKeyDecode(images, todo, known, network.preprocessing, max_pixels),
+        batch_size=batch_size,
+        num_workers=workers,
+        collate_fn=_stack_decoded,
+        # a RemoteNetwork's "cuda" may be a Ray worker's GPU, not this machine's
+        pin_memory=network.device.type == "cuda" and torch.cuda.is_available(),
+        prefetch_factor=4 if workers else None,
+        persistent_workers=False,
+        worker_init_fn=yield_to_the_network if workers and decoders_should_yield(network.device) else None,
+    )
+    failures: list[ImageError] = []
+    n_seen = n_decoded = 0
+    with Batches(network, store, batch_size) as batches:
+        for samples, pixels in _iterate(loader):
+            decoded = []
+            for index, key, outcome, file_signature in samples:
+                if key is not None:
+                    keys[index] = key
+                if file_signature is not None:
+                    seen.remember(images[index], file_signature, key)
+                if isinstance(outcome, ImageError):
+                    failures.append(outcome)
+                elif outcome is None:
+                    n_cached += 1
+                else:
+                    decoded.append(key)
+            if decoded:
+                batches.add(decoded, pixels)
+            n_decoded += len(decoded)
+            n_seen += len(samples)
+            batches.commit_full(expected=round(len(todo) * n_decoded / n_seen))
+            if fail_fast and failures:
+                batches.commit_all()
+                raise min(failures, key=lambda e: e.index)
+            if progress is not None:
+                progress.update(len(samples))
+                # as a string: tqdm's own number format shows 70,000 as "7e+4"
+                progress.set_postfix_str(
+                    f"cached={n_cached}, computed={batches.computed}, failed={len(failures)}", refresh=False
+                )
+        batches.commit_all()
+    return Filled(keys, every_failure(failures, keys), n_cached, batches.computed)
+
+
+def run_shards(
+    shards: list[str],
+    network: FrozenNetwork,
+    store: Store,
+    *,
+    batch_size: int = 64,
+    num_workers: int | None = None,
+    progress: tqdm | None = None,
+    fail_fast: bool = False,
+    max_pixels: int = MAX_PIXELS,
+) -> tuple[pd.DataFrame, Filled]:
+    """Stream every shard once in worker processes, compute what ``store`` lacks in full batches, and
+    assemble the manifest in shard order. At most one worker per shard: a shard is read front to back."""
+    known = store.known()
+    if num_workers is None:
+        num_workers = default_num_workers(sys.maxsize, batch_size, network.device)
+    workers = min(num_workers, len(shards))
+    loader = DataLoader(
+        _StreamShards(shards, known, network.preprocessing, max_pixels),
+        batch_size=batch_size,
+        num_workers=workers,
+        collate_fn=_stack_streamed,
+        pin_memory=network.device.type == "cuda" and torch.cuda.is_available(),
+        prefetch_factor=4 if workers else None,
+        worker_init_fn=yield_to_the_network if workers and decoders_should_yield(network.device) else None,
+    )
+    entries: list[Streamed] = []
+    n_cached = n_decoded = n_failed = 0
+    started: set[int] = set()
+    with Batches(network, store, batch_size) as batches:
+        for streamed, decoded, pixels in _iterate(loader):
+            decoded_keys = []
+            for entry, was_decoded in zip(streamed, decoded):
+                started.add(entry.shard)
+                if was_decoded:
+                    decoded_keys.append(entry.key)
+                elif entry.key is not None and entry.error is None:
+                    n_cached += 1
+                n_failed += entry.error is not None
+                entries.append(entry)
+            if decoded_keys:
+                batches.add(decoded_keys, pixels)
+            n_decoded += len(decoded_keys)
+            # how many this job computes is known only at its end: estimated from the shards begun so far
+            batches.commit_full(expected=round(n_decoded * len(shards) / len(started)))
+            if fail_fast and n_failed:
+                batches.commit_all()
+                raise assemble(entries, shards, n_cached, batches.computed)[1].errors[0]
+            if progress is not None:
+                progress.update(len(streamed))
+                progress.set_postfix_str(
+                    f"shards={len(started)}/{len(shards)}, cached={n_cached}, "
+                    f"computed={batches.computed}, failed={n_failed}",
+                    refresh=False,
+                )
+        batches.commit_all()
+    return assemble(entries, shards, n_cached, batches.computed)
+
+
+class _StreamShards(IterableDataset):
+    """The samples of this worker's shards (every shard when there are no workers), streamed, keyed, and
+    decoded where ``known`` lacks them."""
+
+    def __init__(
+        self, shards: list[str], known: Container[str], preprocessing: Preprocessing, max_pixels: int
+    ):
+        self.shards, self.known, self.preprocessing, self.max_pixels = (
+            shards,
+            known,
+            preprocessing,
+            max_pixels,
+        )
+
+    def __iter__(self) -> Iterator[Streamed]:
+        worker = get_worker_info()
+        mine = (
+            range(len(self.shards))
+            if worker is None
+            else range(worker.id, len(self.shards), worker.num_workers)
+        )
+        for number in mine:
+            yield from stream_shard(
+                number, self.shards[number], self.known, self.preprocessing, self.max_pixels
+            )
+
+
+def _unremembered(images: Sequence[ImageInput], known: Container[str], keys: np.ndarray) -> list[int]:
+    """The inputs to read: all but the files this process read before, unchanged since, whose vectors are
+    ``known`` (their ``keys`` are filled in)."""
+    todo = []
+    for index, image in enumerate(images):
+        key = seen.remembered(image)
+        if key is not None and key in known:
+            keys[index] = key
+        else:
+            todo.append(index)
+    return todo
+
+
+class _ReadKeyDecode(Dataset):
+    """One input: read once, keyed by its content, and decoded (to a uint8 ``3 x crop x crop`` tensor)
+    only if its key is not in ``known``. Runs in DataLoader workers, so the network never waits on I/O or
+    PIL. A local file's stat signature comes back too, unless the file changed while it was read."""
+
+    def __init__(
+        self,
+        images: Sequence[ImageInput],
+        todo: Sequence[int],
+        known: Container[str],
+        preprocessing: Preprocessing,
+        max_pixels: int,
+    ):
+        self.images, self.todo, self.known = images, todo, known
+        self.preprocessing, self.max_pixels = preprocessing, max_pixels
+
+    def __len__(self) -> int:
+        return len(self.todo)
+
+    def __getitem__(self, position: int) -> tuple[int, str | None, torch.Tensor | ImageError | None, Any]:
+        index = self.todo[position]
+        image = self.images[index]
+        before = seen.signature(image)
+        try:
+            content = read_content(image, index)
+            key = hash_content(content)
+        except ImageError as error:
+            return index, None, error, None
+        file_signature = before if before is not None and seen.signature(image) == before else None
+        if key in self.known:
+            return index, key, None, file_signature
+        try:
+            pixels = self.preprocessing.decode(content, index, self.max_pixels, source=describe(image))
+        except ImageError as error:
+            return index, key, error, file_signature
+        return index, key, pixels, file_signature
+
+
+def _stack_decoded(samples: list[tuple]) -> tuple[list[tuple], torch.Tensor | None]:
+    """In the worker: the batch's decoded pixels as one tensor (one transfer between processes, one pinned
+    copy for the GPU), in sample order; each sample keeps its index, key, outcome and file signature, where
+    the outcome is an error, None (cached) or True (its row is in the tensor)."""
+    decoded = [result for _, _, result, _ in samples if isinstance(result, torch.Tensor)]
+    outcomes = [
+        (index, key, True if isinstance(result, torch.Tensor) else result, signature)
+        for index, key, result, signature in samples
+    ]
+    return outcomes, torch.stack(decoded) if decoded else None
+
+
+def _stack_streamed(entries: list[Streamed]) -> tuple[list[Streamed], list[bool], torch.Tensor | None]:
+    """In the worker, as :func:`_stack_decoded`: the entries without their pixels, which of them were
+    decoded, and those pixels as one tensor in entry order."""
+    decoded = [entry.pixels is not None for entry in entries]
+    pixels = [entry.pixels for entry in entries if entry.pixels is not None]
+    return [without_pixels(entry) for entry in entries], decoded, torch.stack(pixels) if pixels else None
+
+
+def _iterate(loader: DataLoader) -> Iterator[Any]:
+    iterator = iter(loader)
+    try:
+        yield from iterator
+    finally:
+        # Shut worker processes down at once, also on Ctrl-C, so nothing lingers or half-writes.
+        shutdown = getattr(iterator, "_shutdown_workers", None)
+        if shutdown is not None:
+            shutdown()

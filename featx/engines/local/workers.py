@@ -1,0 +1,55 @@
+"""How many decoding workers a local job starts, and at what priority: from the job's size, the device,
+the cores, and how busy the machine is at the time."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import torch
+
+_CPU = torch.device("cpu")
+
+
+def default_num_workers(n_images: int, batch_size: int, device: torch.device = _CPU) -> int:
+    """No worker processes for a batch or two (start-up would dominate). With a GPU running the network,
+    decode on every spare core; on a CPU, decoders share the cores with the network: half, up to 4."""
+    if n_images <= 2 * batch_size:
+        return 0
+    cores = os.cpu_count() or 2
+    return max(1, cores - 1) if device.type == "cuda" else max(1, min(4, cores // 2))
+
+
+def decoders_should_yield(device: torch.device) -> bool:
+    """Niced decoders help only where they compete with the network's own threads and nothing else: with
+    a GPU they have the CPU to themselves, and beside a busy neighbour a niced decoder starves and the
+    network waits on it. Measured, not assumed: the share of CPU time other processes use, now."""
+    return device.type == "cpu" and busy_share_of_others() < 0.25
+
+
+def busy_share_of_others(window_s: float = 0.2) -> float:
+    """The fraction of all cores busy over ``window_s`` while this process sleeps (Linux /proc/stat;
+    elsewhere 0, i.e. assume an idle machine)."""
+
+    def ticks() -> tuple[int, int] | None:
+        try:
+            with open("/proc/stat") as stat:
+                fields = [int(v) for v in stat.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+        return sum(fields) - idle, sum(fields)
+
+    before = ticks()
+    if before is None:
+        return 0.0
+    time.sleep(window_s)
+    after = ticks()
+    total = after[1] - before[1]
+    return (after[0] - before[0]) / total if total else 0.0
+
+
+def yield_to_the_network(worker_id: int) -> None:
+    """On a machine without spare cores a decoder competing at equal priority slows the network's thread
+    pool more than its decoding gains (see benchmarks/speed.py)."""
+    os.nice(10)

@@ -1,0 +1,119 @@
+"""The network as a Ray job holds it: resolved on a worker of the kind that will run it, never loaded on
+the driver, and refused on any worker whose own build differs from the job's fingerprint. Also Ray's
+import and connection, and its errors made featx's own one-line errors again."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+import torch
+
+from featx.errors import FeatxError
+from featx.models._registry import Backbone, get_backbone
+from featx.models.network import FrozenNetwork, NetworkSpec
+from featx.models.preprocessing import Preprocessing
+
+
+def ray_module():
+    """Ray, imported only when a Ray job runs: it is an optional extra."""
+    try:
+        import ray
+    except ImportError as error:
+        raise ImportError("the Ray engine needs Ray Data: pip install 'featx[ray]'") from error
+    return ray
+
+
+def connect(address: str | None = None, num_cpus: int | None = None) -> None:
+    """Join the cluster at ``address`` ('auto' finds a running one), or start a local Ray instance."""
+    ray = ray_module()
+    if not ray.is_initialized():
+        if address:
+            ray.init(address=address, log_to_driver=False)
+        else:
+            ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+
+
+def matching_network(spec: NetworkSpec, fingerprint: dict[str, Any]) -> FrozenNetwork:
+    """The network of ``spec`` built here, refused unless its fingerprint is the job's."""
+    network = FrozenNetwork(spec)
+    if network.fingerprint != fingerprint:
+        differing = sorted(
+            k
+            for k in {**fingerprint, **network.fingerprint}
+            if fingerprint.get(k) != network.fingerprint.get(k)
+        )
+        raise FeatxError(
+            f"this worker's network differs from the job's in {differing} "
+            f"({ {k: network.fingerprint.get(k) for k in differing} } here, "
+            f"{ {k: fingerprint.get(k) for k in differing} } in the job); refusing to write "
+            "its vectors into the job's cache namespace"
+        )
+    return network
+
+
+@dataclasses.dataclass(frozen=True)
+class RemoteNetwork:
+    """The network as the Ray driver holds it: resolved on a worker where it will run (device, measured
+    precision, weights digest), never loaded on the driver, so a CPU-only head node can drive GPU workers.
+
+    The job reads what it needs from it (fingerprint, feature count, preprocessing); a batch it is called
+    on (a vector that failed its checksum when the job read it back) runs on the cluster too.
+    """
+
+    spec: NetworkSpec  # device and precision as resolved on the worker
+    fingerprint: dict[str, Any]
+    n_features: int
+    preprocessing: Preprocessing
+    node: str
+    pooling: str
+    weights_description: str
+
+    @property
+    def backbone(self) -> Backbone:
+        return get_backbone(self.spec.backbone)
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device(self.spec.device)
+
+    @property
+    def precision(self) -> str:
+        return self.spec.precision
+
+    def prepare(self, n_images: int, batch_size: int) -> None:
+        """Nothing to prepare here: the network lives on the workers."""
+
+    def __call__(self, batch: torch.Tensor) -> np.ndarray:
+        ray = ray_module()
+        forward = ray.remote(_forward_on_worker).options(num_gpus=1 if self.device.type == "cuda" else 0)
+        return get(ray, forward.remote(self.spec, self.fingerprint, batch.numpy()))
+
+
+def resolve_on_worker(spec: NetworkSpec) -> RemoteNetwork:
+    network = FrozenNetwork(spec)
+    resolved = spec.replace(device=network.device.type, precision=network.precision)
+    return RemoteNetwork(
+        resolved,
+        network.fingerprint,
+        network.n_features,
+        network.preprocessing,
+        network.node,
+        network.pooling,
+        network.weights_description,
+    )
+
+
+def _forward_on_worker(spec: NetworkSpec, fingerprint: dict[str, Any], pixels: np.ndarray) -> np.ndarray:
+    return matching_network(spec, fingerprint)(torch.from_numpy(pixels))
+
+
+def get(ray, reference):
+    """``ray.get``, raising a featx error from a worker as itself (one line), not wrapped in Ray's traceback."""
+    try:
+        return ray.get(reference)
+    except ray.exceptions.RayTaskError as error:
+        if isinstance(error.cause, (FeatxError, OSError, ImportError)):
+            raise error.cause from None
+        raise

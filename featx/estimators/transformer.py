@@ -1,0 +1,205 @@
+"""``PretrainedFeatures``: a frozen ImageNet network as a scikit-learn transformer."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils.validation import check_is_fitted
+
+from featx.cache import open_store
+from featx.errors import ImageError
+from featx.extract import extract
+from featx.inputs.images import MAX_PIXELS, as_image_list
+from featx.models._registry import Backbone, get_backbone
+from featx.models.network import FrozenNetwork, NetworkSpec, feature_size
+from featx.options import ON_ERROR, check_option, check_positive_int
+
+
+class PretrainedFeatures(TransformerMixin, BaseEstimator):
+    """Turn images into the activations of a frozen pretrained network at one node.
+
+    ``fit`` learns nothing (the network is pretrained); ``transform`` returns an (n_images, n_features)
+    float32 array. The network loads lazily on the first ``transform`` and is never pickled: a pickled or
+    cloned estimator reloads it. With ``cache_dir`` every vector is stored by image content, so repeated
+    transforms (cross-validation folds, grid-search candidates, a notebook re-run) compute nothing twice.
+
+    Parameters
+    ----------
+    backbone : str or Backbone, default="resnet50"
+        A name from :func:`featx.list_backbones` or a :class:`featx.Backbone`.
+    weights : str, path or None, default="DEFAULT"
+        "DEFAULT", a weights name ("IMAGENET1K_V2"), a local state-dict file, or None for random init.
+    layer : str or None, default=None
+        The node to read (see :func:`featx.list_nodes`); None is the backbone's last pooling layer.
+    pooling : {"flatten", "avg", "max"} or None, default=None
+        How a spatial map becomes a vector; None keeps the backbone's choice for its default node, else "avg".
+    batch_size : int, default=64
+    device : str, default="auto"
+        "auto" (cuda, then mps, then cpu), or any torch device string.
+    precision : {"auto", "fp32", "bf16", "fp16", "int8"}, default="auto"
+        "auto" picks, by a timed trial on this machine remembered on disk, the fastest precision whose
+        features keep cosine >= ``min_cosine`` to fp32 (see the README). "int8" (CPU only) quantizes the
+        network and falls back, with a warning, when its fidelity on held-out photos is under the bound.
+    cache_dir : path or None, default=None
+        On-disk feature cache shared with ``featx extract --cache``.
+    num_workers : int or None, default=None
+        DataLoader decoding processes; None picks from the job size and core count.
+    on_error : {"raise", "nan"}, default="raise"
+        A bad image raises (naming it), or yields a NaN row with a warning; failures of the last
+        ``transform`` are kept in ``errors_``. Rows are never dropped, so ``y`` stays aligned.
+    progress : bool, default=False
+        Show a progress bar.
+    compile : {"auto", True, False}, default="auto"
+        ``torch.compile`` the network; "auto" does when a transform computes at least 10,000 images, where
+        the one-off compile pays back (features equal within float rounding; see the README).
+    max_pixels : int, default=featx.inputs.images.MAX_PIXELS (about 89 million)
+        An image with more pixels, as decoded or once its short side is resized, fails (kind
+        ``decompression_bomb`` or ``too_large``) before anything that size is allocated.
+    decoding : {"reduced", "full"}, default="reduced"
+        "reduced" decodes a JPEG at least twice the size the resize needs at a reduced DCT scale (never
+        below that size; about 3x faster on phone photos, cosine >= 0.99 to full decoding, see the README);
+        "full" decodes every pixel. The two never share cache entries (the mode is in the fingerprint).
+    min_cosine : float, default=0.99
+        The fidelity to fp32 features that ``precision="auto"`` and ``"int8"`` must keep.
+    calibration : str or None, default=None
+        For int8: a folder, manifest, shard set or table of images like yours; up to 32 of them, evenly
+        spread, are split into a half that calibrates and a half on which fidelity is checked. None uses
+        bundled real photos. Its digest is in the fingerprint; the calibration is kept on disk.
+
+    Attributes
+    ----------
+    n_features_out_ : int
+        Length of each feature vector.
+    errors_ : list of ImageError
+        Failures of the most recent ``transform`` (empty when all images were read).
+
+    Examples
+    --------
+    >>> from sklearn.pipeline import make_pipeline
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> clf = make_pipeline(PretrainedFeatures("efficientnet_lite0"), LogisticRegression(max_iter=2000))
+    >>> clf.fit(train_paths, y_train).score(test_paths, y_test)  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        backbone: str | Backbone = "resnet50",
+        weights: Any = "DEFAULT",
+        layer: str | None = None,
+        pooling: str | None = None,
+        batch_size: int = 64,
+        device: str = "auto",
+        precision: str = "auto",
+        cache_dir: Any = None,
+        num_workers: int | None = None,
+        on_error: str = "raise",
+        progress: bool = False,
+        compile: bool | str = "auto",
+        max_pixels: int = MAX_PIXELS,
+        decoding: str = "reduced",
+        min_cosine: float = 0.99,
+        calibration: str | None = None,
+    ):
+        self.backbone = backbone
+        self.weights = weights
+        self.layer = layer
+        self.pooling = pooling
+        self.batch_size = batch_size
+        self.device = device
+        self.precision = precision
+        self.cache_dir = cache_dir
+        self.num_workers = num_workers
+        self.on_error = on_error
+        self.progress = progress
+        self.compile = compile
+        self.max_pixels = max_pixels
+        self.decoding = decoding
+        self.min_cosine = min_cosine
+        self.calibration = calibration
+
+    def fit(self, X: Any, y: Any = None) -> PretrainedFeatures:
+        """Validate the parameters and the input; nothing is learned from X."""
+        self._validate()
+        as_image_list(X)
+        self.n_features_out_ = feature_size(self.backbone, self.layer, self.pooling)
+        return self
+
+    def transform(self, X: Any) -> np.ndarray:
+        """Feature vectors of the images in X, one row per image, in order."""
+        check_is_fitted(self, "n_features_out_")
+        images = as_image_list(X)
+        network = self._network()
+        result = extract(
+            images,
+            network,
+            open_store(network.fingerprint, self.cache_dir),
+            batch_size=self.batch_size,
+            num_workers=self.num_workers,
+            progress=self.progress,
+            max_pixels=self.max_pixels,
+        )
+        self.errors_: list[ImageError] = result.errors
+        if result.errors:
+            if self.on_error == "raise":
+                raise result.errors[0]
+            warnings.warn(
+                f"{len(result.errors)} of {len(images)} images failed and are NaN rows "
+                f"(first: {result.errors[0]}); see errors_ for all",
+                stacklevel=2,
+            )
+        return result.features
+
+    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
+        """Names like ``resnet50_avgpool_0``: backbone, node, (pooling if reduced), index."""
+        check_is_fitted(self, "n_features_out_")
+        spec = get_backbone(self.backbone)
+        node = (self.layer or spec.node).replace(".", "_")
+        pooling = (
+            self.pooling if self.pooling in ("avg", "max") and self.layer not in (None, spec.node) else None
+        )
+        prefix = "_".join(part for part in (spec.name, node, pooling) if part)
+        return np.asarray([f"{prefix}_{i}" for i in range(self.n_features_out_)], dtype=object)
+
+    def _network(self) -> FrozenNetwork:
+        """The loaded network, built on first use and kept (not pickled) for later calls."""
+        spec = self._spec()
+        cached = getattr(self, "_loaded", None)
+        if cached is None or cached.spec != spec:
+            self._loaded = FrozenNetwork(spec)
+        return self._loaded
+
+    def _spec(self) -> NetworkSpec:
+        return NetworkSpec(
+            self.backbone,
+            self.weights,
+            self.layer,
+            self.pooling,
+            self.device,
+            self.precision,
+            self.compile,
+            self.decoding,
+            self.min_cosine,
+            self.calibration,
+        )
+
+    def _validate(self) -> None:
+        get_backbone(self.backbone)
+        self._spec()  # checks precision, compile and pooling
+        check_option("on_error", self.on_error, ON_ERROR, "PretrainedFeatures")
+        check_positive_int("batch_size", self.batch_size, "PretrainedFeatures")
+        check_positive_int("max_pixels", self.max_pixels, "PretrainedFeatures")
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.pop("_loaded", None)  # the network reloads after unpickling; never pickle weights
+        return state
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = False  # X is a sequence of images, not a feature matrix
+        tags.requires_fit = True
+        tags.non_deterministic = False
+        return tags

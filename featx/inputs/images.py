@@ -1,0 +1,339 @@
+"""Images in, RGB out: accepted input types, content keys, and decoding with named failures.
+
+Every failure is an :class:`ImageError` that carries the input's index, a description of it (the path for
+files), a short machine-readable ``kind`` and a human-readable reason, so each door can apply its policy.
+
+About 340 lines: every input type's path to 8-bit RGB and every named failure stay in one
+place, so each kind of failure is defined once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import stat
+import tarfile
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from featx.errors import ImageError, ParameterError
+from featx.inputs import sources
+
+ImageInput = Any  # str | os.PathLike | bytes | PIL.Image.Image | np.ndarray
+
+#: The default bound on an image's pixels, decoded and after resizing: PIL's own decompression-bomb
+#: threshold (about 89 megapixels). Larger images are refused before anything that size is allocated.
+MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
+
+
+def as_image_list(images: Any) -> list[ImageInput]:
+    """Normalise what users pass as X into a list of single images.
+
+    Accepts a list/tuple of images, a pandas Series or one-column DataFrame of them, a 1-D object array,
+    or a numeric stack of images shaped (n, H, W) or (n, H, W, C).
+    """
+    if isinstance(images, (str, os.PathLike, bytes, Image.Image)):
+        raise TypeError(
+            f"X must be a sequence of images, got a single {type(images).__name__}; wrap it in a list"
+        )
+    if isinstance(images, Iterator):
+        # fit() would use it up and transform() would see nothing: (0, d) features for n images
+        raise ParameterError(
+            f"X is a {type(images).__name__}, which can be read only once; pass a list "
+            "(e.g. list(X)) so that fit and transform see the same images"
+        )
+    if hasattr(images, "columns") and hasattr(images, "iloc"):  # DataFrame
+        if images.shape[1] != 1:
+            raise ParameterError(
+                f"X is a DataFrame with {images.shape[1]} columns {list(images.columns)}; "
+                "pass one column of images (paths, bytes, PIL images or arrays)"
+            )
+        return list(images.iloc[:, 0])
+    if hasattr(images, "iloc"):  # Series
+        return list(images)
+    if isinstance(images, np.ndarray):
+        if images.dtype == object or images.dtype.kind in "US":
+            return list(images.ravel()) if images.ndim <= 1 or images.shape[-1] == 1 else list(images)
+        if images.ndim in (3, 4):
+            return list(images)
+        raise ParameterError(
+            f"X is a numeric array of shape {images.shape}; featx expects a sequence of images: "
+            "paths, bytes, PIL images, or a stack of arrays shaped (n, H, W) or (n, H, W, C)"
+        )
+    return list(images)
+
+
+def describe(image: ImageInput) -> str:
+    """A short description of an input for messages and error files (the path, for files)."""
+    if isinstance(image, (str, os.PathLike)):
+        return os.fspath(image)
+    if isinstance(image, (bytes, bytearray)):
+        return f"<{len(image)} bytes>"
+    if isinstance(image, Image.Image):
+        return f"<PIL {image.mode} image {image.width}x{image.height}>"
+    if isinstance(image, np.ndarray):
+        return f"<{image.dtype} array {'x'.join(map(str, image.shape))}>"
+    return f"<{type(image).__name__}>"
+
+
+def read_content(image: ImageInput, index: int = 0) -> bytes | Image.Image | np.ndarray:
+    """The one read of an input: a file's, URL's or tar member's bytes; in-memory inputs as they are.
+
+    Engines read each input once, in their decoding workers, and both key and decode what this returns.
+    """
+    if isinstance(image, str) and sources.is_url(image):
+        return _read_url(image, index)
+    if isinstance(image, (str, os.PathLike)):
+        with _open_file(image, index) as handle:
+            return handle.read()
+    if isinstance(image, (bytes, bytearray)):
+        return bytes(image)
+    if isinstance(image, (Image.Image, np.ndarray)):
+        return image
+    raise _unsupported_type(image, index)
+
+
+def hash_content(content: bytes | Image.Image | np.ndarray) -> str:
+    """sha256 of what :func:`read_content` returned: the bytes, or the pixels of PIL images and arrays."""
+    digest = hashlib.sha256()
+    if isinstance(content, Image.Image):
+        digest.update(f"PIL:{content.mode}:{content.size}".encode())
+        digest.update(content.tobytes())
+    elif isinstance(content, np.ndarray):
+        digest.update(f"array:{content.dtype.str}:{content.shape}".encode())
+        digest.update(np.ascontiguousarray(content).tobytes())
+    else:
+        digest.update(content)
+    return digest.hexdigest()
+
+
+def content_key(image: ImageInput, index: int = 0) -> str:
+    """sha256 of the image's content: the file's bytes for paths and bytes, the pixels for PIL and arrays.
+
+    The same file keyed as a path or as its bytes gets the same key, wherever it lives and whatever it is
+    called, so renamed or copied files hit the cache.
+    """
+    return hash_content(read_content(image, index))
+
+
+def load_rgb(
+    image: ImageInput,
+    index: int = 0,
+    max_pixels: int = MAX_PIXELS,
+    resize: int | None = None,
+    reduced: bool = False,
+    source: str | None = None,
+) -> Image.Image:
+    """Decode any accepted input into an 8-bit RGB PIL image, EXIF orientation applied.
+
+    An image with more than ``max_pixels`` pixels, or one that would have more once its short side is
+    resized to ``resize``, is refused before it is decoded or resized (a 1 x 100,000 strip is small on
+    disk but 25 gigapixels at a short side of 256). With ``reduced`` and ``resize``, a JPEG at least twice
+    the size the resize needs is decoded at a reduced scale (libjpeg's DCT scaling, 1/2 to 1/8), never
+    below that size: a 12-megapixel photo decodes about 3x faster. ``source`` names the input in errors
+    where ``image`` is content already read (see :func:`read_content`).
+    """
+    source = source or describe(image)
+    content = read_content(image, index)
+    if isinstance(content, np.ndarray):
+        content = _array_image(content, index, source)
+    if isinstance(content, Image.Image):
+        _check_size(content.width, content.height, index, source, max_pixels, resize)
+        return _to_rgb(content, index, source)
+    if not content:
+        raise ImageError(index, source, "empty", "the file is empty (0 bytes)")
+    return _decode(content, index, source, max_pixels, resize, reduced)
+
+
+def resized_size(width: int, height: int, resize: int) -> tuple[int, int]:
+    """(width, height) after the short side is scaled to ``resize`` (torchvision's ``Resize(int)`` rule)."""
+    if width <= height:
+        return resize, int(resize * height / width)
+    return int(resize * width / height), resize
+
+
+def _check_size(
+    width: int, height: int, index: int, source: str, max_pixels: int, resize: int | None
+) -> None:
+    if width * height > max_pixels:
+        raise ImageError(
+            index,
+            source,
+            "decompression_bomb",
+            f"{width}x{height} pixels exceeds the limit of {max_pixels}; "
+            "raise max_pixels (--max-pixels) if the image is trusted",
+        )
+    if resize is not None and width and height:
+        new_width, new_height = resized_size(width, height, resize)
+        if new_width * new_height > max_pixels:
+            raise ImageError(
+                index,
+                source,
+                "too_large",
+                f"{width}x{height} resized to a short side of {resize} is {new_width}x{new_height} "
+                f"pixels, over the limit of {max_pixels}; crop the image, or raise max_pixels "
+                "(--max-pixels) if the memory is there",
+            )
+
+
+def _decode(
+    data: bytes, index: int, source: str, max_pixels: int, resize: int | None, reduced: bool = False
+) -> Image.Image:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            opened = Image.open(io.BytesIO(data))
+        _check_size(opened.width, opened.height, index, source, max_pixels, resize)
+        if reduced and resize is not None and opened.format == "JPEG":
+            # draft() picks the largest DCT scale whose output is still at least this size in both sides
+            opened.draft(opened.mode, resized_size(opened.width, opened.height, resize))
+        opened.load()
+    except ImageError:
+        raise
+    except Image.DecompressionBombError as error:
+        raise ImageError(index, source, "decompression_bomb", str(error)) from None
+    except UnidentifiedImageError:
+        raise ImageError(index, source, "not_an_image", "not a recognised image format") from None
+    except (OSError, SyntaxError, ValueError) as error:  # PIL raises these for damaged streams
+        message = str(error).lower()
+        kind = "truncated" if "truncated" in message or "broken data stream" in message else "not_an_image"
+        raise ImageError(index, source, kind, f"could not decode: {error}") from None
+    return _to_rgb(opened, index, source)
+
+
+def _to_rgb(image: Image.Image, index: int, source: str) -> Image.Image:
+    """EXIF-rotate, then bring any mode to RGB: alpha over white, 16-bit scaled, CMYK converted."""
+    try:
+        image = ImageOps.exif_transpose(image)
+        if image.mode == "F":
+            return Image.fromarray(_float_to_uint8(np.asarray(image), index, source), "L").convert("RGB")
+        if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+            return Image.fromarray(_sixteen_bit_to_uint8(np.asarray(image)), "L").convert("RGB")
+        if image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in image.info:
+            rgba = image.convert("RGBA")
+            return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert(
+                "RGB"
+            )
+        return image if image.mode == "RGB" else image.convert("RGB")
+    except ImageError:
+        raise
+    except (OSError, ValueError) as error:
+        raise ImageError(
+            index, source, "unsupported_mode", f"cannot convert mode {image.mode} to RGB: {error}"
+        ) from None
+
+
+_ARRAY_MODES = {1: "L", 3: "RGB", 4: "RGBA"}
+
+
+def _array_image(array: np.ndarray, index: int, source: str) -> Image.Image:
+    """HxW or HxWxC (C = 1, 3, 4) arrays -> a PIL image of the same pixels, so that an array and the same
+    pixels as a PIL image decode alike (alpha over white included). uint8 as is, uint16 scaled, floats
+    must lie in [0, 1]."""
+    if array.ndim == 2:
+        array = array[:, :, None]
+    if array.ndim != 3 or array.shape[2] not in _ARRAY_MODES:
+        raise ImageError(index, source, "invalid_array", "expected an HxW or HxWxC array with C in (1, 3, 4)")
+    if array.size == 0:
+        raise ImageError(index, source, "invalid_array", "the array is empty")
+    if array.dtype == np.uint8:
+        pixels = array
+    elif array.dtype.kind == "f":
+        pixels = _float_to_uint8(array, index, source)
+    elif array.dtype == np.uint16:
+        pixels = _sixteen_bit_to_uint8(array)
+    else:
+        raise ImageError(
+            index,
+            source,
+            "invalid_array",
+            f"dtype {array.dtype} is not supported; use uint8, uint16 or float in [0, 1]",
+        )
+    mode = _ARRAY_MODES[pixels.shape[2]]
+    return Image.fromarray(np.ascontiguousarray(pixels if mode != "L" else pixels[:, :, 0]), mode)
+
+
+def _float_to_uint8(array: np.ndarray, index: int, source: str) -> np.ndarray:
+    """Floats are intensities in [0, 1]; any other range is ambiguous ([0, 255]? [0, 65535]? HDR?) and refused."""
+    if not np.isfinite(array).all() or array.min() < 0 or array.max() > 1:
+        low, high = (
+            (float(np.nanmin(array)), float(np.nanmax(array)))
+            if np.isfinite(array).any()
+            else (np.nan, np.nan)
+        )
+        raise ImageError(
+            index,
+            source,
+            "ambiguous",
+            f"float pixels must lie in [0, 1] (these span [{low:g}, {high:g}]); scale them to [0, 1] "
+            "or convert the image to 8 or 16 bits",
+        )
+    return np.round(array * 255).astype(np.uint8)
+
+
+def _sixteen_bit_to_uint8(array: np.ndarray) -> np.ndarray:
+    return np.round(np.clip(array.astype(np.float64), 0, 65535) / 257).astype(np.uint8)
+
+
+def _open_file(path: str | os.PathLike, index: int):
+    source = os.fspath(path)
+    if not source.strip():
+        raise ImageError(index, source, "missing", "the path is blank (an empty manifest cell?)")
+    try:
+        if not stat.S_ISREG(
+            os.stat(path).st_mode
+        ):  # a FIFO or device named .png would block a reader forever
+            raise ImageError(
+                index, source, "not_a_file", "not a regular file (a folder, FIFO, socket or device)"
+            )
+        return open(path, "rb")
+    except FileNotFoundError:
+        raise ImageError(index, source, "missing", "no such file") from None
+    except PermissionError:
+        raise ImageError(
+            index, source, "permission", "permission denied; check the file's read permission"
+        ) from None
+    except OSError as error:
+        raise ImageError(index, source, "unreadable", str(error)) from None
+
+
+def _read_url(url: str, index: int) -> bytes:
+    """An fsspec URL or tar member's bytes; failures become this input's error, naming shard and member."""
+    try:
+        return sources.read_bytes(url)
+    except (
+        OSError,
+        ValueError,
+        KeyError,
+        IndexError,
+        tarfile.TarError,
+    ) as error:  # network, tar, table errors
+        raise read_error(index, url, error) from None
+
+
+def read_error(index: int, url: str, error: BaseException) -> ImageError:
+    """What an fsspec, tar or table read failure means for the input it read: missing, permission, unreadable."""
+    if isinstance(error, FileNotFoundError):
+        what = (
+            "the table's cell is empty (null)"
+            if url.startswith(sources.ROW_PREFIX)
+            else "no such object or member"
+        )
+        return ImageError(index, url, "missing", what)
+    if isinstance(error, PermissionError):
+        return ImageError(index, url, "permission", f"access denied ({error}); check the credentials")
+    return ImageError(index, url, "unreadable", f"{type(error).__name__}: {error}")
+
+
+def _unsupported_type(image: Any, index: int) -> ImageError:
+    return ImageError(
+        index,
+        describe(image),
+        "unsupported_type",
+        f"{type(image).__name__} is not an image; pass a path, bytes, a PIL image or an HxW / HxWxC array",
+    )

@@ -1,0 +1,184 @@
+"""Manifests: where the images of a job are and what their labels are.
+
+A SOURCE is a folder or a CSV / Parquet file with a ``path`` column and optional ``label`` and ``split``
+columns; relative paths resolve against its folder. A Parquet table may instead hold the images themselves,
+encoded, in an ``image`` column (bytes, or Hugging Face's ``{"bytes", "path"}`` struct).
+
+Folders, as they really are:
+
+- A folder with sub-folders that hold images is labelled: each top-level sub-folder is a class (images at
+  any depth below it). Images directly in the top folder are extracted too, with no label (``compare``
+  leaves them out; nothing is silently dropped). A folder without such sub-folders is flat: no labels.
+- Every other entry is skipped and counted, with its reason, in ``frame.attrs["skipped"]`` (hidden
+  names, unknown suffixes, folders that cannot be listed, symbolic links to folders, which are not followed
+  so that a link loop cannot trap the walk).
+- Symbolic links to files keep their own name (a broken one fails as ``missing`` under its own name), and
+  names that are not valid UTF-8 are kept as Python sees them (their undecodable bytes are escaped only in
+  output files). FIFOs and devices with an image suffix fail one by one (``not_a_file``), never hang.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from featx.errors import ParameterError
+from featx.feature_files import printable_path
+from featx.inputs import sources
+from featx.inputs.sources import IMAGE_SUFFIXES
+
+#: Columns featx writes into feature files: a manifest that already has them would be overwritten or unreadable.
+RESERVED_COLUMNS = ("key", "features")
+
+
+def load_manifest(source: str | os.PathLike) -> pd.DataFrame:
+    """A DataFrame with an absolute ``path`` column and, where known, ``label`` and ``split``.
+
+    Entries of a folder that are not images are counted in ``attrs["skipped"]``: a list of (path, reason).
+    """
+    text = os.fspath(source)
+    if sources.is_shard_source(text):
+        return sources.shard_manifest(sources.expand_shards(text))
+    if sources.is_url(text):
+        return _with_paths(_read_table(text), text.rsplit("/", 1)[0], text)
+    source = Path(source).expanduser()
+    if source.is_dir():
+        return _folder_manifest(source)
+    if not source.is_file():
+        raise ParameterError(f"{source} is neither a folder of images nor a CSV / Parquet manifest")
+    return _with_paths(_read_table(str(source)), str(source.parent.resolve()), source)
+
+
+def load_job_source(source: str | os.PathLike) -> pd.DataFrame | sources.Shards:
+    """What the batch job reads: WebDataset shards as :class:`~featx.inputs.sources.Shards` (streamed by the job,
+    never listed here), anything else as :func:`load_manifest`'s frame."""
+    text = os.fspath(source)
+    if sources.is_shard_source(text):
+        return sources.Shards(sources.expand_shards(text))
+    return load_manifest(source)
+
+
+def _with_paths(frame: pd.DataFrame, root: str, source: Any) -> pd.DataFrame:
+    """Check the columns; make relative paths absolute against the manifest's folder (URLs stay as they are)."""
+    if "path" not in frame.columns:
+        raise ParameterError(f"{source} has columns {list(frame.columns)}; a manifest needs a 'path' column")
+    reserved = [c for c in RESERVED_COLUMNS if c in frame.columns]
+    if reserved:
+        raise ParameterError(
+            f"{source} has a column named {reserved[0]!r}, which featx writes into feature files; "
+            "rename it (e.g. to 'source_" + reserved[0] + "')"
+        )
+    blank = frame["path"].isna() | (frame["path"].astype(str).str.strip() == "")
+    paths = frame["path"].astype(str)
+    frame = frame.copy()
+    # a blank cell stays blank, and fails as that row's error ("the path is blank"), not the whole job's
+    frame["path"] = [
+        "" if is_blank else p if sources.is_url(p) or os.path.isabs(p) else f"{root}/{p}"
+        for p, is_blank in zip(paths, blank)
+    ]
+    frame = frame.reset_index(drop=True)
+    frame.attrs["skipped"] = []
+    return frame
+
+
+def _read_table(source: str) -> pd.DataFrame:
+    """A CSV / TSV / Parquet manifest, local or at an fsspec URL (pandas reads those through fsspec)."""
+    suffix = os.path.splitext(source)[1].lower()
+    if suffix not in (".parquet", ".csv", ".tsv", ".txt"):
+        raise ParameterError(f"{source}: a manifest must be .csv, .tsv or .parquet (or pass a folder)")
+    try:
+        if suffix == ".parquet":
+            return _read_parquet(source)
+        return pd.read_csv(source, sep="\t" if suffix == ".tsv" else ",", dtype={"path": str})
+    except (ValueError, OSError, ImportError) as error:  # pandas' and pyarrow's parse errors are ValueErrors
+        raise ParameterError(
+            f"{source}: cannot read the manifest ({type(error).__name__}: {error})"
+        ) from None
+
+
+def _read_parquet(source: str) -> pd.DataFrame:
+    """A Parquet manifest; in a table of encoded images (no ``path`` column, an ``image`` column of bytes)
+    each row is named ``row://image/ROW::TABLE`` and the images themselves are not read here."""
+    import fsspec
+    import pyarrow.parquet as pq
+
+    with fsspec.open(source, "rb") as handle:
+        file = pq.ParquetFile(handle)
+        names = file.schema_arrow.names
+        column = None if "path" in names else sources.image_column(file.schema_arrow, source)
+        if column is None:
+            return file.read().to_pandas()
+        others = file.read(columns=[n for n in names if n != column]).to_pandas() if len(names) > 1 else None
+        n_rows = file.metadata.num_rows
+    table = source if sources.is_url(source) else os.path.abspath(source)
+    frame = pd.DataFrame({"path": [sources.row_path(table, column, row) for row in range(n_rows)]})
+    return frame if others is None else pd.concat([frame, others.reset_index(drop=True)], axis=1)
+
+
+def is_features_file(path: str | os.PathLike) -> bool:
+    """True for what ``featx extract --out`` writes (a ``.npy``, or a Parquet file with a features column)."""
+    path = Path(path)
+    if path.suffix.lower() == ".npy":
+        return True
+    if path.suffix.lower() != ".parquet" or not path.is_file():
+        return False
+    import pyarrow.parquet as pq
+
+    from featx.feature_files import FEATURES_COLUMN
+
+    return FEATURES_COLUMN in pq.read_schema(path).names
+
+
+def _folder_manifest(folder: Path) -> pd.DataFrame:
+    top, classes, skipped = _walk(folder)
+    rows = [(path, None) for path in top] + [
+        (path, label) for label, paths in classes.items() for path in paths
+    ]
+    # object columns: a name that is not UTF-8 (a surrogate escape) is no Arrow string
+    frame = pd.DataFrame(rows, columns=["path", "label"], dtype=object)
+    if not classes:
+        frame = frame.drop(columns="label")
+    if frame.empty:
+        raise ParameterError(
+            f"{folder} holds no image files ({', '.join(sorted(IMAGE_SUFFIXES))}); "
+            f"{len(skipped)} other entries were skipped"
+        )
+    frame.attrs["skipped"] = skipped
+    return frame
+
+
+def _walk(folder: Path) -> tuple[list[str], dict[str, list[str]], list[tuple[str, str]]]:
+    """(images in the top folder, class -> its images, skipped entries with reasons), all sorted."""
+    root = os.path.abspath(folder)
+    top: list[str] = []
+    classes: dict[str, list[str]] = {}
+    skipped: list[tuple[str, str]] = []
+
+    def unlistable(error: OSError) -> None:
+        skipped.append((error.filename or root, f"cannot list this folder: {error.strerror}"))
+
+    for here, dirs, files in os.walk(root, onerror=unlistable, followlinks=False):
+        relative = os.path.relpath(here, root)
+        for name in sorted(dirs):
+            path = os.path.join(here, name)
+            if os.path.islink(path):
+                skipped.append((path, "a symbolic link to a folder (not followed)"))
+            elif name.startswith("."):
+                skipped.append((path, "a hidden folder (not searched)"))
+        dirs[:] = sorted(
+            d for d in dirs if not d.startswith(".") and not os.path.islink(os.path.join(here, d))
+        )
+        for name in sorted(files):
+            path = os.path.join(here, name)
+            if name.startswith("."):
+                skipped.append((path, "a hidden file"))
+            elif os.path.splitext(name)[1].lower() not in IMAGE_SUFFIXES:
+                skipped.append((path, "not an image suffix"))
+            elif relative == ".":
+                top.append(path)
+            else:
+                classes.setdefault(printable_path(relative.split(os.sep)[0]), []).append(path)
+    return top, dict(sorted(classes.items())), skipped

@@ -1,0 +1,1 @@
+"""The network: name -> zoo entry -> weights + preprocessing -> NetworkSpec -> FrozenNetwork."""

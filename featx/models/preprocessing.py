@@ -1,0 +1,120 @@
+"""Input preprocessing as data: the resize, crop and normalisation a model's weights were trained with."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from PIL import Image
+from torchvision.transforms import v2
+
+from featx.errors import ParameterError
+from featx.inputs.images import MAX_PIXELS, load_rgb
+from featx.options import DECODINGS, check_option
+
+_INTERPOLATIONS = {
+    "bilinear": v2.InterpolationMode.BILINEAR,
+    "bicubic": v2.InterpolationMode.BICUBIC,
+    "nearest": v2.InterpolationMode.NEAREST,
+}
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """Resize the short side to ``resize``, centre-crop ``crop`` x ``crop``, scale to [0, 1], normalise.
+
+    This is the evaluation transform of torchvision's ImageNet weights and of timm's ``pretrained_cfg``;
+    keeping it as plain data makes it part of the cache fingerprint.
+    """
+
+    resize: int = 256
+    crop: int = 224
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    interpolation: str = "bilinear"
+    decoding: str = "full"
+
+    def __post_init__(self) -> None:
+        check_option("decoding", self.decoding, DECODINGS, "Preprocessing")
+        if self.interpolation not in _INTERPOLATIONS:
+            raise ParameterError(
+                f"interpolation={self.interpolation!r} is not supported; use one of {sorted(_INTERPOLATIONS)}"
+            )
+
+    @classmethod
+    def from_torchvision(cls, transforms: Any) -> Preprocessing:
+        """Read torchvision's ``ImageClassification`` preset (what ``weights.transforms()`` returns)."""
+        return cls(
+            resize=int(transforms.resize_size[0]),
+            crop=int(transforms.crop_size[0]),
+            mean=tuple(float(m) for m in transforms.mean),
+            std=tuple(float(s) for s in transforms.std),
+            interpolation=transforms.interpolation.value,
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        """The fields that change pixels, for the fingerprint. ``decoding="full"`` is left out, so caches
+        written before reduced decoding existed (all full) keep their namespace; reduced gets its own."""
+        fields = asdict(self)
+        if fields["decoding"] == "full":
+            del fields["decoding"]
+        return fields
+
+    def transform(self) -> Callable[[Image.Image], torch.Tensor]:
+        """The callable that turns an RGB PIL image into a normalised ``3 x crop x crop`` float tensor."""
+        return v2.Compose(
+            [
+                self.geometry(),
+                v2.ToDtype(torch.float32, scale=True),
+                v2.Normalize(mean=list(self.mean), std=list(self.std)),
+            ]
+        )
+
+    def decode(
+        self, image: Any, index: int = 0, max_pixels: int = MAX_PIXELS, source: str | None = None
+    ) -> torch.Tensor:
+        """Any accepted input -> ``3 x crop x crop`` uint8 tensor (what decoding workers produce).
+
+        Images over ``max_pixels``, decoded or once resized, are refused (an :class:`ImageError`) before
+        anything that size is allocated. ``source`` names the input where ``image`` is its bytes, read.
+        """
+        reduced = self.decoding == "reduced"
+        return self.geometry()(
+            load_rgb(image, index, max_pixels, resize=self.resize, reduced=reduced, source=source)
+        )
+
+    def geometry(self) -> Callable[[Image.Image], torch.Tensor]:
+        """Resize and crop only: an RGB PIL image -> ``3 x crop x crop`` uint8 tensor.
+
+        The engine's decoding workers stop here: a uint8 image is a quarter of the bytes to pass between
+        processes (and to the GPU); the network scales and normalises whole batches.
+        """
+        return v2.Compose(
+            [
+                v2.PILToTensor(),
+                v2.Resize(self.resize, interpolation=_INTERPOLATIONS[self.interpolation], antialias=True),
+                v2.CenterCrop(self.crop),
+            ]
+        )
+
+
+class Normalise(torch.nn.Module):
+    """A uint8 batch (B, 3, H, W) -> float, scaled to [0, 1] and normalised with ``mean`` / ``std``.
+
+    Runs on the whole batch on the device (a tenth of the CPU cost of doing it per image in the
+    workers); the frozen extractor and fine-tuning both put it in front of the network.
+    """
+
+    def __init__(self, preprocessing: Preprocessing):
+        super().__init__()
+        std = torch.tensor(preprocessing.std).view(1, 3, 1, 1)
+        self.register_buffer("scale", 1 / (255 * std))
+        self.register_buffer("shift", torch.tensor(preprocessing.mean).view(1, 3, 1, 1) / std)
+
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        return batch.contiguous(memory_format=torch.channels_last).float() * self.scale - self.shift

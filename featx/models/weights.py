@@ -1,0 +1,123 @@
+"""Resolve a ``weights=`` argument into a state dict, its digest and the preprocessing it was trained with.
+
+Accepted: ``"DEFAULT"``, a named weights entry of the backbone (a torchvision enum name such as
+``"IMAGENET1K_V2"``, or ``"ResNet50_Weights.IMAGENET1K_V2"``), a local file path, or ``None`` (random init).
+This module knows no registry: it works on anything shaped like a :class:`featx.Backbone`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import torch
+
+from featx.errors import ParameterError, WeightsUnavailableError
+from featx.models.preprocessing import Preprocessing
+
+StateDict = dict[str, torch.Tensor]
+
+#: ``weights=None`` builds the architecture under this seed, so random init is the same network every time.
+RANDOM_INIT_SEED = 0
+
+__all__ = [
+    "PretrainedWeights",
+    "RANDOM_INIT_SEED",
+    "ResolvedWeights",
+    "WeightsUnavailableError",
+    "file_digest",
+    "load_state_dict_file",
+    "resolve_weights",
+]
+
+
+@dataclass(frozen=True)
+class PretrainedWeights:
+    """A named set of pretrained weights for one backbone (data, like torchvision's weight enums).
+
+    ``load`` returns the state dict (downloading it if that is how it arrives); ``digest`` identifies the
+    exact tensors (a sha256 prefix, as in torchvision's file names); ``preprocessing`` is the transform the
+    weights were trained with.
+    """
+
+    name: str
+    digest: str
+    preprocessing: Preprocessing
+    load: Callable[[], StateDict]
+    source: str = ""
+
+
+class _HasWeights(Protocol):
+    name: str
+    preprocessing: Preprocessing
+    weights: Mapping[str, PretrainedWeights]
+    default_weights: str | None
+
+
+@dataclass(frozen=True)
+class ResolvedWeights:
+    """What the engine needs: tensors to load (None: keep random init), a digest, and preprocessing."""
+
+    state_dict: StateDict | None
+    digest: str
+    preprocessing: Preprocessing
+    description: str
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    """sha256 of a file's bytes (streamed), shortened like torchvision's file-name hashes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def load_state_dict_file(path: str | os.PathLike) -> StateDict:
+    """Load tensors only (``weights_only=True``: a weights file can never run code)."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise ParameterError(f"{path} holds a {type(state).__name__}, not a state dict of tensors")
+    return state
+
+
+def resolve_weights(backbone: _HasWeights, weights: str | os.PathLike | None) -> ResolvedWeights:
+    """Turn the user's ``weights`` value into tensors, a digest and preprocessing for ``backbone``."""
+    if weights is None or (isinstance(weights, str) and weights.lower() == "none"):
+        # Random init is seeded (Backbone.truncated): reproducible for one torch version.
+        digest = f"random-init-seed{RANDOM_INIT_SEED}-torch{torch.__version__}"
+        return ResolvedWeights(None, digest, backbone.preprocessing, "random init")
+    if isinstance(weights, (str, os.PathLike)):
+        named = _named_weights(backbone, str(weights))
+        if named is not None:
+            return ResolvedWeights(
+                named.load(), named.digest, named.preprocessing, f"{backbone.name}:{named.name}"
+            )
+        path = Path(weights).expanduser()
+        if path.is_file():  # a registry entry's preprocessing is its default weights' preprocessing
+            return ResolvedWeights(
+                load_state_dict_file(path), file_digest(path), backbone.preprocessing, str(path)
+            )
+    choices = ", ".join(["'DEFAULT'", *(repr(n) for n in backbone.weights), "a file path", "None"])
+    raise ParameterError(
+        f"weights={weights!r} is neither a weights name of backbone {backbone.name!r} nor an existing file; "
+        f"use one of: {choices}"
+    )
+
+
+def _named_weights(backbone: _HasWeights, name: str) -> PretrainedWeights | None:
+    """Find a named entry; accepts 'DEFAULT', 'IMAGENET1K_V2' and 'ResNet50_Weights.IMAGENET1K_V2'."""
+    if name.upper() == "DEFAULT":
+        if backbone.default_weights is None:
+            raise ParameterError(
+                f"backbone {backbone.name!r} has no default pretrained weights; pass weights=PATH or weights=None"
+            )
+        return backbone.weights[backbone.default_weights]
+    short = name.rsplit(".", 1)[-1] if "_Weights." in name else name
+    return backbone.weights.get(short)
