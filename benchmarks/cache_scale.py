@@ -48,7 +48,7 @@ import tiny_backbone  # noqa: E402,F401  (registers "tiny")
 from PIL import Image  # noqa: E402
 
 from featx._machine import cpu_model  # noqa: E402
-from featx.cache import FeatureCache, index, stat_memo, vector_checksums  # noqa: E402
+from featx.cache import FeatureCache, entry_checksums, index, stat_memo  # noqa: E402
 from featx.cache.compact import compact  # noqa: E402
 from featx.cache.files import KEY_DTYPE  # noqa: E402
 from featx.engines.local import seen  # noqa: E402
@@ -73,7 +73,7 @@ def simulate(root: Path, n: int, dim: int, shard_rows: int, seed: int = 0) -> tu
         matrix[start : start + len(vectors)] = vectors
         rows = np.empty(len(vectors), dtype=KEY_DTYPE)
         rows["key"] = [k.encode() for k in keys[start : start + len(vectors)]]
-        rows["crc32"] = vector_checksums(vectors)
+        rows["crc32"] = entry_checksums(rows["key"], vectors)
         shard = f"{number:020d}-0-simulated"
         np.save(namespace.path / f"{shard}.vectors.npy", vectors)
         np.save(namespace.path / f"{shard}.keys.npy", rows)

@@ -51,9 +51,10 @@ class ImageError(FeatxError, ValueError):
         self.index, self.source, self.kind, self.reason = index, source, kind, reason
         super().__init__(f"input {index} ({source}): {kind}: {reason}")
 
-    def at(self, index: int) -> ImageError:
-        """The same failure, for input ``index`` (another input with the same content, or its row)."""
-        return ImageError(index, self.source, self.kind, self.reason)
+    def at(self, index: int, source: str | None = None) -> ImageError:
+        """The same failure, for input ``index`` (another input with the same content, or its row), named
+        ``source`` where that input has its own name."""
+        return ImageError(index, self.source if source is None else source, self.kind, self.reason)
 
     def __reduce__(self):  # crosses DataLoader worker processes intact
         return ImageError, (self.index, self.source, self.kind, self.reason)

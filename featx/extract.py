@@ -22,7 +22,8 @@ from featx.errors import ImageError
 from featx.inputs.images import MAX_PIXELS, ImageInput, as_image_list
 from featx.models._registry import Backbone
 from featx.models.network import FrozenNetwork, NetworkSpec
-from featx.options import ON_ERROR, check_option, check_positive_int
+from featx.models.tuning import MIN_COSINE
+from featx.options import ON_ERROR, POSITIVE_INT, check
 
 __all__ = ["Extraction", "extract", "extract_features", "read_vectors"]
 
@@ -118,7 +119,7 @@ def extract_features(
     compile: bool | str = "auto",
     max_pixels: int = MAX_PIXELS,
     decoding: str = "reduced",
-    min_cosine: float = 0.99,
+    min_cosine: float = MIN_COSINE,
     calibration: str | None = None,
 ) -> np.ndarray:
     """Feature vectors of a sequence of images: an (n_images, n_features) float32 array, input order.
@@ -130,12 +131,21 @@ def extract_features(
     ``max_pixels`` pixels, decoded or once resized, fail (kinds ``decompression_bomb``, ``too_large``).
     ``min_cosine`` and ``calibration`` are those of :class:`featx.PretrainedFeatures`.
     """
-    check_option("on_error", on_error, ON_ERROR, "extract_features")
-    check_positive_int("max_pixels", max_pixels, "extract_features")
+    check("on_error", on_error, ON_ERROR, "extract_features")
+    check("max_pixels", max_pixels, POSITIVE_INT, "extract_features")
     images = as_image_list(images)
     network = FrozenNetwork(
         NetworkSpec(
-            backbone, weights, layer, pooling, device, precision, compile, decoding, min_cosine, calibration
+            backbone,
+            weights=weights,
+            layer=layer,
+            pooling=pooling,
+            device=device,
+            precision=precision,
+            compile=compile,
+            decoding=decoding,
+            min_cosine=min_cosine,
+            calibration=calibration,
         )
     )
     result = extract(

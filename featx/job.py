@@ -32,7 +32,7 @@ from featx.inputs.images import MAX_PIXELS
 from featx.inputs.manifests import load_job_source
 from featx.inputs.sources import Shards
 from featx.models.network import FrozenNetwork, NetworkSpec
-from featx.options import JOB_ON_ERROR, check_option
+from featx.options import JOB_ON_ERROR, check
 
 _CHUNK_ROWS = 4096
 
@@ -86,7 +86,7 @@ def run_extract_job(
     ``on_error='skip'`` reports bad files in the summary and leaves them out of ``out``; ``'raise'`` stops
     at the first one (finished batches stay cached). ``engine`` fills the cache (default: ``engines.get("local")``).
     """
-    check_option("on_error", on_error, JOB_ON_ERROR, "run_extract_job")
+    check("on_error", on_error, JOB_ON_ERROR, "run_extract_job")
     if out is not None:
         check_output_path(out)  # before any work: a wrong suffix or a read-only folder costs nothing
     check_writable_folder(namespace.path, "--cache")
@@ -194,7 +194,11 @@ def run_job(
     """``featx extract SOURCE`` from Python: cache a folder's, manifest's or shards' features, optionally
     write ``out``. ``engine_options`` go to the engine (Ray: ``address``, ``concurrency``)."""
     runner = engines.get(engine, **engine_options)
-    network = runner.network(NetworkSpec(backbone, weights, layer, pooling, device, precision))
+    network = runner.network(
+        NetworkSpec(
+            backbone, weights=weights, layer=layer, pooling=pooling, device=device, precision=precision
+        )
+    )
     namespace = FeatureCache(cache_dir).namespace(network.fingerprint)
     return run_extract_job(
         load_job_source(source),

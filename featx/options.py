@@ -1,46 +1,111 @@
-"""Every option vocabulary, defined once, with one checker and one message form.
+"""Every parameter featx takes, declared once: its vocabulary or range, one checker, one message form.
 
-Like scikit-learn's ``_parameter_constraints``: the transformer, the engine and the command line (its
-``choices=``) all read the same tuples, so a new value is added in one place.
+Like scikit-learn's ``_parameter_constraints``: each estimator declares its parameters as a mapping of
+name to :class:`Choice` or :class:`Interval`, :func:`validate` checks them all with one message form
+("The 'x' parameter of Y must be ... Got ... instead."), and the command line builds its ``choices=`` and
+``type=`` from the same declarations, so a value is accepted or refused alike everywhere.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import argparse
+import math
+import numbers
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from featx.errors import ParameterError
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
-COMPILES = ("auto", True, False)
+
+@dataclass(frozen=True)
+class Choice:
+    """One of a fixed set of values (compared with their types: 1 is not True)."""
+
+    values: tuple[Any, ...]
+    none: bool = False
+
+    def accepts(self, value: Any) -> bool:
+        if value is None:
+            return self.none
+        return any(value == choice and type(value) is type(choice) for choice in self.values)
+
+    def describe(self) -> str:
+        return "one of {" + ", ".join(repr(c) for c in self.values) + "}" + (" or None" if self.none else "")
+
+    def __iter__(self) -> Iterator[Any]:  # argparse's choices=
+        return iter(self.values)
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A number in a range: ``low <= x`` (or ``low < x`` if ``open_low``), ``x <= high``; NaN never."""
+
+    kind: type
+    low: float | None = None
+    high: float | None = None
+    open_low: bool = False
+    none: bool = False
+
+    def accepts(self, value: Any) -> bool:
+        if value is None:
+            return self.none
+        kind = numbers.Integral if self.kind is int else numbers.Real
+        if isinstance(value, bool) or not isinstance(value, kind) or math.isnan(value):
+            return False
+        above = self.low is None or (value > self.low if self.open_low else value >= self.low)
+        return above and (self.high is None or value <= self.high)
+
+    def describe(self) -> str:
+        noun = "an integer" if self.kind is int else "a number"
+        bounds = []
+        if self.low is not None:
+            bounds.append(f"{'>' if self.open_low else '>='} {self.low:g}")
+        if self.high is not None:
+            bounds.append(f"<= {self.high:g}")
+        return f"{noun} {' and '.join(bounds)}".strip() + (" or None" if self.none else "")
+
+    def parse(self, text: str) -> Any:
+        """An argparse ``type=``: the value of ``text``, or one line saying what is accepted."""
+        try:
+            value = self.kind(text)
+        except ValueError:
+            value = None
+        if value is None or not self.accepts(value):
+            raise argparse.ArgumentTypeError(f"{text!r} is not {self.describe()}")
+        return value
+
+
+Constraint = Choice | Interval
+
+PRECISIONS = Choice(("auto", "fp32", "bf16", "fp16", "int8"))
+COMPILES = Choice(("auto", True, False))
 COMPILE_WORDS = {"auto": "auto", "on": True, "off": False}  # the command line's spelling of COMPILES
-POOLINGS = ("flatten", "avg", "max")
-ON_ERROR = ("raise", "nan")  # Python: a failed input raises, or becomes a NaN row
-JOB_ON_ERROR = ("skip", "raise")  # batch job: a failed input is listed and left out, or stops the job
-ENGINES = ("local", "ray")
-DECODINGS = ("reduced", "full")  # JPEGs much larger than the network's input: DCT-scaled decoding, or full
+POOLINGS = Choice(("flatten", "avg", "max"))
+ON_ERROR = Choice(("raise", "nan"))  # Python: a failed input raises, or becomes a NaN row
+JOB_ON_ERROR = Choice(("skip", "raise"))  # batch job: a failed input is listed and left out, or stops the job
+ENGINES = Choice(("local", "ray"))
+DECODINGS = Choice(("reduced", "full"))  # big JPEGs: DCT-scaled decoding, or every pixel
+POSITIVE_INT = Interval(int, 1)  # batch sizes, pixel limits, sizes, megabytes
+WORKERS = Interval(int, 0, none=True)  # decoding processes: 0 decodes in the calling process
+COUNT = Interval(int, 1, none=True)  # Ray actors; None: one per GPU
+COSINE = Interval(float, 0, 1, open_low=True)  # a fidelity bound: 0 would accept anything
+FRACTION = Interval(float, 0, 1, open_low=True)
+POSITIVE = Interval(float, 0, open_low=True)  # learning rates
+NON_NEGATIVE = Interval(float, 0)  # days, regularisation
+NON_NEGATIVE_INT = Interval(int, 0)
 
 
-def check_option(name: str, value: Any, choices: Iterable[Any], owner: str = "featx") -> Any:
-    """Return ``value`` if it is one of ``choices``; else raise a :class:`ParameterError` that says so."""
-    choices = tuple(choices)
-    # `True in ("auto", 1)` is True in Python: compare types too, so 1 is not taken for True
-    if not any(value == choice and type(value) is type(choice) for choice in choices):
+def check(name: str, value: Any, constraint: Constraint, owner: str = "featx") -> Any:
+    """Return ``value`` if ``constraint`` accepts it; else raise a :class:`ParameterError` that says so."""
+    if not constraint.accepts(value):
         raise ParameterError(
-            f"The {name!r} parameter of {owner} must be one of {_listing(choices)}. Got {value!r} instead."
+            f"The {name!r} parameter of {owner} must be {constraint.describe()}. Got {value!r} instead."
         )
     return value
 
 
-def check_positive_int(name: str, value: Any, owner: str = "featx", *, allow_none: bool = False) -> Any:
-    """Return ``value`` if it is an integer >= 1 (or None where allowed); else raise :class:`ParameterError`."""
-    if value is None and allow_none:
-        return value
-    if isinstance(value, bool) or not hasattr(value, "__index__") or value < 1:
-        accepted = "a positive integer" + (" or None" if allow_none else "")
-        raise ParameterError(f"The {name!r} parameter of {owner} must be {accepted}. Got {value!r} instead.")
-    return value
-
-
-def _listing(choices: tuple[Any, ...]) -> str:
-    return "{" + ", ".join(repr(c) for c in choices) + "}"
+def validate(owner: str, params: Mapping[str, Any], constraints: Mapping[str, Constraint]) -> None:
+    """Check every declared parameter of ``params`` (an estimator's ``get_params(deep=False)``)."""
+    for name, constraint in constraints.items():
+        check(name, params[name], constraint, owner)

@@ -293,14 +293,16 @@ def test_load_features_refuses_a_matrix_without_its_meta_or_with_another_runs_me
 
 
 @pytest.mark.parametrize("suffix", [".npy", ".parquet"])
-def test_when_every_input_fails_the_errors_csv_and_an_empty_output_are_written_alike(tmp_path, suffix):
+def test_when_every_input_fails_the_errors_csv_and_an_empty_output_are_written_and_the_job_exits_1(
+    tmp_path, suffix
+):
     folder = tmp_path / "bad"
     folder.mkdir()
     (folder / "a.png").write_text("not a png")
     (folder / "b.jpg").write_bytes(b"")
     out = tmp_path / f"x{suffix}"
     result = featx_cli("extract", folder, *TINY, "--cache", tmp_path / "cache", "--out", out)
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 1 and "every input failed (2)" in result.stderr, result.stderr
     assert sorted(pd.read_csv(out.with_suffix(".errors.csv"))["kind"]) == ["empty", "not_an_image"]
     X, meta = load_features(out)
     assert X.shape == (0, 64) and len(meta) == 0 and "path" in meta.columns

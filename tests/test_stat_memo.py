@@ -41,13 +41,14 @@ def test_later_parts_win_and_merging_past_max_parts_keeps_each_paths_last_entry(
 def test_an_unreadable_part_and_a_half_written_one_are_skipped_and_the_others_still_read(tmp_path):
     stat_memo.save(tmp_path, entries(1))
     folder = tmp_path / stat_memo.FOLDER
-    (folder / "00000000000000000000-1-garbage.parquet").write_bytes(b"PAR1 this is not parquet")
-    (folder / f"{TMP_PREFIX}0-99999999999999999999-1-x.parquet").write_bytes(b"being written")
+    (folder / "00000000000000000000-1-garbage.v2.parquet").write_bytes(b"PAR1 this is not parquet")
+    (folder / f"{TMP_PREFIX}0-99999999999999999999-1-x.v2.parquet").write_bytes(b"being written")
+    (folder / "00000000000000000000-1-format-1.parquet").write_bytes(b"a part of the old format: never read")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         assert stat_memo.load(tmp_path, entries(1)) == entries(1)
     assert [str(w.message).split(" (")[0] for w in caught] == [
-        f"featx: skipping the unreadable stat memo part {folder / '00000000000000000000-1-garbage.parquet'}"
+        f"featx: skipping the unreadable stat memo part {folder / '00000000000000000000-1-garbage.v2.parquet'}"
     ]
 
 
@@ -88,3 +89,15 @@ def test_names_that_are_not_utf8_round_trip(tmp_path):
     Image.fromarray(photo(1)).save(path)
     stat_memo.save(tmp_path, {path: (seen.signature(path), "k")})
     assert stat_memo.load(tmp_path, [path]) == {path: (seen.signature(path), "k")}
+
+
+def test_a_row_whose_key_was_moved_to_another_path_is_ignored_not_trusted(tmp_path):
+    import pyarrow.parquet as pq
+
+    stat_memo.save(tmp_path, entries(1, 2, 3))
+    (part,) = (tmp_path / stat_memo.FOLDER).iterdir()
+    table = pq.read_table(part)
+    keys = table["key"].to_pylist()
+    shuffled = table.set_column(table.schema.get_field_index("key"), "key", [[keys[1], keys[0], keys[2]]])
+    pq.write_table(shuffled, part)
+    assert stat_memo.load(tmp_path, entries(1, 2, 3)) == entries(3)  # the two moved keys are dropped

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from featx.cache.checksums import vector_checksums
+from featx.cache.checksums import entry_checksums, vector_checksums
 from featx.cache.files import FORMAT_VERSION, KEY_DTYPE, fingerprint_id
 from featx.cache.namespace import Namespace
 from featx.cache.store import MemoryNamespace, Store
@@ -37,6 +37,7 @@ __all__ = [
     "Store",
     "fingerprint_id",
     "open_store",
+    "entry_checksums",
     "vector_checksums",
 ]
 
@@ -57,6 +58,13 @@ class FeatureCache:
         return [Namespace(p) for p in sorted(self.root.iterdir()) if (p / "namespace.json").is_file()]
 
     def remove_namespace(self, name: str) -> None:
+        """Remove one namespace of this cache, by its folder name (as ``featx cache info`` lists it);
+        a name that is a path, or that leads outside the cache, is refused before anything is touched."""
+        if name in ("", ".", "..") or os.sep in name or (os.altsep and os.altsep in name):
+            raise ParameterError(
+                f"namespace {name!r} is not a namespace name: give a folder name that "
+                f"`featx cache info {self.root}` lists, not a path"
+            )
         path = self.root / name
         if not (path / "namespace.json").is_file():
             raise ParameterError(f"{path} is not a featx cache namespace; see `featx cache info {self.root}`")

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from featx.cache.checksums import vector_checksums
+from featx.cache.checksums import unbound, vector_checksums
 from featx.cache.files import KEY_DTYPE, KEYS_SUFFIX, VECTORS_SUFFIX
 from featx.cache.namespace import Namespace
 from featx.errors import OutputError
@@ -65,7 +65,7 @@ def compact(namespace: Namespace, shard_bytes: int = SHARD_BYTES) -> Compaction:
             if loaded is None:
                 continue
             keys, vectors = loaded
-            good = vector_checksums(vectors) == keys["crc32"]
+            good = vector_checksums(vectors) == unbound(keys)
             report.corrupt += int((~good).sum())
             fresh = np.array(
                 [ok and key not in seen for key, ok in zip(keys["key"].tolist(), good)], dtype=bool

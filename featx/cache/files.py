@@ -19,7 +19,7 @@ import numpy as np
 
 from featx.errors import OutputError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: each entry's checksum is bound to its key (cache/checksums.py)
 KEY_DTYPE = np.dtype([("key", "S64"), ("crc32", "<u4")])
 KEYS_SUFFIX = ".keys.npy"
 VECTORS_SUFFIX = ".vectors.npy"

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from featx.cache.checksums import vector_checksums
+from featx.cache.checksums import entry_checksums, unbound, vector_checksums
 from featx.cache.files import (
     KEY_DTYPE,
     KEYS_SUFFIX,
@@ -131,17 +131,11 @@ class Namespace:
         return out, key_strings([keys[position] for position in sorted(reading.corrupt)])
 
     def shard_vectors(self, shard: str, width: int | None) -> np.ndarray | None:
-        """A shard's vectors, memory-mapped, or None (with a warning) if the file is unreadable or its shape
-        does not match its keys file (and the width of the other shards read)."""
+        """A shard's vectors, memory-mapped, or None (with a warning) if the file is unreadable or its header
+        is not the one featx writes (:func:`_check_header`; the width of the other shards read)."""
         try:
             vectors = self._vectors(shard)
-            n_keys = len(self._keys(shard))
-            if (
-                vectors.ndim != 2
-                or len(vectors) != n_keys
-                or (width is not None and vectors.shape[1] != width)
-            ):
-                raise ValueError(f"vectors of shape {vectors.shape} for {n_keys} keys")
+            _check_header(vectors, len(self._keys(shard)), width)
             return vectors
         except FileNotFoundError:
             raise
@@ -155,6 +149,10 @@ class Namespace:
 
     def vectors_path(self, shard: str) -> Path:
         return self.path / f"{shard}{VECTORS_SUFFIX}"
+
+    def committed(self, shard: str) -> bool:
+        """Whether the shard's keys file (its commit marker) is on disk."""
+        return (self.path / f"{shard}{KEYS_SUFFIX}").exists()
 
     def warn_unreadable(self, shard: str, error: Exception) -> None:
         warnings.warn(
@@ -191,7 +189,7 @@ class Namespace:
         shard = f"{time.time_ns():020d}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         key_rows = np.empty(len(keys), dtype=KEY_DTYPE)
         key_rows["key"] = [key.encode() for key in keys]
-        key_rows["crc32"] = vector_checksums(vectors)
+        key_rows["crc32"] = entry_checksums(key_rows["key"], vectors)
         atomic_write(
             self.path / f"{shard}{VECTORS_SUFFIX}", lambda f: np.save(f, vectors, allow_pickle=False)
         )
@@ -231,14 +229,15 @@ class Namespace:
             try:
                 keys = self._keys(shard)
                 vectors = np.load(self.path / f"{shard}{VECTORS_SUFFIX}", allow_pickle=False)
-                if keys.dtype != KEY_DTYPE or vectors.ndim != 2 or len(vectors) != len(keys):
-                    raise ValueError(f"{len(keys)} keys but vectors of shape {vectors.shape}")
+                if keys.dtype != KEY_DTYPE:
+                    raise ValueError(f"a keys file of dtype {keys.dtype}")
+                _check_header(vectors, len(keys), None)
             except (OSError, ValueError, EOFError) as error:
                 problems.append({"shard": shard, "key": None, "problem": f"unreadable shard: {error}"})
                 if drop:
                     self.remove_shard(shard)
                 continue
-            bad = np.flatnonzero(vector_checksums(vectors) != keys["crc32"])
+            bad = np.flatnonzero(vector_checksums(vectors) != unbound(keys))
             problems.extend(
                 {"shard": shard, "key": keys["key"][row].decode(), "problem": "checksum mismatch"}
                 for row in bad
@@ -282,3 +281,14 @@ class Namespace:
         self._synced = False
         self._vectors.cache_clear()
         self._keys.cache_clear()
+
+
+def _check_header(vectors: np.ndarray, n_keys: int, width: int | None) -> None:
+    """Raise ValueError unless a shard's vectors are what featx writes: little-endian float32 in C order,
+    2-D, one row per key (and ``width`` wide). A header changed by one byte would keep every checksum
+    valid while every value read is wrong, so it must make the shard damaged."""
+    if vectors.dtype.str != "<f4" or (vectors.ndim == 2 and not vectors.flags.c_contiguous):
+        order = "C" if vectors.flags.c_contiguous else "Fortran"
+        raise ValueError(f"a {vectors.dtype.str} array in {order} order, not <f4 in C order")
+    if vectors.ndim != 2 or len(vectors) != n_keys or (width is not None and vectors.shape[1] != width):
+        raise ValueError(f"vectors of shape {vectors.shape} for {n_keys} keys")

@@ -23,7 +23,7 @@ from typing import Protocol
 
 import numpy as np
 
-from featx.cache.checksums import block_checksum, combined_checksums, vector_checksums
+from featx.cache.checksums import block_checksum, combined_checksums, key_tags, vector_checksums
 from featx.cache.files import KEY_DTYPE, OPEN_SHARDS
 from featx.cache.index import KeyIndex
 from featx.cache.store import Keys
@@ -40,6 +40,8 @@ class Shards(Protocol):
     def shard_vectors(self, shard: str, width: int | None) -> np.ndarray | None: ...
 
     def vectors_path(self, shard: str) -> Path: ...
+
+    def committed(self, shard: str) -> bool: ...
 
     def warn_unreadable(self, shard: str, error: Exception) -> None: ...
 
@@ -127,9 +129,12 @@ class BulkRead:
                 here, rows = positions[members], located.rows[members]
                 try:
                     mapped = self._open(shard)
-                except FileNotFoundError:
-                    vanished.append(here)
-                    continue
+                except FileNotFoundError as missing:
+                    if not self.namespace.committed(shard):
+                        vanished.append(here)  # merged away by a compaction: look the keys up again
+                        continue
+                    self.namespace.warn_unreadable(shard, missing)  # keys without vectors: damage
+                    mapped = None
                 if mapped is None:
                     self._fail(shard, here, rows)
                     continue
@@ -138,7 +143,10 @@ class BulkRead:
                 wrong = np.zeros(len(members), dtype=bool)
                 wrong[unchecked] = stored["key"][rows[unchecked]] != self.encoded[here[unchecked]]
                 self._fail(shard, here[wrong], rows[wrong])
-                pieces.extend(_plan(shard, rows[~wrong], here[~wrong], stored["crc32"], mapped.shape[1]))
+                rows, here = rows[~wrong], here[~wrong]
+                # the vectors' own crc32s: the stored ones unbound from the keys asked (== the keys stored)
+                expected = stored["crc32"][rows] ^ key_tags(self.encoded[here])
+                pieces.extend(_plan(shard, rows, here, expected, mapped.shape[1]))
             if pieces:
                 self._copy(pieces)
         return positions[~found], np.concatenate(vanished) if vanished else np.empty(0, np.int64)
@@ -262,7 +270,7 @@ def _group(shards: np.ndarray, members: np.ndarray) -> list[tuple[int, np.ndarra
 def _plan(
     shard: str, rows: np.ndarray, targets: np.ndarray, checksums: np.ndarray, width: int
 ) -> list[Piece]:
-    """Pieces for one shard: its runs (consecutive rows into consecutive targets) of at least ``RUN_ROWS``,
+    """Pieces for one shard (``checksums[i]``: the crc32 row ``rows[i]`` must have): its runs (consecutive rows into consecutive targets) of at least ``RUN_ROWS``,
     cut at ``PIECE_BYTES``, then every other row gathered in row order (the shard is read forward and the
     output written at random, not both at random), in pieces of the same size."""
     if not len(rows):
@@ -282,14 +290,14 @@ def _plan(
                     shard,
                     slice(first_row, first_row + size),
                     slice(first_target, first_target + size),
-                    checksums[first_row : first_row + size],
+                    checksums[cut : cut + size],
                 )
             )
     scattered = np.flatnonzero(np.repeat(lengths < RUN_ROWS, lengths))
     scattered = scattered[np.argsort(rows[scattered], kind="stable")]
     for cut in range(0, len(scattered), per_piece):
         chosen = scattered[cut : cut + per_piece]
-        pieces.append(Piece(shard, rows[chosen], targets[chosen], checksums[rows[chosen]]))
+        pieces.append(Piece(shard, rows[chosen], targets[chosen], checksums[chosen]))
     return pieces
 
 

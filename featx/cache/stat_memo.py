@@ -5,7 +5,10 @@ Layout: ``CACHE_DIR/stat-memo/<part>.parquet``, one part per job that learned ke
 bytes), its stat signature (size, mtime, ctime, inode) and its content key. Parts are written to a
 temporary name and renamed, later parts win for a path, and past ``MAX_PARTS`` a job merges them into one.
 A part that cannot be read is skipped with a warning: the memo only saves reads, it never decides a key
-(a file whose signature differs from its entry is read again).
+(a file whose signature differs from its entry is read again). Each row carries a crc32 of all its
+fields, so a row whose key was moved to another path (a column shuffled or edited by hand) is ignored
+instead of keying a file by another file's content. Parts end in ``.v2.parquet``; parts of the earlier
+format, without that check, are never read.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from isal import isal_zlib
 
 from featx.cache.files import TMP_PREFIX, atomic_write
 
@@ -37,8 +41,10 @@ SCHEMA = pa.schema(
         ("ctime_ns", pa.int64()),
         ("inode", pa.uint64()),
         ("key", pa.string()),
+        ("check", pa.uint32()),
     ]
 )
+SUFFIX = ".v2.parquet"
 
 
 def load(cache_root: Path, paths: Iterable[str]) -> Entries:
@@ -79,7 +85,7 @@ def _parts(cache_root: Path) -> list[Path]:
     """Parts in the order they were written (names start with the time in nanoseconds)."""
     folder = cache_root / FOLDER
     return (
-        sorted(p for p in folder.glob("*.parquet") if not p.name.startswith(TMP_PREFIX))
+        sorted(p for p in folder.glob(f"*{SUFFIX}") if not p.name.startswith(TMP_PREFIX))
         if folder.is_dir()
         else []
     )
@@ -115,16 +121,26 @@ def _last_per_path(table: pa.Table) -> pa.Table:
 def _entries(table: pa.Table) -> Entries:
     rows = zip(*(table[name].to_pylist() for name in SCHEMA.names))
     return {
-        os.fsdecode(path): ((size, mtime, ctime, inode), key) for path, size, mtime, ctime, inode, key in rows
+        os.fsdecode(path): ((size, mtime, ctime, inode), key)
+        for path, size, mtime, ctime, inode, key, check in rows
+        if check == _check(path, (size, mtime, ctime, inode), key)
     }
+
+
+def _check(path: bytes, signature: Signature, key: str) -> int:
+    """The crc32 that binds a row's path, stat signature and content key together."""
+    fields = b"\0".join([path, *(str(value).encode() for value in signature), key.encode()])
+    return isal_zlib.crc32(fields)
 
 
 def _table(entries: Entries) -> pa.Table:
     signatures = zip(*(signature for signature, _ in entries.values()))
-    columns = [[os.fsencode(path) for path in entries], *signatures, [key for _, key in entries.values()]]
+    paths = [os.fsencode(path) for path in entries]
+    checks = [_check(path, signature, key) for path, (signature, key) in zip(paths, entries.values())]
+    columns = [paths, *signatures, [key for _, key in entries.values()], checks]
     return pa.table([pa.array(column, field.type) for field, column in zip(SCHEMA, columns)], schema=SCHEMA)
 
 
 def _write(folder: Path, table: pa.Table) -> None:
-    name = f"{time.time_ns():020d}-{os.getpid()}-{uuid.uuid4().hex[:8]}.parquet"
+    name = f"{time.time_ns():020d}-{os.getpid()}-{uuid.uuid4().hex[:8]}{SUFFIX}"
     atomic_write(folder / name, lambda handle: pq.write_table(table, handle))

@@ -6,17 +6,18 @@ import argparse
 
 import pandas as pd
 
-from featx.options import check_positive_int
+from featx.cli._common import existing_folder
+from featx.options import NON_NEGATIVE, POSITIVE_INT
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
     cache = commands.add_parser("cache", help="inspect and maintain a feature cache")
     actions = cache.add_subparsers(required=True, metavar="ACTION")
     info = actions.add_parser("info", help="namespaces, vector counts, bytes")
-    info.add_argument("dir")
+    info.add_argument("dir", type=existing_folder)
     info.set_defaults(run=_cache_info)
     verify = actions.add_parser("verify", help="check every vector's checksum")
-    verify.add_argument("dir")
+    verify.add_argument("dir", type=existing_folder)
     verify.add_argument(
         "--drop", action="store_true", help="remove corrupt entries (they are recomputed on demand)"
     )
@@ -24,20 +25,23 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     compact = actions.add_parser(
         "compact", help="merge small shards into large ones (safe beside running jobs)"
     )
-    compact.add_argument("dir")
+    compact.add_argument("dir", type=existing_folder)
     compact.add_argument(
         "--shard-mb",
-        type=int,
+        type=POSITIVE_INT.parse,
         default=256,
         metavar="MB",
         help="size of a merged shard's vectors file (default: 256)",
     )
     compact.set_defaults(run=_cache_compact)
     prune = actions.add_parser("prune", help="remove namespaces, old shards and debris of killed writers")
-    prune.add_argument("dir")
+    prune.add_argument("dir", type=existing_folder)
     prune.add_argument("--namespace", action="append", default=[], help="remove this namespace (repeatable)")
     prune.add_argument(
-        "--older-than", type=float, metavar="DAYS", help="remove shards written more than DAYS ago"
+        "--older-than",
+        type=NON_NEGATIVE.parse,
+        metavar="DAYS",
+        help="remove shards written more than DAYS ago",
     )
     prune.set_defaults(run=_cache_prune)
 
@@ -85,7 +89,6 @@ def _cache_compact(args: argparse.Namespace) -> int:
     from featx.cache import FeatureCache
     from featx.cache.compact import compact
 
-    check_positive_int("--shard-mb", args.shard_mb, "featx cache compact")
     namespaces = FeatureCache(args.dir).namespaces()
     if not namespaces:
         print(f"{args.dir}: no featx cache namespaces")

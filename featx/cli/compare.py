@@ -11,7 +11,7 @@ import pandas as pd
 
 from featx.cli._common import progress_wanted
 from featx.errors import ParameterError
-from featx.options import PRECISIONS
+from featx.options import NON_NEGATIVE_INT, POSITIVE_INT, PRECISIONS
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -62,15 +62,20 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         action="store_true",
         help="add fine-tuned rows: a new head on the frozen base, then the last blocks unfrozen",
     )
-    compare.add_argument("--unfreeze", type=int, default=2, help="--finetune: blocks to unfreeze (default 2)")
+    compare.add_argument(
+        "--unfreeze",
+        type=NON_NEGATIVE_INT.parse,
+        default=2,
+        help="--finetune: blocks to unfreeze (default 2)",
+    )
     compare.add_argument(
         "--finetune-folds",
-        type=int,
+        type=POSITIVE_INT.parse,
         default=1,
         help="--finetune: folds to train on (default 1: minutes per fold on a CPU)",
     )
     compare.add_argument("--n-jobs", type=int, help="folds fitted in parallel (default 1)")
-    compare.add_argument("--batch-size", type=int, default=64)
+    compare.add_argument("--batch-size", type=POSITIVE_INT.parse, default=64)
     compare.add_argument("--device", default="auto")
     compare.add_argument("--precision", default="auto", choices=PRECISIONS)
     compare.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -204,7 +209,9 @@ def _labelled_features(args: argparse.Namespace) -> tuple[np.ndarray, pd.DataFra
         meta = load_manifest(args.source)
         backbone = (args.backbone or ["resnet50"])[0]
         network = FrozenNetwork(
-            NetworkSpec(backbone, args.weights, args.layer, None, args.device, args.precision)
+            NetworkSpec(
+                backbone, weights=args.weights, layer=args.layer, device=args.device, precision=args.precision
+            )
         )
         result = extract(
             meta["path"].tolist(),

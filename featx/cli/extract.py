@@ -3,13 +3,32 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from featx.cli._common import progress_wanted
+from featx.errors import OutputError, ParameterError
 from featx.feature_files import printable_path
 from featx.inputs.images import MAX_PIXELS
-from featx.options import COMPILE_WORDS, DECODINGS, ENGINES, JOB_ON_ERROR, POOLINGS, PRECISIONS
+from featx.models.tuning import MIN_COSINE
+from featx.options import (
+    COMPILE_WORDS,
+    COSINE,
+    COUNT,
+    DECODINGS,
+    ENGINES,
+    JOB_ON_ERROR,
+    POOLINGS,
+    POSITIVE_INT,
+    PRECISIONS,
+    WORKERS,
+)
+
+if TYPE_CHECKING:
+    from featx.job import JobSummary
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -27,9 +46,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     )
     extract.add_argument("--layer", help="graph node to read (default: the last pooling layer)")
     extract.add_argument("--pooling", choices=POOLINGS)
-    extract.add_argument("--batch-size", type=int, default=64)
+    extract.add_argument("--batch-size", type=POSITIVE_INT.parse, default=64)
     extract.add_argument(
-        "--num-workers", type=int, help="decoding processes (default: from job size and cores)"
+        "--num-workers", type=WORKERS.parse, help="decoding processes (default: from job size and cores)"
     )
     extract.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
     extract.add_argument(
@@ -40,8 +59,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     )
     extract.add_argument(
         "--min-cosine",
-        type=float,
-        default=0.99,
+        type=COSINE.parse,
+        default=MIN_COSINE,
         help="fidelity to fp32 that auto and int8 must keep (default 0.99)",
     )
     extract.add_argument(
@@ -65,7 +84,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     )
     extract.add_argument(
         "--max-pixels",
-        type=int,
+        type=POSITIVE_INT.parse,
         default=MAX_PIXELS,
         help="refuse images with more pixels, decoded or resized (default: PIL's bomb limit)",
     )
@@ -84,7 +103,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     extract.add_argument(
         "--ray-address", help="join this Ray cluster ('auto': the running one); default: start one"
     )
-    extract.add_argument("--ray-concurrency", type=int, help="model actors (default: one per GPU, else one)")
+    extract.add_argument(
+        "--ray-concurrency", type=COUNT.parse, help="model actors (default: one per GPU, else one)"
+    )
     extract.set_defaults(run=run)
 
 
@@ -94,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
     from featx.feature_files import check_output_path
     from featx.inputs.manifests import load_job_source
     from featx.inputs.sources import Shards
-    from featx.job import run_extract_job, write_errors
+    from featx.job import run_extract_job
     from featx.models.network import NetworkSpec
 
     manifest = load_job_source(args.source)
@@ -103,6 +124,7 @@ def run(args: argparse.Namespace) -> int:
         check_output_path(args.out)
     if args.errors:
         check_output_path(args.errors, (".csv",), "--errors")
+    _refuse_outputs_that_overwrite(args)
     options = (
         {"address": args.ray_address, "concurrency": args.ray_concurrency} if args.engine == "ray" else {}
     )
@@ -110,15 +132,15 @@ def run(args: argparse.Namespace) -> int:
     network = engine.network(
         NetworkSpec(
             args.backbone,
-            args.weights,
-            args.layer,
-            args.pooling,
-            args.device,
-            args.precision,
-            COMPILE_WORDS[args.compile],
-            args.decoding,
-            args.min_cosine,
-            args.calibration,
+            weights=args.weights,
+            layer=args.layer,
+            pooling=args.pooling,
+            device=args.device,
+            precision=args.precision,
+            compile=COMPILE_WORDS[args.compile],
+            decoding=args.decoding,
+            min_cosine=args.min_cosine,
+            calibration=args.calibration,
         )
     )
     namespace = FeatureCache(args.cache).namespace(network.fingerprint)
@@ -146,10 +168,60 @@ def run(args: argparse.Namespace) -> int:
         errors_path = Path(args.out).with_suffix(".errors.csv") if args.out else Path("featx-errors.csv")
     print(summary)
     if errors_path:
-        write_errors(errors_path, summary.errors, summary.skipped)
+        errors_path = _write_errors_somewhere(errors_path, summary, chosen=args.errors is not None)
         print(
             f"errors: {errors_path} ({len(summary.errors)} failed, {len(summary.skipped)} skipped entries listed)"
         )
     for error in summary.errors[:5]:
         print(f"  failed {printable_path(error.source)}: {error.kind}: {error.reason}", file=sys.stderr)
+    if summary.errors and summary.n_cached + summary.n_computed == 0:
+        print(
+            f"featx: error: every input failed ({len(summary.errors)}); nothing was extracted, see {errors_path}",
+            file=sys.stderr,
+        )
+        return 1
     return 0
+
+
+def _refuse_outputs_that_overwrite(args: argparse.Namespace) -> None:
+    """Before any work: no output may be an input or another output (``--out x.npy`` also writes
+    ``x.meta.csv``, and its errors go beside it as ``x.errors.csv`` unless ``--errors`` says otherwise)."""
+    claimed = {_same(args.source): "the input SOURCE"}
+    if args.calibration:
+        claimed[_same(args.calibration)] = "the --calibration input"
+    outputs = []
+    if args.out:
+        out = Path(args.out)
+        outputs.append(("--out", out))
+        if out.suffix == ".npy":
+            outputs.append(("--out's metadata", out.with_suffix(".meta.csv")))
+    if args.errors:
+        outputs.append(("--errors", Path(args.errors)))
+    for flag, path in outputs:
+        owner = claimed.get(_same(path))
+        if owner is not None:
+            raise ParameterError(
+                f"{flag} {path} is also {owner}: it would be overwritten; write the output to another file"
+            )
+        claimed[_same(path)] = flag
+
+
+def _same(path: str | Path) -> str:
+    """One spelling per file: real paths for local files, the text itself for URLs."""
+    text = str(path)
+    return text if "://" in text else os.path.realpath(text)
+
+
+def _write_errors_somewhere(path: Path | str, summary: JobSummary, chosen: bool) -> Path:
+    """The errors file where it was asked for or belongs; if that default place cannot be written (a
+    read-only working folder), a temporary folder, so that the list of failures is never lost."""
+    from featx.job import write_errors
+
+    try:
+        return write_errors(path, summary.errors, summary.skipped)
+    except OutputError as error:
+        if chosen:
+            raise
+        fallback = Path(tempfile.mkdtemp(prefix="featx-errors-")) / Path(path).name
+        print(f"featx: {error}; writing the errors to {fallback} instead", file=sys.stderr)
+        return write_errors(fallback, summary.errors, summary.skipped)

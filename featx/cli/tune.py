@@ -23,7 +23,7 @@ def run(args: argparse.Namespace) -> int:
     from featx.models import tuning
     from featx.models.network import FrozenNetwork, NetworkSpec
 
-    spec = NetworkSpec(args.backbone, args.weights, args.layer, None, args.device)
+    spec = NetworkSpec(args.backbone, weights=args.weights, layer=args.layer, device=args.device)
     if args.again:
         network = FrozenNetwork(spec.replace(precision="fp32"))
         identity = {k: v for k, v in network.fingerprint.items() if k != "precision"}

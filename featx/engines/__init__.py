@@ -12,7 +12,7 @@ import importlib
 from typing import Any
 
 from featx.engines.base import Engine, Filled
-from featx.options import ENGINES, check_option
+from featx.options import ENGINES, check
 
 __all__ = ["Engine", "Filled", "get"]
 
@@ -24,6 +24,6 @@ _CLASSES = {
 
 def get(name: str = "local", **options: Any) -> Engine:
     """The engine called ``name`` ('local' or 'ray'), built with ``options`` (e.g. Ray's ``address``)."""
-    check_option("engine", name, ENGINES)
+    check("engine", name, ENGINES)
     module, cls = _CLASSES[name]
     return getattr(importlib.import_module(module), cls)(**options)

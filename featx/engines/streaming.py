@@ -97,7 +97,9 @@ def assemble(
             keys[row] = entry.key
         if entry.error is not None:
             failures.append(entry.error.at(row))
-    return frame, Filled(keys, every_failure(failures, keys), n_cached, n_computed)
+    return frame, Filled(
+        keys, every_failure(failures, keys, lambda row: kept[row].path), n_cached, n_computed
+    )
 
 
 def without_pixels(entry: Streamed) -> Streamed:

@@ -15,6 +15,7 @@ from sklearn.base import BaseEstimator, TransformerMixin, clone
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from featx.errors import ParameterError
+from featx.options import NON_NEGATIVE, validate
 
 
 def _matrix_power(covariance: np.ndarray, power: float) -> np.ndarray:
@@ -39,20 +40,21 @@ class CORAL(TransformerMixin, BaseEstimator):
         Also move the mean to the target's (the original method aligns covariance only).
     """
 
-    def __init__(self, regularization: float = 1.0, align_mean: bool = True):
+    _parameter_constraints = {"regularization": NON_NEGATIVE}
+
+    def __init__(self, regularization: float = 1.0, *, align_mean: bool = True):
         self.regularization = regularization
         self.align_mean = align_mean
 
     def fit(self, X: Any, y: Any = None, target: Any = None) -> CORAL:
         """Learn the map from the source features X to the statistics of ``target`` (unlabelled)."""
+        validate(type(self).__name__, self.get_params(deep=False), self._parameter_constraints)
         X = validate_data(self, X, dtype=np.float64, reset=True)
         if target is None:
             raise ParameterError("CORAL needs target-domain features: fit(X_source, target=X_target)")
         target = check_array(target, dtype=np.float64)
         if target.shape[1] != X.shape[1]:
             raise ParameterError(f"target has {target.shape[1]} features, X has {X.shape[1]}")
-        if self.regularization < 0:
-            raise ParameterError(f"regularization={self.regularization}; use a non-negative number")
         identity = self.regularization * np.eye(X.shape[1])
         source_cov = np.atleast_2d(np.cov(X, rowvar=False)) + identity
         target_cov = np.atleast_2d(np.cov(target, rowvar=False)) + identity

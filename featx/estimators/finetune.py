@@ -30,6 +30,7 @@ from featx.models._registry import get_backbone
 from featx.models.network import feature_size, pool, resolve_device, resolve_pooling
 from featx.models.preprocessing import Normalise
 from featx.models.weights import resolve_weights
+from featx.options import FRACTION, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, validate
 
 
 class _Classifier(nn.Module):
@@ -95,9 +96,22 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
     state_dict_ : the trained weights (tensors, pickled with the estimator; the module is rebuilt from them).
     """
 
+    _parameter_constraints = {
+        "unfreeze": NON_NEGATIVE_INT,
+        "epochs": POSITIVE_INT,
+        "lr": POSITIVE,
+        "finetune_epochs": NON_NEGATIVE_INT,
+        "finetune_lr": POSITIVE,
+        "lr_decay": FRACTION,
+        "batch_size": POSITIVE_INT,
+        "validation_fraction": FRACTION,
+        "patience": NON_NEGATIVE_INT,
+    }
+
     def __init__(
         self,
         backbone: str = "efficientnet_lite0",
+        *,
         weights: Any = "DEFAULT",
         unfreeze: int = 0,
         epochs: int = 10,
@@ -129,6 +143,7 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
 
     def fit(self, X: Any, y: Any) -> FineTunedClassifier:
         """Train the head, then (``unfreeze > 0``) the last blocks, on the images X with labels y."""
+        validate(type(self).__name__, self.get_params(deep=False), self._parameter_constraints)
         images, y = as_image_list(X), np.asarray(y)
         if len(images) != len(y):
             raise ParameterError(f"{len(images)} images but {len(y)} labels")

@@ -12,7 +12,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from featx.errors import ImageError
 from featx.inputs.images import as_image_list, load_rgb
-from featx.options import ON_ERROR, check_option, check_positive_int
+from featx.options import ON_ERROR, POSITIVE_INT, validate
 
 
 class RawPixels(TransformerMixin, BaseEstimator):
@@ -31,15 +31,16 @@ class RawPixels(TransformerMixin, BaseEstimator):
         What a bad image does: raise its :class:`featx.ImageError`, or give a NaN row (listed in ``errors_``).
     """
 
-    def __init__(self, size: int = 32, grayscale: bool = False, on_error: str = "raise"):
+    _parameter_constraints = {"size": POSITIVE_INT, "on_error": ON_ERROR}
+
+    def __init__(self, size: int = 32, *, grayscale: bool = False, on_error: str = "raise"):
         self.size = size
         self.grayscale = grayscale
         self.on_error = on_error
 
     def fit(self, X: Any, y: Any = None) -> RawPixels:
         """Validate the parameters and the input; nothing is learned."""
-        check_positive_int("size", self.size, "RawPixels")
-        check_option("on_error", self.on_error, ON_ERROR, "RawPixels")
+        validate(type(self).__name__, self.get_params(deep=False), self._parameter_constraints)
         as_image_list(X)
         self.n_features_out_ = self.size * self.size * self._channels
         return self

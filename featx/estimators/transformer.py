@@ -15,7 +15,21 @@ from featx.extract import extract
 from featx.inputs.images import MAX_PIXELS, as_image_list
 from featx.models._registry import Backbone, get_backbone
 from featx.models.network import FrozenNetwork, NetworkSpec, feature_size
-from featx.options import ON_ERROR, check_option, check_positive_int
+from featx.models.tuning import MIN_COSINE
+from featx.options import COSINE, ON_ERROR, POSITIVE_INT, WORKERS, validate
+
+# the parameters that pick the network, passed to NetworkSpec as they are
+_SPEC_FIELDS = (
+    "weights",
+    "layer",
+    "pooling",
+    "device",
+    "precision",
+    "compile",
+    "decoding",
+    "min_cosine",
+    "calibration",
+)
 
 
 class PretrainedFeatures(TransformerMixin, BaseEstimator):
@@ -84,9 +98,18 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
     >>> clf.fit(train_paths, y_train).score(test_paths, y_test)  # doctest: +SKIP
     """
 
+    _parameter_constraints = {
+        "batch_size": POSITIVE_INT,
+        "num_workers": WORKERS,
+        "on_error": ON_ERROR,
+        "max_pixels": POSITIVE_INT,
+        "min_cosine": COSINE,
+    }
+
     def __init__(
         self,
         backbone: str | Backbone = "resnet50",
+        *,
         weights: Any = "DEFAULT",
         layer: str | None = None,
         pooling: str | None = None,
@@ -100,7 +123,7 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
         compile: bool | str = "auto",
         max_pixels: int = MAX_PIXELS,
         decoding: str = "reduced",
-        min_cosine: float = 0.99,
+        min_cosine: float = MIN_COSINE,
         calibration: str | None = None,
     ):
         self.backbone = backbone
@@ -172,25 +195,12 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
         return self._loaded
 
     def _spec(self) -> NetworkSpec:
-        return NetworkSpec(
-            self.backbone,
-            self.weights,
-            self.layer,
-            self.pooling,
-            self.device,
-            self.precision,
-            self.compile,
-            self.decoding,
-            self.min_cosine,
-            self.calibration,
-        )
+        return NetworkSpec(self.backbone, **{field: getattr(self, field) for field in _SPEC_FIELDS})
 
     def _validate(self) -> None:
+        validate(type(self).__name__, self.get_params(deep=False), self._parameter_constraints)
         get_backbone(self.backbone)
-        self._spec()  # checks precision, compile and pooling
-        check_option("on_error", self.on_error, ON_ERROR, "PretrainedFeatures")
-        check_positive_int("batch_size", self.batch_size, "PretrainedFeatures")
-        check_positive_int("max_pixels", self.max_pixels, "PretrainedFeatures")
+        self._spec()  # the network's own parameters: precision, compile, pooling, decoding, min_cosine
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()

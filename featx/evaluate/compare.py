@@ -120,7 +120,7 @@ def compare_finetuning(
     rows = []
     for blocks in unfreeze:
         estimator = FineTunedClassifier(
-            backbone, weights, unfreeze=blocks, random_state=random_state, **params
+            backbone, weights=weights, unfreeze=blocks, random_state=random_state, **params
         )
         summary = summarise(fold_scores(estimator, images, y, folds, None))
         name = "finetune head" if blocks == 0 else f"finetune last {blocks} blocks"

@@ -24,6 +24,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from featx.errors import ImageError, ParameterError
 from featx.inputs import sources
 
+FLOAT_TOLERANCE = 1e-4  # float pixels this far outside [0, 1] are rounding, not another scale
 ImageInput = Any  # str | os.PathLike | bytes | PIL.Image.Image | np.ndarray
 
 #: The default bound on an image's pixels, decoded and after resizing: PIL's own decompression-bomb
@@ -59,6 +60,12 @@ def as_image_list(images: Any) -> list[ImageInput]:
     if isinstance(images, np.ndarray):
         if images.dtype == object or images.dtype.kind in "US":
             return list(images.ravel()) if images.ndim <= 1 or images.shape[-1] == 1 else list(images)
+        if images.ndim == 3 and images.shape[-1] in (3, 4):
+            raise ParameterError(
+                f"X is one array of shape {images.shape}: one HxWx{images.shape[-1]} image or "
+                f"{images.shape[0]} greyscale images {images.shape[1]} pixels wide? Pass [image] for one "
+                "image, or a 4-D (n, H, W, C) array or a list of arrays for a batch"
+            )
         if images.ndim in (3, 4):
             return list(images)
         raise ParameterError(
@@ -259,8 +266,9 @@ def _array_image(array: np.ndarray, index: int, source: str) -> Image.Image:
 
 
 def _float_to_uint8(array: np.ndarray, index: int, source: str) -> np.ndarray:
-    """Floats are intensities in [0, 1]; any other range is ambiguous ([0, 255]? [0, 65535]? HDR?) and refused."""
-    if not np.isfinite(array).all() or array.min() < 0 or array.max() > 1:
+    """Floats are intensities in [0, 1]; any other range is ambiguous ([0, 255]? [0, 65535]? HDR?) and refused.
+    Rounding from a resize or a colour conversion (1.0000001, -1e-9) is within ``FLOAT_TOLERANCE`` and clipped."""
+    if not np.isfinite(array).all() or array.min() < -FLOAT_TOLERANCE or array.max() > 1 + FLOAT_TOLERANCE:
         low, high = (
             (float(np.nanmin(array)), float(np.nanmax(array)))
             if np.isfinite(array).any()
@@ -273,7 +281,7 @@ def _float_to_uint8(array: np.ndarray, index: int, source: str) -> np.ndarray:
             f"float pixels must lie in [0, 1] (these span [{low:g}, {high:g}]); scale them to [0, 1] "
             "or convert the image to 8 or 16 bits",
         )
-    return np.round(array * 255).astype(np.uint8)
+    return np.round(np.clip(array, 0, 1) * 255).astype(np.uint8)
 
 
 def _sixteen_bit_to_uint8(array: np.ndarray) -> np.ndarray:

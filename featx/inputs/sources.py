@@ -174,18 +174,20 @@ class Sample:
 def stream_samples(shard: str) -> Iterator[Sample]:
     """Each sample of ``shard``, in order, from one front-to-back read of the shard (a sample's members are
     consecutive, as WebDataset writes them). Only a sample's first image member and its ``.cls`` / ``.json``
-    are kept. Raises :class:`ShardReadError` where the shard cannot be opened or ends early; the samples
-    before that point have been yielded."""
+    are kept. Raises :class:`ShardReadError` where the shard cannot be opened or ends early: cut inside a
+    member, inside a header, or at a member's end without the end-of-archive blocks every tar writer
+    adds. The samples before that point have been yielded, the one being read included when its image
+    was read whole."""
     import fsspec
 
-    member_name = None
+    member_name = last_read = None
+    current: dict[str, Any] | None = None
     try:
-        with fsspec.open(shard, "rb") as raw, tarfile.open(fileobj=raw, mode="r|*") as tar:
-            current: dict[str, Any] | None = None
+        with fsspec.open(shard, "rb") as raw, tarfile.open(fileobj=raw, mode="r|*", tarinfo=_EndAware) as tar:
             for member in tar:
                 if not member.isfile():
                     continue
-                member_name = member.name
+                member_name = last_read = member.name
                 directory, name = os.path.split(member.name)
                 stem, dot, extension = name.partition(".")
                 key, extension = os.path.join(directory, stem), "." + extension.lower() if dot else ""
@@ -205,10 +207,30 @@ def stream_samples(shard: str) -> Iterator[Sample]:
                 elif extension in (".cls", ".json"):
                     current["labels"][extension] = tar.extractfile(member).read()
                 member_name = None
+            if getattr(tar, "cut", False):
+                raise EOFError(
+                    "the shard ends without its end-of-archive blocks: it is truncated"
+                    + (f" after member {last_read}" if last_read else "")
+                )
             if current is not None:
                 yield _sample(current)
     except (OSError, tarfile.TarError, EOFError, ValueError) as error:
+        if current is not None and current["content"] is not None and member_name is None:
+            yield _sample(current)  # its members were read whole before the cut
         raise ShardReadError(member_name, error) from error
+
+
+class _EndAware(tarfile.TarInfo):
+    """Notes on its archive how reading headers ended: tarfile's stream mode ends the same way at the
+    end-of-archive blocks and where a shard was cut at or inside a header, and only the first is whole."""
+
+    @classmethod
+    def fromtarfile(cls, archive: tarfile.TarFile) -> tarfile.TarInfo:
+        try:
+            return super().fromtarfile(archive)
+        except (tarfile.EmptyHeaderError, tarfile.TruncatedHeaderError):
+            archive.cut = True  # type: ignore[attr-defined]
+            raise
 
 
 def _sample(fields: dict[str, Any]) -> Sample:

@@ -16,7 +16,7 @@ from torch import nn
 from featx.errors import ParameterError
 from featx.models.preprocessing import Preprocessing
 from featx.models.weights import RANDOM_INIT_SEED, PretrainedWeights, StateDict
-from featx.options import POOLINGS, check_option
+from featx.options import POOLINGS, check
 
 ExtractorFactory = Callable[[nn.Module, str], nn.Module]
 
@@ -68,7 +68,7 @@ class Backbone:
     stages: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        check_option("pooling", self.pooling, POOLINGS, f"Backbone {self.name!r}")
+        check("pooling", self.pooling, POOLINGS, f"Backbone {self.name!r}")
         if self.default_weights is not None and self.default_weights not in self.weights:
             raise ParameterError(
                 f"default_weights={self.default_weights!r} is not among {list(self.weights)}"
@@ -84,7 +84,7 @@ class Backbone:
             torch.manual_seed(RANDOM_INIT_SEED)
             model = self.build()
         if state_dict is not None:
-            model.load_state_dict(state_dict)
+            _load_matching(model, state_dict, self.name)
         return self.create_extractor(model.eval(), node or self.node).eval()
 
 
@@ -131,3 +131,27 @@ def _import_backbone(reference: str) -> Backbone:
 def list_backbones() -> list[str]:
     """Names of all registered backbones."""
     return sorted(_REGISTRY)
+
+
+def _load_matching(model: nn.Module, state_dict: Mapping[str, torch.Tensor], name: str) -> None:
+    """Load ``state_dict``, or say briefly which keys differ: weights of another architecture are the
+    usual cause, and torch's own message lists every key."""
+    expected, given = model.state_dict(), state_dict
+    missing = [k for k in expected if k not in given]
+    unexpected = [k for k in given if k not in expected]
+    shapes = [k for k in expected if k in given and tuple(given[k].shape) != tuple(expected[k].shape)]
+    if missing or unexpected or shapes:
+        parts = [
+            f"{len(found)} {what} (e.g. {', '.join(found[:3])})"
+            for what, found in (
+                ("missing", missing),
+                ("unexpected", unexpected),
+                ("of another shape", shapes),
+            )
+            if found
+        ]
+        raise ParameterError(
+            f"these weights do not fit backbone {name!r}: {'; '.join(parts)} keys. Are they weights of "
+            "another architecture? Pass the backbone they were saved from"
+        )
+    model.load_state_dict(state_dict)

@@ -13,13 +13,14 @@ import torch
 from torch import nn
 from torch.fx.experimental.optimization import fuse as fuse_conv_bn
 
+from featx.cache.files import FORMAT_VERSION
 from featx.errors import ParameterError
 from featx.models import quantize, tuning
 from featx.models._registry import Backbone, get_backbone
 from featx.models.precision import Trial, choose_precision
 from featx.models.preprocessing import Normalise, Preprocessing
 from featx.models.weights import resolve_weights
-from featx.options import COMPILES, DECODINGS, POOLINGS, PRECISIONS, check_option
+from featx.options import COMPILES, COSINE, DECODINGS, POOLINGS, PRECISIONS, check
 
 # torch.compile costs 3-20 s once per network and process on 2 CPU cores (less from inductor's on-disk
 # cache) and saves 1.3 ms (ResNet-18) to 9 ms (ResNet-50) per image here: it pays back after a few
@@ -49,6 +50,7 @@ class NetworkSpec:
     """
 
     backbone: str | Backbone = "resnet50"
+    _: dataclasses.KW_ONLY
     weights: Any = "DEFAULT"
     layer: str | None = None
     pooling: str | None = None
@@ -60,11 +62,12 @@ class NetworkSpec:
     calibration: str | None = None
 
     def __post_init__(self) -> None:
-        check_option("precision", self.precision, PRECISIONS, "NetworkSpec")
-        check_option("decoding", self.decoding, DECODINGS, "NetworkSpec")
-        check_option("compile", self.compile, COMPILES, "NetworkSpec")
+        check("precision", self.precision, PRECISIONS, "NetworkSpec")
+        check("decoding", self.decoding, DECODINGS, "NetworkSpec")
+        check("compile", self.compile, COMPILES, "NetworkSpec")
+        check("min_cosine", self.min_cosine, COSINE, "NetworkSpec")
         if self.pooling is not None:
-            check_option("pooling", self.pooling, POOLINGS, "NetworkSpec")
+            check("pooling", self.pooling, POOLINGS, "NetworkSpec")
         object.__setattr__(self, "device", str(self.device))
 
     def replace(self, **changes: Any) -> NetworkSpec:
@@ -75,11 +78,17 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """'auto' picks cuda, then mps, then cpu; anything else goes to ``torch.device``."""
     if str(device) != "auto":
         try:
-            return torch.device(device)
+            resolved = torch.device(device)
         except RuntimeError as error:
             raise ParameterError(
                 f"device={device!r} is not a torch device ({error}); use auto, cpu, cuda, cuda:N or mps"
             ) from None
+        if resolved.type == "cuda" and not torch.cuda.is_available():
+            raise ParameterError(
+                f"device={device!r}, but this machine has no CUDA GPU that torch can use "
+                f"(torch {torch.__version__}); use device 'cpu' or 'auto'"
+            )
+        return resolved
     if torch.cuda.is_available():
         return torch.device("cuda")
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
@@ -91,7 +100,7 @@ def resolve_pooling(backbone: Backbone, layer: str | None, pooling: str | None) 
     """The backbone's own pooling for its default node; global average for any other named node."""
     if pooling is None:
         return backbone.pooling if layer in (None, backbone.node) else "avg"
-    return check_option("pooling", pooling, POOLINGS)
+    return check("pooling", pooling, POOLINGS)
 
 
 def pool(features: torch.Tensor, pooling: str) -> torch.Tensor:
@@ -169,7 +178,7 @@ class FrozenNetwork:
         self.module = self._load(resolved.state_dict)
         self._pipelines = {"float": _Pipeline(self.module, self.preprocessing, self.pooling).to(self.device)}
         identity = {
-            "format": 1,
+            "format": FORMAT_VERSION,
             "backbone": self.backbone.name,
             "weights": resolved.digest,
             "node": self.node,

@@ -12,7 +12,7 @@ from torchvision.transforms import v2
 
 from featx.errors import ParameterError
 from featx.inputs.images import MAX_PIXELS, load_rgb
-from featx.options import DECODINGS, check_option
+from featx.options import DECODINGS, check
 
 _INTERPOLATIONS = {
     "bilinear": v2.InterpolationMode.BILINEAR,
@@ -40,7 +40,7 @@ class Preprocessing:
     decoding: str = "full"
 
     def __post_init__(self) -> None:
-        check_option("decoding", self.decoding, DECODINGS, "Preprocessing")
+        check("decoding", self.decoding, DECODINGS, "Preprocessing")
         if self.interpolation not in _INTERPOLATIONS:
             raise ParameterError(
                 f"interpolation={self.interpolation!r} is not supported; use one of {sorted(_INTERPOLATIONS)}"

@@ -78,8 +78,16 @@ def file_digest(path: str | os.PathLike) -> str:
 
 
 def load_state_dict_file(path: str | os.PathLike) -> StateDict:
-    """Load tensors only (``weights_only=True``: a weights file can never run code)."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    """Load tensors only (``weights_only=True``: a weights file can never run code). A file that is not
+    a state dict of tensors is refused in one line naming it (never with advice to unpickle it)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch's unpickler raises whatever a malformed file provokes
+        reason = str(error).strip().splitlines()[0][:120] if str(error).strip() else type(error).__name__
+        raise ParameterError(
+            f"weights={os.fspath(path)!r} is not a weights file featx can load safely ({reason}); pass a "
+            "state dict saved with torch.save(model.state_dict(), path) or a .safetensors file"
+        ) from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict):

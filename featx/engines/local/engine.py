@@ -181,7 +181,9 @@ def run(
                     f"cached={n_cached}, computed={batches.computed}, failed={len(failures)}", refresh=False
                 )
         batches.commit_all()
-    return Filled(keys, every_failure(failures, keys), n_cached, batches.computed)
+    return Filled(
+        keys, every_failure(failures, keys, lambda i: describe(images[i])), n_cached, batches.computed
+    )
 
 
 def run_shards(

@@ -143,7 +143,10 @@ class RayEngine:
         paths = [os.fspath(p) for p in images]
         outcome = self._run(ray, paths, network, store, batch_size, num_workers, max_pixels)
         filled = Filled(
-            outcome.keys, every_failure(outcome.failures, outcome.keys), outcome.n_cached, outcome.n_computed
+            outcome.keys,
+            every_failure(outcome.failures, outcome.keys, paths.__getitem__),
+            outcome.n_cached,
+            outcome.n_computed,
         )
         if fail_fast and filled.errors:
             raise filled.errors[0]

@@ -1,0 +1,137 @@
+"""Hostile use of the command line's doors: values that mean nothing, outputs that would overwrite an
+input, cache commands pointed outside their folder or at nothing, and jobs where every input fails. Each
+ends in one line that names the value and what to do, exits non-zero, and touches nothing it should not."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = ["--backbone", "tiny_backbone:TINY", "--weights", "none", "--quiet"]
+
+
+def featx_cli(*args, cwd=None):
+    env = {**os.environ, "PYTHONPATH": str(REPO / "tests")}
+    return subprocess.run(
+        [sys.executable, "-m", "featx", *map(str, args)], env=env, capture_output=True, text=True, cwd=cwd
+    )
+
+
+def one_line_error(result, *fragments):
+    assert result.returncode != 0, result.stdout
+    assert "Traceback" not in result.stderr, result.stderr
+    errors = [line for line in result.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in errors[0], result.stderr
+
+
+@pytest.mark.parametrize(
+    "flag, value, accepted",
+    [
+        ("--batch-size", "0", "an integer >= 1"),
+        ("--batch-size", "-1", "an integer >= 1"),
+        ("--num-workers", "-1", "an integer >= 0"),
+        ("--max-pixels", "0", "an integer >= 1"),
+        ("--max-pixels", "-5", "an integer >= 1"),
+        ("--min-cosine", "2", "a number > 0 and <= 1"),
+        ("--min-cosine", "nan", "a number > 0 and <= 1"),
+        ("--ray-concurrency", "0", "an integer >= 1"),
+    ],
+)
+def test_a_value_an_option_cannot_mean_is_refused_in_one_line_before_any_work(
+    image_folder, tmp_path, flag, value, accepted
+):
+    result = featx_cli("extract", image_folder, *TINY, "--cache", tmp_path / "cache", flag, value)
+    one_line_error(result, flag, repr(value), accepted)
+    assert not (tmp_path / "cache").exists()
+
+
+def test_cache_prune_refuses_a_negative_age_and_keeps_every_shard(image_folder, tmp_path):
+    cache = tmp_path / "cache"
+    assert featx_cli("extract", image_folder, *TINY, "--cache", cache).returncode == 0
+    shards = sorted(cache.rglob("*.npy"))
+    one_line_error(featx_cli("cache", "prune", cache, "--older-than", "-1"), "--older-than", "'-1'")
+    assert sorted(cache.rglob("*.npy")) == shards and shards
+
+
+@pytest.mark.parametrize("name", ["../outside", "/tmp", "..", ".", "a/b", ""])
+def test_cache_prune_never_removes_anything_outside_its_folder(tmp_path, name):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "namespace.json").write_text("{}")  # looks like a namespace, but is not under the cache
+    result = featx_cli("cache", "prune", cache, "--namespace", name)
+    one_line_error(result, "namespace")
+    assert (outside / "namespace.json").is_file()
+
+
+@pytest.mark.parametrize("action", ["info", "verify", "compact", "prune"])
+def test_cache_commands_on_a_folder_that_does_not_exist_fail_naming_it(tmp_path, action):
+    missing = tmp_path / "no-such-cache"
+    one_line_error(featx_cli("cache", action, missing), "does not exist")
+    assert not missing.exists()
+
+
+def test_an_output_that_names_the_input_manifest_is_refused_and_the_manifest_is_kept(image_folder, tmp_path):
+    manifest = tmp_path / "manifest.parquet"
+    paths = sorted(str(p) for p in image_folder.rglob("*.png"))
+    pd.DataFrame({"path": paths}).to_parquet(manifest)
+    before = manifest.read_bytes()
+    one_line_error(
+        featx_cli("extract", manifest, *TINY, "--cache", tmp_path / "cache", "--out", manifest),
+        "--out",
+        "input",
+    )
+    csv = tmp_path / "manifest.csv"
+    pd.DataFrame({"path": paths}).to_csv(csv, index=False)
+    one_line_error(
+        featx_cli("extract", csv, *TINY, "--cache", tmp_path / "cache", "--errors", csv), "--errors", "input"
+    )
+    assert manifest.read_bytes() == before and len(pd.read_csv(csv)) == len(paths)
+
+
+def test_errors_file_colliding_with_the_outputs_own_metadata_is_refused(image_folder, tmp_path):
+    out = tmp_path / "f.npy"
+    result = featx_cli(
+        "extract",
+        image_folder,
+        *TINY,
+        "--cache",
+        tmp_path / "c",
+        "--out",
+        out,
+        "--errors",
+        tmp_path / "f.meta.csv",
+    )
+    one_line_error(result, "--errors", "f.meta.csv")
+    assert not out.exists()
+
+
+def test_a_job_in_which_every_input_fails_exits_non_zero_and_still_lists_every_failure(tmp_path):
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    for n in range(3):
+        (folder / f"{n}.png").write_bytes(b"not a png %d" % n)
+    out = tmp_path / "x.parquet"
+    result = featx_cli("extract", folder, *TINY, "--cache", tmp_path / "cache", "--out", out)
+    assert result.returncode == 1, result.stderr
+    assert "every input failed" in result.stderr
+    listed = pd.read_csv(tmp_path / "x.errors.csv")
+    assert sorted(Path(p).name for p in listed["path"]) == ["0.png", "1.png", "2.png"]
+
+
+def test_several_bad_files_with_the_same_bytes_each_get_their_own_error_row(tmp_path):
+    folder = tmp_path / "same"
+    folder.mkdir()
+    for name in ("a.png", "b.png", "c.png"):
+        (folder / name).write_bytes(b"the same broken bytes")
+    out = tmp_path / "x.parquet"
+    featx_cli("extract", folder, *TINY, "--cache", tmp_path / "cache", "--out", out)
+    listed = pd.read_csv(tmp_path / "x.errors.csv")
+    assert sorted(Path(p).name for p in listed["path"]) == ["a.png", "b.png", "c.png"]

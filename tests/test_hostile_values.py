@@ -1,0 +1,93 @@
+"""Hostile values and damage that used to end in a traceback or a wrong answer: each is now one line
+naming the value and what to do, or the damage is repaired by recomputing."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import assert_same_vectors, photo
+
+from featx import FeatureCache, ParameterError, PretrainedFeatures, extract_features
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = ["--backbone", "tiny_backbone:TINY", "--quiet"]
+
+
+def featx_cli(*args):
+    env = {**os.environ, "PYTHONPATH": str(REPO / "tests")}
+    return subprocess.run(
+        [sys.executable, "-m", "featx", *map(str, args)], env=env, capture_output=True, text=True
+    )
+
+
+def one_line_error(result, *fragments):
+    assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr
+    (line,) = [line for line in result.stderr.splitlines() if "error:" in line]
+    for fragment in fragments:
+        assert fragment in line, result.stderr
+    return line
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks a machine without CUDA")
+def test_device_cuda_without_cuda_is_one_line(image_folder, tmp_path):
+    result = featx_cli(
+        "extract", image_folder, *TINY, "--weights", "none", "--cache", tmp_path / "c", "--device", "cuda"
+    )
+    one_line_error(result, "device='cuda'", "no CUDA GPU", "'cpu'")
+
+
+def test_a_weights_file_that_is_not_weights_is_one_line_that_never_suggests_unpickling(
+    image_folder, tmp_path
+):
+    for name, content in (("text.pth", b"these are not weights"), ("pickled.pth", None)):
+        path = tmp_path / name
+        if content is None:  # a pickle of a non-tensor object: weights_only refuses it
+            torch.save({"note": Path("/x")}, path)
+        else:
+            path.write_bytes(content)
+        result = featx_cli("extract", image_folder, *TINY, "--weights", path, "--cache", tmp_path / "c")
+        line = one_line_error(result, str(path))
+        assert "weights_only=False" not in result.stderr and "weights_only" not in line
+
+
+def test_weights_of_another_architecture_say_briefly_which_keys_differ(image_folder, tmp_path):
+    path = tmp_path / "resnet18.pth"
+    torch.save(__import__("torchvision").models.resnet18().state_dict(), path)
+    result = featx_cli("extract", image_folder, *TINY, "--weights", path, "--cache", tmp_path / "c")
+    line = one_line_error(result, "do not fit", "missing", "unexpected")
+    assert len(line) < 600
+
+
+def test_a_vectors_file_deleted_while_its_keys_remain_is_damage_and_recomputed(tmp_path):
+    images = [photo(i) for i in range(6)]
+    reference = extract_features(images, "tiny", weights=None, precision="fp32", cache_dir=tmp_path)
+    (namespace,) = FeatureCache(tmp_path).namespaces()
+    for vectors_file in namespace.path.glob("*.vectors.npy"):
+        vectors_file.unlink()
+    with pytest.warns(UserWarning, match="unreadable"):
+        again = extract_features(images, "tiny", weights=None, precision="fp32", cache_dir=tmp_path)
+    assert_same_vectors(again, reference)
+
+
+def test_one_colour_array_without_a_list_is_refused_saying_how_to_pass_one_image_or_a_batch():
+    image = photo(0)  # (H, W, 3)
+    with pytest.raises(ParameterError, match=r"Pass \[image\] for one image"):
+        PretrainedFeatures("tiny", weights=None).fit_transform(image)
+    one = PretrainedFeatures("tiny", weights=None, precision="fp32").fit_transform([image])
+    batch = PretrainedFeatures("tiny", weights=None, precision="fp32").fit_transform(image[None])
+    assert one.shape == (1, batch.shape[1]) and np.allclose(one, batch, atol=1e-5)
+
+
+def test_float_pixels_a_rounding_step_above_one_are_clipped_not_refused():
+    pixels = photo(1).astype(np.float64) / 255
+    nudged = pixels.copy()
+    nudged[pixels == pixels.max()] = 1.0000001
+    extractor = PretrainedFeatures("tiny", weights=None, precision="fp32")
+    clean, rounded = extractor.fit_transform([pixels, np.clip(nudged, 0, 1)]), extractor.transform([nudged])
+    assert np.allclose(rounded[0], clean[1], atol=1e-6)
+    with pytest.raises(Exception, match="float pixels must lie in"):
+        extractor.transform([pixels * 255])
