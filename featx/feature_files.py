@@ -12,12 +12,10 @@ leaves a matrix without its meta file, which :func:`load_features` refuses, neve
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import uuid
-import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +24,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from featx._files import temporary_sibling
 from featx.errors import OutputError, ParameterError
 
 FEATURES_COLUMN = "features"
@@ -61,41 +60,6 @@ def check_writable_folder(folder: str | os.PathLike, what: str) -> None:
 def printable_path(path: str) -> str:
     """A path as UTF-8 text: bytes that are not UTF-8 (kept by Python as surrogates) become ``\\xNN``."""
     return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-
-
-@contextlib.contextmanager
-def temporary_sibling(path: Path, what: str) -> Iterator[Path]:
-    """A temporary sibling of ``path`` for an atomic write: removed if anything fails, OS errors named as
-    :class:`OutputError` ("``what``: cannot write PATH: cause"). The caller renames it into place."""
-    tmp = path.with_name(f".tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}-{path.name}")
-    try:
-        yield tmp
-    except OSError as error:
-        _remove(tmp)
-        raise OutputError(f"{what}: cannot write {path}: {error.strerror or error}") from None
-    except BaseException:
-        _remove(tmp)
-        raise
-
-
-def _remove(tmp: Path) -> None:
-    with contextlib.suppress(OSError):  # never there, or its folder is not one: nothing to remove
-        tmp.unlink()
-
-
-def save_or_warn(
-    path: Path, write: Callable[[Path], object], what: str, consequence: str, stacklevel: int = 2
-) -> None:
-    """Atomically write a file that only saves work (a measurement, a calibration): a read-only or full
-    disk costs that work again next time, not the job, so it warns ("``what``: cannot write PATH: cause;
-    ``consequence``") instead of raising."""
-    try:
-        with temporary_sibling(path, what) as tmp:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            write(tmp)
-            os.replace(tmp, path)
-    except OutputError as error:
-        warnings.warn(f"{error}; {consequence}", stacklevel=stacklevel + 1)
 
 
 def write_features(

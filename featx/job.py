@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from featx import engines
+from featx._files import temporary_sibling
 from featx.cache import FeatureCache, Namespace
 from featx.errors import ImageError
 from featx.extract import read_vectors
@@ -25,7 +26,6 @@ from featx.feature_files import (
     check_output_path,
     check_writable_folder,
     printable_path,
-    temporary_sibling,
     write_features,
 )
 from featx.inputs.images import MAX_PIXELS

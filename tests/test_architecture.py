@@ -67,6 +67,7 @@ def test_the_top_level_holds_the_packages_by_role_and_only_a_few_entry_modules()
         "errors",
         "options",
         "_machine",
+        "_files",
         "extract",
         "job",
         "feature_files",

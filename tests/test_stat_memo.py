@@ -10,8 +10,8 @@ from conftest import photo
 from PIL import Image
 
 from featx import FeatureCache, FrozenNetwork, engines
+from featx._files import TMP_PREFIX
 from featx.cache import stat_memo
-from featx.cache.files import TMP_PREFIX
 from featx.engines.local import seen
 from featx.errors import ImageError
 

@@ -10,20 +10,18 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
 
-from featx.errors import OutputError
+from featx._files import atomic_write as _atomic_write
 
 FORMAT_VERSION = 2  # 2: each entry's checksum is bound to its key (cache/checksums.py)
 KEY_DTYPE = np.dtype([("key", "S64"), ("crc32", "<u4")])
 KEYS_SUFFIX = ".keys.npy"
 VECTORS_SUFFIX = ".vectors.npy"
-TMP_PREFIX = ".tmp-"
 OPEN_SHARDS = 64  # memory maps kept open at once (each holds a file descriptor)
 
 
@@ -36,19 +34,6 @@ def fingerprint_id(fingerprint: Mapping[str, Any]) -> str:
 
 
 def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
-    """Write through a temporary sibling, fsync, then rename: readers see the whole file or none of it.
-
-    A failed write (a full disk, a read-only folder) removes the temporary file and names the folder.
-    """
-    tmp = path.with_name(f"{TMP_PREFIX}{uuid.uuid4().hex}-{path.name}")
-    try:
-        with open(tmp, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except OSError as error:
-        tmp.unlink(missing_ok=True)
-        raise OutputError(
-            f"cannot write to the feature cache {path.parent}: {error.strerror or error}"
-        ) from None
+    """A cache file, whole or not at all (:func:`featx._files.atomic_write`); a failed write names the
+    cache folder's file and the cause."""
+    _atomic_write(path, write, "the feature cache")

@@ -19,12 +19,12 @@ from typing import Any
 
 import numpy as np
 
+from featx._files import TMP_PREFIX
 from featx.cache.checksums import entry_checksums, unbound, vector_checksums
 from featx.cache.files import (
     KEY_DTYPE,
     KEYS_SUFFIX,
     OPEN_SHARDS,
-    TMP_PREFIX,
     VECTORS_SUFFIX,
     atomic_write,
 )

@@ -26,7 +26,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from isal import isal_zlib
 
-from featx.cache.files import TMP_PREFIX, atomic_write
+from featx._files import TMP_PREFIX
+from featx.cache.files import atomic_write
 
 Signature = tuple[int, int, int, int]
 Entries = dict[str, tuple[Signature, str]]  # path -> (signature, content key)

@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from featx._files import temporary_sibling
 from featx._machine import cpu_model
-from featx.feature_files import check_output_path, temporary_sibling
+from featx.feature_files import check_output_path
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

@@ -164,12 +164,18 @@ class FrozenNetwork:
         self.n_features = feature_size(
             self.backbone, self.spec.layer, self.spec.pooling
         )  # also validates the node
-        self.device = resolve_device(self.spec.device)
-        if self.spec.precision == "int8" and self.device.type != "cpu":
+        # int8 on a GPU is refused as such, whether or not this machine has the GPU asked for
+        asked = self.spec.device if self.spec.device != "auto" else None
+        try:
+            device_type = resolve_device("auto").type if asked is None else torch.device(asked).type
+        except RuntimeError:  # not a device at all: resolve_device below says so
+            device_type = "cpu"
+        if self.spec.precision == "int8" and device_type != "cpu":
             raise ParameterError(
-                f"precision='int8' runs on the CPU only (here: {self.device}); on a GPU use "
+                f"precision='int8' runs on the CPU only (here: {asked or device_type}); on a GPU use "
                 "'fp16', 'bf16' or 'auto'"
             )
+        self.device = resolve_device(self.spec.device)
         resolved = resolve_weights(self.backbone, self.spec.weights)
         self.preprocessing: Preprocessing = dataclasses.replace(
             resolved.preprocessing, decoding=self.spec.decoding

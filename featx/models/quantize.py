@@ -29,8 +29,8 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_weights
 
+from featx._files import save_or_warn
 from featx.errors import FeatxError, ParameterError
-from featx.feature_files import save_or_warn
 
 #: What the int8 network's identity holds besides the float network's (goes into the fingerprint).
 SCHEME = (

@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from featx._files import save_or_warn
 from featx._machine import cpu_model
-from featx.feature_files import save_or_warn
 from featx.models import quantize
 
 FORMAT = 1
