@@ -32,10 +32,10 @@ from featx.engines.plan import every_failure
 from featx.engines.ray.network import (
     RemoteNetwork,
     connect,
-    get,
     matching_network,
     ray_module,
     resolve_on_worker,
+    unwrapped,
 )
 from featx.engines.ray.tasks import (
     key_decode_cells,
@@ -125,7 +125,7 @@ class RayEngine:
                 "add GPU workers, or use device auto or cpu"
             )
         resolve = ray.remote(resolve_on_worker).options(num_gpus=1 if gpus and spec.device != "cpu" else 0)
-        return get(ray, resolve.remote(spec))
+        return unwrapped(ray, resolve.remote(spec))
 
     def fill(
         self,

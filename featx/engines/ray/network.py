@@ -88,7 +88,7 @@ class RemoteNetwork:
     def __call__(self, batch: torch.Tensor) -> np.ndarray:
         ray = ray_module()
         forward = ray.remote(_forward_on_worker).options(num_gpus=1 if self.device.type == "cuda" else 0)
-        return get(ray, forward.remote(self.spec, self.fingerprint, batch.numpy()))
+        return unwrapped(ray, forward.remote(self.spec, self.fingerprint, batch.numpy()))
 
 
 def resolve_on_worker(spec: NetworkSpec) -> RemoteNetwork:
@@ -109,7 +109,7 @@ def _forward_on_worker(spec: NetworkSpec, fingerprint: dict[str, Any], pixels: n
     return matching_network(spec, fingerprint)(torch.from_numpy(pixels))
 
 
-def get(ray, reference):
+def unwrapped(ray, reference):
     """``ray.get``, raising a featx error from a worker as itself (one line), not wrapped in Ray's traceback."""
     try:
         return ray.get(reference)
