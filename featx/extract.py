@@ -17,6 +17,7 @@ import numpy as np
 from featx import engines
 from featx.cache import MemoryNamespace, Store, open_store
 from featx.cache.store import Keys, key_strings
+from featx.engines.base import RunOptions
 from featx.engines.local.engine import compute_missing
 from featx.errors import ImageError
 from featx.inputs.images import MAX_PIXELS, ImageInput, as_image_list
@@ -76,15 +77,10 @@ def extract(
     """
     store = store if store is not None else MemoryNamespace(network.fingerprint)
     engine = engine or engines.get("local")
-    filled = engine.fill(
-        images,
-        network,
-        store,
-        batch_size=batch_size,
-        num_workers=num_workers,
-        progress=progress,
-        max_pixels=max_pixels,
+    options = RunOptions(
+        batch_size=batch_size, num_workers=num_workers, progress=progress, max_pixels=max_pixels
     )
+    filled = engine.fill(images, network, store, options)
     features = np.full((len(images), network.n_features), np.nan, dtype=np.float32)
     good = filled.good()
     recomputed = 0

@@ -20,6 +20,7 @@ import pandas as pd
 from featx import engines
 from featx._files import temporary_sibling
 from featx.cache import FeatureCache, Namespace
+from featx.engines.base import RunOptions
 from featx.errors import ImageError
 from featx.extract import read_vectors
 from featx.feature_files import (
@@ -92,7 +93,7 @@ def run_extract_job(
     check_writable_folder(namespace.path, "--cache")
     engine = engine or engines.get("local")
     start = time.perf_counter()
-    options = dict(
+    options = RunOptions(
         batch_size=batch_size,
         num_workers=num_workers,
         progress=progress,
@@ -101,12 +102,12 @@ def run_extract_job(
     )
     failed_shards = 0
     if isinstance(manifest, Shards):
-        manifest, filled = engine.stream(manifest.names, network, namespace, **options)
+        manifest, filled = engine.stream(manifest.names, network, namespace, options)
         failed_shards = int(
             (manifest["path"] == manifest["shard"]).sum()
         )  # a shard's row stands for the shard
     else:
-        filled = engine.fill(manifest["path"].tolist(), network, namespace, **options)
+        filled = engine.fill(manifest["path"].tolist(), network, namespace, options)
     summary = JobSummary(
         len(manifest) - failed_shards,
         filled.n_cached,

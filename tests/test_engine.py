@@ -59,12 +59,15 @@ def test_duplicate_images_are_computed_once():
 def test_the_engine_keeps_64_bytes_a_key_and_one_failure_of_a_content_fails_each_input_holding_it():
     from featx import engines
     from featx.cache import MemoryNamespace
+    from featx.engines.base import RunOptions
     from featx.inputs.images import content_key
 
     network = FrozenNetwork("tiny", weights=None)
     text = b"not an image"
     images = [photo(0), text, photo(1), "/nowhere/missing.png", text]
-    filled = engines.get("local").fill(images, network, MemoryNamespace(network.fingerprint), num_workers=0)
+    filled = engines.get("local").fill(
+        images, network, MemoryNamespace(network.fingerprint), RunOptions(num_workers=0)
+    )
     assert filled.keys.dtype == np.dtype("S64") and filled.keys.nbytes == 64 * len(images)
     assert filled.keys[3] == b"" and filled.key_strings([0, 1]) == [content_key(images[0]), content_key(text)]
     assert [(e.index, e.kind) for e in filled.errors] == [

@@ -16,6 +16,7 @@ from featx.models.network import NetworkSpec
 
 ray = pytest.importorskip("ray", reason="the Ray engine is an optional extra: pip install 'featx[ray]'")
 from featx import engines  # noqa: E402
+from featx.engines.base import RunOptions  # noqa: E402
 
 TINY = "tiny_backbone:TINY"  # importable by Ray's worker processes (PYTHONPATH below), unlike a registration
 
@@ -121,7 +122,7 @@ def test_a_list_of_files_is_cut_into_blocks_so_that_every_actor_can_get_work(
     namespace = FeatureCache(tmp_path / "cache").namespace(network.fingerprint)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        filled = engines.get("ray", concurrency=2).fill(paths, network, namespace, batch_size=2)
+        filled = engines.get("ray", concurrency=2).fill(paths, network, namespace, RunOptions(batch_size=2))
     assert filled.n_computed == 6 and not filled.errors
     assert not [w for w in caught if "won't fully utilize the available concurrency" in str(w.message)]
 
@@ -182,7 +183,7 @@ def test_a_worker_whose_network_differs_from_the_jobs_fingerprint_refuses_and_th
             load_manifest(image_folder)["path"].tolist(),
             dataclasses.replace(network, fingerprint=foreign),
             namespace,
-            batch_size=4,
+            RunOptions(batch_size=4),
         )
     assert type(caught.value) is FeatxError  # featx's own error, so the command line prints one line
     assert not list(namespace.path.glob("*.vectors.npy"))

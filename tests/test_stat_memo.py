@@ -12,6 +12,7 @@ from PIL import Image
 from featx import FeatureCache, FrozenNetwork, engines
 from featx._files import TMP_PREFIX
 from featx.cache import stat_memo
+from featx.engines.base import RunOptions
 from featx.engines.local import seen
 from featx.errors import ImageError
 
@@ -58,7 +59,7 @@ def test_a_memo_that_cannot_be_written_costs_a_warning_and_the_job_goes_on(tmp_p
     namespace = FeatureCache(tmp_path / "cache").namespace(network.fingerprint)
     (tmp_path / "cache" / stat_memo.FOLDER).write_text("a file where the memo's folder goes")
     with pytest.warns(UserWarning, match="cannot keep the stat memo in .*stat-memo"):
-        filled = engines.get("local").fill(paths, network, namespace, batch_size=4, num_workers=0)
+        filled = engines.get("local").fill(paths, network, namespace, RunOptions(batch_size=4, num_workers=0))
     assert filled.n_computed == len(paths) and not filled.errors
 
 
@@ -74,9 +75,7 @@ def test_a_job_that_stops_at_a_bad_file_keeps_what_it_learned_before(tmp_path, i
             [*paths[:4], str(broken), *paths[4:]],
             network,
             namespace,
-            batch_size=2,
-            num_workers=0,
-            fail_fast=True,
+            RunOptions(batch_size=2, num_workers=0, fail_fast=True),
         )
     kept = stat_memo.load(tmp_path / "cache", paths)
     assert set(paths[:4]) <= set(kept) and str(broken) not in kept

@@ -11,10 +11,10 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from featx.engines.base import Engine, Filled
+from featx.engines.base import Engine, Filled, RunOptions
 from featx.options import ENGINES, check
 
-__all__ = ["Engine", "Filled", "get"]
+__all__ = ["Engine", "Filled", "RunOptions", "get"]
 
 _CLASSES = {
     "local": ("featx.engines.local.engine", "LocalEngine"),

@@ -10,6 +10,7 @@ import numpy as np
 
 from featx.cache.store import key_strings
 from featx.errors import ImageError
+from featx.inputs.images import MAX_PIXELS
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -47,6 +48,26 @@ def no_keys(n: int) -> np.ndarray:
     return np.zeros(n, dtype="S64")
 
 
+@dataclass(frozen=True)
+class RunOptions:
+    """How an engine runs one fill or stream, as one value: every engine takes the same options.
+
+    ``batch_size`` images per forward pass; ``num_workers`` decoding processes (None: chosen from the job
+    size and the cores; 0: decode in this process); ``progress`` a bar for a person watching;
+    ``fail_fast`` raises the first failure once the vectors decoded before it are stored; images over
+    ``max_pixels``, decoded or resized, fail one by one.
+    """
+
+    batch_size: int = 64
+    num_workers: int | None = None
+    progress: bool = False
+    fail_fast: bool = False
+    max_pixels: int = MAX_PIXELS
+
+
+DEFAULTS = RunOptions()
+
+
 class Engine(Protocol):
     """Key every input, compute what ``store`` lacks (once per distinct content), commit it batch by batch.
 
@@ -65,12 +86,7 @@ class Engine(Protocol):
         images: Sequence[Any],
         network: FrozenNetwork,
         store: Store,
-        *,
-        batch_size: int = 64,
-        num_workers: int | None = None,
-        progress: bool = False,
-        fail_fast: bool = False,
-        max_pixels: int = ...,
+        options: RunOptions = DEFAULTS,
     ) -> Filled: ...
 
     def stream(
@@ -78,12 +94,7 @@ class Engine(Protocol):
         shards: Sequence[str],
         network: FrozenNetwork,
         store: Store,
-        *,
-        batch_size: int = 64,
-        num_workers: int | None = None,
-        progress: bool = False,
-        fail_fast: bool = False,
-        max_pixels: int = ...,
+        options: RunOptions = DEFAULTS,
     ) -> tuple[pd.DataFrame, Filled]:
         """:meth:`fill` for WebDataset shards, each streamed once by one decoder: returns the manifest the
         decoders found (path, sample, shard, label; samples without an image in ``attrs["skipped"]``) and the

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_in
 from tqdm.auto import tqdm
 
 from featx.cache import Namespace, Store, stat_memo
-from featx.engines.base import Filled, no_keys
+from featx.engines.base import DEFAULTS, Filled, RunOptions, no_keys
 from featx.engines.local import seen
 from featx.engines.local.batches import Batches
 from featx.engines.local.workers import decoders_should_yield, default_num_workers, yield_to_the_network
@@ -43,12 +43,7 @@ class LocalEngine:
         images: Sequence[ImageInput],
         network: FrozenNetwork,
         store: Store,
-        *,
-        batch_size: int = 64,
-        num_workers: int | None = None,
-        progress: bool = False,
-        fail_fast: bool = False,
-        max_pixels: int = MAX_PIXELS,
+        options: RunOptions = DEFAULTS,
     ) -> Filled:
         """See :meth:`featx.engines.Engine.fill`. With an on-disk cache, the keys of unchanged local files
         come from the stat memo kept beside it, and what this run learned is added to it."""
@@ -56,16 +51,18 @@ class LocalEngine:
         if memo_root is not None:
             seen.adopt(stat_memo.load(memo_root, seen.local_paths(images)))
         try:
-            with tqdm(total=len(images), disable=not progress, unit="img", desc=network.backbone.name) as bar:
+            with tqdm(
+                total=len(images), disable=not options.progress, unit="img", desc=network.backbone.name
+            ) as bar:
                 return run(
                     images,
                     network,
                     store,
-                    batch_size=batch_size,
-                    num_workers=num_workers,
+                    batch_size=options.batch_size,
+                    num_workers=options.num_workers,
                     progress=bar,
-                    fail_fast=fail_fast,
-                    max_pixels=max_pixels,
+                    fail_fast=options.fail_fast,
+                    max_pixels=options.max_pixels,
                 )
         finally:
             learned = seen.learned()
@@ -77,25 +74,20 @@ class LocalEngine:
         shards: Sequence[str],
         network: FrozenNetwork,
         store: Store,
-        *,
-        batch_size: int = 64,
-        num_workers: int | None = None,
-        progress: bool = False,
-        fail_fast: bool = False,
-        max_pixels: int = MAX_PIXELS,
+        options: RunOptions = DEFAULTS,
     ) -> tuple[pd.DataFrame, Filled]:
         """Each DataLoader worker streams whole shards (shard i goes to worker i mod n); see
         :meth:`featx.engines.Engine.stream`."""
-        with tqdm(disable=not progress, unit="img", desc=network.backbone.name) as bar:
+        with tqdm(disable=not options.progress, unit="img", desc=network.backbone.name) as bar:
             return run_shards(
                 list(shards),
                 network,
                 store,
-                batch_size=batch_size,
-                num_workers=num_workers,
+                batch_size=options.batch_size,
+                num_workers=options.num_workers,
                 progress=bar,
-                fail_fast=fail_fast,
-                max_pixels=max_pixels,
+                fail_fast=options.fail_fast,
+                max_pixels=options.max_pixels,
             )
 
 

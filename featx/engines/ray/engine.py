@@ -27,7 +27,7 @@ import pyarrow as pa
 import torch
 
 from featx.cache import KEY_DTYPE, Namespace, Store
-from featx.engines.base import Filled
+from featx.engines.base import DEFAULTS, Filled, RunOptions
 from featx.engines.plan import every_failure
 from featx.engines.ray.network import (
     RemoteNetwork,
@@ -46,7 +46,6 @@ from featx.engines.ray.tasks import (
 from featx.engines.streaming import Streamed, assemble
 from featx.errors import FeatxError, ImageError, ParameterError
 from featx.inputs import sources
-from featx.inputs.images import MAX_PIXELS
 from featx.models.network import FrozenNetwork, NetworkSpec
 
 BLOCK_BATCHES = 8  # batches of a list of files per Ray Data block: each block is one task for one actor
@@ -132,23 +131,20 @@ class RayEngine:
         images: Sequence[str | os.PathLike],
         network: FrozenNetwork,
         store: Store,
-        *,
-        batch_size: int = 64,
-        num_workers: int | None = None,
-        progress: bool = False,
-        fail_fast: bool = False,
-        max_pixels: int = MAX_PIXELS,
+        options: RunOptions = DEFAULTS,
     ) -> Filled:
-        ray = self._start(store, network, progress)
+        ray = self._start(store, network, options.progress)
         paths = [os.fspath(p) for p in images]
-        outcome = self._run(ray, paths, network, store, batch_size, num_workers, max_pixels)
+        outcome = self._run(
+            ray, paths, network, store, options.batch_size, options.num_workers, options.max_pixels
+        )
         filled = Filled(
             outcome.keys,
             every_failure(outcome.failures, outcome.keys, paths.__getitem__),
             outcome.n_cached,
             outcome.n_computed,
         )
-        if fail_fast and filled.errors:
+        if options.fail_fast and filled.errors:
             raise filled.errors[0]
         return filled
 
@@ -157,16 +153,11 @@ class RayEngine:
         shards: Sequence[str],
         network: FrozenNetwork,
         store: Store,
-        *,
-        batch_size: int = 64,
-        num_workers: int | None = None,
-        progress: bool = False,
-        fail_fast: bool = False,
-        max_pixels: int = MAX_PIXELS,
+        options: RunOptions = DEFAULTS,
     ) -> tuple[pd.DataFrame, Filled]:
         """Each shard streamed once by one CPU task (Ray Data's blocks are shards); see
         :meth:`featx.engines.Engine.stream`."""
-        ray = self._start(store, network, progress)
+        ray = self._start(store, network, options.progress)
         shards = list(shards)
         items = ray.data.from_items(
             [{"number": n, "shard": s} for n, s in enumerate(shards)], override_num_blocks=len(shards)
@@ -175,22 +166,22 @@ class RayEngine:
             stream_shard_batches,
             fn_kwargs={
                 "preprocessing": network.preprocessing,
-                "max_pixels": max_pixels,
+                "max_pixels": options.max_pixels,
                 "known": store.known(),
-                "batch_size": batch_size,
+                "batch_size": options.batch_size,
             },
             batch_size=1,
-            concurrency=num_workers,
+            concurrency=options.num_workers,
         )
         entries: list[Streamed] = []
         n_cached = n_computed = 0
-        for batch in self._embedded(ray, decoded, network, store, batch_size):
+        for batch in self._embedded(ray, decoded, network, store, options.batch_size):
             entries.extend(streamed_entries(batch))
             n_cached += int(batch["cached"].sum())
             n_computed += int(batch["computed"].sum())
         store.refresh()  # the actors committed shards from their own processes
         manifest, filled = assemble(entries, shards, n_cached, n_computed)
-        if fail_fast and filled.errors:
+        if options.fail_fast and filled.errors:
             raise filled.errors[0]
         return manifest, filled
 
