@@ -12,10 +12,11 @@ from typing import Any
 import pandas as pd
 
 from featx.engines.base import Filled, no_keys
+from featx.engines.keyed import key_and_decode
 from featx.engines.plan import every_failure
 from featx.errors import ImageError, ShardReadError
 from featx.inputs import sources
-from featx.inputs.images import hash_content, read_error
+from featx.inputs.images import read_error
 from featx.models.preprocessing import Preprocessing
 
 
@@ -54,12 +55,9 @@ def stream_shard(
                 )
                 continue
             path = sources.member_path(shard, sample.image)
-            key, pixels, error = hash_content(sample.content), None, None
-            if key not in known:
-                try:
-                    pixels = preprocessing.decode(sample.content, position, max_pixels, source=path)
-                except ImageError as caught:
-                    error = caught
+            key, pixels, error = key_and_decode(
+                lambda content=sample.content: content, position, path, known, preprocessing, max_pixels
+            )
             yield Streamed(number, position, path, sample.key, sample.label, key, pixels, error)
             position += 1
     except ShardReadError as failure:

@@ -20,13 +20,14 @@ from tqdm.auto import tqdm
 
 from featx.cache import Namespace, Store, stat_memo
 from featx.engines.base import DEFAULTS, Filled, RunOptions, no_keys
+from featx.engines.keyed import key_and_decode
 from featx.engines.local import seen
 from featx.engines.local.batches import Batches
 from featx.engines.local.workers import decoders_should_yield, default_num_workers, yield_to_the_network
 from featx.engines.plan import every_failure, first_missing
 from featx.engines.streaming import Streamed, assemble, stream_shard, without_pixels
 from featx.errors import ImageError
-from featx.inputs.images import MAX_PIXELS, ImageInput, describe, hash_content, read_content
+from featx.inputs.images import MAX_PIXELS, ImageInput, describe, read_content
 from featx.models.network import FrozenNetwork, NetworkSpec
 from featx.models.preprocessing import Preprocessing
 
@@ -300,19 +301,16 @@ class _ReadKeyDecode(Dataset):
         index = self.todo[position]
         image = self.images[index]
         before = seen.signature(image)
-        try:
-            content = read_content(image, index)
-            key = hash_content(content)
-        except ImageError as error:
-            return index, None, error, None
-        file_signature = before if before is not None and seen.signature(image) == before else None
-        if key in self.known:
-            return index, key, None, file_signature
-        try:
-            pixels = self.preprocessing.decode(content, index, self.max_pixels, source=describe(image))
-        except ImageError as error:
-            return index, key, error, file_signature
-        return index, key, pixels, file_signature
+        key, pixels, error = key_and_decode(
+            lambda: read_content(image, index),
+            index,
+            describe(image),
+            self.known,
+            self.preprocessing,
+            self.max_pixels,
+        )
+        unchanged = key is not None and before is not None and seen.signature(image) == before
+        return index, key, error if error is not None else pixels, before if unchanged else None
 
 
 def _stack_decoded(samples: list[tuple]) -> tuple[list[tuple], torch.Tensor | None]:

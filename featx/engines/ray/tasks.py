@@ -10,10 +10,11 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from featx.engines.keyed import key_and_decode
 from featx.engines.streaming import Streamed, stream_shard
 from featx.errors import ImageError
 from featx.inputs import sources
-from featx.inputs.images import hash_content, read_content, read_error
+from featx.inputs.images import read_content, read_error
 from featx.models.preprocessing import Preprocessing
 
 
@@ -143,13 +144,8 @@ def _keyed_columns(
     bytes, its index, its name in errors): read once, hashed, decoded only where ``known`` lacks the key."""
     keys, pixels, errors = [], [], []
     for content, index, source in inputs:
-        key, decoded, error = "", NOTHING, None
-        try:
-            data = content()
-            key = hash_content(data)
-            if key not in known:
-                decoded = preprocessing.decode(data, index, max_pixels, source=source).numpy()
-        except ImageError as caught:
-            error = caught
-        keys.append(key), pixels.append(decoded), errors.append(error)
+        key, decoded, error = key_and_decode(content, index, source, known, preprocessing, max_pixels)
+        keys.append(key or "")
+        pixels.append(decoded.numpy() if decoded is not None else NOTHING)
+        errors.append(error)
     return {"key": np.array(keys, dtype=object), "pixels": object_column(pixels), **failure_columns(errors)}
