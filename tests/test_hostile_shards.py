@@ -2,6 +2,7 @@
 
 import io
 import tarfile
+from pathlib import Path
 
 import pytest
 from conftest import encode, photo
@@ -56,3 +57,43 @@ def test_a_whole_shard_reads_every_sample_and_no_error(tmp_path):
     _, _ = write_tar(tmp_path / "whole.tar", tarfile.PAX_FORMAT)
     keys, error = read_until_failure(tmp_path / "whole.tar")
     assert error is None and len(keys) == N_SAMPLES
+
+
+def test_duplicate_image_members_and_link_members_are_each_recorded_never_dropped_in_silence(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    import pandas as pd
+
+    shard = tmp_path / "odd.tar"
+    with tarfile.open(shard, "w") as tar:
+
+        def add(name, data=None, kind=tarfile.REGTYPE, target=""):
+            info = tarfile.TarInfo(name)
+            info.type, info.linkname = kind, target
+            info.size = len(data) if data is not None else 0
+            tar.addfile(info, io.BytesIO(data) if data is not None else None)
+
+        add("000.png", encode(photo(0)))
+        add("000.png", encode(photo(1)))  # the same name again: a second image of sample 000
+        add("000.cls", b"1")
+        add("001.png", kind=tarfile.SYMTYPE, target="000.png")
+        add("002.png", kind=tarfile.LNKTYPE, target="000.png")
+        add("003.png", encode(photo(3)))
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
+    out = tmp_path / "x.parquet"
+    result = subprocess.run(
+        [sys.executable, "-m", "featx", "extract", shard, "--backbone", "tiny_backbone:TINY", "--weights", "none",
+         "--quiet", "--cache", tmp_path / "cache", "--out", out],
+        env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    listed = pd.read_csv(tmp_path / "x.errors.csv")
+    reasons = {
+        path.split("::")[0].removeprefix("tar://"): message
+        for path, message in zip(listed["path"], listed["message"])
+    }
+    assert "second image member" in reasons["000.png"]
+    assert "symbolic link" in reasons["001.png"] and "hard link" in reasons["002.png"]
+    assert sorted(pd.read_parquet(out)["sample"]) == ["000", "003"]

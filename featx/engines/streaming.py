@@ -44,6 +44,10 @@ def stream_shard(
     position = 0
     try:
         for sample in sources.stream_samples(shard):
+            for member, why in sample.unused:  # recorded beside the sample, never dropped in silence
+                yield Streamed(
+                    number, position, sources.member_path(shard, member), sample.key, None, skipped=why
+                )
             if sample.image is None:
                 yield Streamed(
                     number,

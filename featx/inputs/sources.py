@@ -162,19 +162,22 @@ class Shards:
 @dataclass(frozen=True)
 class Sample:
     """One WebDataset sample as its shard streams past: its key, its image member's name and bytes (None
-    when it has no image member), its label, and the extensions of all its members."""
+    when it has no image member), its label, the extensions of all its members, and the members it does
+    not use, each with why (a second image member; a link, which featx never follows)."""
 
     key: str
     image: str | None
     content: bytes | None
     label: str | None
     extensions: tuple[str, ...]
+    unused: tuple[tuple[str, str], ...] = ()
 
 
 def stream_samples(shard: str) -> Iterator[Sample]:
     """Each sample of ``shard``, in order, from one front-to-back read of the shard (a sample's members are
     consecutive, as WebDataset writes them). Only a sample's first image member and its ``.cls`` / ``.json``
-    are kept. Raises :class:`ShardReadError` where the shard cannot be opened or ends early: cut inside a
+    are kept; every other image member and every link member is listed in ``Sample.unused``, never
+    dropped without a record. Raises :class:`ShardReadError` where the shard cannot be opened or ends early: cut inside a
     member, inside a header, or at a member's end without the end-of-archive blocks every tar writer
     adds. The samples before that point have been yielded, the one being read included when its image
     was read whole."""
@@ -185,7 +188,7 @@ def stream_samples(shard: str) -> Iterator[Sample]:
     try:
         with fsspec.open(shard, "rb") as raw, tarfile.open(fileobj=raw, mode="r|*", tarinfo=_EndAware) as tar:
             for member in tar:
-                if not member.isfile():
+                if member.isdir():
                     continue
                 member_name = last_read = member.name
                 directory, name = os.path.split(member.name)
@@ -200,9 +203,22 @@ def stream_samples(shard: str) -> Iterator[Sample]:
                     "content": None,
                     "labels": {},
                     "extensions": [],
+                    "unused": [],
                 }
                 current["extensions"].append(extension)
-                if extension in IMAGE_SUFFIXES and current["image"] is None:
+                if not member.isfile():
+                    kind = "symbolic link" if member.issym() else "hard link" if member.islnk() else "special"
+                    current["unused"].append(
+                        (member.name, f"a {kind} member: featx reads regular members only")
+                    )
+                elif extension in IMAGE_SUFFIXES and current["image"] is not None:
+                    current["unused"].append(
+                        (
+                            member.name,
+                            f"a second image member of sample {key} (the first, {current['image']}, is used)",
+                        )
+                    )
+                elif extension in IMAGE_SUFFIXES:
                     current["image"], current["content"] = member.name, tar.extractfile(member).read()
                 elif extension in (".cls", ".json"):
                     current["labels"][extension] = tar.extractfile(member).read()
@@ -236,7 +252,14 @@ class _EndAware(tarfile.TarInfo):
 def _sample(fields: dict[str, Any]) -> Sample:
     labels = fields["labels"]
     label = next((_label_from(e, labels[e]) for e in (".cls", ".json") if e in labels), None)
-    return Sample(fields["key"], fields["image"], fields["content"], label, tuple(fields["extensions"]))
+    return Sample(
+        fields["key"],
+        fields["image"],
+        fields["content"],
+        label,
+        tuple(fields["extensions"]),
+        tuple(fields["unused"]),
+    )
 
 
 # -- Parquet tables of encoded images --------------------------------------------------------------------
