@@ -55,16 +55,7 @@ class LocalEngine:
             with tqdm(
                 total=len(images), disable=not options.progress, unit="img", desc=network.backbone.name
             ) as bar:
-                return run(
-                    images,
-                    network,
-                    store,
-                    batch_size=options.batch_size,
-                    num_workers=options.num_workers,
-                    progress=bar,
-                    fail_fast=options.fail_fast,
-                    max_pixels=options.max_pixels,
-                )
+                return run(images, network, store, options, bar)
         finally:
             learned = seen.learned()
             if memo_root is not None:
@@ -80,16 +71,7 @@ class LocalEngine:
         """Each DataLoader worker streams whole shards (shard i goes to worker i mod n); see
         :meth:`featx.engines.Engine.stream`."""
         with tqdm(disable=not options.progress, unit="img", desc=network.backbone.name) as bar:
-            return run_shards(
-                list(shards),
-                network,
-                store,
-                batch_size=options.batch_size,
-                num_workers=options.num_workers,
-                progress=bar,
-                fail_fast=options.fail_fast,
-                max_pixels=options.max_pixels,
-            )
+            return run_shards(list(shards), network, store, options, bar)
 
 
 def compute_missing(
@@ -103,25 +85,20 @@ def compute_missing(
 ) -> int:
     """Compute, in this process, the vectors of ``keys`` the store lacks (a re-read after a checksum failure)."""
     todo = first_missing(keys, set(store.missing(keys)))
-    return run(
-        [images[i] for i in todo], network, store, batch_size=batch_size, num_workers=0, max_pixels=max_pixels
-    ).n_computed
+    options = RunOptions(batch_size=batch_size, num_workers=0, max_pixels=max_pixels)
+    return run([images[i] for i in todo], network, store, options).n_computed
 
 
 def run(
     images: Sequence[ImageInput],
     network: FrozenNetwork,
     store: Store,
-    *,
-    batch_size: int = 64,
-    num_workers: int | None = None,
+    options: RunOptions = DEFAULTS,
     progress: tqdm | None = None,
-    fail_fast: bool = False,
-    max_pixels: int = MAX_PIXELS,
 ) -> Filled:
     """Key every input and compute what ``store`` lacks, once per distinct content, in full batches.
 
-    With ``fail_fast`` the first failure is raised once the vectors decoded before it are stored.
+    With ``options.fail_fast`` the first failure is raised once the vectors decoded before it are stored.
     """
     known = store.known()
     keys = no_keys(len(images))
@@ -129,12 +106,12 @@ def run(
     n_cached = len(images) - len(todo)
     if progress is not None:
         progress.update(n_cached)
-    workers = (
-        default_num_workers(len(todo), batch_size, network.device) if num_workers is None else num_workers
-    )
+    workers = options.num_workers
+    if workers is None:
+        workers = default_num_workers(len(todo), options.batch_size, network.device)
     loader = DataLoader(
-        _ReadKeyDecode(images, todo, known, network.preprocessing, max_pixels),
-        batch_size=batch_size,
+        _ReadKeyDecode(images, todo, known, network.preprocessing, options.max_pixels),
+        batch_size=options.batch_size,
         num_workers=workers,
         collate_fn=_stack_decoded,
         # a RemoteNetwork's "cuda" may be a Ray worker's GPU, not this machine's
@@ -145,7 +122,7 @@ def run(
     )
     failures: list[ImageError] = []
     n_seen = n_decoded = 0
-    with Batches(network, store, batch_size) as batches:
+    with Batches(network, store, options.batch_size) as batches:
         for samples, pixels in _iterate(loader):
             decoded = []
             for index, key, outcome, file_signature in samples:
@@ -164,7 +141,7 @@ def run(
             n_decoded += len(decoded)
             n_seen += len(samples)
             batches.commit_full(expected=round(len(todo) * n_decoded / n_seen))
-            if fail_fast and failures:
+            if options.fail_fast and failures:
                 batches.commit_all()
                 raise min(failures, key=lambda e: e.index)
             if progress is not None:
@@ -183,22 +160,19 @@ def run_shards(
     shards: list[str],
     network: FrozenNetwork,
     store: Store,
-    *,
-    batch_size: int = 64,
-    num_workers: int | None = None,
+    options: RunOptions = DEFAULTS,
     progress: tqdm | None = None,
-    fail_fast: bool = False,
-    max_pixels: int = MAX_PIXELS,
 ) -> tuple[pd.DataFrame, Filled]:
     """Stream every shard once in worker processes, compute what ``store`` lacks in full batches, and
     assemble the manifest in shard order. At most one worker per shard: a shard is read front to back."""
     known = store.known()
-    if num_workers is None:
-        num_workers = default_num_workers(sys.maxsize, batch_size, network.device)
-    workers = min(num_workers, len(shards))
+    workers = options.num_workers
+    if workers is None:
+        workers = default_num_workers(sys.maxsize, options.batch_size, network.device)
+    workers = min(workers, len(shards))
     loader = DataLoader(
-        _StreamShards(shards, known, network.preprocessing, max_pixels),
-        batch_size=batch_size,
+        _StreamShards(shards, known, network.preprocessing, options.max_pixels),
+        batch_size=options.batch_size,
         num_workers=workers,
         collate_fn=_stack_streamed,
         pin_memory=network.device.type == "cuda" and torch.cuda.is_available(),
@@ -208,7 +182,7 @@ def run_shards(
     entries: list[Streamed] = []
     n_cached = n_decoded = n_failed = 0
     started: set[int] = set()
-    with Batches(network, store, batch_size) as batches:
+    with Batches(network, store, options.batch_size) as batches:
         for streamed, decoded, pixels in _iterate(loader):
             decoded_keys = []
             for entry, was_decoded in zip(streamed, decoded):
@@ -224,7 +198,7 @@ def run_shards(
             n_decoded += len(decoded_keys)
             # how many this job computes is known only at its end: estimated from the shards begun so far
             batches.commit_full(expected=round(n_decoded * len(shards) / len(started)))
-            if fail_fast and n_failed:
+            if options.fail_fast and n_failed:
                 batches.commit_all()
                 raise assemble(entries, shards, n_cached, batches.computed)[1].errors[0]
             if progress is not None:
