@@ -5,15 +5,11 @@ damaged entries are recomputed, exactly like a flipped bit, and ``verify`` repor
 import numpy as np
 import pytest
 from conftest import assert_same_vectors, photo
+from test_cache import only_namespace
 
-from featx import FeatureCache, extract_features
+from featx import extract_features
 from featx.cache import KEY_DTYPE, Namespace
 from featx.cache.checksums import entry_checksums, key_tags
-
-
-def only_namespace(root):
-    (namespace,) = FeatureCache(root).namespaces()
-    return namespace
 
 
 @pytest.mark.parametrize(

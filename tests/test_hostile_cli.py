@@ -2,32 +2,24 @@
 input, cache commands pointed outside their folder or at nothing, and jobs where every input fails. Each
 ends in one line that names the value and what to do, exits non-zero, and touches nothing it should not."""
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from test_cache import featx_cli
 
-REPO = Path(__file__).resolve().parents[1]
 TINY = ["--backbone", "tiny_backbone:TINY", "--weights", "none", "--quiet"]
 
 
-def featx_cli(*args, cwd=None):
-    env = {**os.environ, "PYTHONPATH": str(REPO / "tests")}
-    return subprocess.run(
-        [sys.executable, "-m", "featx", *map(str, args)], env=env, capture_output=True, text=True, cwd=cwd
-    )
-
-
-def one_line_error(result, *fragments):
+def one_line_error(result, *fragments) -> str:
+    """Assert a non-zero exit with exactly one ``error:`` line, no traceback, naming ``fragments``."""
     assert result.returncode != 0, result.stdout
     assert "Traceback" not in result.stderr, result.stderr
     errors = [line for line in result.stderr.splitlines() if "error:" in line]
     assert len(errors) == 1, result.stderr
     for fragment in fragments:
         assert fragment in errors[0], result.stderr
+    return errors[0]
 
 
 @pytest.mark.parametrize(

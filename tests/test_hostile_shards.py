@@ -2,10 +2,10 @@
 
 import io
 import tarfile
-from pathlib import Path
 
 import pytest
 from conftest import encode, photo
+from test_cache import featx_cli
 
 from featx.errors import ShardReadError
 from featx.inputs.sources import stream_samples
@@ -60,10 +60,6 @@ def test_a_whole_shard_reads_every_sample_and_no_error(tmp_path):
 
 
 def test_duplicate_image_members_and_link_members_are_each_recorded_never_dropped_in_silence(tmp_path):
-    import os
-    import subprocess
-    import sys
-
     import pandas as pd
 
     shard = tmp_path / "odd.tar"
@@ -81,12 +77,10 @@ def test_duplicate_image_members_and_link_members_are_each_recorded_never_droppe
         add("001.png", kind=tarfile.SYMTYPE, target="000.png")
         add("002.png", kind=tarfile.LNKTYPE, target="000.png")
         add("003.png", encode(photo(3)))
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
     out = tmp_path / "x.parquet"
-    result = subprocess.run(
-        [sys.executable, "-m", "featx", "extract", shard, "--backbone", "tiny_backbone:TINY", "--weights", "none",
-         "--quiet", "--cache", tmp_path / "cache", "--out", out],
-        env=env, capture_output=True, text=True,
+    result = featx_cli(
+        "extract", shard, "--backbone", "tiny_backbone:TINY", "--weights", "none", "--quiet",
+        "--cache", tmp_path / "cache", "--out", out,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     listed = pd.read_csv(tmp_path / "x.errors.csv")

@@ -1,35 +1,18 @@
 """Hostile values and damage that used to end in a traceback or a wrong answer: each is now one line
 naming the value and what to do, or the damage is repaired by recomputing."""
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from conftest import assert_same_vectors, photo
+from test_cache import featx_cli
+from test_hostile_cli import one_line_error
 
 from featx import FeatureCache, ParameterError, PretrainedFeatures, extract_features
 
-REPO = Path(__file__).resolve().parents[1]
 TINY = ["--backbone", "tiny_backbone:TINY", "--quiet"]
-
-
-def featx_cli(*args):
-    env = {**os.environ, "PYTHONPATH": str(REPO / "tests")}
-    return subprocess.run(
-        [sys.executable, "-m", "featx", *map(str, args)], env=env, capture_output=True, text=True
-    )
-
-
-def one_line_error(result, *fragments):
-    assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr
-    (line,) = [line for line in result.stderr.splitlines() if "error:" in line]
-    for fragment in fragments:
-        assert fragment in line, result.stderr
-    return line
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks a machine without CUDA")
