@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
+import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -26,11 +26,15 @@ OPEN_SHARDS = 64  # memory maps kept open at once (each holds a file descriptor)
 
 
 def fingerprint_id(fingerprint: Mapping[str, Any]) -> str:
-    """A stable, readable directory name for a fingerprint: backbone, node and a hash of everything."""
+    """A stable, readable directory name for a fingerprint: backbone, node and a hash of everything.
+
+    One folder level whatever the names hold: ``timm/vit.tag`` or ``pkg.module:attr`` become
+    ``timm_vit.tag`` and ``pkg.module_attr`` (the hash keeps them apart)."""
     canonical = json.dumps(fingerprint, sort_keys=True, separators=(",", ":"))
     digest = hashlib.sha256(canonical.encode()).hexdigest()[:16]
-    node = str(fingerprint.get("node", "node")).replace(".", "_").replace(os.sep, "_")
-    return f"{fingerprint.get('backbone', 'model')}-{node}-{digest}"
+    backbone = re.sub(r"[^\w.-]", "_", str(fingerprint.get("backbone", "model")))
+    node = re.sub(r"[^\w-]", "_", str(fingerprint.get("node", "node")))
+    return f"{backbone}-{node}-{digest}"
 
 
 def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
