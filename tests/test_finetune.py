@@ -15,8 +15,9 @@ from sklearn.preprocessing import StandardScaler
 
 from featx import extract_features
 from featx.estimators.adapt import CORAL, shift_report
-from featx.estimators.finetune import FineTunedClassifier, blocks
+from featx.estimators.finetune import FineTunedClassifier
 from featx.evaluate import compare_finetuning, transfer_report, with_finetuning
+from featx.models.blocks import blocks
 
 
 def striped(n: int, seed: int = 0) -> tuple[list[bytes], np.ndarray]:

@@ -27,7 +27,9 @@ from torch import nn
 from featx.errors import ParameterError
 from featx.inputs.images import as_image_list
 from featx.models._registry import get_backbone
-from featx.models.network import feature_size, pool, resolve_device, resolve_pooling
+from featx.models.blocks import blocks
+from featx.models.network import feature_size, resolve_device
+from featx.models.pooling import Pool, resolve_pooling
 from featx.models.preprocessing import Normalise
 from featx.models.weights import resolve_weights
 from featx.options import FRACTION, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, validate
@@ -36,41 +38,13 @@ from featx.options import FRACTION, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, va
 class _Classifier(nn.Module):
     """Truncated backbone -> pooled features -> linear head."""
 
-    def __init__(self, extractor: nn.Module, pooling: str, n_features: int, n_classes: int):
+    def __init__(self, extractor: nn.Module, pool: Pool, n_features: int, n_classes: int):
         super().__init__()
-        self.extractor, self.pooling = extractor, pooling
+        self.extractor, self.pool = extractor, pool
         self.head = nn.Linear(n_features, n_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(pool(self.extractor(x)["features"], self.pooling))
-
-
-def blocks(extractor: nn.Module) -> list[list[str]]:
-    """The backbone's blocks, input to output, as lists of parameter names.
-
-    A block is a top-level child, or each numbered child of a top-level container: ResNet's residual
-    blocks (layer4.1), EfficientNet's stages (blocks.6), VGG's convolutions (features.28). A block of
-    normalisation layers only joins the block before it (EfficientNet's conv_head + bn2).
-    """
-    groups: list[list[str]] = []
-    for name, child in extractor.named_children():
-        children = list(child.named_children())
-        numbered = children and all(sub.isdigit() for sub, _ in children)
-        for sub, module in children if numbered else [("", child)]:
-            prefix = f"{name}.{sub}" if sub else name
-            params = [f"{prefix}.{p}" for p, _ in module.named_parameters()]
-            if not params:
-                continue
-            norm_only = all(
-                isinstance(m, nn.modules.batchnorm._NormBase)
-                for m in module.modules()
-                if list(m.parameters(recurse=False))
-            )
-            if norm_only and groups:
-                groups[-1].extend(params)
-            else:
-                groups.append(params)
-    return groups
+        return self.head(self.pool(self.extractor(x)["features"]))
 
 
 class FineTunedClassifier(ClassifierMixin, BaseEstimator):
@@ -80,7 +54,7 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
     ----------
     backbone, weights : as in :class:`featx.PretrainedFeatures`.
     unfreeze : int, default=0
-        Blocks (see :func:`blocks`) trained in phase 2; 0 trains the head only.
+        Blocks (see :func:`featx.models.blocks.blocks`) trained in phase 2; 0 trains the head only.
     epochs, lr : head phase: at most this many epochs at this AdamW learning rate.
     finetune_epochs, finetune_lr, lr_decay : phase 2: the top unfrozen block learns at ``finetune_lr``, each
         block below at ``lr_decay`` times the one above, the head at ``finetune_lr / lr_decay``.
@@ -262,7 +236,8 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
         self._preprocessing = resolved.preprocessing
         self._normalise = Normalise(resolved.preprocessing)
         extractor = spec.truncated(resolved.state_dict)  # weights=None: the frozen extractor's network
-        return _Classifier(extractor, resolve_pooling(spec, None, None), feature_size(spec), n_classes)
+        pooling = Pool(resolve_pooling(spec, None, None), spec.prefix_tokens)
+        return _Classifier(extractor, pooling, feature_size(spec), n_classes)
 
     def _decode(self, images: list) -> torch.Tensor:
         """All images resized and cropped, as one uint8 tensor (150 kB per 224 px image)."""
@@ -276,7 +251,7 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
         model.eval()
         return torch.cat(
             [
-                pool(model.extractor(self._scale(chunk, device))["features"], model.pooling)
+                model.pool(model.extractor(self._scale(chunk, device))["features"])
                 for chunk in pixels.split(self.batch_size * 4)
             ]
         ).clone()

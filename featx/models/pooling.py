@@ -1,0 +1,60 @@
+"""One vector per image from a node's output: the reductions ``pooling=`` names, written once for the
+frozen network, fine-tuning and the meta-device size computation.
+
+Convolutional outputs are ``(B, C, H, W)``; transformer outputs are ``(B, tokens, C)`` whose first
+``prefix_tokens`` tokens are the class (and register) tokens, as timm's ``num_prefix_tokens`` counts them.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from featx.errors import ParameterError
+from featx.options import POOLINGS, check
+
+__all__ = ["Pool", "pool", "resolve_pooling"]
+
+_TOKEN_POOLINGS = ("cls", "tokens_avg")
+
+
+def resolve_pooling(backbone, layer: str | None, pooling: str | None) -> str:
+    """The backbone's own pooling for its default node; its ``layer_pooling`` for any other node."""
+    if pooling is None:
+        return backbone.pooling if layer in (None, backbone.node) else backbone.layer_pooling
+    return check("pooling", pooling, POOLINGS)
+
+
+def pool(features: torch.Tensor, pooling: str, prefix_tokens: int = 0) -> torch.Tensor:
+    """Reduce (B, C, H, W) or (B, tokens, C) to (B, d).
+
+    'flatten' keeps everything; 'avg' / 'max' reduce the spatial positions (or all tokens); 'cls' takes
+    the first token; 'tokens_avg' averages the tokens after the ``prefix_tokens`` class/register tokens.
+    """
+    if pooling in _TOKEN_POOLINGS and features.ndim != 3:
+        raise ParameterError(
+            f"pooling={pooling!r} needs a token output (batch, tokens, channels), but this node gives "
+            f"{tuple(features.shape[1:])} per image; use 'avg', 'max' or 'flatten'"
+        )
+    if features.ndim <= 2 or pooling == "flatten":
+        return features.flatten(1)
+    if pooling == "cls":
+        return features[:, 0]
+    if pooling == "tokens_avg":
+        return features[:, prefix_tokens:].mean(1)
+    spatial = tuple(range(2, features.ndim)) if features.ndim == 4 else (1,)
+    return features.mean(spatial) if pooling == "avg" else features.amax(spatial)
+
+
+class Pool(nn.Module):
+    """:func:`pool` as a module, so the reduction is part of the graph that is compiled or quantized."""
+
+    def __init__(self, pooling: str, prefix_tokens: int = 0):
+        super().__init__()
+        self.pooling, self.prefix_tokens = pooling, prefix_tokens
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return pool(features, self.pooling, self.prefix_tokens)
+
+    def extra_repr(self) -> str:
+        return f"pooling={self.pooling!r}, prefix_tokens={self.prefix_tokens}"
