@@ -81,10 +81,11 @@ Constraint = Choice | Interval
 PRECISIONS = Choice(("auto", "fp32", "bf16", "fp16", "int8"))
 COMPILES = Choice(("auto", True, False))
 COMPILE_WORDS = {"auto": "auto", "on": True, "off": False}  # the command line's spelling of COMPILES
-POOLINGS = Choice(("flatten", "avg", "max"))
+POOLINGS = Choice(("flatten", "avg", "max", "cls", "tokens_avg"))  # the last two: token outputs
 ON_ERROR = Choice(("raise", "nan"))  # Python: a failed input raises, or becomes a NaN row
 JOB_ON_ERROR = Choice(("skip", "raise"))  # batch job: a failed input is listed and left out, or stops the job
 ENGINES = Choice(("local", "ray"))
+CROP_MODES = Choice(("center", "squash"))  # timm's crop modes that featx reproduces
 DECODINGS = Choice(("reduced", "full"))  # big JPEGs: DCT-scaled decoding, or every pixel
 POSITIVE_INT = Interval(int, 1)  # batch sizes, pixel limits, sizes, megabytes
 WORKERS = Interval(int, 0, none=True)  # decoding processes: 0 decodes in the calling process

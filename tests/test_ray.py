@@ -95,10 +95,11 @@ def test_ray_streams_shards_as_the_local_engine_does_same_rows_vectors_failures_
     assert (again.n_computed, again.n_cached, len(again.errors)) == (0, 3, 4)
 
 
+@pytest.mark.parametrize("backbone", [TINY, "timm/test_vit.r160_in1k"])  # a user's module; timm's zoo by name
 def test_ray_vectors_land_in_the_namespace_the_local_engine_and_transformer_read(
-    local_ray, image_folder, tmp_path
+    local_ray, image_folder, tmp_path, backbone
 ):
-    network = FrozenNetwork(TINY, weights=None, precision="fp32")
+    network = FrozenNetwork(backbone, weights=None, precision="fp32")
     namespace = FeatureCache(tmp_path / "cache").namespace(network.fingerprint)
     summary = run_extract_job(
         load_manifest(image_folder), network, namespace, progress=False, engine=engines.get("ray")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 from typing import Any
 
@@ -176,14 +177,13 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
         return result.features
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
-        """Names like ``resnet50_avgpool_0``: backbone, node, (pooling if reduced), index."""
+        """Names like ``resnet50_avgpool_0``: backbone, node, (pooling if reduced), index; any character
+        that is not a letter, digit or underscore (``timm/vit.tag``) becomes ``_``."""
         check_is_fitted(self, "n_features_out_")
         spec = get_backbone(self.backbone)
-        node = (self.layer or spec.node).replace(".", "_")
-        pooling = (
-            self.pooling if self.pooling in ("avg", "max") and self.layer not in (None, spec.node) else None
-        )
-        prefix = "_".join(part for part in (spec.name, node, pooling) if part)
+        node = self.layer or spec.node
+        pooling = self.pooling if self.pooling not in (None, "flatten") and node != spec.node else None
+        prefix = re.sub(r"\W", "_", "_".join(part for part in (spec.name, node, pooling) if part))
         return np.asarray([f"{prefix}_{i}" for i in range(self.n_features_out_)], dtype=object)
 
     def _network(self) -> FrozenNetwork:

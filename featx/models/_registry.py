@@ -2,12 +2,16 @@
 
 Like torchvision's ``models/_api.py``, the mechanism knows no model: each family registers its entries
 from its own file under :mod:`featx.models.zoo`, and users add theirs with :func:`register_backbone`.
+A whole zoo (torchvision's 80 classifiers, timm's 1,800 tags) registers as a :class:`Family` instead: it
+lists its names and builds an entry only when one is asked for, so importing featx builds none of them.
 """
 
 from __future__ import annotations
 
+import difflib
+import fnmatch
 import importlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 import torch
@@ -20,7 +24,15 @@ from featx.options import POOLINGS, check
 
 ExtractorFactory = Callable[[nn.Module, str], nn.Module]
 
-__all__ = ["Backbone", "get_backbone", "list_backbones", "register_backbone"]
+__all__ = [
+    "Backbone",
+    "Family",
+    "catalogue",
+    "get_backbone",
+    "list_backbones",
+    "register_backbone",
+    "register_family",
+]
 
 
 def torchvision_fx_extractor(model: nn.Module, node: str) -> nn.Module:
@@ -28,6 +40,18 @@ def torchvision_fx_extractor(model: nn.Module, node: str) -> nn.Module:
     from torchvision.models.feature_extraction import create_feature_extractor
 
     return create_feature_extractor(model, return_nodes={node: "features"})
+
+
+class ChannelsFirst(nn.Module):
+    """An extractor whose 4-D outputs are NHWC (Swin's stages) turned to NCHW, the layout pooling expects."""
+
+    def __init__(self, extractor: nn.Module):
+        super().__init__()
+        self.extractor = extractor
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        features = self.extractor(x)["features"]
+        return {"features": features.permute(0, 3, 1, 2) if features.ndim == 4 else features}
 
 
 def graph_node_names(model: nn.Module) -> list[str]:
@@ -53,6 +77,10 @@ class Backbone:
     node_names : lists the nodes a user may name with ``layer=``.
     stages : earlier nodes worth comparing with ``node`` (early to late), for the transfer report's
         layer sweep: the field's rule is that early layers transfer to distant domains, late ones do not.
+    layer_pooling : the reduction of any other node's output ('avg' for feature maps; a vision
+        transformer's own rule, 'cls' or 'tokens_avg', for its blocks' tokens).
+    prefix_tokens : class and register tokens ahead of the patch tokens ('tokens_avg' skips them).
+    family : the zoo the entry came from ('torchvision', 'timm', ...), for listings.
     """
 
     name: str
@@ -66,13 +94,21 @@ class Backbone:
     node_names: Callable[[nn.Module], list[str]] = graph_node_names
     description: str = ""
     stages: tuple[str, ...] = ()
+    layer_pooling: str = "avg"
+    prefix_tokens: int = 0
+    family: str = "custom"
 
     def __post_init__(self) -> None:
         check("pooling", self.pooling, POOLINGS, f"Backbone {self.name!r}")
+        check("layer_pooling", self.layer_pooling, POOLINGS, f"Backbone {self.name!r}")
         if self.default_weights is not None and self.default_weights not in self.weights:
             raise ParameterError(
                 f"default_weights={self.default_weights!r} is not among {list(self.weights)}"
             )
+
+    def skeleton(self) -> nn.Module:
+        """The architecture on PyTorch's meta device (shapes, no data), in eval mode."""
+        return meta_skeleton(self.build)
 
     def truncated(self, state_dict: StateDict | None, node: str | None = None) -> nn.Module:
         """The network with ``state_dict`` loaded (None: seeded random init), cut at ``node``, in eval mode.
@@ -88,7 +124,32 @@ class Backbone:
         return self.create_extractor(model.eval(), node or self.node).eval()
 
 
+@dataclass(frozen=True)
+class Family:
+    """A zoo resolved lazily: ``names(pretrained)`` lists its names and ``default_weights(name)`` says
+    what 'DEFAULT' loads (both cheaply: no model is built); ``resolve(name)`` builds the
+    :class:`Backbone` for a name that ``owns(name)`` claims."""
+
+    name: str
+    owns: Callable[[str], bool]
+    resolve: Callable[[str], Backbone]
+    names: Callable[[bool], Iterable[str]]
+    default_weights: Callable[[str], str | None]
+
+
+def meta_skeleton(build: Callable[[], nn.Module]) -> nn.Module:
+    """``build()`` on the meta device; models whose constructors compute with tensor values (torchvision's
+    RegNets) are built on the CPU and moved there."""
+    try:
+        with torch.device("meta"):
+            return build().eval()
+    except (NotImplementedError, RuntimeError):
+        return build().to("meta").eval()
+
+
 _REGISTRY: dict[str, Backbone] = {}
+_FAMILIES: dict[str, Family] = {}
+_RESOLVED: dict[str, Backbone] = {}  # family entries, built once per process
 
 
 def register_backbone(backbone: Backbone, *, overwrite: bool = False) -> Backbone:
@@ -99,20 +160,35 @@ def register_backbone(backbone: Backbone, *, overwrite: bool = False) -> Backbon
     return backbone
 
 
+def register_family(family: Family) -> Family:
+    """Add a zoo whose names resolve on first use. Single entries registered by name take precedence."""
+    _FAMILIES[family.name] = family
+    return family
+
+
 def get_backbone(backbone: str | Backbone) -> Backbone:
     """Look a backbone up by name; a ``Backbone`` passes through, and ``"package.module:attr"`` imports one
     (how the command line and fresh worker processes reach backbones users defined in their own code)."""
     if isinstance(backbone, Backbone):
         return backbone
-    if isinstance(backbone, str) and ":" in backbone:
-        return _import_backbone(backbone)
-    try:
+    if not isinstance(backbone, str):
+        raise ParameterError(f"backbone={backbone!r} is neither a name nor a featx.Backbone")
+    if backbone in _REGISTRY:
         return _REGISTRY[backbone]
-    except (KeyError, TypeError):
-        raise ParameterError(
-            f"backbone={backbone!r} is not registered; choose one of {sorted(_REGISTRY)} "
-            "or add yours with featx.register_backbone"
-        ) from None
+    if backbone in _RESOLVED:
+        return _RESOLVED[backbone]
+    for family in _FAMILIES.values():
+        if family.owns(backbone):
+            _RESOLVED[backbone] = family.resolve(backbone)
+            return _RESOLVED[backbone]
+    if ":" in backbone:
+        return _import_backbone(backbone)
+    close = difflib.get_close_matches(backbone, list_backbones(), n=3, cutoff=0.5)
+    raise ParameterError(
+        f"backbone={backbone!r} is not a known backbone"
+        + (f"; did you mean {', '.join(map(repr, close))}?" if close else "")
+        + " featx.list_backbones('pattern*') lists the names; featx.register_backbone adds yours"
+    )
 
 
 def _import_backbone(reference: str) -> Backbone:
@@ -128,9 +204,32 @@ def _import_backbone(reference: str) -> Backbone:
     return found
 
 
-def list_backbones() -> list[str]:
-    """Names of all registered backbones."""
-    return sorted(_REGISTRY)
+def list_backbones(pattern: str | None = None, *, pretrained: bool = False) -> list[str]:
+    """Names of the registered backbones and of every family's models, sorted.
+
+    ``pattern`` is a shell pattern (``"convnext*"``) matched against the whole name and against the name
+    after its family prefix (so it finds ``timm/convnext_tiny.fb_in22k`` too). ``pretrained=True`` keeps
+    the names that have pretrained weights. Like ``timm.list_models``, this builds no model.
+    """
+    return sorted(catalogue(pattern, pretrained=pretrained))
+
+
+def catalogue(pattern: str | None = None, *, pretrained: bool = False) -> dict[str, tuple[str, str | None]]:
+    """``{name: (family, default weights)}`` for :func:`list_backbones`'s names, without building a model."""
+    found: dict[str, tuple[str, str | None]] = {}
+    for family in _FAMILIES.values():
+        found.update({name: (family.name, None) for name in family.names(pretrained)})
+    if pattern is not None:
+        found = {n: f for n, f in found.items() if _matches(n, pattern)}
+    found = {n: (family, _FAMILIES[family].default_weights(n)) for n, (family, _) in found.items()}
+    for name, entry in _REGISTRY.items():  # a registered entry shadows a family's name
+        if (not pretrained or entry.weights) and (pattern is None or _matches(name, pattern)):
+            found[name] = (entry.family, entry.default_weights)
+    return found
+
+
+def _matches(name: str, pattern: str) -> bool:
+    return fnmatch.fnmatch(name, pattern) or fnmatch.fnmatch(name.split("/", 1)[-1], pattern)
 
 
 def _load_matching(model: nn.Module, state_dict: Mapping[str, torch.Tensor], name: str) -> None:

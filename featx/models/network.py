@@ -17,6 +17,7 @@ from featx.cache.files import FORMAT_VERSION
 from featx.errors import ParameterError
 from featx.models import quantize, tuning
 from featx.models._registry import Backbone, get_backbone
+from featx.models.pooling import Pool, pool, resolve_pooling
 from featx.models.precision import Trial, choose_precision
 from featx.models.preprocessing import Normalise, Preprocessing
 from featx.models.weights import resolve_weights
@@ -34,9 +35,7 @@ __all__ = [
     "NetworkSpec",
     "feature_size",
     "list_nodes",
-    "pool",
     "resolve_device",
-    "resolve_pooling",
 ]
 
 
@@ -96,25 +95,10 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return torch.device("cpu")
 
 
-def resolve_pooling(backbone: Backbone, layer: str | None, pooling: str | None) -> str:
-    """The backbone's own pooling for its default node; global average for any other named node."""
-    if pooling is None:
-        return backbone.pooling if layer in (None, backbone.node) else "avg"
-    return check("pooling", pooling, POOLINGS)
-
-
-def pool(features: torch.Tensor, pooling: str) -> torch.Tensor:
-    """Reduce a node's output to one vector per image: (B, C, H, W) or (B, tokens, C) -> (B, d)."""
-    if features.ndim <= 2 or pooling == "flatten":
-        return features.flatten(1)
-    spatial = tuple(range(2, features.ndim)) if features.ndim == 4 else (1,)
-    return features.mean(spatial) if pooling == "avg" else features.amax(spatial)
-
-
 @functools.lru_cache(maxsize=64)
 def _meta_output_shape(backbone: Backbone, node: str, crop: int) -> tuple[int, ...]:
-    with torch.device("meta"):
-        extractor = backbone.create_extractor(backbone.build().eval(), node).eval()
+    extractor = backbone.create_extractor(backbone.skeleton(), node).eval()
+    with torch.device("meta"):  # tensors the forward creates (position ids, masks) stay data-free too
         return tuple(extractor(torch.empty(1, 3, crop, crop))["features"].shape[1:])
 
 
@@ -122,7 +106,9 @@ def feature_size(backbone: str | Backbone, layer: str | None = None, pooling: st
     """The length of the feature vector, computed on PyTorch's meta device: no weights, no images."""
     spec = get_backbone(backbone)
     shape = _output_shape(spec, layer or spec.node)
-    pooled = pool(torch.empty((1, *shape), device="meta"), resolve_pooling(spec, layer, pooling))
+    pooled = pool(
+        torch.empty((1, *shape), device="meta"), resolve_pooling(spec, layer, pooling), spec.prefix_tokens
+    )
     return int(pooled.shape[1])
 
 
@@ -142,8 +128,7 @@ def _output_shape(spec: Backbone, node: str) -> tuple[int, ...]:
 def list_nodes(backbone: str | Backbone) -> list[str]:
     """The node names ``layer=`` accepts for this backbone, input to output."""
     spec = get_backbone(backbone)
-    with torch.device("meta"):
-        return spec.node_names(spec.build().eval())
+    return spec.node_names(spec.skeleton())
 
 
 class FrozenNetwork:
@@ -182,7 +167,11 @@ class FrozenNetwork:
         )
         self.weights_description = resolved.description
         self.module = self._load(resolved.state_dict)
-        self._pipelines = {"float": _Pipeline(self.module, self.preprocessing, self.pooling).to(self.device)}
+        self._pipelines = {
+            "float": _Pipeline(
+                self.module, self.preprocessing, Pool(self.pooling, self.backbone.prefix_tokens)
+            ).to(self.device)
+        }
         identity = {
             "format": FORMAT_VERSION,
             "backbone": self.backbone.name,
@@ -221,7 +210,9 @@ class FrozenNetwork:
                 tuning.tuning_path().parent, self._tuning_key, self.trial.digest()
             )
             self._pipelines["int8"] = _Pipeline(
-                quantize.quantize(self.module, calibration, stored), self.preprocessing, self.pooling
+                quantize.quantize(self.module, calibration, stored),
+                self.preprocessing,
+                Pool(self.pooling, self.backbone.prefix_tokens),
             )
         return self._pipelines["int8"]
 
@@ -290,9 +281,9 @@ class FrozenNetwork:
 class _Pipeline(nn.Module):
     """uint8 batch -> scaled and normalised -> truncated network -> pooled float32: one graph to compile."""
 
-    def __init__(self, network: nn.Module, preprocessing: Preprocessing, pooling: str):
+    def __init__(self, network: nn.Module, preprocessing: Preprocessing, pool: Pool):
         super().__init__()
-        self.normalise, self.network, self.pooling = Normalise(preprocessing), network, pooling
+        self.normalise, self.network, self.pool = Normalise(preprocessing), network, pool
 
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
-        return pool(self.network(self.normalise(batch))["features"].float(), self.pooling)
+        return self.pool(self.network(self.normalise(batch))["features"].float())

@@ -12,7 +12,7 @@ from torchvision.transforms import v2
 
 from featx.errors import ParameterError
 from featx.inputs.images import MAX_PIXELS, load_rgb
-from featx.options import DECODINGS, check
+from featx.options import CROP_MODES, DECODINGS, check
 
 _INTERPOLATIONS = {
     "bilinear": v2.InterpolationMode.BILINEAR,
@@ -28,6 +28,9 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 class Preprocessing:
     """Resize the short side to ``resize``, centre-crop ``crop`` x ``crop``, scale to [0, 1], normalise.
 
+    ``crop_mode="squash"`` (some timm models) resizes both sides to ``resize`` instead, ignoring the
+    aspect ratio, before the centre crop.
+
     This is the evaluation transform of torchvision's ImageNet weights and of timm's ``pretrained_cfg``;
     keeping it as plain data makes it part of the cache fingerprint.
     """
@@ -38,9 +41,11 @@ class Preprocessing:
     std: tuple[float, float, float] = IMAGENET_STD
     interpolation: str = "bilinear"
     decoding: str = "full"
+    crop_mode: str = "center"
 
     def __post_init__(self) -> None:
         check("decoding", self.decoding, DECODINGS, "Preprocessing")
+        check("crop_mode", self.crop_mode, CROP_MODES, "Preprocessing")
         if self.interpolation not in _INTERPOLATIONS:
             raise ParameterError(
                 f"interpolation={self.interpolation!r} is not supported; use one of {sorted(_INTERPOLATIONS)}"
@@ -58,11 +63,12 @@ class Preprocessing:
         )
 
     def as_dict(self) -> dict[str, Any]:
-        """The fields that change pixels, for the fingerprint. ``decoding="full"`` is left out, so caches
-        written before reduced decoding existed (all full) keep their namespace; reduced gets its own."""
+        """The fields that change pixels, for the fingerprint. ``decoding="full"`` and ``crop_mode="center"``
+        are left out, so caches written before those fields existed keep their namespace."""
         fields = asdict(self)
-        if fields["decoding"] == "full":
-            del fields["decoding"]
+        for name, old_value in (("decoding", "full"), ("crop_mode", "center")):
+            if fields[name] == old_value:
+                del fields[name]
         return fields
 
     def transform(self) -> Callable[[Image.Image], torch.Tensor]:
@@ -97,7 +103,11 @@ class Preprocessing:
         return v2.Compose(
             [
                 v2.PILToTensor(),
-                v2.Resize(self.resize, interpolation=_INTERPOLATIONS[self.interpolation], antialias=True),
+                v2.Resize(
+                    (self.resize, self.resize) if self.crop_mode == "squash" else self.resize,
+                    interpolation=_INTERPOLATIONS[self.interpolation],
+                    antialias=True,
+                ),
                 v2.CenterCrop(self.crop),
             ]
         )

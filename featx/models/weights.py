@@ -78,9 +78,14 @@ def file_digest(path: str | os.PathLike) -> str:
 
 
 def load_state_dict_file(path: str | os.PathLike) -> StateDict:
-    """Load tensors only (``weights_only=True``: a weights file can never run code). A file that is not
-    a state dict of tensors is refused in one line naming it (never with advice to unpickle it)."""
+    """Load tensors only: a ``.safetensors`` file, or ``torch.load(weights_only=True)`` (a weights file can
+    never run code). A file that is not a state dict of tensors is refused in one line naming it (never
+    with advice to unpickle it)."""
     try:
+        if os.fspath(path).endswith(".safetensors"):
+            from safetensors.torch import load_file
+
+            return load_file(path, device="cpu")
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch's unpickler raises whatever a malformed file provokes
         reason = str(error).strip().splitlines()[0][:120] if str(error).strip() else type(error).__name__

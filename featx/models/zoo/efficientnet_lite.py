@@ -16,6 +16,7 @@ from featx.errors import ParameterError
 from featx.models._registry import Backbone, register_backbone
 from featx.models.preprocessing import Preprocessing
 from featx.models.weights import PretrainedWeights, StateDict, load_state_dict_file
+from featx.models.zoo import timm as timm_zoo
 
 _SIZES = {"efficientnet_lite0": 224, "efficientnet_lite1": 240, "efficientnet_lite2": 260}
 
@@ -28,26 +29,7 @@ _FILES = {
 
 
 def _timm_model(architecture: str) -> nn.Module:
-    try:
-        import timm
-    except ImportError as error:
-        raise ImportError(
-            "EfficientNet-Lite backbones need timm: pip install 'featx[efficientnet]'"
-        ) from error
-    return timm.create_model(architecture, pretrained=False)
-
-
-def timm_fx_extractor(model: nn.Module, node: str) -> nn.Module:
-    """timm's FX tracer knows its untraceable leaves (e.g. 'same' padding), torchvision's does not."""
-    from timm.models import create_feature_extractor
-
-    return create_feature_extractor(model, return_nodes={node: "features"})
-
-
-def timm_node_names(model: nn.Module) -> list[str]:
-    from timm.models import get_graph_node_names
-
-    return get_graph_node_names(model)[1]
+    return timm_zoo.create(architecture)
 
 
 def _lite_weights(name: str, size: int) -> PretrainedWeights:
@@ -98,9 +80,10 @@ for _name, _size in _SIZES.items():
             preprocessing=_weights.preprocessing,
             weights={_weights.name: _weights},
             default_weights=_weights.name,
-            create_extractor=timm_fx_extractor,
-            node_names=timm_node_names,
+            create_extractor=timm_zoo.timm_fx_extractor,
+            node_names=timm_zoo.timm_node_names,
             description="EfficientNet-Lite: global average pool of the 1280-channel head",
             stages=("blocks.1", "blocks.3", "blocks.5"),
+            family="efficientnet-lite (pip weights)",
         )
     )

@@ -1,7 +1,9 @@
-"""torchvision's ImageNet classifiers: VGG at its last max-pool, ResNet at its global average pool.
+"""torchvision's ImageNet classifiers, every one by its own name (``list_models(module=torchvision.models)``).
 
-Their weights download through torchvision's own cache (``$TORCH_HOME/hub/checkpoints``); offline, a
-missing file fails at once with a message that says where to put it.
+The vector is the input of the final classifier (the pre-logits), found by tracing the model; the four
+VGGs keep their last max-pool (512x7x7, the vector the first featx users cached) and the ResNets their
+global average pool. Weights download through torchvision's own cache (``$TORCH_HOME/hub/checkpoints``);
+offline, a missing file fails at once with a message that says where to put it.
 """
 
 from __future__ import annotations
@@ -12,9 +14,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from featx.errors import WeightsUnavailableError
-from featx.models._registry import Backbone, register_backbone
+from featx.models._registry import (
+    Backbone,
+    ChannelsFirst,
+    Family,
+    meta_skeleton,
+    register_backbone,
+    register_family,
+    torchvision_fx_extractor,
+)
 from featx.models.preprocessing import Preprocessing
 from featx.models.weights import PretrainedWeights, StateDict
 
@@ -46,7 +57,7 @@ def torchvision_weights(enum_member: Any) -> PretrainedWeights:
     )
 
 
-def _entry(name: str, node: str, description: str, stages: tuple[str, ...]) -> Backbone:
+def _entry(name: str, node: str, description: str, stages: tuple[str, ...], **fields: Any) -> Backbone:
     import torchvision.models as tvm
 
     enum = tvm.get_model_weights(name)
@@ -56,13 +67,67 @@ def _entry(name: str, node: str, description: str, stages: tuple[str, ...]) -> B
         name=name,
         build=functools.partial(tvm.get_model, name, weights=None),
         node=node,
-        pooling="flatten",
         preprocessing=weights[default].preprocessing,
         weights=weights,
         default_weights=default,
         description=description,
         stages=stages,
+        family="torchvision",
+        **{"pooling": "flatten", **fields},
     )
+
+
+def pre_logits_node(model: nn.Module) -> str:
+    """The graph node whose output enters the model's last classifier layer (Linear, or SqueezeNet's 1x1
+    convolution), named as ``layer=`` names it."""
+    from torchvision.models.feature_extraction import NodePathTracer
+
+    tracer = NodePathTracer()
+    graph = tracer.trace(model)
+    classifiers = [
+        node
+        for node in graph.nodes
+        if node.op == "call_module" and isinstance(model.get_submodule(node.target), (nn.Linear, nn.Conv2d))
+    ]
+    return tracer.node_to_qualname[classifiers[-1].args[0]]
+
+
+def _channels_first_extractor(model: nn.Module, node: str) -> nn.Module:
+    return ChannelsFirst(torchvision_fx_extractor(model, node))
+
+
+@functools.cache
+def _resolve(name: str) -> Backbone:
+    import torchvision.models as tvm
+
+    skeleton = meta_skeleton(functools.partial(tvm.get_model, name, weights=None))
+    node = pre_logits_node(skeleton)
+    with torch.device("meta"):
+        crop = tvm.get_model_weights(name).DEFAULT.transforms().crop_size[0]
+        output = torchvision_fx_extractor(skeleton, node)(torch.empty(1, 3, crop, crop))["features"]
+    transformer = name.startswith("vit_")  # (B, 1 + patches, C) blocks; Swin's stages are NHWC maps
+    return _entry(
+        name,
+        node,
+        "torchvision: input of the final classifier",
+        (),
+        pooling="flatten" if output.ndim == 2 else "avg",
+        layer_pooling="cls" if transformer else "avg",
+        prefix_tokens=1 if transformer else 0,
+        **({"create_extractor": _channels_first_extractor} if name.startswith("swin") else {}),
+    )
+
+
+def _names(pretrained: bool) -> list[str]:
+    import torchvision.models as tvm
+
+    return tvm.list_models(module=tvm)  # each has ImageNet weights
+
+
+def _owns(name: str) -> bool:
+    import torchvision.models as tvm
+
+    return name in tvm.list_models(module=tvm)
 
 
 # Each VGG's max-pool nodes, the last one first: it is the default node, the others are its stages.
@@ -77,3 +142,14 @@ for _name, (_node, *_stages) in _VGG_POOLS.items():
     register_backbone(_entry(_name, _node, "VGG: last max-pool, 512x7x7", tuple(_stages)))
 for _name in ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152"):
     register_backbone(_entry(_name, "avgpool", "ResNet: global average pool", ("layer1", "layer2", "layer3")))
+
+
+def _default_weights(name: str) -> str:
+    import torchvision.models as tvm
+
+    return tvm.get_model_weights(name).DEFAULT.name
+
+
+register_family(
+    Family("torchvision", owns=_owns, resolve=_resolve, names=_names, default_weights=_default_weights)
+)
