@@ -74,3 +74,39 @@ def test_float_pixels_a_rounding_step_above_one_are_clipped_not_refused():
     assert np.allclose(rounded[0], clean[1], atol=1e-6)
     with pytest.raises(Exception, match="float pixels must lie in"):
         extractor.transform([pixels * 255])
+
+
+def test_a_safetensors_file_that_is_damaged_or_of_another_model_is_one_line(tmp_path):
+    from safetensors.torch import save_file
+
+    from featx import FrozenNetwork
+
+    damaged = tmp_path / "damaged.safetensors"
+    damaged.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{not json")
+    with pytest.raises(ParameterError, match="damaged.safetensors.*not a weights file"):
+        FrozenNetwork("timm/test_vit.r160_in1k", weights=str(damaged), device="cpu", precision="fp32")
+    other = tmp_path / "resnet.safetensors"
+    save_file({"conv1.weight": torch.zeros(4, 3, 3, 3)}, str(other))
+    with pytest.raises(ParameterError, match="do not fit backbone 'timm/test_vit.r160_in1k'"):
+        FrozenNetwork("timm/test_vit.r160_in1k", weights=str(other), device="cpu", precision="fp32")
+
+
+@pytest.mark.parametrize(
+    "name", ["timm/", "timm/../../etc/passwd", "", "timm/test_vit.r160_in1k.extra", "TIMM/test_vit"]
+)
+def test_odd_backbone_names_are_refused_by_name_not_resolved_or_imported(name):
+    with pytest.raises(ParameterError, match="not a known backbone"):
+        PretrainedFeatures(name, weights=None).fit([photo(0)])
+
+
+def test_a_stage_sweep_on_a_model_that_lists_no_stages_says_what_to_pass():
+    from featx.evaluate import transfer_report
+
+    images, labels = [photo(i) for i in range(6)], np.arange(6) % 2
+    with pytest.raises(ParameterError, match="list_nodes"):
+        transfer_report(images, labels, backbones="squeezenet1_1", weights=None, layers="stages", cv=2)
+
+
+def test_featx_backbones_with_a_pattern_that_matches_nothing_says_so_and_fails():
+    result = featx_cli("backbones", "--filter", "no_such_net*")
+    assert result.returncode == 1 and "no backbone matches 'no_such_net*'" in result.stdout

@@ -242,6 +242,11 @@ def _layers(spec: Backbone, layers: str | Sequence[str] | None) -> list[str]:
     if isinstance(layers, str):
         if layers != "stages":
             raise ParameterError(f"layers={layers!r}; use None, 'stages' or a list of node names")
+        if not spec.stages:
+            raise ParameterError(
+                f"backbone {spec.name!r} lists no stages to sweep; pass layers=[...] with nodes from "
+                f"featx.list_nodes({spec.name!r})"
+            )
         return [*spec.stages, spec.node]
     return list(layers)
 
