@@ -119,10 +119,13 @@ def _extract_parquet(folder, tmp_path):
     return out
 
 
-def test_backbones_lists_node_and_feature_size():
-    listing = featx_cli("backbones").stdout
-    assert "resnet50" in listing and "avgpool" in listing and "2048" in listing
-    assert "vgg16" in listing and "features.30" in listing and "25088" in listing
+def test_backbones_lists_family_default_weights_and_feature_size():
+    rows = {
+        line.split()[0]: line.split()[1:]
+        for line in featx_cli("backbones", "--filter", "vgg16*").stdout.splitlines()
+    }
+    assert rows["vgg16"] == ["torchvision", "IMAGENET1K_V1", "25088"]  # featx's entry: the last max-pool
+    assert rows["timm/vgg16.tv_in1k"] == ["timm", "tv_in1k", "4096"]  # timm's pre-logits
 
 
 @pytest.fixture(scope="module")
