@@ -444,6 +444,6 @@ def test_the_cli_prints_featx_errors_in_one_line_but_a_bug_keeps_its_traceback(m
     def bug(*args, **kwargs):
         raise KeyError("a bug in featx")
 
-    monkeypatch.setattr("featx.models.network.feature_size", bug)
+    monkeypatch.setattr("featx.models.catalog.feature_size", bug)
     with pytest.raises(KeyError), warnings.catch_warnings():
-        main(["backbones"])
+        main(["backbones", "--filter", "resnet5*"])

@@ -27,7 +27,7 @@ ExtractorFactory = Callable[[nn.Module, str], nn.Module]
 __all__ = [
     "Backbone",
     "Family",
-    "catalogue",
+    "listing",
     "get_backbone",
     "list_backbones",
     "register_backbone",
@@ -211,10 +211,10 @@ def list_backbones(pattern: str | None = None, *, pretrained: bool = False) -> l
     after its family prefix (so it finds ``timm/convnext_tiny.fb_in22k`` too). ``pretrained=True`` keeps
     the names that have pretrained weights. Like ``timm.list_models``, this builds no model.
     """
-    return sorted(catalogue(pattern, pretrained=pretrained))
+    return sorted(listing(pattern, pretrained=pretrained))
 
 
-def catalogue(pattern: str | None = None, *, pretrained: bool = False) -> dict[str, tuple[str, str | None]]:
+def listing(pattern: str | None = None, *, pretrained: bool = False) -> dict[str, tuple[str, str | None]]:
     """``{name: (family, default weights)}`` for :func:`list_backbones`'s names, without building a model."""
     found: dict[str, tuple[str, str | None]] = {}
     for family in _FAMILIES.values():

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from featx.models._registry import catalogue
+from featx.models._registry import listing
 from featx.models.network import feature_size
 
 #: Listings of at most this many names compute feature sizes unless told otherwise.
@@ -24,7 +24,7 @@ def backbone_table(
 
     ``sizes=None`` computes sizes when at most :data:`SIZED_ROWS` names match; ``True`` / ``False`` force it.
     """
-    listed = catalogue(pattern, pretrained=pretrained)
+    listed = listing(pattern, pretrained=pretrained)
     if sizes is None:
         sizes = len(listed) <= SIZED_ROWS
     table = pd.DataFrame(

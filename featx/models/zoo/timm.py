@@ -178,7 +178,6 @@ def _offline_message(model_name: str, hub_id: str | None, url: str | None, error
     )
 
 
-@functools.cache
 def _resolve(name: str) -> Backbone:
     timm = _timm()
     model_name = name[len(PREFIX) :]

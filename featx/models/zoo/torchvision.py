@@ -96,7 +96,6 @@ def _channels_first_extractor(model: nn.Module, node: str) -> nn.Module:
     return ChannelsFirst(torchvision_fx_extractor(model, node))
 
 
-@functools.cache
 def _resolve(name: str) -> Backbone:
     import torchvision.models as tvm
 
