@@ -20,11 +20,22 @@ def default_num_workers(n_images: int, batch_size: int, device: torch.device = _
     return max(1, cores - 1) if device.type == "cuda" else max(1, min(4, cores // 2))
 
 
+#: How long one measurement of the neighbours' load stands: a grid search's many short jobs measure once.
+BUSY_SHARE_TTL_S = 30.0
+_busy_share: tuple[float, float] | None = None  # (when measured, share)
+
+
 def decoders_should_yield(device: torch.device) -> bool:
     """Niced decoders help only where they compete with the network's own threads and nothing else: with
     a GPU they have the CPU to themselves, and beside a busy neighbour a niced decoder starves and the
-    network waits on it. Measured, not assumed: the share of CPU time other processes use, now."""
-    return device.type == "cpu" and busy_share_of_others() < 0.25
+    network waits on it. Measured, not assumed: the share of CPU time other processes use, now (or in
+    the last ``BUSY_SHARE_TTL_S`` seconds: the measurement itself takes 0.2 s)."""
+    global _busy_share
+    if device.type != "cpu":
+        return False
+    if _busy_share is None or time.monotonic() - _busy_share[0] > BUSY_SHARE_TTL_S:
+        _busy_share = (time.monotonic(), busy_share_of_others())
+    return _busy_share[1] < 0.25
 
 
 def busy_share_of_others(window_s: float = 0.2) -> float:
