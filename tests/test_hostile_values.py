@@ -110,3 +110,37 @@ def test_a_stage_sweep_on_a_model_that_lists_no_stages_says_what_to_pass():
 def test_featx_backbones_with_a_pattern_that_matches_nothing_says_so_and_fails():
     result = featx_cli("backbones", "--filter", "no_such_net*")
     assert result.returncode == 1 and "no backbone matches 'no_such_net*'" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "backbone, layer",
+    [
+        ("timm/test_mambaout", "stages.2.blocks.0.ls.stages_2_blocks_0_ls_gamma"),
+        ("timm/test_vit4", "blocks.4.attn.getitem_2"),
+    ],
+)
+def test_a_graph_node_that_is_a_weight_or_a_size_is_refused_naming_a_module_to_choose(backbone, layer):
+    from featx import feature_size
+
+    with pytest.raises(ParameterError, match=f"layer='{layer}' of {backbone} is not one output per image"):
+        feature_size(backbone, layer)
+
+
+def test_a_model_fx_cannot_trace_is_named_with_what_to_pass_instead():
+    from torch import nn
+
+    from featx.models.zoo.timm import timm_fx_extractor
+
+    class Branchy(nn.Module):  # control flow on a tensor's value: no symbolic trace can follow it
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3)
+
+        def forward(self, x):
+            x = self.conv(x)
+            return x if x.sum() > 0 else -x
+
+    with pytest.raises(
+        ParameterError, match="timm model 'Branchy' cannot be traced to layer='conv'.*layer=None"
+    ):
+        timm_fx_extractor(Branchy(), "conv")

@@ -99,7 +99,14 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 def _meta_output_shape(backbone: Backbone, node: str, crop: int) -> tuple[int, ...]:
     extractor = backbone.create_extractor(backbone.skeleton(), node).eval()
     with torch.device("meta"):  # tensors the forward creates (position ids, masks) stay data-free too
-        return tuple(extractor(torch.empty(1, 3, crop, crop))["features"].shape[1:])
+        output = extractor(torch.empty(2, 3, crop, crop))["features"]
+    if not isinstance(output, torch.Tensor) or output.ndim < 2 or output.shape[0] != 2:
+        found = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
+        raise ParameterError(
+            f"layer={node!r} of {backbone.name} is not one output per image (it gives {found}: a weight, a "
+            f"size or an index); choose a module's output such as {list(backbone.stages)[-2:] or backbone.node!r}"
+        )
+    return tuple(output.shape[1:])
 
 
 def feature_size(backbone: str | Backbone, layer: str | None = None, pooling: str | None = None) -> int:
