@@ -17,9 +17,21 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from featx.errors import OutputError
+from featx.errors import OutputError, ParameterError
 
 TMP_PREFIX = ".tmp-"
+
+
+def local_path(path: str | os.PathLike, what: str) -> Path:
+    """``path`` as a local path, or one line refusing a URL: an atomic rename exists only on a file system,
+    and ``Path("s3://bucket/x")`` would quietly become a local folder named ``s3:``."""
+    text = os.fspath(path)
+    if "://" in text:
+        raise ParameterError(
+            f"{what} {text!r} is a URL; featx writes to a local or mounted folder only (atomic renames "
+            "need a file system). Write here, then copy it, e.g. with `aws s3 sync` or fsspec's put"
+        )
+    return Path(text).expanduser()
 
 
 @contextlib.contextmanager

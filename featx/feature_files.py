@@ -24,7 +24,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from featx._files import temporary_sibling
+from featx._files import local_path, temporary_sibling
 from featx.errors import OutputError, ParameterError
 
 FEATURES_COLUMN = "features"
@@ -34,8 +34,9 @@ SUFFIXES = (".parquet", ".npy")
 def check_output_path(
     path: str | os.PathLike, suffixes: Iterable[str] = SUFFIXES, what: str = "--out"
 ) -> Path:
-    """Refuse, before any work, an output whose suffix is wrong or whose folder cannot take a new file."""
-    path = Path(path)
+    """Refuse, before any work, an output that is a URL, whose suffix is wrong or whose folder cannot take a
+    new file."""
+    path = local_path(path, what)
     suffixes = tuple(suffixes)
     if path.suffix.lower() not in suffixes:
         raise ParameterError(f"{what} {path}: use a file name ending in {' or '.join(suffixes)}")

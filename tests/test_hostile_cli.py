@@ -8,6 +8,8 @@ import pandas as pd
 import pytest
 from test_cache import featx_cli
 
+from featx import ParameterError
+
 TINY = ["--backbone", "tiny_backbone:TINY", "--weights", "none", "--quiet"]
 
 
@@ -127,3 +129,35 @@ def test_several_bad_files_with_the_same_bytes_each_get_their_own_error_row(tmp_
     featx_cli("extract", folder, *TINY, "--cache", tmp_path / "cache", "--out", out)
     listed = pd.read_csv(tmp_path / "x.errors.csv")
     assert sorted(Path(p).name for p in listed["path"]) == ["a.png", "b.png", "c.png"]
+
+
+@pytest.mark.parametrize(
+    "flag, value",
+    [("--cache", "s3://bucket/cache"), ("--out", "s3://bucket/x.parquet"), ("--errors", "gs://b/e.csv")],
+)
+def test_an_object_store_url_as_a_place_to_write_is_refused_not_made_a_local_folder(
+    image_folder, tmp_path, flag, value
+):
+    options = {"--cache": tmp_path / "c", flag: value}
+    args = [part for pair in options.items() for part in pair]
+    result = featx_cli("extract", image_folder, *TINY, *args, cwd=tmp_path)
+    one_line_error(result, repr(value), "is a URL", "local or mounted folder")
+    assert not (tmp_path / "s3:").exists() and not (tmp_path / "gs:").exists()
+
+
+def test_a_plot_is_written_whole_and_a_url_is_refused(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    from featx.evaluate.figures import save_png
+
+    figure = Figure()
+    figure.add_subplot().plot([0, 1])
+    path = save_png(figure, tmp_path / "sub" / "a.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and [p.name for p in path.parent.iterdir()] == [
+        "a.png"
+    ]
+    with pytest.raises(ParameterError, match="is a URL"):
+        save_png(figure, "s3://bucket/a.png")

@@ -19,9 +19,9 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
+from featx._files import local_path
 from featx.cache.checksums import entry_checksums, vector_checksums
 from featx.cache.files import FORMAT_VERSION, KEY_DTYPE, fingerprint_id
 from featx.cache.namespace import Namespace
@@ -46,7 +46,7 @@ class FeatureCache:
     """A directory of namespaces. Cheap to create; safe to share between processes and machines."""
 
     def __init__(self, root: str | os.PathLike):
-        self.root = Path(root).expanduser()
+        self.root = local_path(root, "the cache folder")
 
     def namespace(self, fingerprint: Mapping[str, Any]) -> Namespace:
         """The namespace for ``fingerprint``, created on first use."""

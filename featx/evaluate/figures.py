@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from featx.errors import ParameterError
+from featx._files import atomic_write, local_path
+from featx.errors import OutputError, ParameterError
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -116,8 +117,11 @@ def comparison_figure(
 
 
 def save_png(figure: Figure, path: str | os.PathLike) -> Path:
-    """Write the figure as a PNG (parent folders created)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, format="png", dpi=100)
+    """Write the figure as a PNG, whole or not at all (parent folders created)."""
+    path = local_path(path, "--plot")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OutputError(f"--plot: cannot write in {path.parent}: {error.strerror or error}") from None
+    atomic_write(path, lambda handle: figure.savefig(handle, format="png", dpi=100), "--plot")
     return path
