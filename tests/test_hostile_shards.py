@@ -91,3 +91,27 @@ def test_duplicate_image_members_and_link_members_are_each_recorded_never_droppe
     assert "second image member" in reasons["000.png"]
     assert "symbolic link" in reasons["001.png"] and "hard link" in reasons["002.png"]
     assert sorted(pd.read_parquet(out)["sample"]) == ["000", "003"]
+
+
+def test_a_quoted_glob_of_shards_is_expanded_and_one_that_matches_nothing_is_one_line(tmp_path):
+    from test_hostile_cli import one_line_error
+
+    from featx import load_features
+
+    for shard in range(3):
+        with tarfile.open(tmp_path / f"part-{shard}.tar", "w") as tar:
+            data = encode(photo(shard))
+            info = tarfile.TarInfo(f"sample{shard}.png")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    (tmp_path / "other.txt").write_text("not a shard")
+    args = ["--backbone", "tiny_backbone:TINY", "--weights", "none", "--cache", tmp_path / "c", "--quiet"]
+    done = featx_cli("extract", str(tmp_path / "part-*.tar"), *args, "--out", tmp_path / "o.parquet")
+    assert done.returncode == 0, done.stderr
+    X, meta = load_features(tmp_path / "o.parquet")
+    assert len(X) == 3 and [p.split("::")[-1].rsplit("/", 1)[-1] for p in meta["path"]] == [
+        "part-0.tar",
+        "part-1.tar",
+        "part-2.tar",
+    ]
+    one_line_error(featx_cli("extract", str(tmp_path / "nothing-*.tar"), *args), "matches no shard")

@@ -144,3 +144,13 @@ def test_a_model_fx_cannot_trace_is_named_with_what_to_pass_instead():
         ParameterError, match="timm model 'Branchy' cannot be traced to layer='conv'.*layer=None"
     ):
         timm_fx_extractor(Branchy(), "conv")
+
+
+def test_a_refused_http_connection_is_unreadable_naming_the_cause_not_missing():
+    from featx.errors import ImageError
+    from featx.inputs.images import read_content
+
+    with pytest.raises(ImageError) as raised:
+        read_content("http://127.0.0.1:9/photo.jpg", 0)  # port 9 (discard): nothing listens here
+    assert raised.value.kind == "unreadable" and "cannot connect" in str(raised.value)
+    assert "ConnectionRefusedError" in str(raised.value)

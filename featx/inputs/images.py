@@ -325,7 +325,14 @@ def _read_url(url: str, index: int) -> bytes:
 
 
 def read_error(index: int, url: str, error: BaseException) -> ImageError:
-    """What an fsspec, tar or table read failure means for the input it read: missing, permission, unreadable."""
+    """What an fsspec, tar or table read failure means for the input it read: missing, permission, unreadable.
+    fsspec's HTTP file system reports a refused or timed-out connection as FileNotFoundError; the cause
+    in its chain says the server was never asked, so that input is unreadable, not missing."""
+    cause = error
+    while cause is not None and not isinstance(cause, (ConnectionError, TimeoutError)):
+        cause = cause.__cause__ or cause.__context__
+    if cause is not None:
+        return ImageError(index, url, "unreadable", f"cannot connect ({type(cause).__name__}: {cause})")
     if isinstance(error, FileNotFoundError):
         what = (
             "the table's cell is empty (null)"

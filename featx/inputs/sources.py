@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from featx.errors import ShardReadError
+from featx.errors import ParameterError, ShardReadError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}
 TAR_PREFIX = "tar://"
@@ -79,10 +79,28 @@ def expand_shards(source: str) -> list[str]:
     from braceexpand import braceexpand
 
     if "{" in source or source.endswith(".tar"):
-        return [name if is_url(name) else os.path.abspath(name) for name in braceexpand(source)]
+        names = [name if is_url(name) else os.path.abspath(name) for name in braceexpand(source)]
+        return [shard for name in names for shard in _globbed(name)]
     filesystem, root = fsspec.core.url_to_fs(source)
     found = sorted(filesystem.glob(root.rstrip("/") + "/*.tar"))
     prefix = source.split("://", 1)[0] + "://" if is_url(source) else ""
+    return [prefix + path if prefix and not is_url(path) else path for path in found]
+
+
+def _globbed(name: str) -> list[str]:
+    """A shard name, or the shards a quoted glob (``shards/*.tar``, ``s3://b/part-??.tar``) matches, sorted:
+    the shell expands an unquoted one, fsspec the rest, locally or in object storage alike."""
+    if not any(char in name for char in "*?["):
+        return [name]
+    import fsspec
+
+    filesystem, pattern = fsspec.core.url_to_fs(name)
+    found = sorted(filesystem.glob(pattern))
+    if not found:
+        raise ParameterError(
+            f"{name} matches no shard; check the pattern (quote it, or let the shell expand it)"
+        )
+    prefix = name.split("://", 1)[0] + "://" if is_url(name) else ""
     return [prefix + path if prefix and not is_url(path) else path for path in found]
 
 
