@@ -115,3 +115,29 @@ def test_a_quoted_glob_of_shards_is_expanded_and_one_that_matches_nothing_is_one
         "part-2.tar",
     ]
     one_line_error(featx_cli("extract", str(tmp_path / "nothing-*.tar"), *args), "matches no shard")
+
+
+def test_gzipped_shards_named_tar_gz_or_tgz_are_shards_streamed_and_their_members_readable(tmp_path):
+    from featx import load_features
+    from featx.inputs.images import read_content
+
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    images = {}
+    for shard, (name, mode) in enumerate([("a.tar", "w"), ("b.tar.gz", "w:gz"), ("c.tgz", "w:gz")]):
+        with tarfile.open(shards / name, mode) as tar:
+            images[name] = encode(photo(shard))
+            info = tarfile.TarInfo(f"sample{shard}.png")
+            info.size = len(images[name])
+            tar.addfile(info, io.BytesIO(images[name]))
+    args = ["--backbone", "tiny_backbone:TINY", "--weights", "none", "--cache", tmp_path / "c", "--quiet"]
+    done = featx_cli("extract", shards, *args, "--out", tmp_path / "o.parquet")
+    assert done.returncode == 0, done.stderr
+    X, meta = load_features(tmp_path / "o.parquet")
+    assert len(X) == 3 and sorted(p.rsplit("/", 1)[-1] for p in meta["path"]) == [
+        "a.tar",
+        "b.tar.gz",
+        "c.tgz",
+    ]
+    member = [p for p in meta["path"] if p.endswith(".tgz")][0]
+    assert read_content(member, 0) == images["c.tgz"]  # a member re-read (after a checksum failure) works too

@@ -69,20 +69,25 @@ def _shard_in(process: int, shard: str) -> Any:
     one offset with the parent's and every sibling's, so that their reads would interleave."""
     import fsspec
 
-    return fsspec.filesystem("tar", fo=shard, skip_instance_cache=True)
+    compression = "gzip" if shard.endswith((".tar.gz", ".tgz")) else None  # fsspec infers .gz, not .tgz
+    return fsspec.filesystem("tar", fo=shard, compression=compression, skip_instance_cache=True)
+
+
+#: What a shard may be called: a tar, or a gzipped one (streamed with tarfile's "r|*", read by fsspec's tar).
+SHARD_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 
 
 def expand_shards(source: str) -> list[str]:
-    """Shard names from a brace pattern (``shards-{0000..0099}.tar``), a folder (local or remote) of
-    ``.tar`` files, or one shard."""
+    """Shard names from a brace pattern (``shards-{0000..0099}.tar``), a quoted glob, a folder (local or
+    remote) of shards, or one shard."""
     import fsspec
     from braceexpand import braceexpand
 
-    if "{" in source or source.endswith(".tar"):
+    if "{" in source or source.endswith(SHARD_SUFFIXES) or any(char in source for char in "*?["):
         names = [name if is_url(name) else os.path.abspath(name) for name in braceexpand(source)]
         return [shard for name in names for shard in _globbed(name)]
     filesystem, root = fsspec.core.url_to_fs(source)
-    found = sorted(filesystem.glob(root.rstrip("/") + "/*.tar"))
+    found = sorted(path for path in filesystem.ls(root, detail=False) if path.endswith(SHARD_SUFFIXES))
     prefix = source.split("://", 1)[0] + "://" if is_url(source) else ""
     return [prefix + path if prefix and not is_url(path) else path for path in found]
 
@@ -105,13 +110,16 @@ def _globbed(name: str) -> list[str]:
 
 
 def is_shard_source(source: str) -> bool:
-    """A .tar shard, a brace pattern of shards, or a folder holding .tar files and no images."""
-    if source.endswith(".tar") or ("{" in source and ".tar" in source):
+    """A shard (``.tar``, ``.tar.gz``, ``.tgz``), a brace pattern or glob of shards, or a folder holding
+    shards and no images."""
+    if source.endswith(SHARD_SUFFIXES) or (
+        any(char in source for char in "{*?[") and any(suffix in source for suffix in SHARD_SUFFIXES)
+    ):
         return True
     if is_url(source) or not os.path.isdir(source):
         return False
     names = os.listdir(source)
-    return any(n.endswith(".tar") for n in names) and not any(
+    return any(n.endswith(SHARD_SUFFIXES) for n in names) and not any(
         os.path.splitext(n)[1].lower() in IMAGE_SUFFIXES for n in names
     )
 
