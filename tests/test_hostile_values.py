@@ -154,3 +154,35 @@ def test_a_refused_http_connection_is_unreadable_naming_the_cause_not_missing():
         read_content("http://127.0.0.1:9/photo.jpg", 0)  # port 9 (discard): nothing listens here
     assert raised.value.kind == "unreadable" and "cannot connect" in str(raised.value)
     assert "ConnectionRefusedError" in str(raised.value)
+
+
+def test_a_file_over_the_byte_bound_is_refused_unread_and_urls_and_members_are_bounded_too(
+    tmp_path, monkeypatch
+):
+    import io
+    import tarfile
+    import time
+
+    from featx.errors import ImageError
+    from featx.inputs import images
+    from featx.inputs.sources import stream_samples
+
+    huge = tmp_path / "huge.png"
+    with open(huge, "wb") as handle:  # sparse: 1.4 GB that take no disk and must not be read
+        handle.truncate(images.MAX_BYTES + 1)
+    start = time.perf_counter()
+    with pytest.raises(ImageError, match="too_large: over 1.4 GB"):
+        images.read_content(huge, 0)
+    assert time.perf_counter() - start < 1.0
+    monkeypatch.setattr(images, "MAX_BYTES", 100)
+    small = tmp_path / "small.png"
+    small.write_bytes(bytes(101))
+    with pytest.raises(ImageError, match="too_large"):
+        images.read_content(small.as_uri(), 0)  # through fsspec, read no further than the bound
+    shard = tmp_path / "shard.tar"
+    with tarfile.open(shard, "w") as tar:
+        info = tarfile.TarInfo("big.png")
+        info.size = 101
+        tar.addfile(info, io.BytesIO(bytes(101)))
+    (sample,) = stream_samples(str(shard), max_bytes=100)
+    assert sample.content is None and "101 bytes, over the 100" in sample.unused[0][1]

@@ -30,6 +30,10 @@ ImageInput = Any  # str | os.PathLike | bytes | PIL.Image.Image | np.ndarray
 #: The default bound on an image's pixels, decoded and after resizing: PIL's own decompression-bomb
 #: threshold (about 89 megapixels). Larger images are refused before anything that size is allocated.
 MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
+#: The most bytes one input may hold (1.4 GB): MAX_PIXELS at 16 bytes a pixel, an uncompressed float32
+#: RGBA TIFF, the largest encoding of an image featx would decode. A bigger file is refused unread, so
+#: that a worker's memory is bounded by what it may decode, not by what a folder holds.
+MAX_BYTES = 16 * MAX_PIXELS
 
 
 def as_image_list(images: Any) -> list[ImageInput]:
@@ -97,7 +101,7 @@ def read_content(image: ImageInput, index: int = 0) -> bytes | Image.Image | np.
         return _read_url(image, index)
     if isinstance(image, (str, os.PathLike)):
         with _open_file(image, index) as handle:
-            return handle.read()
+            return _bounded(handle.read(MAX_BYTES + 1), index, os.fspath(image))
     if isinstance(image, (bytes, bytearray)):
         return bytes(image)
     if isinstance(image, (Image.Image, np.ndarray)):
@@ -293,12 +297,13 @@ def _open_file(path: str | os.PathLike, index: int):
     if not source.strip():
         raise ImageError(index, source, "missing", "the path is blank (an empty manifest cell?)")
     try:
-        if not stat.S_ISREG(
-            os.stat(path).st_mode
-        ):  # a FIFO or device named .png would block a reader forever
+        status = os.stat(path)
+        if not stat.S_ISREG(status.st_mode):  # a FIFO or device named .png would block a reader forever
             raise ImageError(
                 index, source, "not_a_file", "not a regular file (a folder, FIFO, socket or device)"
             )
+        if status.st_size > MAX_BYTES:
+            _bounded(b"", index, source, status.st_size)
         return open(path, "rb")
     except FileNotFoundError:
         raise ImageError(index, source, "missing", "no such file") from None
@@ -310,10 +315,23 @@ def _open_file(path: str | os.PathLike, index: int):
         raise ImageError(index, source, "unreadable", str(error)) from None
 
 
+def _bounded(content: bytes, index: int, source: str, size: int | None = None) -> bytes:
+    """``content``, or a ``too_large`` error if it (or the ``size`` a header gave) is over MAX_BYTES."""
+    if (size if size is not None else len(content)) > MAX_BYTES:
+        raise ImageError(
+            index,
+            source,
+            "too_large",
+            f"over {MAX_BYTES / 1e9:.1f} GB, more than any image featx decodes (16 bytes a pixel at "
+            f"{MAX_PIXELS:,} pixels); it was not read further",
+        )
+    return content
+
+
 def _read_url(url: str, index: int) -> bytes:
     """An fsspec URL or tar member's bytes; failures become this input's error, naming shard and member."""
     try:
-        return sources.read_bytes(url)
+        return _bounded(sources.read_bytes(url, MAX_BYTES + 1), index, url)
     except (
         OSError,
         ValueError,

@@ -45,17 +45,19 @@ def member_path(shard: str, member: str) -> str:
     return f"{TAR_PREFIX}{member}::{shard}"
 
 
-def read_bytes(path: str) -> bytes:
-    """The bytes behind a URL or a tar member (fsspec errors pass through: FileNotFoundError, OSError...)."""
+def read_bytes(path: str, limit: int = -1) -> bytes:
+    """The bytes behind a URL or a tar member, at most ``limit`` of them (-1: all); fsspec errors pass
+    through: FileNotFoundError, OSError..."""
     import fsspec
 
     if path.startswith(TAR_PREFIX):
         member, _, shard = path[len(TAR_PREFIX) :].partition("::")
-        return _shard(shard).cat_file(member)
+        with _shard(shard).open(member, "rb") as handle:
+            return handle.read(limit)
     if path.startswith(ROW_PREFIX):
         return _table_cell(path)
     with fsspec.open(path, "rb") as handle:
-        return handle.read()
+        return handle.read(limit)
 
 
 def _shard(shard: str) -> Any:
@@ -199,14 +201,14 @@ class Sample:
     unused: tuple[tuple[str, str], ...] = ()
 
 
-def stream_samples(shard: str) -> Iterator[Sample]:
+def stream_samples(shard: str, max_bytes: int | None = None) -> Iterator[Sample]:
     """Each sample of ``shard``, in order, from one front-to-back read of the shard (a sample's members are
     consecutive, as WebDataset writes them). Only a sample's first image member and its ``.cls`` / ``.json``
     are kept; every other image member and every link member is listed in ``Sample.unused``, never
     dropped without a record. Raises :class:`ShardReadError` where the shard cannot be opened or ends early: cut inside a
     member, inside a header, or at a member's end without the end-of-archive blocks every tar writer
     adds. The samples before that point have been yielded, the one being read included when its image
-    was read whole."""
+    was read whole. An image member over ``max_bytes`` is listed in ``unused`` unread."""
     import fsspec
 
     member_name = last_read = None
@@ -242,6 +244,13 @@ def stream_samples(shard: str) -> Iterator[Sample]:
                         (
                             member.name,
                             f"a second image member of sample {key} (the first, {current['image']}, is used)",
+                        )
+                    )
+                elif extension in IMAGE_SUFFIXES and max_bytes is not None and member.size > max_bytes:
+                    current["unused"].append(
+                        (
+                            member.name,
+                            f"{member.size:,} bytes, over the {max_bytes:,} of any image featx decodes",
                         )
                     )
                 elif extension in IMAGE_SUFFIXES:
