@@ -161,3 +161,30 @@ def test_a_plot_is_written_whole_and_a_url_is_refused(tmp_path):
     ]
     with pytest.raises(ParameterError, match="is a URL"):
         save_png(figure, "s3://bucket/a.png")
+
+
+def test_a_ray_address_where_nothing_answers_is_one_line_within_seconds_not_minutes_of_retries(
+    image_folder, tmp_path
+):
+    import socket
+    import time
+
+    from featx.engines.ray.network import check_reachable
+
+    start = time.perf_counter()
+    result = featx_cli(
+        "extract",
+        image_folder,
+        *TINY,
+        "--cache",
+        tmp_path / "c",
+        "--engine",
+        "ray",
+        "--ray-address",
+        "127.0.0.1:1",
+    )
+    one_line_error(result, "--ray-address 127.0.0.1:1: nothing answers there", "ray start --head")
+    assert time.perf_counter() - start < 60
+    with socket.create_server(("127.0.0.1", 0)) as server:  # something that answers passes the check
+        check_reachable(f"ray://127.0.0.1:{server.getsockname()[1]}")
+    check_reachable("auto")  # left to Ray

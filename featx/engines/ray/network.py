@@ -5,12 +5,13 @@ import and connection, and its errors made featx's own one-line errors again."""
 from __future__ import annotations
 
 import dataclasses
+import socket
 from typing import Any
 
 import numpy as np
 import torch
 
-from featx.errors import FeatxError
+from featx.errors import FeatxError, ParameterError
 from featx.models._registry import Backbone, get_backbone
 from featx.models.network import FrozenNetwork, NetworkSpec
 from featx.models.preprocessing import Preprocessing
@@ -30,9 +31,30 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> None:
     ray = ray_module()
     if not ray.is_initialized():
         if address:
+            check_reachable(address)
             ray.init(address=address, log_to_driver=False)
         else:
             ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+
+
+#: How long a cluster's address may take to accept a connection before the job gives up on it.
+CONNECT_TIMEOUT_S = 10.0
+
+
+def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
+    """Fail in one line, within ``timeout``, where nothing answers at ``host:port`` (or ``ray://host:port``):
+    Ray itself retries an unreachable address for minutes. 'auto' and other forms are left to Ray."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if address == "auto" or not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as error:
+        raise ParameterError(
+            f"--ray-address {address}: nothing answers there within {timeout:g} s "
+            f"({type(error).__name__}: {error.strerror or error}); start a cluster with `ray start --head` "
+            "and pass the address it prints, or leave --ray-address out to start a local Ray instance"
+        ) from None
 
 
 def matching_network(spec: NetworkSpec, fingerprint: dict[str, Any]) -> FrozenNetwork:
