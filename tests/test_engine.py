@@ -132,11 +132,14 @@ def test_compile_auto_waits_for_a_big_job_and_a_failed_compile_falls_back_with_a
     assert extract([photo(0)], network).features.shape == (1, 64)
 
 
-def test_decoders_are_sized_to_the_device_and_do_not_yield_beside_a_busy_neighbour():
+def test_decoders_are_sized_to_the_device_and_do_not_yield_beside_a_busy_neighbour(monkeypatch):
     import subprocess
     import sys
 
+    from featx.engines.local import workers
     from featx.engines.local.workers import decoders_should_yield, default_num_workers
+
+    monkeypatch.setattr(workers, "_busy_share", None)  # measure now, not what an earlier test measured
 
     cores = os.cpu_count() or 2
     assert default_num_workers(10_000, 64, torch.device("cuda")) == max(
@@ -149,6 +152,9 @@ def test_decoders_are_sized_to_the_device_and_do_not_yield_beside_a_busy_neighbo
     try:
         time.sleep(0.5)
         assert not decoders_should_yield(torch.device("cpu"))  # niced decoders would starve beside them
+        measured = workers._busy_share
+        decoders_should_yield(torch.device("cpu"))
+        assert workers._busy_share is measured  # one 0.2 s measurement stands for BUSY_SHARE_TTL_S
     finally:
         for burner in burners:
             burner.kill()
