@@ -211,21 +211,27 @@ def list_backbones(pattern: str | None = None, *, pretrained: bool = False) -> l
     after its family prefix (so it finds ``timm/convnext_tiny.fb_in22k`` too). ``pretrained=True`` keeps
     the names that have pretrained weights. Like ``timm.list_models``, this builds no model.
     """
-    return sorted(listing(pattern, pretrained=pretrained))
+    return sorted(_owners(pattern, pretrained))
 
 
 def listing(pattern: str | None = None, *, pretrained: bool = False) -> dict[str, tuple[str, str | None]]:
     """``{name: (family, default weights)}`` for :func:`list_backbones`'s names, without building a model."""
-    found: dict[str, tuple[str, str | None]] = {}
+    return {
+        name: (owner.name, owner.default_weights(name))
+        if isinstance(owner, Family)
+        else (owner.family, owner.default_weights)
+        for name, owner in _owners(pattern, pretrained).items()
+    }
+
+
+def _owners(pattern: str | None, pretrained: bool) -> dict[str, Family | Backbone]:
+    """Each listed name with what answers for it: its registered entry, which shadows a family's name,
+    or its family."""
+    owners: dict[str, Family | Backbone] = {}
     for family in _FAMILIES.values():
-        found.update({name: (family.name, None) for name in family.names(pretrained)})
-    if pattern is not None:
-        found = {n: f for n, f in found.items() if _matches(n, pattern)}
-    found = {n: (family, _FAMILIES[family].default_weights(n)) for n, (family, _) in found.items()}
-    for name, entry in _REGISTRY.items():  # a registered entry shadows a family's name
-        if (not pretrained or entry.weights) and (pattern is None or _matches(name, pattern)):
-            found[name] = (entry.family, entry.default_weights)
-    return found
+        owners.update(dict.fromkeys(family.names(pretrained), family))
+    owners.update({name: entry for name, entry in _REGISTRY.items() if not pretrained or entry.weights})
+    return owners if pattern is None else {n: o for n, o in owners.items() if _matches(n, pattern)}
 
 
 def _matches(name: str, pattern: str) -> bool:
