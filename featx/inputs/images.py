@@ -101,7 +101,9 @@ def read_content(image: ImageInput, index: int = 0) -> bytes | Image.Image | np.
         return _read_url(image, index)
     if isinstance(image, (str, os.PathLike)):
         with _open_file(image, index) as handle:
-            return _bounded(handle.read(MAX_BYTES + 1), index, os.fspath(image))
+            content = handle.read(MAX_BYTES + 1)
+        _refuse_over_max_bytes(len(content), index, os.fspath(image))
+        return content
     if isinstance(image, (bytes, bytearray)):
         return bytes(image)
     if isinstance(image, (Image.Image, np.ndarray)):
@@ -302,8 +304,7 @@ def _open_file(path: str | os.PathLike, index: int):
             raise ImageError(
                 index, source, "not_a_file", "not a regular file (a folder, FIFO, socket or device)"
             )
-        if status.st_size > MAX_BYTES:
-            _bounded(b"", index, source, status.st_size)
+        _refuse_over_max_bytes(status.st_size, index, source)  # unread: its size says it all
         return open(path, "rb")
     except FileNotFoundError:
         raise ImageError(index, source, "missing", "no such file") from None
@@ -315,9 +316,9 @@ def _open_file(path: str | os.PathLike, index: int):
         raise ImageError(index, source, "unreadable", str(error)) from None
 
 
-def _bounded(content: bytes, index: int, source: str, size: int | None = None) -> bytes:
-    """``content``, or a ``too_large`` error if it (or the ``size`` a header gave) is over MAX_BYTES."""
-    if (size if size is not None else len(content)) > MAX_BYTES:
+def _refuse_over_max_bytes(size: int, index: int, source: str) -> None:
+    """A ``too_large`` error for an input of ``size`` bytes over MAX_BYTES."""
+    if size > MAX_BYTES:
         raise ImageError(
             index,
             source,
@@ -325,13 +326,12 @@ def _bounded(content: bytes, index: int, source: str, size: int | None = None) -
             f"over {MAX_BYTES / 1e9:.1f} GB, more than any image featx decodes (16 bytes a pixel at "
             f"{MAX_PIXELS:,} pixels); it was not read further",
         )
-    return content
 
 
 def _read_url(url: str, index: int) -> bytes:
     """An fsspec URL or tar member's bytes; failures become this input's error, naming shard and member."""
     try:
-        return _bounded(sources.read_bytes(url, MAX_BYTES + 1), index, url)
+        content = sources.read_bytes(url, MAX_BYTES + 1)
     except (
         OSError,
         ValueError,
@@ -340,6 +340,8 @@ def _read_url(url: str, index: int) -> bytes:
         tarfile.TarError,
     ) as error:  # network, tar, table errors
         raise read_error(index, url, error) from None
+    _refuse_over_max_bytes(len(content), index, url)
+    return content
 
 
 def read_error(index: int, url: str, error: BaseException) -> ImageError:
