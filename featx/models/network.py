@@ -174,11 +174,8 @@ class FrozenNetwork:
         )
         self.weights_description = resolved.description
         self.module = self._load(resolved.state_dict)
-        self._pipelines = {
-            "float": _Pipeline(
-                self.module, self.preprocessing, Pool(self.pooling, self.backbone.prefix_tokens)
-            ).to(self.device)
-        }
+        self._pool = Pool(self.pooling, self.backbone.prefix_tokens)
+        self._pipelines = {"float": _Pipeline(self.module, self.preprocessing, self._pool).to(self.device)}
         identity = {
             "format": FORMAT_VERSION,
             "backbone": self.backbone.name,
@@ -219,7 +216,7 @@ class FrozenNetwork:
             self._pipelines["int8"] = _Pipeline(
                 quantize.quantize(self.module, calibration, stored),
                 self.preprocessing,
-                Pool(self.pooling, self.backbone.prefix_tokens),
+                self._pool,
             )
         return self._pipelines["int8"]
 

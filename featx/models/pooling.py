@@ -7,18 +7,23 @@ Convolutional outputs are ``(B, C, H, W)``; transformer outputs are ``(B, tokens
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
 
 from featx.errors import ParameterError
 from featx.options import POOLINGS, check
 
+if TYPE_CHECKING:
+    from featx.models._registry import Backbone
+
 __all__ = ["Pool", "pool", "resolve_pooling"]
 
 _TOKEN_POOLINGS = ("cls", "tokens_avg")
 
 
-def resolve_pooling(backbone, layer: str | None, pooling: str | None) -> str:
+def resolve_pooling(backbone: Backbone, layer: str | None, pooling: str | None) -> str:
     """The backbone's own pooling for its default node; its ``layer_pooling`` for any other node."""
     if pooling is None:
         return backbone.pooling if layer in (None, backbone.node) else backbone.layer_pooling
