@@ -114,7 +114,7 @@ def extract_features(
     progress: bool = False,
     compile: bool | str = "auto",
     max_pixels: int = MAX_PIXELS,
-    decoding: str = "reduced",
+    decoding: str = "auto",
     min_cosine: float = MIN_COSINE,
     calibration: str | None = None,
 ) -> np.ndarray:

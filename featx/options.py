@@ -86,7 +86,10 @@ ON_ERROR = Choice(("raise", "nan"))  # Python: a failed input raises, or becomes
 JOB_ON_ERROR = Choice(("skip", "raise"))  # batch job: a failed input is listed and left out, or stops the job
 ENGINES = Choice(("local", "ray"))
 CROP_MODES = Choice(("center", "squash"))  # timm's crop modes that featx reproduces
-DECODINGS = Choice(("reduced", "full"))  # big JPEGs: DCT-scaled decoding, or every pixel
+# how images are decoded: big JPEGs DCT-scaled on the CPU, every pixel on the CPU, JPEGs on the network's
+# device (nvJPEG on a GPU); "auto" measures on a GPU and takes "reduced" elsewhere
+DECODINGS = Choice(("auto", "reduced", "full", "device"))
+PIXEL_DECODINGS = Choice(("reduced", "full", "device"))  # what a network's preprocessing holds, resolved
 POSITIVE_INT = Interval(int, 1)  # batch sizes, pixel limits, sizes, megabytes
 WORKERS = Interval(int, 0, none=True)  # decoding processes: 0 decodes in the calling process
 COUNT = Interval(int, 1, none=True)  # Ray actors; None: one per GPU

@@ -226,11 +226,15 @@ def test_each_image_is_read_once_in_the_workers_and_decoded_only_when_the_cache_
 class _RowSums:
     """A stand-in network whose vector of an image is its pixel sum: rows are checkable after batching."""
 
+    device = torch.device("cpu")
+
     def prepare(self, n_images, batch_size):
         pass
 
-    def __call__(self, pixels):
-        return pixels.flatten(1).sum(1, keepdim=True).double().numpy().astype(np.float32)
+    def submit(self, pixels):
+        from featx.models.pending import PendingVectors
+
+        return PendingVectors(pixels.flatten(1).sum(1, keepdim=True).double().float())
 
 
 def test_batches_cut_uneven_worker_chunks_into_full_batches_each_content_once_and_rows_stay_with_their_keys():

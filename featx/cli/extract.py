@@ -78,9 +78,11 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     extract.add_argument("--on-error", default="skip", choices=JOB_ON_ERROR)
     extract.add_argument(
         "--decoding",
-        default="reduced",
+        default="auto",
         choices=DECODINGS,
-        help="reduced: big JPEGs decoded at a reduced DCT scale (never below the resize); full: every pixel",
+        help="reduced: big JPEGs decoded on the CPU at a reduced DCT scale (never below the resize); full: "
+        "every pixel; device: JPEGs decoded on the network's device (nvJPEG on a GPU); auto: measured "
+        "on a GPU, reduced elsewhere",
     )
     extract.add_argument(
         "--max-pixels",

@@ -1,26 +1,30 @@
 """The one step every engine runs for each input where it decodes: read it once, key it by its content,
 decode it only if the store lacks that key. The local engine's DataLoader workers, Ray's CPU tasks and
 the shard streamers differ only in how they read the bytes; they call :func:`key_and_decode` for the
-rest, so a cached input is never decoded and a failure is an :class:`~featx.errors.ImageError` alike."""
+rest, so a cached input is never decoded and a failure is an :class:`~featx.errors.ImageError` alike.
+
+With ``decoding="device"`` a JPEG the device can decode stays bytes here; the process that runs the
+network decodes the batch's JPEGs on its device with :func:`decode_jpegs`."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Container
+from collections.abc import Callable, Container, Sequence
 from typing import Any, NamedTuple
 
 import torch
 
 from featx.errors import ImageError
 from featx.inputs.images import hash_content
+from featx.inputs.jpeg import decode_on_device, device_decodable
 from featx.models.preprocessing import Preprocessing
 
 
 class Keyed(NamedTuple):
-    """One input's outcome: its content key (None if it could not be read), its uint8 pixels (None when
-    the store has the key, or on failure) and its failure, if any."""
+    """One input's outcome: its content key (None if it could not be read), its uint8 pixels or JPEG bytes
+    left for the device (None when the store has the key, or on failure) and its failure, if any."""
 
     key: str | None
-    pixels: torch.Tensor | None
+    pixels: torch.Tensor | bytes | None
     error: ImageError | None
 
 
@@ -41,7 +45,42 @@ def key_and_decode(
     key = hash_content(content)
     if key in known:
         return Keyed(key, None, None)
+    if preprocessing.decoding == "device" and device_decodable(content, max_pixels, preprocessing.resize):
+        return Keyed(key, content, None)
     try:
         return Keyed(key, preprocessing.decode(content, index, max_pixels, source=source), None)
     except ImageError as error:
         return Keyed(key, None, error)
+
+
+class DeviceDecoded(NamedTuple):
+    """A batch's JPEGs decoded on the device: the keys of the ``pixels`` rows, and the failures."""
+
+    keys: list[str]
+    pixels: torch.Tensor | None
+    errors: list[ImageError]
+
+
+def decode_jpegs(
+    jpegs: Sequence[tuple[int, str, str, bytes]],
+    preprocessing: Preprocessing,
+    device: torch.device,
+    max_pixels: int,
+) -> DeviceDecoded:
+    """JPEGs that :func:`key_and_decode` left as bytes, as ``(index, source, key, content)``: decoded on
+    ``device`` in one batch, resized and cropped there; one the device fails on is decoded by the CPU
+    path instead, which raises the error the CPU decoders would (an input that is broken fails alike
+    whichever path it took)."""
+    decoded = decode_on_device([content for *_, content in jpegs], device)
+    keys = [key for (_, _, key, _), image in zip(jpegs, decoded) if image is not None]
+    rows = [image for image in decoded if image is not None]
+    pixels = [preprocessing.crop_batch(rows)] if rows else []
+    errors = []
+    for (index, source, key, content), image in zip(jpegs, decoded):
+        if image is None:
+            try:
+                pixels.append(preprocessing.decode(content, index, max_pixels, source)[None].to(device))
+                keys.append(key)
+            except ImageError as error:
+                errors.append(error)
+    return DeviceDecoded(keys, torch.cat(pixels) if pixels else None, errors)

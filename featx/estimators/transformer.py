@@ -73,10 +73,12 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
     max_pixels : int, default=featx.inputs.images.MAX_PIXELS (about 89 million)
         An image with more pixels, as decoded or once its short side is resized, fails (kind
         ``decompression_bomb`` or ``too_large``) before anything that size is allocated.
-    decoding : {"reduced", "full"}, default="reduced"
+    decoding : {"auto", "reduced", "full", "device"}, default="auto"
         "reduced" decodes a JPEG at least twice the size the resize needs at a reduced DCT scale (never
-        below that size; about 3x faster on phone photos, cosine >= 0.99 to full decoding, see the README);
-        "full" decodes every pixel. The two never share cache entries (the mode is in the fingerprint).
+        below that size; about 3x faster on phone photos, cosine >= 0.99 to full decoding); "full" decodes
+        every pixel; "device" decodes JPEGs on the network's device (nvJPEG on a GPU), other images on
+        the CPU; "auto" times "device" against the CPU decoders on a GPU (remembered in the tuning file)
+        and is "reduced" elsewhere. Modes never share cache entries (the mode is in the fingerprint).
     min_cosine : float, default=0.99
         The fidelity to fp32 features that ``precision="auto"`` and ``"int8"`` must keep.
     calibration : str or None, default=None
@@ -123,7 +125,7 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
         progress: bool = False,
         compile: bool | str = "auto",
         max_pixels: int = MAX_PIXELS,
-        decoding: str = "reduced",
+        decoding: str = "auto",
         min_cosine: float = MIN_COSINE,
         calibration: str | None = None,
     ):

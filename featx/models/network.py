@@ -17,6 +17,8 @@ from featx.cache.files import FORMAT_VERSION
 from featx.errors import ParameterError
 from featx.models import quantize, tuning
 from featx.models._registry import Backbone, get_backbone
+from featx.models.decoding import choose_decoding
+from featx.models.pending import PendingVectors
 from featx.models.pooling import Pool, pool, resolve_pooling
 from featx.models.precision import Trial, choose_precision
 from featx.models.preprocessing import Normalise, Preprocessing
@@ -56,7 +58,7 @@ class NetworkSpec:
     device: str = "auto"
     precision: str = "auto"
     compile: bool | str = "auto"
-    decoding: str = "reduced"
+    decoding: str = "auto"
     min_cosine: float = tuning.MIN_COSINE
     calibration: str | None = None
 
@@ -169,8 +171,9 @@ class FrozenNetwork:
             )
         self.device = resolve_device(self.spec.device)
         resolved = resolve_weights(self.backbone, self.spec.weights)
+        self.decoding_choice = choose_decoding(self.spec.decoding, self.device, resolved.preprocessing)
         self.preprocessing: Preprocessing = dataclasses.replace(
-            resolved.preprocessing, decoding=self.spec.decoding
+            resolved.preprocessing, decoding=self.decoding_choice["decoding"]
         )
         self.weights_description = resolved.description
         self.module = self._load(resolved.state_dict)
@@ -262,24 +265,28 @@ class FrozenNetwork:
 
     def __call__(self, batch: torch.Tensor) -> np.ndarray:
         """(B, 3, crop, crop) uint8 images (resized and cropped) -> (B, n_features) float32 numpy array."""
+        return self.submit(batch).result()
+
+    def submit(self, batch: torch.Tensor) -> PendingVectors:
+        """As calling the network, without waiting for the device (see :mod:`featx.models.pending`)."""
         n = len(batch)
         if self._compiled is not None and n <= self._compiled[1]:
             module, size = self._compiled
             if n < size:  # the compiled graph's static shape: pad, then drop the padding's rows
                 batch = torch.cat([batch, batch.new_zeros((size - n, *batch.shape[1:]))])
-            return self._forward(module, batch)[:n]
-        return self._forward(self._pipeline, batch)
+            return PendingVectors.copied(self._forward(module, batch)[:n])
+        return PendingVectors.copied(self._forward(self._pipeline, batch))
 
     def _forward_in(self, precision: str, batch: torch.Tensor) -> np.ndarray:
         """The eager network in ``precision``: what the precision trial times and compares."""
-        return self._forward(self._pipeline_for(precision), batch, precision)
+        return self._forward(self._pipeline_for(precision), batch, precision).cpu().numpy()
 
     @torch.inference_mode()
-    def _forward(self, module: nn.Module, batch: torch.Tensor, precision: str | None = None) -> np.ndarray:
+    def _forward(self, module: nn.Module, batch: torch.Tensor, precision: str | None = None) -> torch.Tensor:
         batch = batch.to(self.device, non_blocking=True)
         dtype = _AUTOCAST_DTYPES.get(precision or self.precision)
         with torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            return module(batch).cpu().numpy()
+            return module(batch)
 
 
 class _Pipeline(nn.Module):

@@ -12,7 +12,7 @@ from torchvision.transforms import v2
 
 from featx.errors import ParameterError
 from featx.inputs.images import MAX_PIXELS, load_rgb
-from featx.options import CROP_MODES, DECODINGS, check
+from featx.options import CROP_MODES, PIXEL_DECODINGS, check
 
 _INTERPOLATIONS = {
     "bilinear": v2.InterpolationMode.BILINEAR,
@@ -44,7 +44,7 @@ class Preprocessing:
     crop_mode: str = "center"
 
     def __post_init__(self) -> None:
-        check("decoding", self.decoding, DECODINGS, "Preprocessing")
+        check("decoding", self.decoding, PIXEL_DECODINGS, "Preprocessing")
         check("crop_mode", self.crop_mode, CROP_MODES, "Preprocessing")
         if self.interpolation not in _INTERPOLATIONS:
             raise ParameterError(
@@ -100,9 +100,13 @@ class Preprocessing:
         The engine's decoding workers stop here: a uint8 image is a quarter of the bytes to pass between
         processes (and to the GPU); the network scales and normalises whole batches.
         """
+        return v2.Compose([v2.PILToTensor(), self.resize_crop()])
+
+    def resize_crop(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        """A ``3 x H x W`` uint8 tensor, on any device -> ``3 x crop x crop``: the same resize and crop
+        for a PIL image decoded on the CPU and a JPEG decoded on the GPU."""
         return v2.Compose(
             [
-                v2.PILToTensor(),
                 v2.Resize(
                     (self.resize, self.resize) if self.crop_mode == "squash" else self.resize,
                     interpolation=_INTERPOLATIONS[self.interpolation],
@@ -111,6 +115,18 @@ class Preprocessing:
                 v2.CenterCrop(self.crop),
             ]
         )
+
+    def crop_batch(self, images: list[torch.Tensor]) -> torch.Tensor:
+        """Images of any sizes (``3 x H x W`` uint8, on one device) -> one ``B x 3 x crop x crop`` batch,
+        in order. Images of one size are resized together: photos from one camera cost one call."""
+        geometry = self.resize_crop()
+        by_size: dict[tuple[int, ...], list[int]] = {}
+        for position, image in enumerate(images):
+            by_size.setdefault(tuple(image.shape), []).append(position)
+        batch = images[0].new_empty((len(images), 3, self.crop, self.crop))
+        for positions in by_size.values():
+            batch[positions] = geometry(torch.stack([images[p] for p in positions]))
+        return batch
 
 
 class Normalise(torch.nn.Module):

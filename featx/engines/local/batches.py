@@ -20,6 +20,7 @@ import torch
 
 from featx.cache import Store
 from featx.models.network import FrozenNetwork
+from featx.models.pending import PendingVectors
 
 MAX_WAITING_BYTES = 256 * 2**20  # vectors the network may run ahead of the disk by (at least one batch)
 
@@ -47,7 +48,9 @@ class Batches:
             self._writer.check()
 
     def add(self, keys: Sequence[str], pixels: torch.Tensor) -> None:
-        """``pixels[i]`` is the image of ``keys[i]``; content already added in this run is dropped."""
+        """``pixels[i]`` is the image of ``keys[i]``; content already added in this run is dropped. The rows
+        go to the network's device now (asynchronously from a worker's pinned batch), where rows decoded
+        there join them."""
         fresh = []
         for row, key in enumerate(keys):
             if key not in self._taken:
@@ -55,7 +58,8 @@ class Batches:
                 fresh.append(row)
         if fresh:
             self._keys.extend(keys[row] for row in fresh)
-            self._chunks.append(pixels if len(fresh) == len(pixels) else pixels[fresh])
+            rows = pixels if len(fresh) == len(pixels) else pixels[fresh]
+            self._chunks.append(rows.to(self.network.device, non_blocking=True))
 
     def commit_full(self, expected: int) -> None:
         """Commit every full batch; ``expected`` estimates how many images this job computes in all (the
@@ -76,7 +80,7 @@ class Batches:
             self._prepared = True
         keys = self._keys[:n]
         del self._keys[:n]
-        self._writer.put(keys, self.network(self._take(len(keys))))
+        self._writer.put(keys, self.network.submit(self._take(len(keys))))
         self.computed += len(keys)
 
     def _take(self, n: int) -> torch.Tensor:
@@ -98,14 +102,14 @@ class GroupWriter:
 
     def __init__(self, store: Store):
         self._store = store
-        self._waiting: list[tuple[Sequence[str], np.ndarray]] = []
+        self._waiting: list[tuple[Sequence[str], PendingVectors]] = []
         self._busy = self._closed = False
         self._error: BaseException | None = None
         self._changed = threading.Condition()
         # started at the first batch, once the DataLoader has forked its workers from a single-threaded process
         self._thread = threading.Thread(target=self._run, name="featx-commit", daemon=True)
 
-    def put(self, keys: Sequence[str], vectors: np.ndarray) -> None:
+    def put(self, keys: Sequence[str], vectors: PendingVectors) -> None:
         if self._thread.ident is None:
             self._thread.start()
         with self._changed:
@@ -149,7 +153,7 @@ class GroupWriter:
             try:
                 self._store.write(
                     [key for keys, _ in group for key in keys],
-                    np.concatenate([vectors for _, vectors in group]),
+                    np.concatenate([vectors.result() for _, vectors in group]),
                 )
             except BaseException as error:  # handed to the job's thread, which raises it
                 with self._changed:

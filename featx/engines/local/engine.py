@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Container, Iterator, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -20,7 +21,7 @@ from tqdm.auto import tqdm
 
 from featx.cache import Namespace, Store, stat_memo
 from featx.engines.base import DEFAULTS, Filled, RunOptions, no_keys
-from featx.engines.keyed import key_and_decode
+from featx.engines.keyed import decode_jpegs, key_and_decode
 from featx.engines.local import seen
 from featx.engines.local.batches import Batches
 from featx.engines.local.workers import decoders_should_yield, default_num_workers, yield_to_the_network
@@ -124,7 +125,7 @@ def run(
     n_seen = n_decoded = 0
     with Batches(network, store, options.batch_size) as batches:
         for samples, pixels in _iterate(loader):
-            decoded = []
+            decoded, jpegs = [], []
             for index, key, outcome, file_signature in samples:
                 if key is not None:
                     keys[index] = key
@@ -134,11 +135,12 @@ def run(
                     failures.append(outcome)
                 elif outcome is None:
                     n_cached += 1
+                elif isinstance(outcome, bytes):
+                    jpegs.append((index, describe(images[index]), key, outcome))
                 else:
                     decoded.append(key)
-            if decoded:
-                batches.add(decoded, pixels)
-            n_decoded += len(decoded)
+            failures += _add(batches, decoded, pixels, jpegs, options.max_pixels)
+            n_decoded += len(decoded) + len(jpegs)
             n_seen += len(samples)
             batches.commit_full(expected=round(len(todo) * n_decoded / n_seen))
             if options.fail_fast and failures:
@@ -183,19 +185,23 @@ def run_shards(
     n_cached = n_decoded = n_failed = 0
     started: set[int] = set()
     with Batches(network, store, options.batch_size) as batches:
-        for streamed, decoded, pixels in _iterate(loader):
-            decoded_keys = []
-            for entry, was_decoded in zip(streamed, decoded):
+        for streamed, outcomes, pixels in _iterate(loader):
+            decoded_keys, jpegs = [], []
+            for entry, outcome in zip(streamed, outcomes):
                 started.add(entry.shard)
-                if was_decoded:
+                if isinstance(outcome, bytes):  # its index here: its place in ``entries``
+                    jpegs.append((len(entries), entry.path, entry.key, outcome))
+                elif outcome:
                     decoded_keys.append(entry.key)
                 elif entry.key is not None and entry.error is None:
                     n_cached += 1
                 n_failed += entry.error is not None
                 entries.append(entry)
-            if decoded_keys:
-                batches.add(decoded_keys, pixels)
-            n_decoded += len(decoded_keys)
+            for failure in _add(batches, decoded_keys, pixels, jpegs, options.max_pixels):
+                entry = entries[failure.index]
+                entries[failure.index] = replace(entry, error=failure.at(entry.position))
+                n_failed += 1
+            n_decoded += len(decoded_keys) + len(jpegs)
             # how many this job computes is known only at its end: estimated from the shards begun so far
             batches.commit_full(expected=round(n_decoded * len(shards) / len(started)))
             if options.fail_fast and n_failed:
@@ -290,7 +296,7 @@ class _ReadKeyDecode(Dataset):
 def _stack_decoded(samples: list[tuple]) -> tuple[list[tuple], torch.Tensor | None]:
     """In the worker: the batch's decoded pixels as one tensor (one transfer between processes, one pinned
     copy for the GPU), in sample order; each sample keeps its index, key, outcome and file signature, where
-    the outcome is an error, None (cached) or True (its row is in the tensor)."""
+    the outcome is an error, None (cached), True (its row is in the tensor) or JPEG bytes for the device."""
     decoded = [result for _, _, result, _ in samples if isinstance(result, torch.Tensor)]
     outcomes = [
         (index, key, True if isinstance(result, torch.Tensor) else result, signature)
@@ -299,12 +305,36 @@ def _stack_decoded(samples: list[tuple]) -> tuple[list[tuple], torch.Tensor | No
     return outcomes, torch.stack(decoded) if decoded else None
 
 
-def _stack_streamed(entries: list[Streamed]) -> tuple[list[Streamed], list[bool], torch.Tensor | None]:
-    """In the worker, as :func:`_stack_decoded`: the entries without their pixels, which of them were
-    decoded, and those pixels as one tensor in entry order."""
-    decoded = [entry.pixels is not None for entry in entries]
-    pixels = [entry.pixels for entry in entries if entry.pixels is not None]
-    return [without_pixels(entry) for entry in entries], decoded, torch.stack(pixels) if pixels else None
+def _stack_streamed(
+    entries: list[Streamed],
+) -> tuple[list[Streamed], list[bool | bytes], torch.Tensor | None]:
+    """In the worker, as :func:`_stack_decoded`: the entries without their pixels, each one's outcome
+    (True: a row of the tensor; bytes: a JPEG for the device; False: nothing to compute), and the tensor."""
+    outcomes = [
+        entry.pixels if isinstance(entry.pixels, bytes) else entry.pixels is not None for entry in entries
+    ]
+    pixels = [entry.pixels for entry in entries if isinstance(entry.pixels, torch.Tensor)]
+    return [without_pixels(entry) for entry in entries], outcomes, torch.stack(pixels) if pixels else None
+
+
+def _add(
+    batches: Batches,
+    keys: list[str],
+    pixels: torch.Tensor | None,
+    jpegs: list[tuple[int, str, str, bytes]],
+    max_pixels: int,
+) -> list[ImageError]:
+    """Add a worker batch's decoded rows, then its JPEGs decoded on the network's device; returns the
+    failures of those JPEGs (their index as given in ``jpegs``)."""
+    if keys:
+        batches.add(keys, pixels)
+    if not jpegs:
+        return []
+    network = batches.network
+    on_device = decode_jpegs(jpegs, network.preprocessing, network.device, max_pixels)
+    if on_device.keys:
+        batches.add(on_device.keys, on_device.pixels)
+    return on_device.errors
 
 
 def _iterate(loader: DataLoader) -> Iterator[Any]:

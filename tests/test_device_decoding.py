@@ -1,0 +1,169 @@
+"""decoding="device": JPEGs decoded by torchvision's decoder in the network's process, on its device, with
+the CPU path for everything else. On a GPU that is nvJPEG (tests/test_gpu.py); here the same code runs
+with device="cpu", which is how its mechanics and its fidelity are checked without one."""
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from conftest import encode, photo, write_shard
+from PIL import Image
+from sklearn.datasets import load_sample_images
+
+from featx import FeatureCache, FrozenNetwork, extract_features, load_features
+from featx.engines.keyed import decode_jpegs
+from featx.errors import ImageError, ParameterError
+from featx.inputs.jpeg import device_decodable
+from featx.inputs.manifests import load_job_source
+from featx.job import run_extract_job
+from featx.models import decoding
+from featx.models.preprocessing import Preprocessing
+from featx.models.tuning import min_cosine
+
+
+def real_jpeg(index: int, size=(500, 375), **save) -> bytes:
+    """A crop of scikit-learn's sample photos at about an ImageNet photo's size, as a camera's JPEG."""
+    picture = load_sample_images().images[index % 2]
+    top, left = 20 * (index // 2), 30 * (index // 2)
+    crop = Image.fromarray(picture[top : top + 380, left : left + 560]).resize(size, Image.BICUBIC)
+    buffer = io.BytesIO()
+    crop.save(buffer, "JPEG", quality=save.pop("quality", 90), **save)
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def jpeg_folder(tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for n in range(10):
+        (folder / f"{n}.jpg").write_bytes(real_jpeg(n))
+    (folder / "grey.jpg").write_bytes(encode(photo(3, (60, 50))[:, :, 0], "JPEG"))
+    (folder / "progressive.jpg").write_bytes(real_jpeg(4, progressive=True))
+    (folder / "cmyk.jpg").write_bytes(_cmyk_jpeg())
+    (folder / "rotated.jpg").write_bytes(_rotated_jpeg())
+    (folder / "picture.png").write_bytes(encode(photo(5, (70, 60))))
+    return folder
+
+
+def _cmyk_jpeg() -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(photo(7, (64, 48))).convert("CMYK").save(buffer, "JPEG")
+    return buffer.getvalue()
+
+
+def _rotated_jpeg() -> bytes:
+    picture = Image.fromarray(photo(8, (80, 40)))
+    exif = picture.getexif()
+    exif[0x0112] = 6
+    buffer = io.BytesIO()
+    picture.save(buffer, "JPEG", exif=exif)
+    return buffer.getvalue()
+
+
+def test_only_jpegs_the_device_decodes_like_the_cpu_go_there():
+    limit, resize = 10**8, 256
+    assert device_decodable(real_jpeg(0), limit, resize)
+    assert device_decodable(real_jpeg(1, progressive=True), limit, resize)
+    assert device_decodable(encode(photo(0)[:, :, 0], "JPEG"), limit, resize)  # greyscale
+    refused = {
+        "cmyk": _cmyk_jpeg(),
+        "exif-rotated": _rotated_jpeg(),  # nvJPEG would not turn it upright
+        "truncated": real_jpeg(0)[:-500],
+        "png": encode(photo(0)),
+        "empty": b"",
+        "not bytes": np.zeros((4, 4, 3), np.uint8),
+    }
+    for name, content in refused.items():
+        assert not device_decodable(content, limit, resize), name
+    assert not device_decodable(real_jpeg(0), 500 * 375 - 1, resize)  # over max_pixels: the CPU path says so
+    assert not device_decodable(real_jpeg(0, size=(4000, 20)), 3_000_000, resize)  # too large once resized
+
+
+def test_a_batch_of_jpegs_decodes_to_the_pixels_of_the_cpu_path():
+    preprocessing = Preprocessing(decoding="device")
+    jpegs = [real_jpeg(n) for n in range(4)] + [real_jpeg(1, size=(375, 500))]
+    outcome = decode_jpegs(
+        [(n, f"photo {n}", f"key{n}", j) for n, j in enumerate(jpegs)],
+        preprocessing,
+        torch.device("cpu"),
+        10**8,
+    )
+    assert outcome.keys == [f"key{n}" for n in range(5)] and not outcome.errors
+    on_cpu = torch.stack([Preprocessing(decoding="full").decode(j) for j in jpegs])
+    assert outcome.pixels.shape == on_cpu.shape and outcome.pixels.dtype == torch.uint8
+    difference = (outcome.pixels.int() - on_cpu.int()).abs()
+    assert difference.float().mean() < 1.0 and difference.max() <= 16  # libjpeg's IDCT vs PIL's: rounding
+
+
+def test_a_jpeg_the_device_cannot_decode_fails_as_on_the_cpu_and_alone():
+    broken = bytearray(real_jpeg(2))
+    broken[400:2400] = bytes(2000)  # scan data zeroed: the header still parses
+    jpegs = [real_jpeg(0), bytes(broken), real_jpeg(1)]
+    outcome = decode_jpegs(
+        [(n, f"photo {n}", f"key{n}", j) for n, j in enumerate(jpegs)],
+        Preprocessing(decoding="device"),
+        torch.device("cpu"),
+        10**8,
+    )
+    with pytest.raises(ImageError) as on_cpu:
+        Preprocessing(decoding="full").decode(bytes(broken), 1, 10**8, source="photo 1")
+    assert [(e.index, e.source, e.kind) for e in outcome.errors] == [(1, "photo 1", on_cpu.value.kind)]
+    assert outcome.keys == ["key0", "key2"]
+    assert len(outcome.pixels) == len(outcome.keys)
+
+
+def test_device_decoding_gives_the_vectors_of_the_cpu_path_and_the_same_failures(jpeg_folder, tmp_path):
+    paths = sorted(str(p) for p in jpeg_folder.iterdir()) + [str(tmp_path / "missing.jpg")]
+    common = dict(
+        backbone="tiny", weights=None, precision="fp32", num_workers=2, on_error="nan", batch_size=4
+    )
+    full = extract_features(paths, decoding="full", **common)
+    device = extract_features(paths, decoding="device", cache_dir=tmp_path / "cache", **common)
+    failed = np.isnan(full).any(1)
+    assert list(np.isnan(device).any(1)) == list(failed) and failed.sum() == 1  # the missing file
+    assert min_cosine(device[~failed], full[~failed]) >= 0.999
+    (namespace,) = FeatureCache(tmp_path / "cache").namespaces()
+    assert namespace.fingerprint["preprocessing"]["decoding"] == "device"  # never mixed with the CPU's
+    again = extract_features(paths, decoding="device", cache_dir=tmp_path / "cache", **common)
+    np.testing.assert_array_equal(again[~failed], device[~failed])
+
+
+def test_shards_decode_on_the_device_too(tmp_path):
+    samples = [(f"s{n}", {"jpg": real_jpeg(n), "cls": b"1"}) for n in range(5)]
+    samples.append(("bad", {"jpg": real_jpeg(0)[:-300], "cls": b"0"}))  # truncated: the CPU path names it
+    write_shard(tmp_path / "shard-000.tar", samples)
+    vectors, kinds = {}, {}
+    for mode in ("full", "device"):
+        network = FrozenNetwork("tiny", weights=None, precision="fp32", decoding=mode)
+        summary = run_extract_job(
+            load_job_source(str(tmp_path / "shard-000.tar")),
+            network,
+            FeatureCache(tmp_path / "cache").namespace(network.fingerprint),
+            batch_size=4,
+            num_workers=1,
+            out=tmp_path / f"{mode}.parquet",
+            progress=False,
+        )
+        kinds[mode] = [e.kind for e in summary.errors]
+        vectors[mode] = load_features(tmp_path / f"{mode}.parquet")[0]
+    assert kinds["device"] == kinds["full"] and len(kinds["full"]) == 1
+    assert min_cosine(vectors["device"], vectors["full"]) >= 0.999
+
+
+def test_auto_is_reduced_off_a_gpu_without_measuring_and_the_measurement_picks_the_faster_path():
+    choice = decoding.choose_decoding("auto", torch.device("cpu"), Preprocessing())
+    assert choice["decoding"] == "reduced"
+    assert FrozenNetwork("tiny", weights=None, precision="fp32").preprocessing.decoding == "reduced"
+    record = decoding.measure(torch.device("cpu"), Preprocessing(), workers=1)
+    rates = record["trials"]
+    assert rates["device"] > 0 and rates["cpu"] > 0
+    assert record["decoding"] == ("device" if rates["device"] > rates["cpu"] else "reduced")
+
+
+def test_the_ray_engine_refuses_device_decoding_by_name():
+    from featx.engines.ray.engine import RayEngine
+    from featx.models.network import NetworkSpec
+
+    with pytest.raises(ParameterError, match="decoding='device' runs with the local engine only"):
+        RayEngine().network(NetworkSpec("tiny", weights=None, decoding="device"))
