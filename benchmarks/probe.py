@@ -47,7 +47,7 @@ from make_sample_data import FASHION_DIR, read_idx  # noqa: E402
 from featx import LinearProbe, extract_features  # noqa: E402
 from featx._machine import cpu_model  # noqa: E402
 from featx.evaluate.classifiers import STAND_INS, make_classifier  # noqa: E402
-from featx.models.network import resolve_device  # noqa: E402
+from featx.models.devices import resolve_device  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results"
 GRID = [0.001, 0.01, 0.1, 1.0]

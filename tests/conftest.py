@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import tiny_backbone  # noqa: F401  (registers the "tiny" backbone)
 from PIL import Image
+from sklearn.datasets import load_sample_images
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -160,3 +161,42 @@ def messy_shards(tmp_path):
         },
         "skipped": [f"tar://e::{shard[0]}"],
     }
+
+
+def real_jpeg(index: int, size=(500, 375), **save) -> bytes:
+    """A crop of scikit-learn's sample photos at about an ImageNet photo's size, as a camera's JPEG."""
+    picture = load_sample_images().images[index % 2]
+    top, left = 20 * (index // 2), 30 * (index // 2)
+    crop = Image.fromarray(picture[top : top + 380, left : left + 560]).resize(size, Image.BICUBIC)
+    buffer = io.BytesIO()
+    crop.save(buffer, "JPEG", quality=save.pop("quality", 90), **save)
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def jpeg_folder(tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for n in range(10):
+        (folder / f"{n}.jpg").write_bytes(real_jpeg(n))
+    (folder / "grey.jpg").write_bytes(encode(photo(3, (60, 50))[:, :, 0], "JPEG"))
+    (folder / "progressive.jpg").write_bytes(real_jpeg(4, progressive=True))
+    (folder / "cmyk.jpg").write_bytes(cmyk_jpeg())
+    (folder / "rotated.jpg").write_bytes(rotated_jpeg())
+    (folder / "picture.png").write_bytes(encode(photo(5, (70, 60))))
+    return folder
+
+
+def cmyk_jpeg() -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(photo(7, (64, 48))).convert("CMYK").save(buffer, "JPEG")
+    return buffer.getvalue()
+
+
+def rotated_jpeg() -> bytes:
+    picture = Image.fromarray(photo(8, (80, 40)))
+    exif = picture.getexif()
+    exif[0x0112] = 6
+    buffer = io.BytesIO()
+    picture.save(buffer, "JPEG", exif=exif)
+    return buffer.getvalue()

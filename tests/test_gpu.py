@@ -1,7 +1,8 @@
 """The CUDA path on a real GPU: skipped where there is none (CI), run on a lent GPU machine.
 
 The CPU tests cover every rule; these check what only a GPU can show: the precision trial's choice on
-CUDA, CUDA vectors against CPU ones, LinearProbe on the GPU, and a CPU-only Ray head node driving a GPU node.
+CUDA, CUDA vectors against CPU ones, JPEGs decoded by nvJPEG against the CPU decoders, the decoding trial,
+LinearProbe on the GPU, and a CPU-only Ray head node driving a GPU node.
 """
 
 import os
@@ -11,10 +12,15 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, photo
+from conftest import REPO, real_jpeg
 from sklearn.datasets import load_digits
 
 from featx import FeatureCache, FrozenNetwork, LinearProbe, extract_features, load_features
+from featx.engines.keyed import decode_jpegs
+from featx.inputs.jpeg import decode_on_device
+from featx.models import tuning
+from featx.models.decoding import decoding_key
+from featx.models.preprocessing import Preprocessing
 
 TINY = "tiny_backbone:TINY"  # importable by Ray's worker processes (PYTHONPATH below)
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -25,16 +31,67 @@ def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def test_auto_precision_on_cuda_measures_fp32_fp16_bf16_and_its_choice_keeps_the_cpu_vectors():
-    images = [photo(n, size=(96, 80)) for n in range(24)]
-    on_cpu = extract_features(images, "efficientnet_lite0", device="cpu", precision="fp32", batch_size=8)
+    images = [real_jpeg(n) for n in range(24)]  # the trial's bound holds for photos, not for noise
+    # decoded alike (by the CPU): this compares precisions; the decoders are compared below
+    common = dict(decoding="full", batch_size=8)
+    on_cpu = extract_features(images, "efficientnet_lite0", device="cpu", precision="fp32", **common)
     network = FrozenNetwork("efficientnet_lite0", device="cuda")
     why = network.precision_choice["why"]
     assert network.precision in {"fp32", "fp16", "bf16"}
     assert all(f"{p} " in why for p in ("fp32", "fp16", "bf16")), why  # each timed, each reported
-    on_gpu = extract_features(images, "efficientnet_lite0", device="cuda", batch_size=8)
+    on_gpu = extract_features(images, "efficientnet_lite0", device="cuda", **common)
     assert cosine(on_gpu, on_cpu).min() >= 0.99
-    exact = extract_features(images, "efficientnet_lite0", device="cuda", precision="fp32", batch_size=8)
+    exact = extract_features(images, "efficientnet_lite0", device="cuda", precision="fp32", **common)
     assert cosine(exact, on_cpu).min() >= 0.9999
+
+
+def test_nvjpeg_decodes_a_batch_to_the_pixels_of_the_cpu_decoder():
+    jpegs = [(n, f"photo {n}", f"key{n}", real_jpeg(n)) for n in range(12)]
+    preprocessing = Preprocessing(decoding="device")
+    on_gpu = decode_jpegs(jpegs, preprocessing, torch.device("cuda"), 10**8)
+    on_cpu = decode_jpegs(jpegs, preprocessing, torch.device("cpu"), 10**8)
+    assert on_gpu.pixels.device.type == "cuda" and on_gpu.keys == on_cpu.keys and not on_gpu.errors
+    difference = (on_gpu.pixels.cpu().int() - on_cpu.pixels.int()).abs().float()
+    assert difference.mean() < 1.5, difference.mean()
+
+
+def test_decoding_on_the_gpu_never_writes_into_memory_that_queued_kernels_still_read():
+    """torchvision's CUDA decoder writes on its own stream into blocks the caller's stream may still read
+    (pytorch/vision#9606); featx drains the stream first. Freed blocks of the decoded images' size, with
+    sums still queued behind a long kernel, must keep their values."""
+    jpegs = [real_jpeg(n) for n in range(8)]
+    expected = 7 * 3 * 375 * 500
+    wrong = 0
+    for _ in range(20):
+        tensors = [torch.full((3, 375, 500), 7, dtype=torch.uint8, device="cuda") for _ in jpegs]
+        torch.cuda.synchronize()
+        torch.cuda._sleep(20_000_000)  # tens of milliseconds of queued work ahead of the sums
+        sums = [t.sum(dtype=torch.int64) for t in tensors]
+        del tensors  # their blocks go back to the allocator while the sums are still queued
+        decode_on_device(jpegs, torch.device("cuda"))
+        wrong += sum(int(total) != expected for total in sums)
+    assert wrong == 0
+
+
+def test_jpegs_decoded_on_the_gpu_give_the_cpu_decoders_vectors_and_the_same_failures(jpeg_folder, tmp_path):
+    paths = sorted(str(p) for p in jpeg_folder.iterdir()) + [str(tmp_path / "missing.jpg")]
+    common = dict(device="cuda", precision="fp32", num_workers=2, on_error="nan", batch_size=4)
+    full = extract_features(paths, "efficientnet_lite0", decoding="full", **common)
+    on_gpu = extract_features(paths, "efficientnet_lite0", decoding="device", **common)
+    failed = np.isnan(full).any(1)
+    assert list(np.isnan(on_gpu).any(1)) == list(failed) and failed.sum() == 1
+    assert cosine(on_gpu[~failed], full[~failed]).min() >= 0.999
+
+
+def test_auto_decoding_on_cuda_times_both_decoders_and_remembers_its_choice():
+    network = FrozenNetwork("efficientnet_lite0", device="cuda", precision="fp32")
+    choice = network.decoding_choice
+    assert network.preprocessing.decoding == choice["decoding"] in {"device", "reduced"}
+    assert choice["trials"]["device"] > 0 and choice["trials"]["cpu"] > 0, choice
+    faster = "device" if choice["trials"]["device"] > choice["trials"]["cpu"] else "reduced"
+    assert choice["decoding"] == faster
+    key = decoding_key(network.device, network.preprocessing)
+    assert tuning.load_entries()[key]["decoding"] == choice["decoding"]  # the next run reads it back
 
 
 def test_linear_probe_on_the_gpu_agrees_with_the_cpu_fit():

@@ -28,7 +28,8 @@ from featx.errors import ParameterError
 from featx.inputs.images import as_image_list
 from featx.models._registry import get_backbone
 from featx.models.blocks import blocks
-from featx.models.network import feature_size, resolve_device
+from featx.models.devices import resolve_device
+from featx.models.network import feature_size
 from featx.models.pooling import Pool, resolve_pooling
 from featx.models.preprocessing import Normalise
 from featx.models.weights import resolve_weights

@@ -20,7 +20,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from featx.errors import ParameterError
-from featx.models.network import resolve_device
+from featx.models.devices import resolve_device
 
 
 class LinearProbe(ClassifierMixin, BaseEstimator):

@@ -18,6 +18,7 @@ from featx.errors import ParameterError
 from featx.models import quantize, tuning
 from featx.models._registry import Backbone, get_backbone
 from featx.models.decoding import choose_decoding
+from featx.models.devices import resolve_device
 from featx.models.pending import PendingVectors
 from featx.models.pooling import Pool, pool, resolve_pooling
 from featx.models.precision import Trial, choose_precision
@@ -25,9 +26,9 @@ from featx.models.preprocessing import Normalise, Preprocessing
 from featx.models.weights import resolve_weights
 from featx.options import COMPILES, COSINE, DECODINGS, POOLINGS, PRECISIONS, check
 
-# torch.compile costs 3-20 s once per network and process on 2 CPU cores (less from inductor's on-disk
-# cache) and saves 1.3 ms (ResNet-18) to 9 ms (ResNet-50) per image here: it pays back after a few
-# thousand images. See benchmarks/speed.py.
+# torch.compile costs 3-20 s once per network and process on 2 CPU cores and saves 1.3 ms (ResNet-18) to
+# 9 ms (ResNet-50) per image: it pays back after a few thousand (benchmarks/speed.py). "auto" compiles
+# only on the CPU: on a GPU it is unmeasured.
 COMPILE_MIN_IMAGES = 10_000
 _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -37,7 +38,6 @@ __all__ = [
     "NetworkSpec",
     "feature_size",
     "list_nodes",
-    "resolve_device",
 ]
 
 
@@ -73,28 +73,6 @@ class NetworkSpec:
 
     def replace(self, **changes: Any) -> NetworkSpec:
         return dataclasses.replace(self, **changes)
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """'auto' picks cuda, then mps, then cpu; anything else goes to ``torch.device``."""
-    if str(device) != "auto":
-        try:
-            resolved = torch.device(device)
-        except RuntimeError as error:
-            raise ParameterError(
-                f"device={device!r} is not a torch device ({error}); use auto, cpu, cuda, cuda:N or mps"
-            ) from None
-        if resolved.type == "cuda" and not torch.cuda.is_available():
-            raise ParameterError(
-                f"device={device!r}, but this machine has no CUDA GPU that torch can use "
-                f"(torch {torch.__version__}); use device 'cpu' or 'auto'"
-            )
-        return resolved
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
 
 
 @functools.lru_cache(maxsize=64)
@@ -244,7 +222,8 @@ class FrozenNetwork:
         The compiled graph has a static batch size; smaller batches are padded to it. If compiling fails
         (no C compiler, an untraceable model), featx warns and runs eagerly.
         """
-        wanted = self.compile is True or (self.compile == "auto" and n_images >= COMPILE_MIN_IMAGES)
+        auto = self.device.type == "cpu" and n_images >= COMPILE_MIN_IMAGES
+        wanted = self.compile is True or (self.compile == "auto" and auto)
         if not wanted or self._compiled is not None:
             return
         compiled = torch.compile(self._pipeline, dynamic=False, options={"freezing": True})
@@ -281,11 +260,15 @@ class FrozenNetwork:
         """The eager network in ``precision``: what the precision trial times and compares."""
         return self._forward(self._pipeline_for(precision), batch, precision).cpu().numpy()
 
-    @torch.inference_mode()
     def _forward(self, module: nn.Module, batch: torch.Tensor, precision: str | None = None) -> torch.Tensor:
-        batch = batch.to(self.device, non_blocking=True)
-        dtype = _AUTOCAST_DTYPES.get(precision or self.precision)
-        with torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+        # moved outside inference mode: an inference tensor fails a compiled graph's guards (H200: a
+        # recompilation per batch, then eager)
+        batch, dtype = (
+            batch.to(self.device, non_blocking=True),
+            _AUTOCAST_DTYPES.get(precision or self.precision),
+        )
+        autocast = torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+        with torch.inference_mode(), autocast:
             return module(batch)
 
 

@@ -115,8 +115,7 @@ def run(
         batch_size=options.batch_size,
         num_workers=workers,
         collate_fn=_stack_decoded,
-        # a RemoteNetwork's "cuda" may be a Ray worker's GPU, not this machine's
-        pin_memory=network.device.type == "cuda" and torch.cuda.is_available(),
+        pin_memory=_pin(network),
         prefetch_factor=4 if workers else None,
         persistent_workers=False,
         worker_init_fn=yield_to_the_network if workers and decoders_should_yield(network.device) else None,
@@ -177,7 +176,7 @@ def run_shards(
         batch_size=options.batch_size,
         num_workers=workers,
         collate_fn=_stack_streamed,
-        pin_memory=network.device.type == "cuda" and torch.cuda.is_available(),
+        pin_memory=_pin(network),
         prefetch_factor=4 if workers else None,
         worker_init_fn=yield_to_the_network if workers and decoders_should_yield(network.device) else None,
     )
@@ -335,6 +334,13 @@ def _add(
     if on_device.keys:
         batches.add(on_device.keys, on_device.pixels)
     return on_device.errors
+
+
+def _pin(network: FrozenNetwork) -> bool:
+    """Pinned worker batches for a GPU, unless the workers hand over JPEG bytes (nothing to pin, and
+    pinning walks every sample holding the GIL). A RemoteNetwork's "cuda" may be a Ray worker's GPU."""
+    cuda = network.device.type == "cuda" and torch.cuda.is_available()
+    return cuda and network.preprocessing.decoding != "device"
 
 
 def _iterate(loader: DataLoader) -> Iterator[Any]:
