@@ -130,7 +130,7 @@ def test_the_job_and_the_transformer_share_one_cache(tmp_path, monkeypatch):
     assert result.returncode == 0, result.stderr
     X_job, meta = load_features(out)
     calls = []
-    monkeypatch.setattr(FrozenNetwork, "__call__", lambda self, batch: calls.append(batch))
+    monkeypatch.setattr(FrozenNetwork, "submit", lambda self, batch: calls.append(batch))
     transformer = PretrainedFeatures("tiny_backbone:TINY", weights=None, cache_dir=tmp_path / "cache")
     X_notebook = transformer.fit_transform(meta["path"])
     assert calls == []  # everything came from the job's cache

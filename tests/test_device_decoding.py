@@ -5,12 +5,13 @@ with device="cpu", which is how its mechanics and its fidelity are checked witho
 import io
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from conftest import cmyk_jpeg, encode, photo, real_jpeg, rotated_jpeg, write_shard
 from PIL import Image
 
-from featx import FeatureCache, FrozenNetwork, extract_features, load_features
+from featx import FeatureCache, FrozenNetwork, PretrainedFeatures, extract_features, load_features
 from featx.engines.keyed import decode_jpegs
 from featx.errors import ImageError, ParameterError
 from featx.inputs.jpeg import device_decodable
@@ -129,3 +130,56 @@ def test_the_ray_engine_refuses_device_decoding_by_name():
 
     with pytest.raises(ParameterError, match="decoding='device' runs with the local engine only"):
         RayEngine().network(NetworkSpec("tiny", weights=None, decoding="device"))
+
+
+def _with_declared_size(jpeg: bytes, width: int, height: int) -> bytes:
+    """The same JPEG whose frame header claims another size (a decompression bomb a few kB long)."""
+    start = jpeg.index(b"\xff\xc0") + 5  # SOF0: length (2), precision (1), then height and width
+    return jpeg[:start] + height.to_bytes(2, "big") + width.to_bytes(2, "big") + jpeg[start + 4 :]
+
+
+def test_hostile_files_fail_alike_whichever_decoder(messy_folder, tmp_path):
+    odd = tmp_path / "odd"
+    odd.mkdir()
+    (odd / "bomb.jpg").write_bytes(_with_declared_size(real_jpeg(0), 60000, 60000))
+    (odd / "garbage-after-end.jpg").write_bytes(real_jpeg(1) + b"trailing bytes a camera left")
+    corrupt = bytearray(real_jpeg(2))
+    corrupt[600:1600] = bytes(range(256)) * 3 + bytes(232)
+    (odd / "corrupt-scan.jpg").write_bytes(bytes(corrupt))
+    manifest = pd.read_csv(messy_folder)
+    paths = [str(messy_folder.parent / p) for p in manifest["path"]] + sorted(str(p) for p in odd.iterdir())
+    outcomes = {}
+    for mode in ("full", "device"):
+        features = PretrainedFeatures("tiny", weights=None, precision="fp32", decoding=mode, on_error="nan")
+        with pytest.warns(UserWarning, match="images failed and are NaN rows"):
+            vectors = features.fit_transform(paths)
+        outcomes[mode] = vectors, {e.index: e.kind for e in features.errors_}
+    (full, full_errors), (device, device_errors) = outcomes["full"], outcomes["device"]
+    assert device_errors == full_errors
+    assert full_errors[paths.index(str(odd / "bomb.jpg"))] == "decompression_bomb"
+    good = ~np.isnan(full).any(1)
+    assert min_cosine(device[good], full[good]) >= 0.999
+
+
+def test_the_command_line_takes_each_decoding_and_says_which_ran(jpeg_folder, tmp_path):
+    from test_cache import featx_cli
+
+    common = [
+        "--backbone",
+        "tiny_backbone:TINY",
+        "--weights",
+        "none",
+        "--precision",
+        "fp32",
+        "--device",
+        "cpu",
+        "--quiet",
+    ]
+    said = {}
+    for mode in ("auto", "device"):
+        done = featx_cli("extract", jpeg_folder, "--cache", tmp_path / mode, "--decoding", mode, *common)
+        assert done.returncode == 0, done.stderr
+        said[mode] = done.stderr
+    assert "decoding reduced;" in said["auto"] and "decoding device;" in said["device"]  # auto, off a GPU
+    refused = featx_cli("extract", jpeg_folder, "--cache", tmp_path / "x", "--decoding", "gpu", *common)
+    assert refused.returncode == 2 and "--decoding" in refused.stderr

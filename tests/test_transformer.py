@@ -97,9 +97,9 @@ def test_pipeline_cross_val_score_and_grid_search_with_parallel_jobs(tmp_path):
 def test_grid_search_with_a_cache_runs_the_network_once_per_image(tmp_path, monkeypatch):
     images, y = labelled_images(12)
     calls = []
-    original = FrozenNetwork.__call__
+    original = FrozenNetwork.submit
     monkeypatch.setattr(
-        FrozenNetwork, "__call__", lambda self, batch: calls.append(len(batch)) or original(self, batch)
+        FrozenNetwork, "submit", lambda self, batch: calls.append(len(batch)) or original(self, batch)
     )
     pipeline = make_pipeline(tiny(cache_dir=tmp_path), LogisticRegression(max_iter=500))
     GridSearchCV(pipeline, {"logisticregression__C": [0.01, 0.1, 1.0]}, cv=3).fit(images, y)

@@ -150,7 +150,8 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"{inputs} -> {network.backbone.name} [{network.weights_description}] "
         f"node {network.node} ({network.n_features} features, {network.pooling}), "
-        f"{network.device} {network.precision}; cache {namespace.path}",
+        f"{network.device} {network.precision}, decoding {network.preprocessing.decoding}; "
+        f"cache {namespace.path}",
         file=sys.stderr,
     )
     summary = run_extract_job(

@@ -49,7 +49,8 @@ def decode_on_device(contents: list[bytes], device: torch.device) -> list[torch.
     if device.type == "cuda":
         # torchvision's CUDA decoder takes its outputs from the caching allocator on this stream but
         # writes them on its own stream without waiting, so it can overwrite memory that kernels queued
-        # here still read (pytorch/vision#9606; seen on an H200 as wrong fp16 vectors): drain it first
+        # here still read (pytorch/vision#9606; the likely cause of non-finite fp16 vectors in one H200
+        # job): drain this stream first
         torch.cuda.current_stream(device).synchronize()
     with warnings.catch_warnings():
         # torchvision 0.29 deprecates its decoders in favour of TorchCodec (not a featx dependency)

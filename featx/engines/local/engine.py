@@ -2,7 +2,7 @@
 if the store lacks that key; the network runs in full batches in this process, and each batch is committed
 to the store as soon as the disk takes it (``batches.py``), so an interrupted job keeps its work.
 
-About 350 lines: the fill of a file list and the stream of shards share their decoding workers and
+About 360 lines: the fill of a file list and the stream of shards share their decoding workers and
 collation here; splitting them would split one DataLoader's life.
 """
 
@@ -25,7 +25,7 @@ from featx.engines.keyed import decode_jpegs, key_and_decode
 from featx.engines.local import seen
 from featx.engines.local.batches import Batches
 from featx.engines.local.workers import decoders_should_yield, default_num_workers, yield_to_the_network
-from featx.engines.plan import every_failure, first_missing
+from featx.engines.plan import every_failure, first_missing, once_per_path, share_with_repeats
 from featx.engines.streaming import Streamed, assemble, stream_shard, without_pixels
 from featx.errors import ImageError
 from featx.inputs.images import MAX_PIXELS, ImageInput, describe, read_content
@@ -103,8 +103,8 @@ def run(
     """
     known = store.known()
     keys = no_keys(len(images))
-    todo = _unremembered(images, known, keys)
-    n_cached = len(images) - len(todo)
+    todo, repeats = once_per_path(images, _unremembered(images, known, keys))
+    n_cached = len(images) - len(todo) - sum(map(len, repeats.values()))
     if progress is not None:
         progress.update(n_cached)
     workers = options.num_workers
@@ -152,6 +152,7 @@ def run(
                     f"cached={n_cached}, computed={batches.computed}, failed={len(failures)}", refresh=False
                 )
         batches.commit_all()
+    n_cached += share_with_repeats(repeats, keys, failures, lambda i: describe(images[i]))
     return Filled(
         keys, every_failure(failures, keys, lambda i: describe(images[i])), n_cached, batches.computed
     )
