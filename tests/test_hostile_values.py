@@ -1,6 +1,11 @@
 """Hostile values and damage that used to end in a traceback or a wrong answer: each is now one line
 naming the value and what to do, or the damage is repaired by recomputing."""
 
+import contextlib
+import os
+import socket
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -156,6 +161,100 @@ def test_a_refused_http_connection_is_unreadable_naming_the_cause_not_missing():
     assert "ConnectionRefusedError" in str(raised.value)
 
 
+@contextlib.contextmanager
+def stalling_server(answer: bytes = b""):
+    """An HTTP peer on localhost that accepts every connection, sends ``answer`` (perhaps nothing), then
+    goes silent without closing: a server that hangs, or an object store that stalls mid-read."""
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(0.1)
+    held, stop = [], threading.Event()
+
+    def serve():
+        while not stop.is_set():
+            try:
+                connection, _ = server.accept()
+            except TimeoutError:
+                continue
+            held.append(connection)
+            if answer:
+                connection.sendall(answer)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.getsockname()[1]}"
+    finally:
+        stop.set()
+        thread.join()
+        for connection in held:
+            connection.close()
+        server.close()
+
+
+@pytest.fixture
+def one_second_reads(monkeypatch):
+    from featx.inputs import timeouts
+
+    monkeypatch.setenv(timeouts.VARIABLE, "1")
+    timeouts.set_read_timeout(1.0)
+    yield
+    monkeypatch.delenv(timeouts.VARIABLE)
+    timeouts.set_read_timeout(timeouts.DEFAULT_READ_TIMEOUT_S)
+    os.environ.pop(timeouts.VARIABLE, None)
+
+
+HALF_AN_ANSWER = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nContent-Length: 100000\r\n\r\n\xff\xd8" + bytes(998)
+)
+
+
+@pytest.mark.parametrize("answer", [b"", HALF_AN_ANSWER], ids=["never-answers", "stalls-mid-body"])
+def test_a_server_that_goes_silent_is_a_timed_out_error_row_within_the_timeout_not_a_hang(
+    answer, one_second_reads
+):
+    from featx.errors import ImageError
+    from featx.inputs.images import read_content
+
+    with stalling_server(answer) as url:
+        start = time.monotonic()
+        with pytest.raises(ImageError) as raised:
+            read_content(f"{url}/photo.jpg", 3)
+        seconds = time.monotonic() - start
+    assert raised.value.kind == "unreadable" and raised.value.index == 3
+    assert "timed out" in str(raised.value) and "--read-timeout" in str(raised.value)
+    assert seconds < 15  # two attempts of about a second each, not aiohttp's five minutes
+
+
+def test_the_read_timeout_flag_turns_a_hanging_server_into_error_rows_and_the_job_ends(
+    image_folder, tmp_path
+):
+    with stalling_server() as url:
+        manifest = tmp_path / "manifest.csv"
+        local = sorted(str(p) for p in image_folder.rglob("*") if p.is_file())
+        rows = local + [f"{url}/a.jpg", f"{url}/b.jpg"]
+        manifest.write_text("path\n" + "\n".join(rows) + "\n")
+        args = ["--backbone", "tiny_backbone:TINY", "--weights", "none", "--quiet", "--num-workers", "0"]
+        start = time.monotonic()
+        done = featx_cli(
+            "extract",
+            manifest,
+            "--cache",
+            tmp_path / "c",
+            "--out",
+            tmp_path / "f.parquet",
+            "--read-timeout",
+            "1",
+            *args,
+        )
+        seconds = time.monotonic() - start
+    assert done.returncode == 0, done.stderr  # the local images were extracted
+    errors = (tmp_path / "f.errors.csv").read_text()
+    assert errors.count("timed out") == 2 and "/a.jpg" in errors and "/b.jpg" in errors
+    assert seconds < 120
+    refused = featx_cli("extract", manifest, "--cache", tmp_path / "c", "--read-timeout", "0", *args)
+    assert refused.returncode == 2 and "--read-timeout" in refused.stderr
+
+
 def test_a_file_over_the_byte_bound_is_refused_unread_and_urls_and_members_are_bounded_too(
     tmp_path, monkeypatch
 ):
@@ -186,3 +285,17 @@ def test_a_file_over_the_byte_bound_is_refused_unread_and_urls_and_members_are_b
         tar.addfile(info, io.BytesIO(bytes(101)))
     (sample,) = stream_samples(str(shard), max_bytes=100)
     assert sample.content is None and "101 bytes, over the 100" in sample.unused[0][1]
+
+
+def test_a_shard_whose_server_stalls_mid_stream_ends_in_the_shards_timed_out_error_row(one_second_reads):
+    from featx.engines.streaming import stream_shard
+    from featx.inputs.images import MAX_PIXELS
+    from featx.models.preprocessing import Preprocessing
+
+    with stalling_server(HALF_AN_ANSWER) as url:
+        start = time.monotonic()
+        entries = list(stream_shard(0, f"{url}/shard-000.tar", set(), Preprocessing(), MAX_PIXELS))
+        seconds = time.monotonic() - start
+    (failed,) = entries
+    assert failed.path == f"{url}/shard-000.tar" and failed.error.kind == "unreadable"
+    assert "timed out" in failed.error.reason and seconds < 15

@@ -22,6 +22,7 @@ from featx.options import (
     ENGINES,
     JOB_ON_ERROR,
     POOLINGS,
+    POSITIVE,
     POSITIVE_INT,
     PRECISIONS,
     WORKERS,
@@ -91,6 +92,13 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         help="refuse images with more pixels, decoded or resized (default: PIL's bomb limit)",
     )
     extract.add_argument(
+        "--read-timeout",
+        type=POSITIVE.parse,
+        metavar="SECONDS",
+        help="longest wait for a connection or between bytes of a network read, before one retry and then "
+        "an error row (default: $FEATX_READ_TIMEOUT, else 60)",
+    )
+    extract.add_argument(
         "--errors", help="CSV listing every failed image (default: next to --out, if any fail)"
     )
     extract.add_argument(
@@ -117,9 +125,12 @@ def run(args: argparse.Namespace) -> int:
     from featx.feature_files import check_output_path
     from featx.inputs.manifests import load_job_source
     from featx.inputs.sources import Shards
+    from featx.inputs.timeouts import set_read_timeout
     from featx.job import run_extract_job
     from featx.models.network import NetworkSpec
 
+    if args.read_timeout is not None:  # before the source is listed: a remote folder is read too
+        set_read_timeout(args.read_timeout)
     manifest = load_job_source(args.source)
     # outputs are checked before the network loads: a typo or a read-only folder costs nothing
     if args.out:

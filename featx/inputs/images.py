@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from featx.errors import ImageError, ParameterError
-from featx.inputs import sources
+from featx.inputs import sources, timeouts
 
 FLOAT_TOLERANCE = 1e-4  # float pixels this far outside [0, 1] are rounding, not another scale
 ImageInput = Any  # str | os.PathLike | bytes | PIL.Image.Image | np.ndarray
@@ -329,17 +329,16 @@ def _refuse_over_max_bytes(size: int, index: int, source: str) -> None:
 
 
 def _read_url(url: str, index: int) -> bytes:
-    """An fsspec URL or tar member's bytes; failures become this input's error, naming shard and member."""
-    try:
-        content = sources.read_bytes(url, MAX_BYTES + 1)
-    except (
-        OSError,
-        ValueError,
-        KeyError,
-        IndexError,
-        tarfile.TarError,
-    ) as error:  # network, tar, table errors
-        raise read_error(index, url, error) from None
+    """An fsspec URL or tar member's bytes; failures become this input's error, naming shard and member.
+    A read that timed out is tried again once (``timeouts.ATTEMPTS``)."""
+    for attempt in range(1, timeouts.ATTEMPTS + 1):
+        try:
+            content = sources.read_bytes(url, MAX_BYTES + 1)
+            break
+        except (OSError, ValueError, KeyError, IndexError, tarfile.TarError) as error:  # network, tar, table
+            if attempt < timeouts.ATTEMPTS and timeouts.timed_out(error):
+                continue
+            raise read_error(index, url, error) from None
     _refuse_over_max_bytes(len(content), index, url)
     return content
 
@@ -348,8 +347,16 @@ def read_error(index: int, url: str, error: BaseException) -> ImageError:
     """What an fsspec, tar or table read failure means for the input it read: missing, permission, unreadable.
     fsspec's HTTP file system reports a refused or timed-out connection as FileNotFoundError; the cause
     in its chain says the server was never asked, so that input is unreadable, not missing."""
+    if timeouts.timed_out(error):
+        return ImageError(
+            index,
+            url,
+            "unreadable",
+            f"timed out: no answer within {timeouts.read_timeout():g} s, {timeouts.ATTEMPTS} attempts "
+            f"(raise it with --read-timeout or {timeouts.VARIABLE} if the server is only slow)",
+        )
     cause = error
-    while cause is not None and not isinstance(cause, (ConnectionError, TimeoutError)):
+    while cause is not None and not isinstance(cause, ConnectionError):
         cause = cause.__cause__ or cause.__context__
     if cause is not None:
         return ImageError(index, url, "unreadable", f"cannot connect ({type(cause).__name__}: {cause})")

@@ -13,7 +13,7 @@ bytes themselves; the batch job instead streams each shard once, front to back (
 as WebDataset does, so a remote shard is fetched once and never indexed. A table's row group is read once
 per worker, as its rows come in order.
 
-About 300 lines: each kind of source (file, URL, tar member, table cell) is a few lines beside the
+About 400 lines: each kind of source (file, URL, tar member, table cell) is a few lines beside the
 others it is told apart from.
 """
 
@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from featx.errors import ParameterError, ShardReadError
+from featx.inputs import timeouts
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}
 TAR_PREFIX = "tar://"
@@ -50,6 +51,7 @@ def read_bytes(path: str, limit: int = -1) -> bytes:
     through: FileNotFoundError, OSError..."""
     import fsspec
 
+    timeouts.ensure()
     if path.startswith(TAR_PREFIX):
         member, _, shard = path[len(TAR_PREFIX) :].partition("::")
         with _shard(shard).open(member, "rb") as handle:
@@ -85,6 +87,7 @@ def expand_shards(source: str) -> list[str]:
     import fsspec
     from braceexpand import braceexpand
 
+    timeouts.ensure()
     if "{" in source or source.endswith(SHARD_SUFFIXES) or any(char in source for char in "*?["):
         names = [name if is_url(name) else os.path.abspath(name) for name in braceexpand(source)]
         return [shard for name in names for shard in _globbed(name)]
@@ -100,6 +103,7 @@ def _globbed(name: str) -> list[str]:
         return [name]
     import fsspec
 
+    timeouts.ensure()
     filesystem, pattern = fsspec.core.url_to_fs(name)
     found = sorted(filesystem.glob(pattern))
     if not found:
@@ -215,6 +219,7 @@ def stream_samples(shard: str, max_bytes: int | None = None) -> Iterator[Sample]
     was read whole. An image member over ``max_bytes`` is listed in ``unused`` unread."""
     import fsspec
 
+    timeouts.ensure()
     member_name = last_read = None
     current: dict[str, Any] | None = None
     try:
@@ -379,6 +384,8 @@ def _table(table: str, process: int) -> tuple[Any, np.ndarray]:
     per process (``process``: a forked worker must not share its parent's open file; see :func:`_shard_in`)."""
     import fsspec
     import pyarrow.parquet as pq
+
+    timeouts.ensure()
 
     file = pq.ParquetFile(fsspec.open(table, "rb").open())
     sizes = [file.metadata.row_group(i).num_rows for i in range(file.num_row_groups)]

@@ -1,0 +1,88 @@
+"""Every network read has a timeout: a server that accepts and never answers, or an object store that
+stalls mid-read, becomes one input's error row (``unreadable``, "timed out") instead of a job that hangs.
+
+Without this, fsspec's HTTP file system waits for aiohttp's five-minute default and s3fs for botocore's
+minute per attempt, several attempts over. The bound is ``FEATX_READ_TIMEOUT`` seconds (default 60), or
+``featx extract --read-timeout``: the longest wait for a connection, and the longest silence while reading.
+It is set in fsspec's configuration (``fsspec.config.conf``) for ``http``/``https`` and ``s3`` (where the
+user's own settings for those keys win) before a process's first remote read; worker processes inherit
+the variable.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+from featx.errors import ParameterError
+
+DEFAULT_READ_TIMEOUT_S = 60.0
+VARIABLE = "FEATX_READ_TIMEOUT"
+ATTEMPTS = 2  # of a whole read that timed out: a stall is often one slow connection, not a dead server
+_configured = False
+_placed: dict[tuple[str, str], Any] = {}  # (protocol, key) -> the value featx put in fsspec's configuration
+
+
+def read_timeout() -> float:
+    """The configured bound in seconds; a value that is not a positive number is refused by name."""
+    text = os.environ.get(VARIABLE, "")
+    if not text:
+        return DEFAULT_READ_TIMEOUT_S
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not seconds > 0 or math.isinf(seconds):
+        raise ParameterError(
+            f"{VARIABLE}={text!r} is not a number of seconds above 0; unset it or use e.g. 60"
+        )
+    return seconds
+
+
+def set_read_timeout(seconds: float) -> None:
+    """Bound every network read of this process, and of the worker processes it starts, by ``seconds``."""
+    global _configured
+    os.environ[VARIABLE] = repr(float(seconds))
+    _configure(float(seconds))
+    _configured = True
+
+
+def _configure(seconds: float) -> None:
+    try:
+        import aiohttp
+    except ImportError:  # no HTTP file system without aiohttp: nothing to bound there
+        aiohttp = None
+    if aiohttp is not None:
+        timeout = aiohttp.ClientTimeout(connect=seconds, sock_read=seconds)
+        for protocol in ("http", "https"):
+            _place(protocol, "client_kwargs", {"timeout": timeout})
+    _place("s3", "config_kwargs", {"connect_timeout": seconds, "read_timeout": seconds})
+
+
+def _place(protocol: str, key: str, value: Any) -> None:
+    """Set ``fsspec.config.conf[protocol][key]`` unless the user set it (a value featx placed is replaced)."""
+    import fsspec.config
+
+    settings = fsspec.config.conf.setdefault(protocol, {})
+    if key not in settings or settings[key] is _placed.get((protocol, key)):
+        settings[key] = _placed[(protocol, key)] = value
+
+
+def timed_out(error: BaseException) -> bool:
+    """Whether a read failed because the other side went silent (asyncio's, aiohttp's or botocore's
+    timeout anywhere in the chain of causes)."""
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, TimeoutError) or "Timeout" in type(cause).__name__:
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False
+
+
+def ensure() -> None:
+    """Bound this process's network reads by the configured timeout, once (sources call it first)."""
+    global _configured
+    if not _configured:
+        _configure(read_timeout())
+        _configured = True
