@@ -371,3 +371,46 @@ def test_a_table_of_plain_bytes_on_s3_gives_the_same_vectors(s3, tmp_path):
     X, meta = load_features(out)
     assert meta["path"][0] == "row://image/0::s3://bucket/tables/t.parquet"
     np.testing.assert_array_equal(X, local_vectors(good))
+
+
+def test_an_s3_folder_is_a_source_by_the_rules_of_a_local_one_and_relative_dots_resolve(s3, tmp_path):
+    pngs = [encode(photo(seed)) for seed in range(4)]
+    expected = local_vectors(pngs)
+    for i, data in enumerate(pngs):
+        s3.pipe(f"bucket/folder/{'cat' if i % 2 else 'dog'}/{i}.png", data)
+    s3.pipe("bucket/folder/cat/notes.txt", b"not an image")
+    s3.pipe("bucket/folder/.hidden/9.png", pngs[0])
+    out = tmp_path / "folder.parquet"
+    done = featx_cli("extract", "s3://bucket/folder/", *TINY, "--cache", tmp_path / "cache", "--out", out)
+    assert done.returncode == 0, done.stderr
+    X, meta = load_features(out)
+    order = [int(p.rsplit("/", 1)[1][0]) for p in meta["path"]]
+    np.testing.assert_array_equal(X, expected[order])
+    assert set(zip(meta["label"], order)) == {("cat", 1), ("cat", 3), ("dog", 0), ("dog", 2)}
+    assert meta["path"][0].startswith("s3://bucket/folder/")
+    assert "skipped (not images): 2" in done.stdout  # notes.txt and the hidden folder's image
+
+    s3.pipe("bucket/lists/train.csv", b"path\n../folder/dog/0.png\n./../folder/cat/1.png\n")
+    done = featx_cli(
+        "extract", "s3://bucket/lists/train.csv", *TINY, "--cache", tmp_path / "cache", "--out", out
+    )
+    assert done.returncode == 0, done.stderr
+    X, meta = load_features(out)
+    assert meta["path"].tolist() == ["s3://bucket/folder/dog/0.png", "s3://bucket/folder/cat/1.png"]
+    np.testing.assert_array_equal(X, expected[[0, 1]])
+
+
+def test_an_s3_folder_of_shards_is_streamed_and_an_empty_one_is_one_line(s3, tmp_path):
+    pngs = [encode(photo(seed)) for seed in range(3)]
+    shard = write_shard(tmp_path / "s.tar", [(f"{i:06d}", {"png": d}) for i, d in enumerate(pngs)])
+    s3.put(str(shard), "bucket/shardfolder/shard-0000.tar")
+    out = tmp_path / "shards.parquet"
+    done = featx_cli("extract", "s3://bucket/shardfolder", *TINY, "--cache", tmp_path / "c", "--out", out)
+    assert done.returncode == 0, done.stderr
+    X, meta = load_features(out)
+    np.testing.assert_array_equal(X, local_vectors(pngs))
+    assert meta["path"][0] == "tar://000000.png::s3://bucket/shardfolder/shard-0000.tar"
+    s3.pipe("bucket/nothing/readme.md", b"# no images")
+    empty = featx_cli("extract", "s3://bucket/nothing/", *TINY, "--cache", tmp_path / "c")
+    assert empty.returncode != 0 and "holds no image files" in empty.stderr
+    assert len(empty.stderr.strip().splitlines()) == 1

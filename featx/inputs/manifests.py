@@ -1,7 +1,8 @@
 """Manifests: where the images of a job are and what their labels are.
 
-A SOURCE is a folder or a CSV / Parquet file with a ``path`` column and optional ``label`` and ``split``
-columns; relative paths resolve against its folder. A Parquet table may instead hold the images themselves,
+A SOURCE is a folder (local, or at an fsspec URL such as ``s3://bucket/photos/``) or a CSV / Parquet file
+with a ``path`` column and optional ``label`` and ``split`` columns; relative paths resolve against its
+folder (in object storage ``..`` resolves too). A Parquet table may instead hold the images themselves,
 encoded, in an ``image`` column (bytes, or Hugging Face's ``{"bytes", "path"}`` struct).
 
 Folders, as they really are:
@@ -20,6 +21,7 @@ Folders, as they really are:
 from __future__ import annotations
 
 import os
+import posixpath
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +29,12 @@ import pandas as pd
 
 from featx.errors import ParameterError
 from featx.feature_files import printable_path
-from featx.inputs import sources
+from featx.inputs import sources, timeouts
 from featx.inputs.sources import IMAGE_SUFFIXES
 
 #: Columns featx writes into feature files: a manifest that already has them would be overwritten or unreadable.
 RESERVED_COLUMNS = ("key", "features")
+_TABLE_SUFFIXES = (".parquet", ".csv", ".tsv", ".txt")
 
 
 def load_manifest(source: str | os.PathLike) -> pd.DataFrame:
@@ -43,7 +46,12 @@ def load_manifest(source: str | os.PathLike) -> pd.DataFrame:
     if sources.is_shard_source(text):
         return sources.shard_manifest(sources.expand_shards(text))
     if sources.is_url(text):
-        return _with_paths(_read_table(text), text.rsplit("/", 1)[0], text)
+        listed = _remote_folder(text)
+        if listed is None:
+            return _with_paths(_read_table(text), text.rsplit("/", 1)[0], text)
+        if _only_shards(listed):
+            return sources.shard_manifest(sources.expand_shards(text))
+        return _listed_folder_manifest(text, *listed)
     source = Path(source).expanduser()
     if source.is_dir():
         return _folder_manifest(source)
@@ -58,6 +66,10 @@ def load_job_source(source: str | os.PathLike) -> pd.DataFrame | sources.Shards:
     text = os.fspath(source)
     if sources.is_shard_source(text):
         return sources.Shards(sources.expand_shards(text))
+    if sources.is_url(text):
+        listed = _remote_folder(text)
+        if listed is not None and _only_shards(listed):
+            return sources.Shards(sources.expand_shards(text))
     return load_manifest(source)
 
 
@@ -76,7 +88,7 @@ def _with_paths(frame: pd.DataFrame, root: str, source: Any) -> pd.DataFrame:
     frame = frame.copy()
     # a blank cell stays blank, and fails as that row's error ("the path is blank"), not the whole job's
     frame["path"] = [
-        "" if is_blank else p if sources.is_url(p) or os.path.isabs(p) else f"{root}/{p}"
+        "" if is_blank else p if sources.is_url(p) or os.path.isabs(p) else _joined(root, p)
         for p, is_blank in zip(paths, blank)
     ]
     frame = frame.reset_index(drop=True)
@@ -84,10 +96,62 @@ def _with_paths(frame: pd.DataFrame, root: str, source: Any) -> pd.DataFrame:
     return frame
 
 
+def _joined(root: str, relative: str) -> str:
+    """A manifest's relative path against its folder; in object storage ``..`` and ``.`` are resolved
+    here (a store has keys, not folders, and would look for a key holding ``..``)."""
+    if not sources.is_url(root):
+        return f"{root}/{relative}"
+    protocol, _, rest = root.partition("://")
+    return f"{protocol}://{posixpath.normpath(posixpath.join(rest, relative))}"
+
+
+def _remote_folder(url: str) -> tuple[str, list[str]] | None:
+    """(the folder's path as fsspec names it, every object below it, sorted) when ``url`` is a folder in
+    object storage or on a server fsspec can list; None when it is a file (a manifest or table)."""
+    import fsspec
+
+    timeouts.ensure()
+    if os.path.splitext(url)[1].lower() in _TABLE_SUFFIXES:
+        return None
+    filesystem, root = fsspec.core.url_to_fs(url)
+    try:
+        if not filesystem.isdir(root):
+            return None
+        return root.rstrip("/"), sorted(filesystem.find(root))
+    except (OSError, ValueError) as error:
+        raise ParameterError(f"{url}: cannot list this folder ({type(error).__name__}: {error})") from None
+
+
+def _only_shards(listed: tuple[str, list[str]]) -> bool:
+    names = listed[1]
+    return any(n.endswith(sources.SHARD_SUFFIXES) for n in names) and not any(
+        os.path.splitext(n)[1].lower() in IMAGE_SUFFIXES for n in names
+    )
+
+
+def _listed_folder_manifest(url: str, root: str, objects: list[str]) -> pd.DataFrame:
+    """A folder in object storage, by the rules of a local one: each top-level sub-folder is a class,
+    images at the top are unlabelled, hidden names and other suffixes are skipped with their reason."""
+    top: list[str] = []
+    classes: dict[str, list[str]] = {}
+    skipped: list[tuple[str, str]] = []
+    for path, name in zip(sources.with_protocol(url, objects), objects):
+        parts = name[len(root) :].lstrip("/").split("/")
+        if any(part.startswith(".") for part in parts):
+            skipped.append((path, "a hidden file" if parts[-1].startswith(".") else "in a hidden folder"))
+        elif os.path.splitext(parts[-1])[1].lower() not in IMAGE_SUFFIXES:
+            skipped.append((path, "not an image suffix"))
+        elif len(parts) == 1:
+            top.append(path)
+        else:
+            classes.setdefault(parts[0], []).append(path)
+    return _labelled_frame(url, top, dict(sorted(classes.items())), skipped)
+
+
 def _read_table(source: str) -> pd.DataFrame:
     """A CSV / TSV / Parquet manifest, local or at an fsspec URL (pandas reads those through fsspec)."""
     suffix = os.path.splitext(source)[1].lower()
-    if suffix not in (".parquet", ".csv", ".tsv", ".txt"):
+    if suffix not in _TABLE_SUFFIXES:
         raise ParameterError(f"{source}: a manifest must be .csv, .tsv or .parquet (or pass a folder)")
     try:
         if suffix == ".parquet":
@@ -133,7 +197,12 @@ def is_features_file(path: str | os.PathLike) -> bool:
 
 
 def _folder_manifest(folder: Path) -> pd.DataFrame:
-    top, classes, skipped = _walk(folder)
+    return _labelled_frame(folder, *_walk(folder))
+
+
+def _labelled_frame(
+    folder: Any, top: list[str], classes: dict[str, list[str]], skipped: list[tuple[str, str]]
+) -> pd.DataFrame:
     rows = [(path, None) for path in top] + [
         (path, label) for label, paths in classes.items() for path in paths
     ]

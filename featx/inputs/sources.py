@@ -93,7 +93,7 @@ def expand_shards(source: str) -> list[str]:
         return [shard for name in names for shard in _globbed(name)]
     filesystem, root = fsspec.core.url_to_fs(source)
     found = sorted(path for path in filesystem.ls(root, detail=False) if path.endswith(SHARD_SUFFIXES))
-    return _with_protocol(source, found)
+    return with_protocol(source, found)
 
 
 def _globbed(name: str) -> list[str]:
@@ -110,10 +110,10 @@ def _globbed(name: str) -> list[str]:
         raise ParameterError(
             f"{name} matches no shard; check the pattern (quote it, or let the shell expand it)"
         )
-    return _with_protocol(name, found)
+    return with_protocol(name, found)
 
 
-def _with_protocol(source: str, paths: list[str]) -> list[str]:
+def with_protocol(source: str, paths: list[str]) -> list[str]:
     """fsspec lists remote paths without their protocol (``bucket/a.tar``): give them back ``source``'s."""
     prefix = source.split("://", 1)[0] + "://" if is_url(source) else ""
     return [prefix + path if prefix and not is_url(path) else path for path in paths]
