@@ -64,6 +64,7 @@ ERROR_KINDS = (
     "missing",
     "permission",
     "unreadable",
+    "unreachable",
     "empty",
     "not_an_image",
     "truncated",

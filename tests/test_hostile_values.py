@@ -15,7 +15,7 @@ from conftest import assert_same_vectors, photo
 from test_cache import featx_cli
 from test_hostile_cli import one_line_error
 
-from featx import FeatureCache, ParameterError, PretrainedFeatures, extract_features
+from featx import FeatureCache, ParameterError, PretrainedFeatures, extract_features, load_features
 
 TINY = ["--backbone", "tiny_backbone:TINY", "--quiet"]
 
@@ -151,14 +151,18 @@ def test_a_model_fx_cannot_trace_is_named_with_what_to_pass_instead():
         timm_fx_extractor(Branchy(), "conv")
 
 
-def test_a_refused_http_connection_is_unreadable_naming_the_cause_not_missing():
+def test_a_refused_http_connection_is_unreachable_naming_the_cause_not_missing_and_not_asked_again():
     from featx.errors import ImageError
     from featx.inputs.images import read_content
 
     with pytest.raises(ImageError) as raised:
         read_content("http://127.0.0.1:9/photo.jpg", 0)  # port 9 (discard): nothing listens here
-    assert raised.value.kind == "unreadable" and "cannot connect" in str(raised.value)
+    assert raised.value.kind == "unreachable" and "cannot connect" in str(raised.value)
     assert "ConnectionRefusedError" in str(raised.value)
+    with pytest.raises(ImageError) as again:  # another object of that server, within half a minute
+        read_content("http://127.0.0.1:9/other.jpg", 1)
+    assert again.value.kind == "unreachable" and "not asked again" in str(again.value)
+    assert again.value.index == 1 and again.value.source == "http://127.0.0.1:9/other.jpg"
 
 
 @contextlib.contextmanager
@@ -220,7 +224,7 @@ def test_a_server_that_goes_silent_is_a_timed_out_error_row_within_the_timeout_n
         with pytest.raises(ImageError) as raised:
             read_content(f"{url}/photo.jpg", 3)
         seconds = time.monotonic() - start
-    assert raised.value.kind == "unreadable" and raised.value.index == 3
+    assert raised.value.kind == "unreachable" and raised.value.index == 3
     assert "timed out" in str(raised.value) and "--read-timeout" in str(raised.value)
     assert seconds < 15  # two attempts of about a second each, not aiohttp's five minutes
 
@@ -247,9 +251,12 @@ def test_the_read_timeout_flag_turns_a_hanging_server_into_error_rows_and_the_jo
             *args,
         )
         seconds = time.monotonic() - start
-    assert done.returncode == 0, done.stderr  # the local images were extracted
+    # the local images were extracted; the job is unfinished, and says so in one line
+    assert done.returncode == 1 and load_features(tmp_path / "f.parquet")[0].shape[0] == len(local)
+    assert done.stderr.strip().splitlines()[-1].startswith("featx: error: 2 inputs could not be reached")
     errors = (tmp_path / "f.errors.csv").read_text()
-    assert errors.count("timed out") == 2 and "/a.jpg" in errors and "/b.jpg" in errors
+    assert errors.count("unreachable") == 2 and "/a.jpg" in errors and "/b.jpg" in errors
+    assert "timed out" in errors and "not asked again" in errors  # b.jpg: the same server, failed once
     assert seconds < 120
     refused = featx_cli("extract", manifest, "--cache", tmp_path / "c", "--read-timeout", "0", *args)
     assert refused.returncode == 2 and "--read-timeout" in refused.stderr
@@ -297,5 +304,5 @@ def test_a_shard_whose_server_stalls_mid_stream_ends_in_the_shards_timed_out_err
         entries = list(stream_shard(0, f"{url}/shard-000.tar", set(), Preprocessing(), MAX_PIXELS))
         seconds = time.monotonic() - start
     (failed,) = entries
-    assert failed.path == f"{url}/shard-000.tar" and failed.error.kind == "unreadable"
+    assert failed.path == f"{url}/shard-000.tar" and failed.error.kind == "unreachable"
     assert "timed out" in failed.error.reason and seconds < 15

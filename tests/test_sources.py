@@ -1,6 +1,7 @@
 """Images where they live (issue: millions of images): S3 objects and WebDataset tar shards give the same
 vectors as the same images read from local files, and bad members are reported with shard and member."""
 
+import contextlib
 import io
 import os
 import socket
@@ -8,6 +9,7 @@ import subprocess
 import sys
 import tarfile
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -30,9 +32,10 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def s3():
-    """A real S3 API on localhost (moto in server mode); the standard AWS variables point featx at it."""
+@contextlib.contextmanager
+def moto_s3():
+    """A real S3 API on localhost (moto in server mode), with a bucket; the standard AWS variables point
+    featx at it. Yields (the file system, the server process)."""
     port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-p", str(port)],
@@ -55,7 +58,7 @@ def s3():
             time.sleep(0.1)
         filesystem = fsspec.filesystem("s3", skip_instance_cache=True)
         filesystem.mkdir("bucket")
-        yield filesystem
+        yield filesystem, server
     finally:
         server.terminate()
         server.wait(timeout=10)
@@ -64,6 +67,12 @@ def s3():
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+@pytest.fixture(scope="module")
+def s3():
+    with moto_s3() as (filesystem, _):
+        yield filesystem
 
 
 def local_vectors(images):
@@ -414,3 +423,46 @@ def test_an_s3_folder_of_shards_is_streamed_and_an_empty_one_is_one_line(s3, tmp
     empty = featx_cli("extract", "s3://bucket/nothing/", *TINY, "--cache", tmp_path / "c")
     assert empty.returncode != 0 and "holds no image files" in empty.stderr
     assert len(empty.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_an_object_store_killed_mid_job_ends_in_one_line_with_its_rows_listed_and_a_rerun_completes_it(
+    tmp_path,
+):
+    pngs = [encode(photo(seed, (64, 64))) for seed in range(400)]
+    expected = local_vectors(pngs)
+    cache, out = tmp_path / "cache", tmp_path / "f.parquet"
+    job = ["extract", "s3://bucket/img/", *TINY, "--cache", cache, "--out", out, "--batch-size", "8"]
+    with moto_s3() as (filesystem, server):
+        for i, data in enumerate(pngs):
+            filesystem.pipe(f"bucket/img/{i:03d}.png", data)
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
+        running = subprocess.Popen(
+            [sys.executable, "-m", "featx", *map(str, job), "--num-workers", "1"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        while not list(cache.glob("*/*.npy")) and running.poll() is None:
+            time.sleep(0.02)
+        server.kill()  # the store dies with the job under way
+        stdout, stderr = running.communicate(timeout=300)
+    assert running.returncode == 1, stderr
+    last = stderr.strip().splitlines()[-1]
+    assert (
+        last.startswith("featx: error: ")
+        and "could not be reached" in last
+        and "run the same command" in last
+    )
+    errors = pd.read_csv(tmp_path / "f.errors.csv")
+    assert len(errors) > 0 and set(errors["kind"]) == {"unreachable"}
+    extracted = load_features(out)[1]["path"].tolist()
+    assert len(extracted) + len(errors) == 400 and not set(extracted) & set(errors["path"])
+    with moto_s3() as (filesystem, _):  # the store is back, with the same objects
+        for i, data in enumerate(pngs):
+            filesystem.pipe(f"bucket/img/{i:03d}.png", data)
+        again = featx_cli(*job)
+    assert again.returncode == 0, again.stderr
+    assert f"computed: {len(errors)}" in again.stdout  # only what could not be read before
+    np.testing.assert_array_equal(load_features(out)[0], expected)

@@ -188,6 +188,15 @@ def run(args: argparse.Namespace) -> int:
         )
     for error in summary.errors[:5]:
         print(f"  failed {printable_path(error.source)}: {error.kind}: {error.reason}", file=sys.stderr)
+    unreachable = [error for error in summary.errors if error.kind == "unreachable"]
+    if unreachable:  # not a bad file: the job is unfinished, and a scheduler should know
+        print(
+            f"featx: error: {len(unreachable)} inputs could not be reached (first: "
+            f"{printable_path(unreachable[0].source)}: {unreachable[0].reason}); what was extracted is "
+            f"cached and they are listed in {errors_path}: run the same command again to read them",
+            file=sys.stderr,
+        )
+        return 1
     if summary.errors and summary.n_cached + summary.n_computed == 0:
         print(
             f"featx: error: every input failed ({len(summary.errors)}); nothing was extracted, see {errors_path}",

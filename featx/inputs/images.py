@@ -13,7 +13,6 @@ import hashlib
 import io
 import os
 import stat
-import tarfile
 import warnings
 from collections.abc import Iterator
 from typing import Any
@@ -330,36 +329,48 @@ def _refuse_over_max_bytes(size: int, index: int, source: str) -> None:
 
 def _read_url(url: str, index: int) -> bytes:
     """An fsspec URL or tar member's bytes; failures become this input's error, naming shard and member.
-    A read that timed out is tried again once (``timeouts.ATTEMPTS``)."""
+    A read that timed out is tried again once (``timeouts.ATTEMPTS``); a server that could not be reached
+    in the last half minute is not asked again (``timeouts.known_unreachable``)."""
+    earlier = timeouts.known_unreachable(url)
+    if earlier is not None:
+        raise ImageError(
+            index, url, "unreachable", f"{earlier} (its server failed moments ago; not asked again)"
+        )
     for attempt in range(1, timeouts.ATTEMPTS + 1):
         try:
             content = sources.read_bytes(url, MAX_BYTES + 1)
             break
-        except (OSError, ValueError, KeyError, IndexError, tarfile.TarError) as error:  # network, tar, table
+        except Exception as error:  # each fsspec backend raises its own (OSError, botocore's, aiohttp's...)
             if attempt < timeouts.ATTEMPTS and timeouts.timed_out(error):
                 continue
-            raise read_error(index, url, error) from None
+            failure = read_error(index, url, error)
+            if failure.kind == "unreachable":
+                timeouts.remember_unreachable(url, failure.reason)
+            raise failure from None
     _refuse_over_max_bytes(len(content), index, url)
     return content
 
 
 def read_error(index: int, url: str, error: BaseException) -> ImageError:
-    """What an fsspec, tar or table read failure means for the input it read: missing, permission, unreadable.
-    fsspec's HTTP file system reports a refused or timed-out connection as FileNotFoundError; the cause
-    in its chain says the server was never asked, so that input is unreadable, not missing."""
+    """What an fsspec, tar or table read failure means for the input it read: missing, permission,
+    unreadable, or unreachable (the server refused the connection or went silent: asking again later may
+    work). fsspec's HTTP file system reports a refused or timed-out connection as FileNotFoundError; the
+    cause in its chain says the server was never asked, so that input is unreachable, not missing."""
     if timeouts.timed_out(error):
         return ImageError(
             index,
             url,
-            "unreadable",
+            "unreachable",
             f"timed out: no answer within {timeouts.read_timeout():g} s, {timeouts.ATTEMPTS} attempts "
             f"(raise it with --read-timeout or {timeouts.VARIABLE} if the server is only slow)",
         )
-    cause = error
-    while cause is not None and not isinstance(cause, ConnectionError):
+    cause = error  # builtins' ConnectionError, or botocore's EndpointConnectionError and kin
+    while cause is not None and not (
+        isinstance(cause, ConnectionError) or "ConnectionError" in type(cause).__name__
+    ):
         cause = cause.__cause__ or cause.__context__
     if cause is not None:
-        return ImageError(index, url, "unreadable", f"cannot connect ({type(cause).__name__}: {cause})")
+        return ImageError(index, url, "unreachable", f"cannot connect ({type(cause).__name__}: {cause})")
     if isinstance(error, FileNotFoundError):
         what = (
             "the table's cell is empty (null)"

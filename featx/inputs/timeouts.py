@@ -4,7 +4,10 @@ stalls mid-read, becomes one input's error row (``unreadable``, "timed out") ins
 Without this, fsspec's HTTP file system waits for aiohttp's five-minute default and s3fs for botocore's
 minute per attempt, several attempts over. The bound is ``FEATX_READ_TIMEOUT`` seconds (default 60), or
 ``featx extract --read-timeout``: the longest wait for a connection, and the longest silence while reading.
-It is set in fsspec's configuration (``fsspec.config.conf``) for ``http``/``https`` and ``s3`` (where the
+A server that cannot be reached, or went silent, is remembered for ``UNREACHABLE_TTL_S`` seconds by
+the process that tried it: the next reads from it fail at once (kind ``unreachable``) instead of each
+waiting through its own timeouts and retries, so a job whose object store died ends in minutes, listing
+what it could not read. It is set in fsspec's configuration (``fsspec.config.conf``) for ``http``/``https`` and ``s3`` (where the
 user's own settings for those keys win) before a process's first remote read; worker processes inherit
 the variable.
 """
@@ -13,13 +16,17 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from typing import Any
+from urllib.parse import urlsplit
 
 from featx.errors import ParameterError
 
 DEFAULT_READ_TIMEOUT_S = 60.0
 VARIABLE = "FEATX_READ_TIMEOUT"
 ATTEMPTS = 2  # of a whole read that timed out: a stall is often one slow connection, not a dead server
+UNREACHABLE_TTL_S = 30.0
+_unreachable: dict[str, tuple[float, str]] = {}  # endpoint -> (when it failed, why)
 _configured = False
 _placed: dict[tuple[str, str], Any] = {}  # (protocol, key) -> the value featx put in fsspec's configuration
 
@@ -86,3 +93,21 @@ def ensure() -> None:
     if not _configured:
         _configure(read_timeout())
         _configured = True
+
+
+def endpoint(url: str) -> str:
+    """What one server answers for: ``s3://bucket``, ``https://host:port`` (a tar member: its shard's)."""
+    parts = urlsplit(url.rpartition("::")[2])
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def remember_unreachable(url: str, reason: str) -> None:
+    _unreachable[endpoint(url)] = (time.monotonic(), reason)
+
+
+def known_unreachable(url: str) -> str | None:
+    """Why ``url``'s server failed in the last ``UNREACHABLE_TTL_S`` seconds, if it did."""
+    failed = _unreachable.get(endpoint(url))
+    if failed is None or time.monotonic() - failed[0] > UNREACHABLE_TTL_S:
+        return None
+    return failed[1]
