@@ -3,6 +3,7 @@
 import io
 import tarfile
 
+import pandas as pd
 import pytest
 from conftest import encode, photo
 from test_cache import featx_cli
@@ -59,11 +60,9 @@ def test_a_whole_shard_reads_every_sample_and_no_error(tmp_path):
     assert error is None and len(keys) == N_SAMPLES
 
 
-def test_duplicate_image_members_and_link_members_are_each_recorded_never_dropped_in_silence(tmp_path):
-    import pandas as pd
-
-    shard = tmp_path / "odd.tar"
-    with tarfile.open(shard, "w") as tar:
+def write_odd_shard(path):
+    """Duplicate names, a second image suffix, link members, a sample without an image."""
+    with tarfile.open(path, "w") as tar:
 
         def add(name, data=None, kind=tarfile.REGTYPE, target=""):
             info = tarfile.TarInfo(name)
@@ -77,6 +76,15 @@ def test_duplicate_image_members_and_link_members_are_each_recorded_never_droppe
         add("001.png", kind=tarfile.SYMTYPE, target="000.png")
         add("002.png", kind=tarfile.LNKTYPE, target="000.png")
         add("003.png", encode(photo(3)))
+        add("003.jpg", encode(photo(4), "JPEG"))  # another suffix: a second image of sample 003
+        add("004.txt", b"no image here")
+    return path
+
+
+def test_duplicate_image_members_and_link_members_are_each_recorded_never_dropped_in_silence(tmp_path):
+    import pandas as pd
+
+    shard = write_odd_shard(tmp_path / "odd.tar")
     out = tmp_path / "x.parquet"
     result = featx_cli(
         "extract", shard, "--backbone", "tiny_backbone:TINY", "--weights", "none", "--quiet",
@@ -88,9 +96,35 @@ def test_duplicate_image_members_and_link_members_are_each_recorded_never_droppe
         path.split("::")[0].removeprefix("tar://"): message
         for path, message in zip(listed["path"], listed["message"])
     }
-    assert "second image member" in reasons["000.png"]
+    assert "second image member" in reasons["000.png"] and "second image member" in reasons["003.jpg"]
     assert "symbolic link" in reasons["001.png"] and "hard link" in reasons["002.png"]
+    assert "no image member" in reasons["004"]
     assert sorted(pd.read_parquet(out)["sample"]) == ["000", "003"]
+
+
+def test_the_library_lists_and_reads_a_shard_by_the_rule_the_job_streams_it_with(tmp_path):
+    import numpy as np
+
+    from featx import extract_features, load_features
+    from featx.inputs.manifests import load_manifest
+    from featx.inputs.sources import read_bytes
+
+    shard = write_odd_shard(tmp_path / "odd.tar")
+    out = tmp_path / "job.parquet"
+    args = ["--backbone", "tiny_backbone:TINY", "--weights", "none", "--precision", "fp32", "--quiet"]
+    done = featx_cli("extract", shard, *args, "--cache", tmp_path / "cache", "--out", out)
+    assert done.returncode == 0, done.stderr
+    job_vectors, job_rows = load_features(out)
+    listed = load_manifest(str(shard))  # the library's way: headers only, members read by name
+    assert listed["path"].tolist() == job_rows["path"].tolist()
+    assert listed["label"].tolist()[0] == "1"
+    job_skipped = set(pd.read_csv(tmp_path / "job.errors.csv")["path"])
+    assert {path for path, _ in listed.attrs["skipped"]} == job_skipped
+    vectors = extract_features(listed["path"].tolist(), "tiny_backbone:TINY", weights=None, precision="fp32")
+    np.testing.assert_array_equal(vectors, job_vectors)
+    assert read_bytes(f"tar://000.png::{shard}") == encode(photo(0))  # the first of the two, as streamed
+    with pytest.raises(ValueError, match="symbolic link member"):
+        read_bytes(f"tar://001.png::{shard}")
 
 
 def test_a_quoted_glob_of_shards_is_expanded_and_one_that_matches_nothing_is_one_line(tmp_path):

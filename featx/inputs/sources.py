@@ -32,8 +32,11 @@ import pandas as pd
 
 from featx.errors import ParameterError, ShardReadError
 from featx.inputs import timeouts
+from featx.inputs.suffixes import IMAGE_SUFFIXES, SHARD_SUFFIXES
+from featx.inputs.tar_members import IndexedShard, key_and_extension, unused_because
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}
+__all__ = ["IMAGE_SUFFIXES", "SHARD_SUFFIXES"]  # besides the functions: the names featx recognises
+
 TAR_PREFIX = "tar://"
 ROW_PREFIX = "row://"
 
@@ -54,31 +57,26 @@ def read_bytes(path: str, limit: int = -1) -> bytes:
     timeouts.ensure()
     if path.startswith(TAR_PREFIX):
         member, _, shard = path[len(TAR_PREFIX) :].partition("::")
-        with _shard(shard).open(member, "rb") as handle:
-            return handle.read(limit)
+        return _shard(shard).read(member, limit)
     if path.startswith(ROW_PREFIX):
         return _table_cell(path)
     with fsspec.open(path, "rb") as handle:
         return handle.read(limit)
 
 
-def _shard(shard: str) -> Any:
-    """The shard's tar index, built once per process from its headers (fsspec's TarFileSystem)."""
+def _shard(shard: str) -> IndexedShard:
+    """The shard's index, built once per process from its headers."""
     return _shard_in(os.getpid(), shard)
 
 
 @functools.lru_cache(maxsize=32)
-def _shard_in(process: int, shard: str) -> Any:
+def _shard_in(process: int, shard: str) -> IndexedShard:
     """Keyed by process: a forked decoding worker must not use its parent's index, whose open file shares
     one offset with the parent's and every sibling's, so that their reads would interleave."""
     import fsspec
 
-    compression = "gzip" if shard.endswith((".tar.gz", ".tgz")) else None  # fsspec infers .gz, not .tgz
-    return fsspec.filesystem("tar", fo=shard, compression=compression, skip_instance_cache=True)
-
-
-#: What a shard may be called: a tar, or a gzipped one (streamed with tarfile's "r|*", read by fsspec's tar).
-SHARD_SUFFIXES = (".tar", ".tar.gz", ".tgz")
+    timeouts.ensure()
+    return IndexedShard(fsspec.open(shard, "rb").open())
 
 
 def expand_shards(source: str) -> list[str]:
@@ -135,20 +133,26 @@ def is_shard_source(source: str) -> bool:
 
 
 def shard_manifest(shards: list[str]) -> pd.DataFrame:
-    """One row per WebDataset sample: its image member's path, its key, and a label from a ``.cls`` or
-    ``.json`` member where present. Samples without an image member are listed in ``attrs["skipped"]``."""
+    """One row per WebDataset sample, by the rule the batch job streams them with (:mod:`tar_members`):
+    its image member's path, its key and shard, and a label from a ``.cls`` or ``.json`` member where
+    present. Unused members and samples without an image are listed in ``attrs["skipped"]``."""
     rows, skipped = [], []
     for shard in shards:
         index = _shard(shard)
-        samples: dict[str, dict[str, str]] = {}
-        for member in sorted(index.find("")):
-            directory, name = os.path.split(member)
-            key, dot, extension = name.partition(".")
-            samples.setdefault(os.path.join(directory, key), {})["." + extension.lower() if dot else ""] = (
-                member
-            )
-        for key, members in samples.items():
-            image = next((m for ext, m in members.items() if ext in IMAGE_SUFFIXES), None)
+        samples: list[tuple[str, dict[str, str]]] = []  # consecutive members sharing a key, in order
+        for member in index.members:
+            key, extension = key_and_extension(member.name)
+            if not samples or samples[-1][0] != key:
+                samples.append((key, {}))
+            members = samples[-1][1]
+            image = next((m for e, m in members.items() if e in IMAGE_SUFFIXES), None)
+            why = unused_because(member, key, image)
+            if why is not None:
+                skipped.append((member_path(shard, member.name), why))
+            else:
+                members.setdefault(extension, member.name)
+        for key, members in samples:
+            image = next((m for e, m in members.items() if e in IMAGE_SUFFIXES), None)
             if image is None:
                 skipped.append((member_path(shard, key), f"no image member (members: {sorted(members)})"))
                 continue
@@ -167,10 +171,10 @@ def shard_manifest(shards: list[str]) -> pd.DataFrame:
     return frame
 
 
-def _label(index: Any, members: dict[str, str]) -> str | None:
+def _label(index: IndexedShard, members: dict[str, str]) -> str | None:
     for extension in (".cls", ".json"):
         if extension in members:
-            return _label_from(extension, index.cat_file(members[extension]))
+            return _label_from(extension, index.read(members[extension]))
     return None
 
 
@@ -228,9 +232,7 @@ def stream_samples(shard: str, max_bytes: int | None = None) -> Iterator[Sample]
                 if member.isdir():
                     continue
                 member_name = last_read = member.name
-                directory, name = os.path.split(member.name)
-                stem, dot, extension = name.partition(".")
-                key, extension = os.path.join(directory, stem), "." + extension.lower() if dot else ""
+                key, extension = key_and_extension(member.name)
                 if current is not None and current["key"] != key:
                     yield _sample(current)
                     current = None
@@ -243,18 +245,9 @@ def stream_samples(shard: str, max_bytes: int | None = None) -> Iterator[Sample]
                     "unused": [],
                 }
                 current["extensions"].append(extension)
-                if not member.isfile():
-                    kind = "symbolic link" if member.issym() else "hard link" if member.islnk() else "special"
-                    current["unused"].append(
-                        (member.name, f"a {kind} member: featx reads regular members only")
-                    )
-                elif extension in IMAGE_SUFFIXES and current["image"] is not None:
-                    current["unused"].append(
-                        (
-                            member.name,
-                            f"a second image member of sample {key} (the first, {current['image']}, is used)",
-                        )
-                    )
+                why = unused_because(member, key, current["image"])
+                if why is not None:
+                    current["unused"].append((member.name, why))
                 elif extension in IMAGE_SUFFIXES and max_bytes is not None and member.size > max_bytes:
                     current["unused"].append(
                         (
@@ -265,7 +258,7 @@ def stream_samples(shard: str, max_bytes: int | None = None) -> Iterator[Sample]
                 elif extension in IMAGE_SUFFIXES:
                     current["image"], current["content"] = member.name, tar.extractfile(member).read()
                 elif extension in (".cls", ".json"):
-                    current["labels"][extension] = tar.extractfile(member).read()
+                    current["labels"].setdefault(extension, tar.extractfile(member).read())
                 member_name = None
             if getattr(tar, "cut", False):
                 raise EOFError(
