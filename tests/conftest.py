@@ -13,6 +13,8 @@ from PIL import Image
 from sklearn.datasets import load_sample_images
 
 REPO = Path(__file__).resolve().parents[1]
+#: The command line's arguments for the tiny random-init backbone in fp32 (PYTHONPATH=tests)
+TINY_CLI = ["--backbone", "tiny_backbone:TINY", "--weights", "none", "--precision", "fp32", "--quiet"]
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import cmyk_jpeg, encode, photo, real_jpeg, rotated_jpeg, write_shard
+from conftest import TINY_CLI, cmyk_jpeg, encode, photo, real_jpeg, rotated_jpeg, write_shard
 from PIL import Image
 
 from featx import FeatureCache, FrozenNetwork, PretrainedFeatures, extract_features, load_features
@@ -164,17 +164,7 @@ def test_hostile_files_fail_alike_whichever_decoder(messy_folder, tmp_path):
 def test_the_command_line_takes_each_decoding_and_says_which_ran(jpeg_folder, tmp_path):
     from test_cache import featx_cli
 
-    common = [
-        "--backbone",
-        "tiny_backbone:TINY",
-        "--weights",
-        "none",
-        "--precision",
-        "fp32",
-        "--device",
-        "cpu",
-        "--quiet",
-    ]
+    common = [*TINY_CLI, "--device", "cpu"]
     said = {}
     for mode in ("auto", "device"):
         done = featx_cli("extract", jpeg_folder, "--cache", tmp_path / mode, "--decoding", mode, *common)
