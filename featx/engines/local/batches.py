@@ -48,9 +48,7 @@ class Batches:
             self._writer.check()
 
     def add(self, keys: Sequence[str], pixels: torch.Tensor) -> None:
-        """``pixels[i]`` is the image of ``keys[i]``; content already added in this run is dropped. The rows
-        go to the network's device now (asynchronously from a worker's pinned batch), where rows decoded
-        there join them."""
+        """``pixels[i]`` is the image of ``keys[i]``; content already added in this run is dropped."""
         fresh = []
         for row, key in enumerate(keys):
             if key not in self._taken:
@@ -58,8 +56,7 @@ class Batches:
                 fresh.append(row)
         if fresh:
             self._keys.extend(keys[row] for row in fresh)
-            rows = pixels if len(fresh) == len(pixels) else pixels[fresh]
-            self._chunks.append(rows.to(self.network.device, non_blocking=True))
+            self._chunks.append(pixels if len(fresh) == len(pixels) else pixels[fresh])
 
     def commit_full(self, expected: int) -> None:
         """Commit every full batch; ``expected`` estimates how many images this job computes in all (the

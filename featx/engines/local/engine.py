@@ -325,12 +325,14 @@ def _add(
     max_pixels: int,
 ) -> list[ImageError]:
     """Add a worker batch's decoded rows, then its JPEGs decoded on the network's device; returns the
-    failures of those JPEGs (their index as given in ``jpegs``)."""
+    failures of those JPEGs (their index as given in ``jpegs``). Where JPEGs are decoded on the device,
+    the workers' rows go there too, so that a batch's rows share one device."""
+    network = batches.network
     if keys:
-        batches.add(keys, pixels)
+        on_device = network.preprocessing.decoding == "device"
+        batches.add(keys, pixels.to(network.device, non_blocking=True) if on_device else pixels)
     if not jpegs:
         return []
-    network = batches.network
     on_device = decode_jpegs(jpegs, network.preprocessing, network.device, max_pixels)
     if on_device.keys:
         batches.add(on_device.keys, on_device.pixels)

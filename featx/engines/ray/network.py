@@ -14,6 +14,7 @@ import torch
 from featx.errors import FeatxError, ParameterError
 from featx.models._registry import Backbone, get_backbone
 from featx.models.network import FrozenNetwork, NetworkSpec
+from featx.models.pending import PendingVectors
 from featx.models.preprocessing import Preprocessing
 
 
@@ -106,6 +107,10 @@ class RemoteNetwork:
 
     def prepare(self, n_images: int, batch_size: int) -> None:
         """Nothing to prepare here: the network lives on the workers."""
+
+    def submit(self, batch: torch.Tensor) -> PendingVectors:
+        """As :meth:`FrozenNetwork.submit`; the vectors are here when this returns."""
+        return PendingVectors(torch.from_numpy(self(batch)))
 
     def __call__(self, batch: torch.Tensor) -> np.ndarray:
         ray = ray_module()
