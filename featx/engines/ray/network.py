@@ -110,7 +110,7 @@ class RemoteNetwork:
 
     def submit(self, batch: torch.Tensor) -> PendingVectors:
         """As :meth:`FrozenNetwork.submit`; the vectors are here when this returns."""
-        return PendingVectors(torch.from_numpy(self(batch)))
+        return PendingVectors(torch.from_numpy(self(batch).copy()))  # Ray's arrays are read-only
 
     def __call__(self, batch: torch.Tensor) -> np.ndarray:
         ray = ray_module()
