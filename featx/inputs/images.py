@@ -364,11 +364,7 @@ def read_error(index: int, url: str, error: BaseException) -> ImageError:
             f"timed out: no answer within {timeouts.read_timeout():g} s, {timeouts.ATTEMPTS} attempts "
             f"(raise it with --read-timeout or {timeouts.VARIABLE} if the server is only slow)",
         )
-    cause = error  # builtins' ConnectionError, or botocore's EndpointConnectionError and kin
-    while cause is not None and not (
-        isinstance(cause, ConnectionError) or "ConnectionError" in type(cause).__name__
-    ):
-        cause = cause.__cause__ or cause.__context__
+    cause = timeouts.cause_in_chain(error, ConnectionError, "ConnectionError")  # botocore's too
     if cause is not None:
         return ImageError(index, url, "unreachable", f"cannot connect ({type(cause).__name__}: {cause})")
     if isinstance(error, FileNotFoundError):

@@ -46,12 +46,7 @@ def load_manifest(source: str | os.PathLike) -> pd.DataFrame:
     if sources.is_shard_source(text):
         return sources.shard_manifest(sources.expand_shards(text))
     if sources.is_url(text):
-        listed = _remote_folder(text)
-        if listed is None:
-            return _with_paths(_read_table(text), text.rsplit("/", 1)[0], text)
-        if _only_shards(listed):
-            return sources.shard_manifest(sources.expand_shards(text))
-        return _listed_folder_manifest(text, *listed)
+        return _remote_manifest(text, _remote_folder(text))
     source = Path(source).expanduser()
     if source.is_dir():
         return _folder_manifest(source)
@@ -67,9 +62,10 @@ def load_job_source(source: str | os.PathLike) -> pd.DataFrame | sources.Shards:
     if sources.is_shard_source(text):
         return sources.Shards(sources.expand_shards(text))
     if sources.is_url(text):
-        listed = _remote_folder(text)
+        listed = _remote_folder(text)  # listed once: a prefix may hold millions of objects
         if listed is not None and _only_shards(listed):
             return sources.Shards(sources.expand_shards(text))
+        return _remote_manifest(text, listed)
     return load_manifest(source)
 
 
@@ -94,6 +90,15 @@ def _with_paths(frame: pd.DataFrame, root: str, source: Any) -> pd.DataFrame:
     frame = frame.reset_index(drop=True)
     frame.attrs["skipped"] = []
     return frame
+
+
+def _remote_manifest(url: str, listed: tuple[str, list[str]] | None) -> pd.DataFrame:
+    """A manifest or table at ``url`` (``listed`` is None), or the folder ``listed`` there."""
+    if listed is None:
+        return _with_paths(_read_table(url), url.rsplit("/", 1)[0], url)
+    if _only_shards(listed):
+        return sources.shard_manifest(sources.expand_shards(url))
+    return _listed_folder_manifest(url, *listed)
 
 
 def _joined(root: str, relative: str) -> str:

@@ -145,14 +145,14 @@ def shard_manifest(shards: list[str]) -> pd.DataFrame:
             if not samples or samples[-1][0] != key:
                 samples.append((key, {}))
             members = samples[-1][1]
-            image = next((m for e, m in members.items() if e in IMAGE_SUFFIXES), None)
+            image = _image_of(members)
             why = unused_because(member, key, image)
             if why is not None:
                 skipped.append((member_path(shard, member.name), why))
             else:
                 members.setdefault(extension, member.name)
         for key, members in samples:
-            image = next((m for e, m in members.items() if e in IMAGE_SUFFIXES), None)
+            image = _image_of(members)
             if image is None:
                 skipped.append((member_path(shard, key), f"no image member (members: {sorted(members)})"))
                 continue
@@ -169,6 +169,11 @@ def shard_manifest(shards: list[str]) -> pd.DataFrame:
         frame = frame.drop(columns="label")
     frame.attrs["skipped"] = skipped
     return frame
+
+
+def _image_of(members: dict[str, str]) -> str | None:
+    """A sample's image member, from its members by suffix (None: it has none yet)."""
+    return next((member for suffix, member in members.items() if suffix in IMAGE_SUFFIXES), None)
 
 
 def _label(index: IndexedShard, members: dict[str, str]) -> str | None:

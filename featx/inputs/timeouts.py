@@ -1,15 +1,17 @@
 """Every network read has a timeout: a server that accepts and never answers, or an object store that
-stalls mid-read, becomes one input's error row (``unreadable``, "timed out") instead of a job that hangs.
+stalls mid-read, becomes one input's error row (``unreachable``, "timed out") instead of a job that hangs.
 
 Without this, fsspec's HTTP file system waits for aiohttp's five-minute default and s3fs for botocore's
 minute per attempt, several attempts over. The bound is ``FEATX_READ_TIMEOUT`` seconds (default 60), or
 ``featx extract --read-timeout``: the longest wait for a connection, and the longest silence while reading.
-A server that cannot be reached, or went silent, is remembered for ``UNREACHABLE_TTL_S`` seconds by
-the process that tried it: the next reads from it fail at once (kind ``unreachable``) instead of each
-waiting through its own timeouts and retries, so a job whose object store died ends in minutes, listing
-what it could not read. It is set in fsspec's configuration (``fsspec.config.conf``) for ``http``/``https`` and ``s3`` (where the
+It is set in fsspec's configuration (``fsspec.config.conf``) for ``http``/``https`` and ``s3`` (where the
 user's own settings for those keys win) before a process's first remote read; worker processes inherit
 the variable.
+
+A server that cannot be reached, or went silent, is remembered for ``UNREACHABLE_TTL_S`` seconds by the
+process that tried it: the next reads from it fail at once (kind ``unreachable``) instead of each waiting
+through its own timeouts and retries, so a job whose object store died ends in seconds, listing what it
+could not read.
 """
 
 from __future__ import annotations
@@ -79,12 +81,16 @@ def _place(protocol: str, key: str, value: Any) -> None:
 def timed_out(error: BaseException) -> bool:
     """Whether a read failed because the other side went silent (asyncio's, aiohttp's or botocore's
     timeout anywhere in the chain of causes)."""
+    return cause_in_chain(error, TimeoutError, "Timeout") is not None
+
+
+def cause_in_chain(error: BaseException, kind: type[BaseException], name_part: str) -> BaseException | None:
+    """The first exception in ``error``'s chain of causes that is a ``kind`` or whose class name holds
+    ``name_part`` (botocore's and aiohttp's own classes derive from neither builtin)."""
     cause: BaseException | None = error
-    while cause is not None:
-        if isinstance(cause, TimeoutError) or "Timeout" in type(cause).__name__:
-            return True
+    while cause is not None and not (isinstance(cause, kind) or name_part in type(cause).__name__):
         cause = cause.__cause__ or cause.__context__
-    return False
+    return cause
 
 
 def ensure() -> None:

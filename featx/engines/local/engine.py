@@ -333,10 +333,10 @@ def _add(
         batches.add(keys, pixels.to(network.device, non_blocking=True) if on_device else pixels)
     if not jpegs:
         return []
-    on_device = decode_jpegs(jpegs, network.preprocessing, network.device, max_pixels)
-    if on_device.keys:
-        batches.add(on_device.keys, on_device.pixels)
-    return on_device.errors
+    decoded = decode_jpegs(jpegs, network.preprocessing, network.device, max_pixels)
+    if decoded.keys:
+        batches.add(decoded.keys, decoded.pixels)
+    return decoded.errors
 
 
 def _pin(network: FrozenNetwork) -> bool:
