@@ -23,14 +23,95 @@ def write_images(folder: Path, n: int, size=(32, 32)) -> Path:
     return folder
 
 
-def featx_cli(*args, popen=False, **options):
-    env = {**os.environ, "PYTHONPATH": str(REPO / "tests")}
-    command = [sys.executable, "-m", "featx", *map(str, args)]
-    if popen:
-        return subprocess.Popen(
-            command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **options
-        )
-    return subprocess.run(command, env=env, capture_output=True, text=True)
+def featx_cli(*args, popen=False, fresh_process=False, **options):
+    """``featx ARGS`` as a user runs it: its exit status, stdout and stderr. In this process by default (a
+    new interpreter spends seconds importing torch), with the state a process keeps between calls reset,
+    so each call starts as a new process would; in a process of its own with ``popen`` (a job to signal,
+    race or wait for), ``fresh_process``, or subprocess ``options`` such as ``cwd``."""
+    if popen or fresh_process or options:
+        env = {**os.environ, "PYTHONPATH": str(REPO / "tests")}
+        command = [sys.executable, "-m", "featx", *map(str, args)]
+        if popen:
+            return subprocess.Popen(
+                command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **options
+            )
+        return subprocess.run(command, env=env, capture_output=True, text=True, **options)
+    return in_this_process([str(arg) for arg in args])
+
+
+def in_this_process(argv: list[str]) -> subprocess.CompletedProcess:
+    import contextlib
+    import io
+    import warnings
+
+    import torch
+    from fsspec.config import conf
+
+    from featx.cli import main
+    from featx.inputs import timeouts
+
+    kept = (
+        dict(os.environ),
+        {protocol: dict(settings) for protocol, settings in conf.items()},
+        torch.get_num_threads(),
+        (timeouts._configured, dict(timeouts._placed), dict(timeouts._unreachable)),
+    )
+    fresh_process_state()
+    stdout, stderr = io.StringIO(), io.StringIO()
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+    try:
+        with (
+            contextlib.redirect_stdout(stdout),
+            contextlib.redirect_stderr(stderr),
+            warnings.catch_warnings(),
+        ):
+            warnings.simplefilter("default")
+            warnings.showwarning = show
+            try:
+                code = main(argv)
+            except SystemExit as exit:  # argparse's usage errors
+                code = exit.code if isinstance(exit.code, int) else 1
+    finally:
+        environment, fsspec_conf, threads, (configured, placed, unreachable) = kept
+        os.environ.clear()
+        os.environ.update(environment)
+        conf.clear()
+        conf.update(fsspec_conf)
+        torch.set_num_threads(threads)
+        fresh_process_state()
+        timeouts._configured = configured
+        timeouts._placed.update(placed)
+        timeouts._unreachable.update(unreachable)
+    return subprocess.CompletedProcess(["featx", *argv], code, stdout.getvalue(), stderr.getvalue())
+
+
+def fresh_process_state() -> None:
+    """Forget what featx remembers per process: servers found unreachable, the read timeout it placed in
+    fsspec's configuration, files it has keyed, shards and tables it has indexed, filesystems fsspec made."""
+    from fsspec.config import conf
+    from fsspec.spec import AbstractFileSystem
+
+    from featx.engines.local import seen
+    from featx.inputs import sources, timeouts
+
+    for (protocol, key), value in timeouts._placed.items():
+        if conf.get(protocol, {}).get(key) is value:
+            del conf[protocol][key]
+    timeouts._placed.clear()
+    timeouts._configured = False
+    timeouts._unreachable.clear()
+    seen._SEEN.clear()
+    seen._LEARNED.clear()
+    for cached in (sources._shard_in, sources._table, sources._row_group):
+        cached.cache_clear()
+    filesystems = [AbstractFileSystem]
+    while filesystems:
+        filesystem = filesystems.pop()
+        filesystem.clear_instance_cache()
+        filesystems += filesystem.__subclasses__()
 
 
 def only_namespace(cache: Path) -> Namespace:
