@@ -5,12 +5,19 @@ import sys
 import tarfile
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-import pytest
-import tiny_backbone  # noqa: F401  (registers the "tiny" backbone)
-from PIL import Image
-from sklearn.datasets import load_sample_images
+# BLAS on one thread, here and in every process a test starts: on some CPUs OpenBLAS's threads make
+# scikit-learn's small fits several times slower (benchmarks/blas_threads.py), and the tests time nothing.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+import tiny_backbone  # noqa: E402, F401  (registers the "tiny" backbone)
+from PIL import Image  # noqa: E402
+from sklearn.datasets import load_sample_images  # noqa: E402
+from threadpoolctl import threadpool_limits  # noqa: E402
+
+threadpool_limits(1, user_api="blas")  # in case a plugin loaded OpenBLAS before this file
 
 REPO = Path(__file__).resolve().parents[1]
 #: The command line's arguments for the tiny random-init backbone in fp32 (PYTHONPATH=tests)
