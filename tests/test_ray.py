@@ -1,11 +1,15 @@
 """The Ray engine on a local 2-CPU Ray instance: the local engine's vectors, errors and resumability."""
 
 import dataclasses
+import os
+import subprocess
+import sys
+import tarfile
 
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import REPO, assert_same_vectors
+from conftest import REPO, assert_same_vectors, encode, photo
 from test_cache import featx_cli
 
 from featx import FeatureCache, FrozenNetwork, load_features
@@ -155,12 +159,64 @@ def test_featx_extract_engine_ray_on_the_command_line(image_folder, tmp_path):
         "--engine",
         "ray",
         "--quiet",
+        fresh_process=True,  # the command starts and stops a Ray instance of its own
     )
     assert done.returncode == 0, done.stderr
     assert "computed: 6" in done.stdout
     X, meta = load_features(out)
     assert X.shape == (6, 64) and sorted(set(meta["label"])) == ["cat", "dog"]
     assert pd.read_parquet(out).shape[0] == 6
+
+
+USER_SESSION = """
+import dataclasses
+import sys
+
+import ray
+from featx import FeatureCache, engines
+from featx.engines.base import RunOptions
+from featx.errors import FeatxError
+from featx.inputs.manifests import load_manifest
+from featx.models.network import NetworkSpec
+
+folder, shards, cache = sys.argv[1:]
+paths = load_manifest(folder)["path"].tolist()
+engine = engines.get("ray")
+network = engine.network(NetworkSpec("tiny_backbone:TINY", weights=None, precision="fp32"))
+namespace = FeatureCache(cache).namespace(network.fingerprint)
+print("fill", engine.fill(paths, network, namespace, RunOptions(batch_size=2)).n_computed, flush=True)
+foreign = {**network.fingerprint, "precision": "bf16"}  # refused by every actor: the job stops mid-way
+try:
+    engine.fill(paths, dataclasses.replace(network, fingerprint=foreign), FeatureCache(cache).namespace(foreign))
+except FeatxError:
+    print("refused", flush=True)
+manifest, filled = engine.stream([shards], network, namespace, RunOptions(batch_size=2))
+print("stream", len(manifest), flush=True)
+ray.shutdown()  # and a new local instance for the next job, in the same process
+print("again", engine.fill(paths, network, namespace, RunOptions(batch_size=2)).n_cached, flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_a_users_jobs_back_to_back_in_one_process_each_run_after_one_refused_mid_way_and_a_restart(
+    image_folder, tmp_path
+):
+    """Ray 2.60's raylet abort (docs/contributing.md) came with a dataset starting just after another's
+    actors were killed: here a user's process runs a job, one stopped mid-way, a stream, then a job on a
+    new Ray instance, and each must finish with its own result."""
+    shard = tmp_path / "shard.tar"
+    with tarfile.open(shard, "w") as tar:
+        for path in sorted(image_folder.rglob("*.png")):
+            tar.add(path, arcname=f"{path.parent.name}-{path.stem}.png")
+    done = subprocess.run(
+        [sys.executable, "-c", USER_SESSION, str(image_folder), str(shard), str(tmp_path / "cache")],
+        env={**os.environ, "PYTHONPATH": str(REPO / "tests")},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == ["fill", "6", "refused", "stream", "6", "again", "6"]
 
 
 def test_a_worker_whose_network_differs_from_the_jobs_fingerprint_refuses_and_the_job_stops_in_one_error(
@@ -205,6 +261,35 @@ def test_an_actor_does_not_compute_again_content_it_committed_for_an_earlier_bat
     assert actor(batch)["computed"].all()
     shards = namespace.shard_names()
     assert not actor(batch)["computed"].any() and namespace.shard_names() == shards
+
+
+def test_rows_naming_one_path_many_times_are_read_once_and_each_gets_its_own_outcome(
+    local_ray, tmp_path, monkeypatch
+):
+    from featx.engines.ray.engine import RayEngine
+
+    for n in range(2):
+        (tmp_path / f"{n}.png").write_bytes(encode(photo(n)))
+    (tmp_path / "garbage.png").write_bytes(b"not an image")
+    names = ["0.png", "1.png", "missing.png", "garbage.png"]
+    paths = [str(tmp_path / names[row % 4]) for row in range(400)]
+    sent = []
+    original = RayEngine._run
+    monkeypatch.setattr(
+        RayEngine,
+        "_run",
+        lambda self, ray, paths, *rest: sent.extend(paths) or original(self, ray, paths, *rest),
+    )
+    network = FrozenNetwork(TINY, weights=None, precision="fp32")
+    namespace = FeatureCache(tmp_path / "cache").namespace(network.fingerprint)
+    filled = engines.get("ray").fill(paths, network, namespace, RunOptions(batch_size=4))
+    assert sent == paths[:4]  # the decoding tasks see each path once
+    assert (filled.n_computed, filled.n_cached) == (2, 198)
+    assert (filled.keys[0::4] == filled.keys[0]).all() and (filled.keys[1::4] == filled.keys[1]).all()
+    assert [e.index for e in filled.errors] == [row for row in range(400) if row % 4 >= 2]
+    kinds = {(names[e.index % 4], e.kind) for e in filled.errors}
+    assert kinds == {("missing.png", "missing"), ("garbage.png", "not_an_image")}
+    assert all(e.source == paths[e.index] for e in filled.errors)  # each row under its own name
 
 
 def test_a_parquet_table_is_read_by_ray_datas_own_reader_with_the_local_engines_vectors_and_named_errors(

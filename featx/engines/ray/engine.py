@@ -2,15 +2,16 @@
 
     featx extract SOURCE --backbone resnet50 --cache /shared/cache --engine ray [--ray-address ADDR]
 
-The unit of work is the local engine's: each image read once, in a CPU task, keyed by its content and
-decoded only if the cache lacks that key; a batch of decoded images -> ``FrozenNetwork`` -> one atomic
-``Namespace.write`` into the on-disk cache. So a re-run computes only what is missing, a killed run keeps
-its finished shards, and everything downstream reads the same namespaces. WebDataset shards are streamed:
-one task reads each shard once and reports its samples (:mod:`featx.engines.streaming`). The driver never loads the
-network: a worker resolves it (:meth:`RayEngine.network`). Every node must see the cache directory (shared
-storage) and the image paths. Ray stays optional: ``pip install 'featx[ray]'``.
+The unit of work is the local engine's: each path read once (however many rows name it), in a CPU
+task, keyed by its content and decoded only if the cache lacks that key; a batch of decoded images ->
+``FrozenNetwork`` -> one atomic ``Namespace.write`` into the on-disk cache. So a re-run computes only what
+is missing, a killed run keeps its finished shards, and everything downstream reads the same namespaces.
+WebDataset shards are streamed: one task reads each shard once and reports its samples
+(:mod:`featx.engines.streaming`). The driver never loads the network: a worker resolves it
+(:meth:`RayEngine.network`). Every node must see the cache directory (shared storage) and the image
+paths. Ray stays optional: ``pip install 'featx[ray]'``.
 
-About 300 lines: the engine and its actor, which must be importable by Ray's workers by name.
+About 320 lines: the engine and its actor, which must be importable by Ray's workers by name.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import torch
 
 from featx.cache import KEY_DTYPE, Namespace, Store
 from featx.engines.base import DEFAULTS, Filled, RunOptions
-from featx.engines.plan import every_failure
+from featx.engines.plan import every_failure, once_per_path, share_with_repeats
 from featx.engines.ray.network import (
     RemoteNetwork,
     connect,
@@ -141,13 +142,24 @@ class RayEngine:
     ) -> Filled:
         ray = self._start(store, network, options.progress)
         paths = [os.fspath(p) for p in images]
+        todo, repeats = once_per_path(paths, list(range(len(paths))))  # each path read once
         outcome = self._run(
-            ray, paths, network, store, options.batch_size, options.num_workers, options.max_pixels
+            ray,
+            [paths[i] for i in todo],
+            network,
+            store,
+            options.batch_size,
+            options.num_workers,
+            options.max_pixels,
         )
+        keys = np.zeros(len(paths), dtype=outcome.keys.dtype)
+        keys[todo] = outcome.keys
+        failures = [e.at(todo[e.index]) for e in outcome.failures]
+        n_served = share_with_repeats(repeats, keys, failures, paths.__getitem__)
         filled = Filled(
-            outcome.keys,
-            every_failure(outcome.failures, outcome.keys, paths.__getitem__),
-            outcome.n_cached,
+            keys,
+            every_failure(failures, keys, paths.__getitem__),
+            outcome.n_cached + n_served,
             outcome.n_computed,
         )
         if options.fail_fast and filled.errors:
