@@ -82,3 +82,16 @@ def test_an_unwritable_tuning_file_only_costs_measuring_again(tmp_path, monkeypa
     assert network.precision in ("fp32", "bf16", "int8") and sorted(p.name for p in tmp_path.iterdir()) == [
         "home"
     ]
+
+
+def test_featx_tune_shows_both_choices_auto_made_and_measures_only_once(own_file, monkeypatch, capsys):
+    from featx.cli import main
+
+    calls = count_trials(monkeypatch)
+    assert main(["tune", "--backbone", "tiny", "--weights", "none"]) == 0
+    first, trials = capsys.readouterr().out, len(calls)
+    assert main(["tune", "--backbone", "tiny", "--weights", "none"]) == 0
+    assert capsys.readouterr().out == first and len(calls) == trials > 0  # measured once, then read back
+    assert "precision " in first.splitlines()[0] and first.splitlines()[1].startswith("why: fastest")
+    # on a CPU the decoding workers decode beside the network: no trial, and the reason says so
+    assert "decoding reduced: on cpu the decoding workers decode beside the network" in first

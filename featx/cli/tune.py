@@ -1,4 +1,4 @@
-"""``featx tune``: the precision 'auto' picks on this machine, and why."""
+"""``featx tune``: the precision and decoding 'auto' pick on this machine, and why."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import argparse
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
     tune = commands.add_parser(
-        "tune", help="show (measuring once, if needed) the precision 'auto' picks here, and why"
+        "tune", help="show (measuring once, if needed) the precision and decoding 'auto' pick here, and why"
     )
     tune.add_argument("--backbone", default="resnet50")
     tune.add_argument(
@@ -36,4 +36,6 @@ def run(args: argparse.Namespace) -> int:
     )
     print(f"why: {choice['why']}")
     print(f"decided: {choice.get('decided', '?')}; remembered in {tuning.tuning_path()}")
+    decoding = network.decoding_choice
+    print(f"decoding {decoding['decoding']}: {decoding['why']}")
     return 0
