@@ -4,7 +4,8 @@
 
 EfficientNet-Lite0 features of the 3,000 Fashion-MNIST sample images (data/make_sample_data.py), 5
 stratified folds: fit seconds per fold and accuracy for logistic regression and LinearSVC with each
-liblinear solver. Prints a table with the CPU model.
+liblinear solver, each timed twice, interleaved: with BLAS's default thread count and with one BLAS thread
+(on some CPUs OpenBLAS's threads slow these small fits several-fold). Prints a table with the CPU model.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from sklearn.model_selection import StratifiedKFold, cross_validate
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
+from threadpoolctl import threadpool_info, threadpool_limits
 
 from featx import extract_features
 from featx._machine import cpu_model
@@ -36,13 +38,18 @@ def main() -> None:
         "LinearSVC (C=0.01, dual='auto')": LinearSVC(C=0.01, max_iter=5000),
         "LinearSVC (C=0.01, dual=True)": LinearSVC(C=0.01, dual=True, max_iter=5000),
     }
-    print(f"{cpu_model()}; {X.shape[0]} images x {X.shape[1]} features, 5 folds")
+    threads = max(info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas")
+    print(f"{cpu_model()}; {X.shape[0]} images x {X.shape[1]} features, 5 folds; BLAS threads {threads}")
     for name, estimator in candidates.items():
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             scores = cross_validate(make_pipeline(StandardScaler(), estimator), X, y, cv=folds)
+            with threadpool_limits(1, user_api="blas"):
+                single = cross_validate(make_pipeline(StandardScaler(), estimator), X, y, cv=folds)
         print(
-            f"{name:>34}: fit {scores['fit_time'].mean():5.2f} s per fold, "
+            f"{name:>34}: fit {scores['fit_time'].mean():5.2f} s per fold "
+            f"({single['fit_time'].mean():5.2f} s with one BLAS thread, "
+            f"{scores['fit_time'].mean() / single['fit_time'].mean():.1f}x), "
             f"accuracy {scores['test_score'].mean():.4f}, {len(caught)} warnings"
         )
 
