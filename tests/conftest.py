@@ -70,6 +70,18 @@ def photo(seed: int = 0, size: tuple[int, int] = (48, 40)) -> np.ndarray:
     return np.asarray(Image.fromarray(small).resize((size[1], size[0]), Image.BILINEAR))
 
 
+REPEATED = ["0.png", "1.png", "missing.png", "garbage.png"]
+
+
+def repeated_paths(folder: Path, rows: int) -> list[str]:
+    """``rows`` paths that name four files in turn (``REPEATED``): two photos, a missing file and one that
+    is not an image."""
+    for n in range(2):
+        (folder / f"{n}.png").write_bytes(encode(photo(n)))
+    (folder / "garbage.png").write_bytes(b"not an image")
+    return [str(folder / REPEATED[row % 4]) for row in range(rows)]
+
+
 def assert_same_vectors(actual: np.ndarray, expected: np.ndarray) -> None:
     """Vectors computed in different batches agree to float rounding, not bit for bit: oneDNN picks its
     kernels by batch size, and one CPU's kernels differ from another's (a CI machine showed 4e-8)."""

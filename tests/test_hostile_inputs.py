@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import encode, photo
+from conftest import REPEATED, encode, photo, repeated_paths
 from PIL import Image
 from test_cache import featx_cli
 
@@ -456,11 +456,7 @@ def test_a_manifest_naming_few_files_many_times_reads_each_once_and_every_row_ge
     from featx.extract import extract
     from featx.models.network import FrozenNetwork
 
-    for n in range(2):
-        (tmp_path / f"{n}.png").write_bytes(encode(photo(n)))
-    (tmp_path / "garbage.png").write_bytes(b"not an image")
-    names = ["0.png", "1.png", "missing.png", "garbage.png"]
-    paths = [str(tmp_path / names[row % 4]) for row in range(4000)]
+    paths = repeated_paths(tmp_path, 4000)
     reads = []
     original = engine.read_content
     monkeypatch.setattr(
@@ -468,10 +464,10 @@ def test_a_manifest_naming_few_files_many_times_reads_each_once_and_every_row_ge
     )
     network = FrozenNetwork("tiny", weights=None, precision="fp32")
     result = extract(paths, network, num_workers=0)
-    assert sorted(reads) == sorted(str(tmp_path / name) for name in names)  # each path read once
+    assert sorted(reads) == sorted(str(tmp_path / name) for name in REPEATED)  # each path read once
     assert (result.n_computed, result.n_cached) == (2, 1998)
     np.testing.assert_array_equal(result.features[0::4], np.repeat(result.features[:1], 1000, axis=0))
     assert [e.index for e in result.errors] == [row for row in range(4000) if row % 4 >= 2]
-    kinds = {(names[e.index % 4], e.kind) for e in result.errors}
+    kinds = {(REPEATED[e.index % 4], e.kind) for e in result.errors}
     assert kinds == {("missing.png", "missing"), ("garbage.png", "not_an_image")}
     assert all(e.source == paths[e.index] for e in result.errors)  # each row under its own name

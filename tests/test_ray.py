@@ -9,7 +9,7 @@ import tarfile
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import REPO, assert_same_vectors, encode, photo
+from conftest import REPEATED, REPO, assert_same_vectors, repeated_paths
 from test_cache import featx_cli
 
 from featx import FeatureCache, FrozenNetwork, load_features
@@ -268,11 +268,7 @@ def test_rows_naming_one_path_many_times_are_read_once_and_each_gets_its_own_out
 ):
     from featx.engines.ray.engine import RayEngine
 
-    for n in range(2):
-        (tmp_path / f"{n}.png").write_bytes(encode(photo(n)))
-    (tmp_path / "garbage.png").write_bytes(b"not an image")
-    names = ["0.png", "1.png", "missing.png", "garbage.png"]
-    paths = [str(tmp_path / names[row % 4]) for row in range(400)]
+    paths = repeated_paths(tmp_path, 400)
     sent = []
     original = RayEngine._run
     monkeypatch.setattr(
@@ -287,7 +283,7 @@ def test_rows_naming_one_path_many_times_are_read_once_and_each_gets_its_own_out
     assert (filled.n_computed, filled.n_cached) == (2, 198)
     assert (filled.keys[0::4] == filled.keys[0]).all() and (filled.keys[1::4] == filled.keys[1]).all()
     assert [e.index for e in filled.errors] == [row for row in range(400) if row % 4 >= 2]
-    kinds = {(names[e.index % 4], e.kind) for e in filled.errors}
+    kinds = {(REPEATED[e.index % 4], e.kind) for e in filled.errors}
     assert kinds == {("missing.png", "missing"), ("garbage.png", "not_an_image")}
     assert all(e.source == paths[e.index] for e in filled.errors)  # each row under its own name
 
