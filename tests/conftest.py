@@ -6,7 +6,7 @@ import tarfile
 from pathlib import Path
 
 # BLAS on one thread, here and in every process a test starts: on some CPUs OpenBLAS's threads make
-# scikit-learn's small fits several times slower (benchmarks/blas_threads.py), and the tests time nothing.
+# scikit-learn's small fits several times slower (benchmarks/classifiers.py), and the tests time nothing.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
