@@ -23,8 +23,7 @@ from featx.errors import ImageError
 from featx.inputs.images import MAX_PIXELS, ImageInput, as_image_list
 from featx.models._registry import Backbone
 from featx.models.network import FrozenNetwork, NetworkSpec
-from featx.models.tuning import MIN_COSINE
-from featx.options import ON_ERROR, POSITIVE_INT, check
+from featx.options import MIN_COSINE, ON_ERROR, POSITIVE_INT, check
 
 __all__ = ["Extraction", "extract", "extract_features", "read_vectors"]
 

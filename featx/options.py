@@ -94,6 +94,7 @@ POSITIVE_INT = Interval(int, 1)  # batch sizes, pixel limits, sizes, megabytes
 WORKERS = Interval(int, 0, none=True)  # decoding processes: 0 decodes in the calling process
 COUNT = Interval(int, 1, none=True)  # Ray actors; None: one per GPU
 COSINE = Interval(float, 0, 1, open_low=True)  # a fidelity bound: 0 would accept anything
+MIN_COSINE = 0.99  # the fidelity every automatic choice must keep against fp32 features, by default
 FRACTION = Interval(float, 0, 1, open_low=True)
 POSITIVE = Interval(float, 0, open_low=True)  # learning rates
 NON_NEGATIVE = Interval(float, 0)  # days, regularisation

@@ -7,6 +7,7 @@ import pytest
 
 from featx import FrozenNetwork
 from featx.models import precision, tuning
+from featx.options import MIN_COSINE
 
 
 @pytest.fixture
@@ -35,7 +36,7 @@ def test_auto_measures_once_stores_the_result_and_reuses_it(own_file, monkeypatc
     assert sorted(set(calls)) == sorted(candidates) and len(calls) == tuning.ROUNDS * len(candidates)
     (record,) = json.loads(own_file.read_text())["entries"].values()
     assert record["precision"] == first.precision == first.fingerprint["precision"]
-    faithful = {p: t for p, t in record["trials"].items() if t["min_cosine"] >= tuning.MIN_COSINE}
+    faithful = {p: t for p, t in record["trials"].items() if t["min_cosine"] >= MIN_COSINE}
     assert first.precision == max(faithful, key=lambda p: faithful[p]["images_per_s"])
     calls.clear()
     again = FrozenNetwork("tiny", weights=None)

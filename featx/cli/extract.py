@@ -13,7 +13,6 @@ from featx.cli._common import progress_wanted
 from featx.errors import OutputError, ParameterError
 from featx.feature_files import printable_path
 from featx.inputs.images import MAX_PIXELS
-from featx.models.tuning import MIN_COSINE
 from featx.options import (
     COMPILE_WORDS,
     COSINE,
@@ -21,6 +20,7 @@ from featx.options import (
     DECODINGS,
     ENGINES,
     JOB_ON_ERROR,
+    MIN_COSINE,
     POOLINGS,
     POSITIVE,
     POSITIVE_INT,

@@ -16,8 +16,7 @@ from featx.extract import extract
 from featx.inputs.images import MAX_PIXELS, as_image_list
 from featx.models._registry import Backbone, get_backbone
 from featx.models.network import FrozenNetwork, NetworkSpec, feature_size
-from featx.models.tuning import MIN_COSINE
-from featx.options import COSINE, ON_ERROR, POSITIVE_INT, WORKERS, validate
+from featx.options import COSINE, MIN_COSINE, ON_ERROR, POSITIVE_INT, WORKERS, validate
 
 # the parameters that pick the network, passed to NetworkSpec as they are
 _SPEC_FIELDS = (

@@ -24,7 +24,7 @@ from featx.models.pooling import Pool, pool, resolve_pooling
 from featx.models.precision import Trial, choose_precision
 from featx.models.preprocessing import Normalise, Preprocessing
 from featx.models.weights import resolve_weights
-from featx.options import COMPILES, COSINE, DECODINGS, POOLINGS, PRECISIONS, check
+from featx.options import COMPILES, COSINE, DECODINGS, MIN_COSINE, POOLINGS, PRECISIONS, check
 
 # torch.compile costs 3-20 s once per network and process on 2 CPU cores and saves 1.3 ms (ResNet-18) to
 # 9 ms (ResNet-50) per image: it pays back after a few thousand (benchmarks/speed.py). "auto" compiles
@@ -59,7 +59,7 @@ class NetworkSpec:
     precision: str = "auto"
     compile: bool | str = "auto"
     decoding: str = "auto"
-    min_cosine: float = tuning.MIN_COSINE
+    min_cosine: float = MIN_COSINE
     calibration: str | None = None
 
     def __post_init__(self) -> None:

@@ -19,6 +19,7 @@ import torch
 from featx.errors import ImageError, ParameterError
 from featx.models import quantize, tuning
 from featx.models.preprocessing import Preprocessing
+from featx.options import MIN_COSINE
 
 Forward = Callable[[str, torch.Tensor], np.ndarray]  # (precision, uint8 batch) -> vectors
 
@@ -118,7 +119,7 @@ def choose_precision(
     key: str,
     device: torch.device,
     trial: Trial,
-    min_cosine: float = tuning.MIN_COSINE,
+    min_cosine: float = MIN_COSINE,
     name: str = "this network",
 ) -> dict[str, Any]:
     """``{"precision": ..., "why": ...}`` for a network whose tuning key is ``key``.

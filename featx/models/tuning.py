@@ -27,9 +27,9 @@ import torch
 from featx._files import save_or_warn
 from featx._machine import cpu_model
 from featx.models import quantize
+from featx.options import MIN_COSINE
 
 FORMAT = 1
-MIN_COSINE = 0.99  # the fidelity every automatic choice must keep against fp32 features
 ROUNDS = 3  # timing rounds per candidate
 # A GPU runs a few dozen images in about the time of its kernel launches, so its precisions separate only
 # at a job's batch size (on an H200, ResNet-50 on 48 images: fp16 0.99x fp32; on 256: 1.49x).
