@@ -1,4 +1,5 @@
-"""What opening the zoo costs: ``import featx`` and ``featx backbones``, this tree beside another one.
+"""What starting featx costs (``import featx``, ``featx --help``, ``featx cache info``, ``featx
+backbones``), this tree beside another one.
 
     python benchmarks/zoo.py                          # this tree only
     python benchmarks/zoo.py --baseline /tmp/before   # a checkout of an earlier commit, measured alongside
@@ -7,7 +8,8 @@ The zoo files resolve names lazily (no model is built, timm is not imported, by 
 the import must not slow down as torchvision's 80 and timm's 1,800 names become available. Each figure
 is the median wall time of ``--repeats`` fresh processes, interleaved between the trees; ``list
 everything`` prints every name with family and default weights, ``--filter 'convnext*'`` also computes
-each listed model's feature size on the meta device.
+each listed model's feature size on the meta device. ``--help`` and ``cache info`` (on an empty folder)
+run no network: since the public names load on first use, they import no torch.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -25,8 +28,11 @@ sys.path.insert(0, str(REPO))
 
 from featx._machine import cpu_model  # noqa: E402
 
+EMPTY_FOLDER = tempfile.TemporaryDirectory(prefix="featx-zoo-bench-")  # removed when the script ends
 COMMANDS = {
     "import featx": ["-c", "import featx"],
+    "featx --help": ["-m", "featx", "--help"],
+    "featx cache info (empty folder)": ["-m", "featx", "cache", "info", EMPTY_FOLDER.name],
     "featx backbones (list everything)": ["-m", "featx", "backbones"],
     "featx backbones --filter 'convnext*'": ["-m", "featx", "backbones", "--filter", "convnext*"],
 }
