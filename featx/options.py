@@ -85,6 +85,7 @@ POOLINGS = Choice(("flatten", "avg", "max", "cls", "tokens_avg"))  # the last tw
 ON_ERROR = Choice(("raise", "nan"))  # Python: a failed input raises, or becomes a NaN row
 JOB_ON_ERROR = Choice(("skip", "raise"))  # batch job: a failed input is listed and left out, or stops the job
 ENGINES = Choice(("local", "ray"))
+BLAS_THREADS = Choice(("auto", "keep"))  # the folds' fits: timed both ways, or BLAS left as it is
 CROP_MODES = Choice(("center", "squash"))  # timm's crop modes that featx reproduces
 # how images are decoded: big JPEGs DCT-scaled on the CPU, every pixel on the CPU, JPEGs on the network's
 # device (nvJPEG on a GPU); "auto" measures on a GPU and takes "reduced" elsewhere

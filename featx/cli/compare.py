@@ -11,7 +11,7 @@ import pandas as pd
 
 from featx.cli._common import progress_wanted
 from featx.errors import ParameterError
-from featx.options import NON_NEGATIVE_INT, POSITIVE_INT, PRECISIONS
+from featx.options import BLAS_THREADS, NON_NEGATIVE_INT, POSITIVE_INT, PRECISIONS
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -75,6 +75,13 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         help="--finetune: folds to train on (default 1: minutes per fold on a CPU)",
     )
     compare.add_argument("--n-jobs", type=int, help="folds fitted in parallel (default 1)")
+    compare.add_argument(
+        "--blas-threads",
+        choices=BLAS_THREADS,
+        default="auto",
+        help="auto: time each classifier's first fold with BLAS's default threads and with one, run the "
+        "rest on the faster; keep: leave BLAS as it is (default: auto)",
+    )
     compare.add_argument("--batch-size", type=POSITIVE_INT.parse, default=64)
     compare.add_argument("--device", default="auto")
     compare.add_argument("--precision", default="auto", choices=PRECISIONS)
@@ -115,6 +122,7 @@ def run(args: argparse.Namespace) -> int:
         backbone=backbone,
         layer=layer,
         n_jobs=args.n_jobs,
+        blas_threads=args.blas_threads,
         progress=not args.quiet,
     )
     if args.finetune:
@@ -132,6 +140,8 @@ def run(args: argparse.Namespace) -> int:
     print(table.to_string(index=False, float_format="{:.4f}".format))
     for note in table.attrs.get("notes", []):
         print(f"stand-in: {note}")
+    for line in table.attrs.get("blas", []):
+        print(f"blas: {line}")
     print(recommendation(table))
     best = table.loc[table["layer"] != "trained", "classifier"].iloc[0]  # the best on the features themselves
     report = None
@@ -153,7 +163,10 @@ def run(args: argparse.Namespace) -> int:
             precision=args.precision,
             progress=progress_wanted(args),
             n_jobs=args.n_jobs,
+            blas_threads=args.blas_threads,
         )
+        for line in report.summary.attrs["blas"]:
+            print(f"blas: {line}")
         if args.finetune:
             report = with_finetuning(report, table[table["layer"] == "trained"])
         print(f"\n{report}")

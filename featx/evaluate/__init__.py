@@ -10,12 +10,11 @@ from featx.evaluate.compare import (
     confusion,
     recommendation,
 )
-from featx.evaluate.folds import make_folds
+from featx.evaluate.folds import corrected_paired_ttest, make_folds
 from featx.evaluate.transfer import (
     BASELINES,
     FeatureSet,
     TransferReport,
-    corrected_paired_ttest,
     transfer_report,
     with_finetuning,
 )

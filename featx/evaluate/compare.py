@@ -22,6 +22,7 @@ from featx.evaluate.folds import (
 )
 from featx.inputs.images import as_image_list
 from featx.models._registry import Backbone, get_backbone
+from featx.options import BLAS_THREADS, check
 
 
 def compare_classifiers(
@@ -35,6 +36,7 @@ def compare_classifiers(
     backbone: str | None = None,
     layer: str | None = None,
     n_jobs: int | None = None,
+    blas_threads: str = "auto",
     random_state: int = 0,
     progress: bool = False,
 ) -> pd.DataFrame:
@@ -51,17 +53,21 @@ def compare_classifiers(
     cv : folds (int, stratified), ``"split"`` with ``split=`` the manifest's split, or a splitter.
     tune : wrap each named classifier in a small ``GridSearchCV`` (nested inside the outer folds).
     backbone, layer : copied into the table, so tables of several feature sets concatenate.
+    blas_threads : "auto" fits each classifier's first fold with BLAS's default threads and with one, and
+        runs the other folds on the faster (``featx.evaluate.blas``); "keep" leaves BLAS as it is.
     progress : print a line to stderr as each classifier starts and ends (fits can take minutes).
 
     Returns
     -------
     DataFrame with one row per classifier: classifier, estimator, backbone, layer, n_features, n_folds,
     accuracy_mean, accuracy_std, f1_macro_mean, f1_macro_std, fit_s and predict_s (mean seconds per fold).
+    ``attrs["notes"]`` says which stand-ins ran and why, ``attrs["blas"]`` what each BLAS trial chose.
     """
+    check("blas_threads", blas_threads, BLAS_THREADS, "compare_classifiers")
     X, y = check_inputs(X, y)
     folds = make_folds(y, cv, split=split, random_state=random_state)
     n_train = max(len(train) for train, _ in folds)
-    rows, notes = [], []
+    rows, notes, blas = [], [], []
     for name, (ran, estimator, why) in plan_classifiers(
         classifiers, n_train, tune=tune, random_state=random_state
     ).items():
@@ -72,7 +78,10 @@ def compare_classifiers(
             print(
                 f"compare: {ran} on {len(folds)} fold(s) of {n_train:,} rows ...", file=sys.stderr, flush=True
             )
-        summary = summarise(fold_scores(estimator, X, y, folds, n_jobs))
+        scores = fold_scores(estimator, X, y, folds, n_jobs, blas_threads)
+        summary = summarise(scores)
+        if scores.attrs["blas"]:
+            blas.append(f"{ran}: {scores.attrs['blas']}")
         if progress:
             print(f"compare: {ran} done in {time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)
         rows.append(
@@ -88,7 +97,7 @@ def compare_classifiers(
     table = (
         pd.DataFrame(rows).sort_values("accuracy_mean", ascending=False, kind="stable").reset_index(drop=True)
     )
-    table.attrs["notes"] = notes
+    table.attrs["notes"], table.attrs["blas"] = notes, blas
     return table
 
 
@@ -122,7 +131,7 @@ def compare_finetuning(
         estimator = FineTunedClassifier(
             backbone, weights=weights, unfreeze=blocks, random_state=random_state, **params
         )
-        summary = summarise(fold_scores(estimator, images, y, folds, None))
+        summary = summarise(fold_scores(estimator, images, y, folds, None, blas_threads="keep"))
         name = "finetune head" if blocks == 0 else f"finetune last {blocks} blocks"
         rows.append(
             {

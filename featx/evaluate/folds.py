@@ -3,15 +3,18 @@ classifier make their differences paired, so the fold-to-fold noise can be measu
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 from sklearn.base import BaseEstimator
 from sklearn.model_selection import StratifiedKFold, check_cv, cross_validate
 
 from featx.errors import ParameterError
+from featx.evaluate.blas import run_folds
 
 Folds = list[tuple[np.ndarray, np.ndarray]]
 
@@ -57,11 +60,22 @@ def _split_fold(split: Sequence[str] | None) -> tuple[np.ndarray, np.ndarray]:
 
 
 def fold_scores(
-    estimator: BaseEstimator, X: np.ndarray, y: np.ndarray, folds: Folds, n_jobs: int | None
+    estimator: BaseEstimator,
+    X: np.ndarray,
+    y: np.ndarray,
+    folds: Folds,
+    n_jobs: int | None,
+    blas_threads: str = "auto",
 ) -> pd.DataFrame:
-    """One row per fold: accuracy, f1_macro, fit_s, predict_s."""
-    result = cross_validate(estimator, X, y, cv=folds, scoring=SCORING, n_jobs=n_jobs, error_score="raise")
-    return pd.DataFrame(
+    """One row per fold: accuracy, f1_macro, fit_s, predict_s. With ``blas_threads="auto"`` the folds run
+    on the BLAS threads a trial on the first fold chose (``featx.evaluate.blas``); ``attrs["blas"]`` says
+    what it chose and why (None where no trial ran)."""
+
+    def run(some: Folds) -> dict[str, np.ndarray]:
+        return cross_validate(estimator, X, y, cv=some, scoring=SCORING, n_jobs=n_jobs, error_score="raise")
+
+    result, why = run_folds(run, folds, n_jobs, blas_threads)
+    scores = pd.DataFrame(
         {
             "fold": range(len(folds)),
             "accuracy": result["test_accuracy"],
@@ -70,6 +84,25 @@ def fold_scores(
             "predict_s": result["score_time"],
         }
     )
+    scores.attrs["blas"] = why
+    return scores
+
+
+def corrected_paired_ttest(a: Sequence[float], b: Sequence[float], n_train: float, n_test: float) -> float:
+    """Two-sided p-value that per-fold scores ``a`` and ``b`` differ (Nadeau & Bengio, 2003).
+
+    The variance of the paired differences is inflated by ``n_test / n_train``: folds share training data,
+    so they are not independent samples. NaN with fewer than two folds.
+    """
+    differences = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    k = len(differences)
+    if k < 2:
+        return math.nan
+    variance = differences.var(ddof=1)
+    if variance == 0:
+        return 0.0 if differences.mean() != 0 else 1.0
+    t = differences.mean() / math.sqrt((1 / k + n_test / n_train) * variance)
+    return float(2 * stats.t.sf(abs(t), df=k - 1))
 
 
 def summarise(scores: pd.DataFrame) -> dict[str, float]:

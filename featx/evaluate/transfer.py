@@ -1,6 +1,6 @@
 """Did transfer help at all? Pretrained features against raw pixels and random weights on the same folds,
-with :func:`corrected_paired_ttest` (Nadeau & Bengio): folds share training data, so a plain paired t-test
-over folds is too optimistic."""
+compared with :func:`featx.evaluate.folds.corrected_paired_ttest` (Nadeau & Bengio): folds share training
+data, so a plain paired t-test over folds is too optimistic."""
 
 from __future__ import annotations
 
@@ -13,35 +13,18 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 from sklearn.base import BaseEstimator
 
 from featx.errors import ParameterError
 from featx.estimators.pixels import RawPixels
 from featx.evaluate.classifiers import as_classifier
-from featx.evaluate.folds import fold_scores, format_accuracy, make_folds, summarise
+from featx.evaluate.folds import corrected_paired_ttest, fold_scores, format_accuracy, make_folds, summarise
 from featx.extract import extract_features
 from featx.inputs.images import as_image_list
 from featx.models._registry import Backbone, get_backbone
+from featx.options import BLAS_THREADS, check
 
 BASELINES = ("pixels", "random")
-
-
-def corrected_paired_ttest(a: Sequence[float], b: Sequence[float], n_train: float, n_test: float) -> float:
-    """Two-sided p-value that per-fold scores ``a`` and ``b`` differ (Nadeau & Bengio, 2003).
-
-    The variance of the paired differences is inflated by ``n_test / n_train``: folds share training data,
-    so they are not independent samples. NaN with fewer than two folds.
-    """
-    differences = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
-    k = len(differences)
-    if k < 2:
-        return math.nan
-    variance = differences.var(ddof=1)
-    if variance == 0:
-        return 0.0 if differences.mean() != 0 else 1.0
-    t = differences.mean() / math.sqrt((1 / k + n_test / n_train) * variance)
-    return float(2 * stats.t.sf(abs(t), df=k - 1))
 
 
 @dataclass
@@ -109,6 +92,7 @@ def transfer_report(
     num_workers: int | None = None,
     progress: bool = False,
     n_jobs: int | None = None,
+    blas_threads: str = "auto",
     random_state: int = 0,
 ) -> TransferReport:
     """Did pretrained features help on these images? Measure them against raw pixels and random weights.
@@ -127,7 +111,9 @@ def transfer_report(
     classifier : a name from ``featx.evaluate.classifiers.CLASSIFIERS`` or an estimator; the same for every set.
     cv, split : the folds, as in :func:`compare_classifiers`; the verdict's noise estimate needs cv >= 2.
     dataset : a name for the verdict sentence.
+    blas_threads : as in :func:`compare_classifiers`; ``summary.attrs["blas"]`` says what each trial chose.
     """
+    check("blas_threads", blas_threads, BLAS_THREADS, "transfer_report")
     images = as_image_list(images)
     y = np.asarray(y)
     if len(images) != len(y):
@@ -180,9 +166,10 @@ def transfer_report(
     folds = make_folds(y, cv, split=split, random_state=random_state)
     estimator = as_classifier(classifier, random_state=random_state, n_train=max(len(t) for t, _ in folds))
 
-    per_fold, rows = [], []
+    per_fold, rows, blas = [], [], []
     for s in sets:
-        scores = fold_scores(estimator, s.X[usable], y, folds, n_jobs)
+        scores = fold_scores(estimator, s.X[usable], y, folds, n_jobs, blas_threads)
+        blas += [f"{s.label}: {scores.attrs['blas']}"] if scores.attrs["blas"] else []
         per_fold.append(scores.assign(features=s.label, kind=s.kind))
         rows.append(
             {
@@ -199,6 +186,7 @@ def transfer_report(
     n_train = np.mean([len(train) for train, _ in folds])
     n_test = np.mean([len(test) for _, test in folds])
     summary = _against_best_pretrained(summary, scores, n_train, n_test)
+    summary.attrs["blas"] = blas
     name = classifier if isinstance(classifier, str) else type(classifier).__name__
     return TransferReport(summary, scores, _verdict(summary, name, dataset), name)
 
