@@ -163,6 +163,8 @@ def test_a_refused_http_connection_is_unreachable_naming_the_cause_not_missing_a
         read_content("http://127.0.0.1:9/other.jpg", 1)
     assert again.value.kind == "unreachable" and "not asked again" in str(again.value)
     assert again.value.index == 1 and again.value.source == "http://127.0.0.1:9/other.jpg"
+    # the cause it repeats is said to be another read's, by the URL that failed
+    assert "failed moments ago, reading http://127.0.0.1:9/photo.jpg: cannot connect" in again.value.reason
 
 
 @contextlib.contextmanager

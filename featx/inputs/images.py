@@ -334,7 +334,7 @@ def _read_url(url: str, index: int) -> bytes:
     earlier = timeouts.known_unreachable(url)
     if earlier is not None:
         raise ImageError(
-            index, url, "unreachable", f"{earlier} (its server failed moments ago; not asked again)"
+            index, url, "unreachable", f"not asked again: its server failed moments ago, reading {earlier}"
         )
     for attempt in range(1, timeouts.ATTEMPTS + 1):
         try:

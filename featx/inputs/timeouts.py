@@ -28,7 +28,7 @@ DEFAULT_READ_TIMEOUT_S = 60.0
 VARIABLE = "FEATX_READ_TIMEOUT"
 ATTEMPTS = 2  # of a whole read that timed out: a stall is often one slow connection, not a dead server
 UNREACHABLE_TTL_S = 30.0
-_unreachable: dict[str, tuple[float, str]] = {}  # endpoint -> (when it failed, why)
+_unreachable: dict[str, tuple[float, str]] = {}  # endpoint -> (when it failed, what failed and why)
 _configured = False
 _placed: dict[tuple[str, str], Any] = {}  # (protocol, key) -> the value featx put in fsspec's configuration
 
@@ -108,11 +108,12 @@ def endpoint(url: str) -> str:
 
 
 def remember_unreachable(url: str, reason: str) -> None:
-    _unreachable[endpoint(url)] = (time.monotonic(), reason)
+    _unreachable[endpoint(url)] = (time.monotonic(), f"{url}: {reason}")
 
 
 def known_unreachable(url: str) -> str | None:
-    """Why ``url``'s server failed in the last ``UNREACHABLE_TTL_S`` seconds, if it did."""
+    """Which read of ``url``'s server failed in the last ``UNREACHABLE_TTL_S`` seconds, and why, if one
+    did: the other inputs of that server name the read that failed, not their own."""
     failed = _unreachable.get(endpoint(url))
     if failed is None or time.monotonic() - failed[0] > UNREACHABLE_TTL_S:
         return None
