@@ -50,7 +50,7 @@ def test_one_thread_clearly_faster_runs_the_other_folds_on_one_and_its_first_fol
     result, why = run_folds(run, FOLDS, n_jobs=None)
     assert calls == [(["fold 0"], 2), (["fold 0"], 1), (["fold 1", "fold 2"], 1)]
     assert result["test_accuracy"].tolist() == [1.0, 1.0, 1.0]  # every fold computed on one thread
-    assert why == "one BLAS thread: the first fold took 1.00 s on one thread, 5.00 s on 2"
+    assert why == "one BLAS thread: the first fold took 1.000 s on one thread, 5.000 s on 2"
     assert blas_threads() == 2  # the limit ended with the folds
 
 
@@ -60,7 +60,7 @@ def test_threads_that_help_or_nearly_tie_keep_the_default_for_every_fold(two_thr
     result, why = run_folds(run, FOLDS, n_jobs=None)
     assert calls[-1] == (["fold 1", "fold 2"], 2)
     assert result["test_accuracy"].tolist() == [2.0, 2.0, 2.0]
-    assert why.startswith("2 BLAS threads (the default): the first fold took 1.00 s on one thread")
+    assert why.startswith("2 BLAS threads (the default): the first fold took 1.000 s on one thread")
 
 
 @pytest.mark.parametrize(
@@ -84,7 +84,7 @@ def test_no_trial_when_blas_already_runs_one_thread():
 def test_a_comparison_says_what_each_trial_chose_and_keep_runs_none(two_threads):
     X, y = make_classification(300, 40, n_informative=10, n_classes=3, random_state=0)
     table = compare_classifiers(X, y, classifiers=["logreg", "knn"], cv=3)
-    line = r"(one BLAS thread|2 BLAS threads \(the default\)): the first fold took \d+\.\d\d s on one thread, \d+\.\d\d s on 2"
+    line = r"(one BLAS thread|2 BLAS threads \(the default\)): the first fold took \d+\.\d{3} s on one thread, \d+\.\d{3} s on 2"
     assert {entry.split(": ", 1)[0] for entry in table.attrs["blas"]} == {"logreg", "knn"}
     assert all(re.fullmatch(rf"\w+: {line}", entry) for entry in table.attrs["blas"])
     assert (table["n_folds"] == 3).all()

@@ -50,7 +50,7 @@ def run_folds(
     with threadpool_limits(limit, user_api="blas"):
         rest = run(folds[1:])
     why = (
-        f"{chosen}: the first fold took {seconds_single:.2f} s on one thread, "
-        f"{seconds_default:.2f} s on {threads}"
+        f"{chosen}: the first fold took {seconds_single:.3f} s on one thread, "
+        f"{seconds_default:.3f} s on {threads}"
     )
     return {key: np.concatenate([first[key], rest[key]]) for key in first}, why
