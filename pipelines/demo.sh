@@ -18,7 +18,7 @@ mkdir -p out
 stage 3 "cache $BACKBONE features of 3,000 images in .featx-cache/ (1-2 minutes on 2 cores; nothing on a re-run)"
 "$PYTHON" -m featx extract data/fashion_mnist/manifest.csv --backbone "$BACKBONE" \
   --cache .featx-cache --out "out/fashion_mnist_${BACKBONE}.parquet"
-stage 4 "compare 5 classifiers by 5-fold cross-validation, then the transfer report (about 3 minutes)"
+stage 4 "compare 5 classifiers by 5-fold cross-validation, then the transfer report (2-3 minutes)"
 "$PYTHON" -m featx compare "out/fashion_mnist_${BACKBONE}.parquet" --cache .featx-cache --report \
   --out "out/fashion_mnist_${BACKBONE}.csv" --plot "out/fashion_mnist_${BACKBONE}.png" \
   --html "out/fashion_mnist_${BACKBONE}.html"
