@@ -1,4 +1,6 @@
 # featx's public names: read by type checkers, and by lazy_loader to load each one on first use.
+# The packages by role load on first use too, so `import featx; featx.evaluate.compare_classifiers` works.
+from . import cache, cli, engines, estimators, evaluate, inputs, models
 from .cache import FeatureCache
 from .errors import FeatxError, ImageError, OutputError, ParameterError, WeightsUnavailableError
 from .estimators.adapt import CORAL
@@ -17,6 +19,13 @@ from .models.weights import PretrainedWeights
 __version__: str
 
 __all__ = [
+    "cache",
+    "cli",
+    "engines",
+    "estimators",
+    "evaluate",
+    "inputs",
+    "models",
     "Backbone",
     "CORAL",
     "FeatureCache",

@@ -323,7 +323,9 @@ with contextlib.redirect_stdout(io.StringIO()):
 print(code, "torch" in sys.modules, "torchvision" in sys.modules)
 from featx.models._registry import list_backbones
 print("resnet50" in list_backbones(), "torch" in sys.modules)
+import featx  # the packages by role are attributes, as submodules of an eagerly imported package are
+print(featx.evaluate.compare_classifiers.__name__, featx.cache.FeatureCache is featx.FeatureCache)
 """
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split("\n")[:2] == ["0 False False", "True True"]
+    assert result.stdout.split("\n")[:3] == ["0 False False", "True True", "compare_classifiers True"]
