@@ -102,6 +102,10 @@ def test_every_exception_featx_defines_derives_from_featx_error():
 
 
 def test_the_public_surface_is_what_featx_exports_and_each_name_resolves():
+    # the stub's __all__ (what type checkers re-export) names exactly what lazy_loader loads from its imports
+    stub = ast.parse((PACKAGE / "__init__.pyi").read_text())
+    listed = next(node.value for node in stub.body if isinstance(node, ast.Assign))
+    assert sorted(ast.literal_eval(listed)) == sorted(featx.__all__)
     for name in featx.__all__:
         assert getattr(featx, name) is not None
     assert {"CORAL", "FineTunedClassifier", "run_job"} <= set(featx.__all__)

@@ -169,7 +169,8 @@ def transfer_report(
     per_fold, rows, blas = [], [], []
     for s in sets:
         scores = fold_scores(estimator, s.X[usable], y, folds, n_jobs, blas_threads)
-        blas += [f"{s.label}: {scores.attrs['blas']}"] if scores.attrs["blas"] else []
+        if scores.attrs["blas"]:
+            blas.append(f"{s.label}: {scores.attrs['blas']}")
         per_fold.append(scores.assign(features=s.label, kind=s.kind))
         rows.append(
             {
