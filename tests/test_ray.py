@@ -5,12 +5,14 @@ import os
 import subprocess
 import sys
 import tarfile
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from conftest import REPEATED, REPO, assert_same_vectors, repeated_paths
 from test_cache import featx_cli
+from torch.utils.data import DataLoader
 
 from featx import FeatureCache, FrozenNetwork, load_features
 from featx.errors import ParameterError
@@ -97,6 +99,41 @@ def test_ray_streams_shards_as_the_local_engine_does_same_rows_vectors_failures_
 
     again, _ = job(messy_shards["pattern"], tmp_path, "ray", "ray")
     assert (again.n_computed, again.n_cached, len(again.errors)) == (0, 3, 4)
+
+
+def test_a_local_job_in_a_process_connected_to_ray_starts_its_decoders_from_a_fork_server(
+    local_ray, messy_folder, tmp_path, monkeypatch
+):
+    """A decoding worker forked from a Ray driver inherits its gRPC channels mid-flight: Ray 2.60's raylet
+    then aborted on the driver's next lease request (``binary.size() == T::Size()``; docs/engines.md)."""
+    from featx.engines.local import engine as local_engine
+
+    contexts = []
+
+    def recording_loader(*args, **kwargs):
+        contexts.append(kwargs.get("multiprocessing_context"))
+        return DataLoader(*args, **kwargs)
+
+    monkeypatch.setattr(local_engine, "DataLoader", recording_loader)
+    local, _ = job(messy_folder, tmp_path, "local", "local")  # 11 inputs in batches of 4: one decoder
+    assert local.n_computed == 6
+    assert [context.get_start_method() for context in contexts] == ["forkserver"]
+    servers = [
+        pid for pid in child_pids(os.getpid()) if b"forkserver" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    ]
+    assert servers, "no fork server among the driver's children: the decoder was forked from the driver"
+
+
+def child_pids(parent: int) -> list[int]:
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        if int(fields[1]) == parent:
+            pids.append(int(stat.parent.name))
+    return pids
 
 
 @pytest.mark.parametrize("backbone", [TINY, "timm/test_vit.r160_in1k"])  # a user's module; timm's zoo by name

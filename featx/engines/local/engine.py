@@ -24,7 +24,12 @@ from featx.engines.base import DEFAULTS, Filled, RunOptions, no_keys
 from featx.engines.keyed import decode_jpegs, key_and_decode
 from featx.engines.local import seen
 from featx.engines.local.batches import Batches
-from featx.engines.local.workers import decoders_should_yield, default_num_workers, yield_to_the_network
+from featx.engines.local.workers import (
+    decoders_should_yield,
+    default_num_workers,
+    worker_context,
+    yield_to_the_network,
+)
 from featx.engines.plan import every_failure, first_missing, once_per_path, share_with_repeats
 from featx.engines.streaming import Streamed, assemble, stream_shard, without_pixels
 from featx.errors import ImageError
@@ -117,6 +122,7 @@ def run(
         collate_fn=_stack_decoded,
         pin_memory=_pin(network),
         prefetch_factor=4 if workers else None,
+        multiprocessing_context=worker_context() if workers else None,
         persistent_workers=False,
         worker_init_fn=yield_to_the_network if workers and decoders_should_yield(network.device) else None,
     )
@@ -179,6 +185,7 @@ def run_shards(
         collate_fn=_stack_streamed,
         pin_memory=_pin(network),
         prefetch_factor=4 if workers else None,
+        multiprocessing_context=worker_context() if workers else None,
         worker_init_fn=yield_to_the_network if workers and decoders_should_yield(network.device) else None,
     )
     entries: list[Streamed] = []

@@ -1,10 +1,13 @@
-"""How many decoding workers a local job starts, and at what priority: from the job's size, the device,
-the cores, and how busy the machine is at the time."""
+"""How many decoding workers a local job starts, how, and at what priority: from the job's size, the
+device, the cores, what this process holds, and how busy the machine is at the time."""
 
 from __future__ import annotations
 
+import multiprocessing
 import os
+import sys
 import time
+from multiprocessing.context import BaseContext
 
 import torch
 
@@ -18,6 +21,27 @@ def default_num_workers(n_images: int, batch_size: int, device: torch.device = _
         return 0
     cores = os.cpu_count() or 2
     return max(1, cores - 1) if device.type == "cuda" else max(1, min(4, cores // 2))
+
+
+def worker_context() -> BaseContext | None:
+    """A ``forkserver`` context where this process is connected to Ray and would otherwise fork; else
+    None (the platform's default, fork on Linux, which starts workers fastest).
+
+    gRPC does not survive a fork (its own fork_support.md; Ray issue #59661): a decoding worker forked
+    from a Ray driver left the driver's channel to its raylet corrupt, and Ray 2.60's raylet aborted on
+    the driver's next lease request (``Check failed: binary.size() == T::Size()``). The fork server is a
+    fresh process with featx's decoding loaded once, so its workers start without Ray's state or a
+    fresh ``import torch``.
+    """
+    ray = sys.modules.get("ray")
+    if ray is None or not ray.is_initialized():
+        return None
+    method = multiprocessing.get_start_method(allow_none=True) or multiprocessing.get_all_start_methods()[0]
+    if method != "fork":
+        return None
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["featx.engines.local.engine"])
+    return context
 
 
 #: How long one measurement of the neighbours' load stands: a grid search's many short jobs measure once.
