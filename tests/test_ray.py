@@ -104,8 +104,8 @@ def test_ray_streams_shards_as_the_local_engine_does_same_rows_vectors_failures_
 def test_a_local_job_in_a_process_connected_to_ray_starts_its_decoders_from_a_fork_server(
     local_ray, messy_folder, tmp_path, monkeypatch
 ):
-    """A decoding worker forked from a Ray driver inherits its gRPC channels mid-flight: Ray 2.60's raylet
-    then aborted on the driver's next lease request (``binary.size() == T::Size()``; docs/engines.md)."""
+    """A worker forked from a Ray driver inherits its gRPC state mid-flight, which gRPC does not support
+    (docs/ray.md)."""
     from featx.engines.local import engine as local_engine
 
     contexts = []
@@ -128,9 +128,9 @@ def test_a_local_job_in_a_process_connected_to_ray_starts_its_decoders_from_a_fo
 def test_ray_jobs_between_local_jobs_in_one_process_leave_the_raylet_standing(
     local_ray, messy_folder, messy_shards, tmp_path
 ):
-    """The minimal reproduction of Ray 2.60's raylet abort: with the local engine's decoders forked from
-    this process, this sequence aborted the raylet in 4 of 4 runs (the Ray stream's first lease request
-    carried a 28-byte lease ID); with a fork server, 0 of 5."""
+    """The pattern that preceded Ray 2.60's raylet aborts (docs/contributing.md): a local job forking
+    decoders in a Ray driver just after a Ray job's actors were killed, then a Ray stream, whose first
+    lease request carried a 28-byte lease ID."""
     job(messy_folder, tmp_path, "local", "local-files")
     job(messy_folder, tmp_path, "ray", "ray-files")
     again, _ = job(messy_folder, tmp_path, "ray", "ray-files")

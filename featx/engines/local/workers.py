@@ -27,11 +27,11 @@ def worker_context() -> BaseContext | None:
     """A ``forkserver`` context where this process is connected to Ray and would otherwise fork; else
     None (the platform's default, fork on Linux, which starts workers fastest).
 
-    gRPC does not survive a fork (its own fork_support.md; Ray issue #59661): a decoding worker forked
-    from a Ray driver left the driver's channel to its raylet corrupt, and Ray 2.60's raylet aborted on
-    the driver's next lease request (``Check failed: binary.size() == T::Size()``). The fork server is a
-    fresh process with featx's decoding loaded once, so its workers start without Ray's state or a
-    fresh ``import torch``.
+    gRPC does not support a fork while its threads run (its fork_support.md; Ray issue #59661), and a
+    Ray driver's always run. Ray 2.60's raylet aborts seen in featx's tests (``Check failed:
+    binary.size() == T::Size()``) came when a local job had just forked decoders from the driver. The
+    fork server is a fresh process with featx's decoding loaded once; the cost is each worker's start
+    (it imports the main module, as under spawn).
     """
     ray = sys.modules.get("ray")
     if ray is None or not ray.is_initialized():
