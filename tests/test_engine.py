@@ -148,7 +148,7 @@ def test_decoders_are_sized_to_the_device_and_do_not_yield_beside_a_busy_neighbo
     assert default_num_workers(10_000, 64, torch.device("cpu")) == max(1, min(4, cores // 2))
     assert default_num_workers(100, 64, torch.device("cpu")) == 0  # two batches or fewer: no worker start-up
     assert not decoders_should_yield(torch.device("cuda"))
-    assert workers.worker_context() is None  # not connected to Ray: the platform's default, fork on Linux
+    assert workers.worker_context([]) is None  # not connected to Ray: the platform's default, fork on Linux
     burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(cores)]
     try:
         time.sleep(0.5)

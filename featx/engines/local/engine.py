@@ -122,7 +122,7 @@ def run(
         collate_fn=_stack_decoded,
         pin_memory=_pin(network),
         prefetch_factor=4 if workers else None,
-        multiprocessing_context=worker_context() if workers else None,
+        multiprocessing_context=worker_context([__name__]) if workers else None,
         persistent_workers=False,
         worker_init_fn=yield_to_the_network if workers and decoders_should_yield(network.device) else None,
     )
@@ -185,7 +185,7 @@ def run_shards(
         collate_fn=_stack_streamed,
         pin_memory=_pin(network),
         prefetch_factor=4 if workers else None,
-        multiprocessing_context=worker_context() if workers else None,
+        multiprocessing_context=worker_context([__name__]) if workers else None,
         worker_init_fn=yield_to_the_network if workers and decoders_should_yield(network.device) else None,
     )
     entries: list[Streamed] = []

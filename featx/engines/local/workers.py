@@ -23,15 +23,15 @@ def default_num_workers(n_images: int, batch_size: int, device: torch.device = _
     return max(1, cores - 1) if device.type == "cuda" else max(1, min(4, cores // 2))
 
 
-def worker_context() -> BaseContext | None:
+def worker_context(preload: list[str]) -> BaseContext | None:
     """A ``forkserver`` context where this process is connected to Ray and would otherwise fork; else
     None (the platform's default, fork on Linux, which starts workers fastest).
 
     gRPC does not support a fork while its threads run (its fork_support.md; Ray issue #59661), and a
     Ray driver's always run. Ray 2.60's raylet aborts seen in featx's tests (``Check failed:
     binary.size() == T::Size()``) came when a local job had just forked decoders from the driver. The
-    fork server is a fresh process with featx's decoding loaded once; the cost is each worker's start
-    (it imports the main module, as under spawn).
+    fork server is a fresh process with the ``preload`` modules imported once; the cost is each worker's
+    start (it imports the main module, as under spawn).
     """
     ray = sys.modules.get("ray")
     if ray is None or not ray.is_initialized():
@@ -40,7 +40,7 @@ def worker_context() -> BaseContext | None:
     if method != "fork":
         return None
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["featx.engines.local.engine"])
+    context.set_forkserver_preload(preload)
     return context
 
 
