@@ -272,6 +272,50 @@ def test_a_users_jobs_back_to_back_in_one_process_each_run_after_one_refused_mid
     assert done.stdout.split() == ["fill", "6", "refused", "stream", "6", "again", "6"]
 
 
+USER_SCRIPT = """
+import sys
+import ray
+from featx import FeatureCache, FrozenNetwork
+from featx.inputs.manifests import load_manifest
+from featx.job import run_extract_job
+
+
+def main():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    network = FrozenNetwork("tiny_backbone:TINY", weights=None, precision="fp32")
+    namespace = FeatureCache(sys.argv[2]).namespace(network.fingerprint)
+    summary = run_extract_job(load_manifest(sys.argv[1]), network, namespace, batch_size=2, progress=False)
+    print("computed", summary.n_computed)
+
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("guarded", [True, False])
+def test_a_script_that_runs_a_local_job_beside_ray_needs_a_main_guard_and_is_told_so(
+    image_folder, tmp_path, guarded
+):
+    """Decoders from the fork server import the script again (docs/ray.md): an unguarded job there starts
+    processes while the worker starts, which Python refuses; featx's error says what to write."""
+    script = tmp_path / "job.py"
+    script.write_text(USER_SCRIPT + ('if __name__ == "__main__":\n    main()\n' if guarded else "main()\n"))
+    done = subprocess.run(
+        [sys.executable, str(script), str(image_folder), str(tmp_path / "cache")],
+        env={**os.environ, "PYTHONPATH": str(REPO / "tests")},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if guarded:
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert done.stdout.split() == ["computed", "6"]
+    else:
+        assert done.returncode != 0 and "computed" not in done.stdout
+        last = done.stderr.strip().splitlines()[-1]
+        assert last.startswith("featx.errors.FeatxError: DataLoader worker")
+        assert 'put the job under `if __name__ == "__main__":`, or pass num_workers=0' in last
+
+
 def test_a_worker_whose_network_differs_from_the_jobs_fingerprint_refuses_and_the_job_stops_in_one_error(
     local_ray, image_folder, tmp_path
 ):

@@ -27,6 +27,7 @@ from featx.engines.local.batches import Batches
 from featx.engines.local.workers import (
     decoders_should_yield,
     default_num_workers,
+    explain_worker_exit,
     worker_context,
     yield_to_the_network,
 )
@@ -357,6 +358,11 @@ def _iterate(loader: DataLoader) -> Iterator[Any]:
     iterator = iter(loader)
     try:
         yield from iterator
+    except RuntimeError as error:
+        explained = explain_worker_exit(loader.multiprocessing_context, error)
+        if explained is None:
+            raise
+        raise explained from error
     finally:
         # Shut worker processes down at once, also on Ctrl-C, so nothing lingers or half-writes.
         shutdown = getattr(iterator, "_shutdown_workers", None)

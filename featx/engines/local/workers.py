@@ -11,6 +11,8 @@ from multiprocessing.context import BaseContext
 
 import torch
 
+from featx.errors import FeatxError
+
 _CPU = torch.device("cpu")
 
 
@@ -42,6 +44,20 @@ def worker_context(preload: list[str]) -> BaseContext | None:
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(preload)
     return context
+
+
+def explain_worker_exit(loader_context: BaseContext | None, error: RuntimeError) -> FeatxError | None:
+    """What to do when a decoder started from the fork server died at once: it imported the script's main
+    module again, and an unguarded job there starts processes while the worker is still starting."""
+    if loader_context is None or loader_context.get_start_method() != "forkserver":
+        return None
+    if "exited unexpectedly" not in str(error):
+        return None
+    return FeatxError(
+        f"{error}: in a process connected to Ray, featx starts decoding workers from a fork server (a forked "
+        "one would inherit Ray's connections), and each imports your script's main module again; put the "
+        'job under `if __name__ == "__main__":`, or pass num_workers=0'
+    )
 
 
 #: How long one measurement of the neighbours' load stands: a grid search's many short jobs measure once.
