@@ -2,7 +2,7 @@
 if the store lacks that key; the network runs in full batches in this process, and each batch is committed
 to the store as soon as the disk takes it (``batches.py``), so an interrupted job keeps its work.
 
-About 360 lines: the fill of a file list and the stream of shards share their decoding workers and
+About 380 lines: the fill of a file list and the stream of shards share their decoding workers and
 collation here; splitting them would split one DataLoader's life.
 """
 
@@ -116,16 +116,12 @@ def run(
     workers = options.num_workers
     if workers is None:
         workers = default_num_workers(len(todo), options.batch_size, network.device)
-    loader = DataLoader(
+    loader = _decoding_loader(
         _ReadKeyDecode(images, todo, known, network.preprocessing, options.max_pixels),
-        batch_size=options.batch_size,
-        num_workers=workers,
-        collate_fn=_stack_decoded,
-        pin_memory=_pin(network),
-        prefetch_factor=4 if workers else None,
-        multiprocessing_context=worker_context([__name__]) if workers else None,
-        persistent_workers=False,
-        worker_init_fn=yield_to_the_network if workers and decoders_should_yield(network.device) else None,
+        _stack_decoded,
+        workers,
+        network,
+        options.batch_size,
     )
     failures: list[ImageError] = []
     n_seen = n_decoded = 0
@@ -179,15 +175,12 @@ def run_shards(
     if workers is None:
         workers = default_num_workers(sys.maxsize, options.batch_size, network.device)
     workers = min(workers, len(shards))
-    loader = DataLoader(
+    loader = _decoding_loader(
         _StreamShards(shards, known, network.preprocessing, options.max_pixels),
-        batch_size=options.batch_size,
-        num_workers=workers,
-        collate_fn=_stack_streamed,
-        pin_memory=_pin(network),
-        prefetch_factor=4 if workers else None,
-        multiprocessing_context=worker_context([__name__]) if workers else None,
-        worker_init_fn=yield_to_the_network if workers and decoders_should_yield(network.device) else None,
+        _stack_streamed,
+        workers,
+        network,
+        options.batch_size,
     )
     entries: list[Streamed] = []
     n_cached = n_decoded = n_failed = 0
@@ -345,6 +338,23 @@ def _add(
     if decoded.keys:
         batches.add(decoded.keys, decoded.pixels)
     return decoded.errors
+
+
+def _decoding_loader(
+    dataset: Dataset | IterableDataset, collate_fn: Any, workers: int, network: FrozenNetwork, batch_size: int
+) -> DataLoader:
+    """How a job's decoders start, written once for both kinds of job: ``workers`` processes (none: here),
+    niced beside a CPU network, started from a fork server in a process connected to Ray."""
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        num_workers=workers,
+        collate_fn=collate_fn,
+        pin_memory=_pin(network),
+        prefetch_factor=4 if workers else None,
+        multiprocessing_context=worker_context([__name__]) if workers else None,
+        worker_init_fn=yield_to_the_network if workers and decoders_should_yield(network.device) else None,
+    )
 
 
 def _pin(network: FrozenNetwork) -> bool:
