@@ -30,8 +30,8 @@ def worker_context(preload: list[str]) -> BaseContext | None:
     None (the platform's default, fork on Linux, which starts workers fastest).
 
     gRPC does not support a fork while its threads run (its fork_support.md; Ray issue #59661), and a
-    Ray driver's always run. Ray 2.60's raylet aborts seen in featx's tests (``Check failed:
-    binary.size() == T::Size()``) came when a local job had just forked decoders from the driver. The
+    Ray driver's always run: with Ray 2.60, decoders forked from the driver just before a Ray job can
+    make the raylet abort (``Check failed: binary.size() == T::Size()``, docs/contributing.md). The
     fork server is a fresh process with the ``preload`` modules imported once; the cost is each worker's
     start (it imports the main module, as under spawn).
     """
