@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -96,6 +97,53 @@ def test_max_pixels_is_a_parameter_of_the_cli_and_refuses_per_image(tmp_path):
         "strip.png"
     )
     assert load_features(out)[0].shape == (1, 64)
+
+
+def test_max_pixels_above_pils_own_bound_is_honoured_and_pils_bound_is_put_back(tmp_path):
+    big = tmp_path / "big.png"
+    big.write_bytes(strip_png(13_500, 13_400))  # 180.9 MP: over PIL's refusal (twice 89.5 MP), 0.2 MB
+    pils_own = Image.MAX_IMAGE_PIXELS
+    X = tiny(max_pixels=200_000_000).fit_transform([str(big)])
+    assert np.isfinite(X).all() and pils_own == Image.MAX_IMAGE_PIXELS
+    with pytest.raises(ImageError, match="180,900,000 pixels exceeds the limit of 89,478,485; raise"):
+        tiny().fit_transform([str(big)])  # PIL refuses first; featx's message names featx's bound
+
+
+def test_decodes_with_several_pixel_bounds_in_threads_each_keep_their_own_and_pils_is_restored(
+    monkeypatch,
+):
+    from featx.inputs.images import load_rgb
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1_000)  # PIL refuses over 2,000 pixels
+    data = encode(photo(0, size=(60, 60)))  # 3,600 pixels
+    bounds = [5_000, 3_000, 1_500, 4_000] * 25
+
+    def outcome(max_pixels: int) -> str:
+        try:
+            load_rgb(data, max_pixels=max_pixels)
+            return "decoded"
+        except ImageError as error:
+            assert f"exceeds the limit of {max_pixels:,}" in error.reason
+            return error.kind
+
+    with ThreadPoolExecutor(8) as pool:
+        outcomes = list(pool.map(outcome, bounds))
+    expected = ["decoded" if bound >= 3_600 else "decompression_bomb" for bound in bounds]
+    assert outcomes == expected and Image.MAX_IMAGE_PIXELS == 1_000
+
+
+def test_the_byte_bound_grows_with_max_pixels_so_a_raised_bound_reads_what_it_may_decode(
+    tmp_path, monkeypatch
+):
+    from featx.inputs import bounds, images
+
+    monkeypatch.setattr(bounds, "MAX_PIXELS", 10)  # byte bound: 16 bytes a pixel, never below 160 bytes
+    odd = tmp_path / "odd.png"
+    odd.write_bytes(bytes(1_000))
+    with pytest.raises(ImageError, match="too_large: .* it was not read further"):
+        images.load_rgb(odd, max_pixels=10)
+    with pytest.raises(ImageError, match="not_an_image"):  # 16,000 bytes may hold 1,000 pixels: read
+        images.load_rgb(odd, max_pixels=1_000)
 
 
 # -- 2. folders as they really are ----------------------------------------------------------------------
@@ -460,7 +508,7 @@ def test_a_manifest_naming_few_files_many_times_reads_each_once_and_every_row_ge
     reads = []
     original = engine.read_content
     monkeypatch.setattr(
-        engine, "read_content", lambda image, index: reads.append(image) or original(image, index)
+        engine, "read_content", lambda image, *args: reads.append(image) or original(image, *args)
     )
     network = FrozenNetwork("tiny", weights=None, precision="fp32")
     result = extract(paths, network, num_workers=0)

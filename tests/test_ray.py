@@ -430,7 +430,7 @@ def test_a_ray_decoding_task_reads_each_image_once_and_decodes_only_what_the_cac
     monkeypatch.setattr(
         images,
         "_open_file",
-        lambda path, index: calls.append(("read", str(path))) or original_open(path, index),
+        lambda path, *rest: calls.append(("read", str(path))) or original_open(path, *rest),
     )
     monkeypatch.setattr(
         images,

@@ -3,7 +3,7 @@
 Every failure is an :class:`ImageError` that carries the input's index, a description of it (the path for
 files), a short machine-readable ``kind`` and a human-readable reason, so each door can apply its policy.
 
-About 340 lines: every input type's path to 8-bit RGB and every named failure stay in one
+About 350 lines: every input type's path to 8-bit RGB and every named failure stay in one
 place, so each kind of failure is defined once.
 """
 
@@ -22,17 +22,19 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from featx.errors import ImageError, ParameterError
 from featx.inputs import sources, timeouts
+from featx.inputs.bounds import (
+    MAX_BYTES,
+    MAX_PIXELS,
+    byte_bound,
+    check_size,
+    pillow_allows,
+    pillow_refusal,
+    refuse_over_max_bytes,
+    resized_size,
+)
 
 FLOAT_TOLERANCE = 1e-4  # float pixels this far outside [0, 1] are rounding, not another scale
 ImageInput = Any  # str | os.PathLike | bytes | PIL.Image.Image | np.ndarray
-
-#: The default bound on an image's pixels, decoded and after resizing: PIL's own decompression-bomb
-#: threshold (about 89 megapixels). Larger images are refused before anything that size is allocated.
-MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
-#: The most bytes one input may hold (1.4 GB): MAX_PIXELS at 16 bytes a pixel, an uncompressed float32
-#: RGBA TIFF, the largest encoding of an image featx would decode. A bigger file is refused unread, so
-#: that a worker's memory is bounded by what it may decode, not by what a folder holds.
-MAX_BYTES = 16 * MAX_PIXELS
 
 
 def as_image_list(images: Any) -> list[ImageInput]:
@@ -91,17 +93,20 @@ def describe(image: ImageInput) -> str:
     return f"<{type(image).__name__}>"
 
 
-def read_content(image: ImageInput, index: int = 0) -> bytes | Image.Image | np.ndarray:
+def read_content(
+    image: ImageInput, index: int = 0, max_bytes: int = MAX_BYTES
+) -> bytes | Image.Image | np.ndarray:
     """The one read of an input: a file's, URL's or tar member's bytes; in-memory inputs as they are.
 
     Engines read each input once, in their decoding workers, and both key and decode what this returns.
+    Nothing is read past ``max_bytes`` (see :func:`byte_bound`): a larger input fails as ``too_large``.
     """
     if isinstance(image, str) and sources.is_url(image):
-        return _read_url(image, index)
+        return _read_url(image, index, max_bytes)
     if isinstance(image, (str, os.PathLike)):
-        with _open_file(image, index) as handle:
-            content = handle.read(MAX_BYTES + 1)
-        _refuse_over_max_bytes(len(content), index, os.fspath(image))
+        with _open_file(image, index, max_bytes) as handle:
+            content = handle.read(max_bytes + 1)
+        refuse_over_max_bytes(len(content), index, os.fspath(image), max_bytes)
         return content
     if isinstance(image, (bytes, bytearray)):
         return bytes(image)
@@ -151,64 +156,33 @@ def load_rgb(
     where ``image`` is content already read (see :func:`read_content`).
     """
     source = source or describe(image)
-    content = read_content(image, index)
+    content = read_content(image, index, byte_bound(max_pixels))
     if isinstance(content, np.ndarray):
         content = _array_image(content, index, source)
     if isinstance(content, Image.Image):
-        _check_size(content.width, content.height, index, source, max_pixels, resize)
+        check_size(content.width, content.height, index, source, max_pixels, resize)
         return _to_rgb(content, index, source)
     if not content:
         raise ImageError(index, source, "empty", "the file is empty (0 bytes)")
     return _decode(content, index, source, max_pixels, resize, reduced)
 
 
-def resized_size(width: int, height: int, resize: int) -> tuple[int, int]:
-    """(width, height) after the short side is scaled to ``resize`` (torchvision's ``Resize(int)`` rule)."""
-    if width <= height:
-        return resize, int(resize * height / width)
-    return int(resize * width / height), resize
-
-
-def _check_size(
-    width: int, height: int, index: int, source: str, max_pixels: int, resize: int | None
-) -> None:
-    if width * height > max_pixels:
-        raise ImageError(
-            index,
-            source,
-            "decompression_bomb",
-            f"{width}x{height} pixels exceeds the limit of {max_pixels}; "
-            "raise max_pixels (--max-pixels) if the image is trusted",
-        )
-    if resize is not None and width and height:
-        new_width, new_height = resized_size(width, height, resize)
-        if new_width * new_height > max_pixels:
-            raise ImageError(
-                index,
-                source,
-                "too_large",
-                f"{width}x{height} resized to a short side of {resize} is {new_width}x{new_height} "
-                f"pixels, over the limit of {max_pixels}; crop the image, or raise max_pixels "
-                "(--max-pixels) if the memory is there",
-            )
-
-
 def _decode(
     data: bytes, index: int, source: str, max_pixels: int, resize: int | None, reduced: bool = False
 ) -> Image.Image:
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), pillow_allows(max_pixels):
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             opened = Image.open(io.BytesIO(data))
-        _check_size(opened.width, opened.height, index, source, max_pixels, resize)
-        if reduced and resize is not None and opened.format == "JPEG":
-            # draft() picks the largest DCT scale whose output is still at least this size in both sides
-            opened.draft(opened.mode, resized_size(opened.width, opened.height, resize))
-        opened.load()
+            check_size(opened.width, opened.height, index, source, max_pixels, resize)
+            if reduced and resize is not None and opened.format == "JPEG":
+                # draft() picks the largest DCT scale whose output is still at least this size in both sides
+                opened.draft(opened.mode, resized_size(opened.width, opened.height, resize))
+            opened.load()
     except ImageError:
         raise
     except Image.DecompressionBombError as error:
-        raise ImageError(index, source, "decompression_bomb", str(error)) from None
+        raise pillow_refusal(error, index, source, max_pixels) from None
     except UnidentifiedImageError:
         raise ImageError(index, source, "not_an_image", "not a recognised image format") from None
     except (OSError, SyntaxError, ValueError) as error:  # PIL raises these for damaged streams
@@ -293,7 +267,7 @@ def _sixteen_bit_to_uint8(array: np.ndarray) -> np.ndarray:
     return np.round(np.clip(array.astype(np.float64), 0, 65535) / 257).astype(np.uint8)
 
 
-def _open_file(path: str | os.PathLike, index: int):
+def _open_file(path: str | os.PathLike, index: int, max_bytes: int):
     source = os.fspath(path)
     if not source.strip():
         raise ImageError(index, source, "missing", "the path is blank (an empty manifest cell?)")
@@ -303,7 +277,7 @@ def _open_file(path: str | os.PathLike, index: int):
             raise ImageError(
                 index, source, "not_a_file", "not a regular file (a folder, FIFO, socket or device)"
             )
-        _refuse_over_max_bytes(status.st_size, index, source)  # unread: its size says it all
+        refuse_over_max_bytes(status.st_size, index, source, max_bytes)  # unread: its size says it all
         return open(path, "rb")
     except FileNotFoundError:
         raise ImageError(index, source, "missing", "no such file") from None
@@ -315,19 +289,7 @@ def _open_file(path: str | os.PathLike, index: int):
         raise ImageError(index, source, "unreadable", str(error)) from None
 
 
-def _refuse_over_max_bytes(size: int, index: int, source: str) -> None:
-    """A ``too_large`` error for an input of ``size`` bytes over MAX_BYTES."""
-    if size > MAX_BYTES:
-        raise ImageError(
-            index,
-            source,
-            "too_large",
-            f"over {MAX_BYTES / 1e9:.1f} GB, more than any image featx decodes (16 bytes a pixel at "
-            f"{MAX_PIXELS:,} pixels); it was not read further",
-        )
-
-
-def _read_url(url: str, index: int) -> bytes:
+def _read_url(url: str, index: int, max_bytes: int) -> bytes:
     """An fsspec URL or tar member's bytes; failures become this input's error, naming shard and member.
     A read that timed out is tried again once (``timeouts.ATTEMPTS``); a server that could not be reached
     in the last half minute is not asked again (``timeouts.known_unreachable``)."""
@@ -338,7 +300,7 @@ def _read_url(url: str, index: int) -> bytes:
         )
     for attempt in range(1, timeouts.ATTEMPTS + 1):
         try:
-            content = sources.read_bytes(url, MAX_BYTES + 1)
+            content = sources.read_bytes(url, max_bytes + 1)
             break
         except Exception as error:  # each fsspec backend raises its own (OSError, botocore's, aiohttp's...)
             if attempt < timeouts.ATTEMPTS and timeouts.timed_out(error):
@@ -347,7 +309,7 @@ def _read_url(url: str, index: int) -> bytes:
             if failure.kind == "unreachable":
                 timeouts.remember_unreachable(url, failure.reason)
             raise failure from None
-    _refuse_over_max_bytes(len(content), index, url)
+    refuse_over_max_bytes(len(content), index, url, max_bytes)
     return content
 
 

@@ -20,6 +20,8 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torchvision.io import ImageReadMode, decode_jpeg
 
+from featx.inputs.bounds import pillow_allows
+
 _ORIENTATION = 0x0112  # EXIF tag
 _END_OF_IMAGE = b"\xff\xd9"
 
@@ -30,7 +32,7 @@ def device_decodable(content: object, max_pixels: int, resize: int) -> bool:
     if not isinstance(content, bytes) or not content.rstrip(b"\0").endswith(_END_OF_IMAGE):
         return False  # not bytes, not a JPEG, or truncated: the CPU path decides and names it
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), pillow_allows(max_pixels):
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             opened = Image.open(io.BytesIO(content))
             if opened.format != "JPEG" or opened.mode not in ("RGB", "L"):

@@ -34,7 +34,8 @@ from featx.engines.local.workers import (
 from featx.engines.plan import every_failure, first_missing, once_per_path, share_with_repeats
 from featx.engines.streaming import Streamed, assemble, stream_shard, without_pixels
 from featx.errors import ImageError
-from featx.inputs.images import MAX_PIXELS, ImageInput, describe, read_content
+from featx.inputs.bounds import MAX_PIXELS, byte_bound
+from featx.inputs.images import ImageInput, describe, read_content
 from featx.models.network import FrozenNetwork, NetworkSpec
 from featx.models.preprocessing import Preprocessing
 
@@ -283,7 +284,7 @@ class _ReadKeyDecode(Dataset):
         image = self.images[index]
         before = seen.signature(image)
         key, pixels, error = key_and_decode(
-            lambda: read_content(image, index),
+            lambda: read_content(image, index, byte_bound(self.max_pixels)),
             index,
             describe(image),
             self.known,

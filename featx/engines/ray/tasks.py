@@ -14,6 +14,7 @@ from featx.engines.keyed import key_and_decode
 from featx.engines.streaming import Streamed, stream_shard
 from featx.errors import ImageError
 from featx.inputs import sources
+from featx.inputs.bounds import byte_bound
 from featx.inputs.images import read_content, read_error
 from featx.models.preprocessing import Preprocessing
 
@@ -40,11 +41,16 @@ def read_key_decode_batch(
 ) -> dict[str, np.ndarray]:
     """Read each image once, key it, and decode (resize, crop to uint8) only what ``known`` lacks; rows
     that are cached or failed carry empty pixels, so nothing but keys travels for them."""
+    bound = byte_bound(max_pixels)
     return {
         "index": batch["index"],
         **_keyed_columns(
             [
-                (lambda path=str(path), index=int(index): read_content(path, index), int(index), str(path))
+                (
+                    lambda path=str(path), index=int(index): read_content(path, index, bound),
+                    int(index),
+                    str(path),
+                )
                 for index, path in zip(batch["index"], batch["path"])
             ],
             preprocessing,
