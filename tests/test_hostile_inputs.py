@@ -208,6 +208,26 @@ def test_every_entry_of_an_odd_folder_is_extracted_reported_or_counted_and_nothi
     }
 
 
+def test_names_with_newlines_or_terminal_escapes_stay_one_line_on_stderr_and_verbatim_in_the_errors_csv(
+    tmp_path,
+):
+    root = tmp_path / "names"
+    root.mkdir()
+    (root / "good.png").write_bytes(encode(photo(0)))
+    odd = ["two\nlines.png", "\x1b[2Jclears.png", "bell\x07\x9b.png"]  # damaged: each a failed row
+    for name in odd:
+        (root / name).write_bytes(b"not an image")
+    errors = tmp_path / "errors.csv"
+    result = featx_cli("extract", root, *TINY, "--cache", tmp_path / "cache", "--errors", errors)
+    assert result.returncode == 0, result.stderr
+    failed = [line for line in result.stderr.splitlines() if line.startswith("  failed")]
+    assert len(failed) == 3 and all("not_an_image" in line for line in failed)  # each message one line
+    assert not any(c in result.stderr for c in "\x1b\x07\x9b")  # nothing reaches the terminal raw
+    assert "two\\x0alines.png" in result.stderr and "\\x1b[2Jclears.png" in result.stderr
+    listed = pd.read_csv(errors, keep_default_na=False)
+    assert sorted(Path(p).name for p in listed["path"]) == sorted(odd)  # the file's real name, to act on
+
+
 # -- 3. writes that fail --------------------------------------------------------------------------------
 
 
@@ -441,6 +461,30 @@ def test_a_missing_split_value_under_cv_split_is_one_clear_line(image_folder, tm
         "split",
         "1 row",
     )
+
+
+@pytest.mark.parametrize(
+    "name, content, words",
+    [
+        ("utf16.csv", "path\nphoto.png\n".encode("utf-16"), ["not UTF-8", "0xff", "save it as UTF-8"]),
+        ("latin1.csv", "path,label\nphoto.png,caf\xe9\n".encode("latin-1"), ["not UTF-8", "0xe9"]),
+        ("header.csv", b"path,label\n", ["lists no images", "no rows"]),
+        ("empty.parquet", pd.DataFrame({"path": pd.Series([], dtype=str)}), ["lists no images"]),
+        ("numbers.parquet", pd.DataFrame({"path": [1, 2]}), ["'path' column holds int64", "as text"]),
+    ],
+    ids=["utf16", "latin1", "header-only", "empty-parquet", "number-paths"],
+)
+def test_a_manifest_featx_cannot_take_as_written_is_one_line_naming_it_and_what_to_do(
+    tmp_path, name, content, words
+):
+    manifest = tmp_path / name
+    if isinstance(content, bytes):
+        manifest.write_bytes(content)
+    else:
+        content.to_parquet(manifest)
+    result = featx_cli("extract", manifest, *TINY, "--cache", tmp_path / "cache")
+    one_line_failure(result, name, *words)
+    assert not (tmp_path / "cache").exists()  # refused before any work
 
 
 # -- 7. inputs that change meaning silently ------------------------------------------------------------------

@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from featx.cli import backbones, cache, compare, extract, tune
+from featx.cli._common import one_line
 from featx.errors import FeatxError
 
 
@@ -24,7 +25,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (FeatxError, OSError, ImportError) as error:
         # featx's own errors and the OS errors a job expects (a full disk, a read-only folder) end in one
         # line; anything else is a bug and keeps its traceback.
-        print(f"featx: error: {error}", file=sys.stderr)
+        print(f"featx: error: {one_line(error)}", file=sys.stderr)
         return 1
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from featx.cli._common import progress_wanted
+from featx.cli._common import one_line, progress_wanted
 from featx.errors import ParameterError
 from featx.options import BLAS_THREADS, NON_NEGATIVE_INT, POSITIVE_INT, PRECISIONS
 
@@ -234,7 +234,9 @@ def _labelled_features(args: argparse.Namespace) -> tuple[np.ndarray, pd.DataFra
             progress=progress_wanted(args),
         )
         for error in result.errors[:5]:
-            print(f"  skipped {error.source}: {error.kind}: {error.reason}", file=sys.stderr)
+            print(
+                f"  skipped {one_line(error.source)}: {error.kind}: {one_line(error.reason)}", file=sys.stderr
+            )
         failed = [error.index for error in result.errors]
         X = np.delete(result.features, failed, axis=0)
         meta = meta.drop(index=failed).reset_index(drop=True)

@@ -9,9 +9,8 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from featx.cli._common import progress_wanted
+from featx.cli._common import one_line, progress_wanted
 from featx.errors import OutputError, ParameterError
-from featx.feature_files import printable_path
 from featx.inputs.images import MAX_PIXELS
 from featx.options import (
     COMPILE_WORDS,
@@ -187,12 +186,12 @@ def run(args: argparse.Namespace) -> int:
             f"errors: {errors_path} ({len(summary.errors)} failed, {len(summary.skipped)} skipped entries listed)"
         )
     for error in summary.errors[:5]:
-        print(f"  failed {printable_path(error.source)}: {error.kind}: {error.reason}", file=sys.stderr)
+        print(f"  failed {one_line(error.source)}: {error.kind}: {one_line(error.reason)}", file=sys.stderr)
     unreachable = [error for error in summary.errors if error.kind == "unreachable"]
     if unreachable:  # not a bad file: the job is unfinished, and a scheduler should know
         print(
             f"featx: error: {len(unreachable)} inputs could not be reached (first: "
-            f"{printable_path(unreachable[0].source)}: {unreachable[0].reason}); what was extracted is "
+            f"{one_line(unreachable[0].source)}: {one_line(unreachable[0].reason)}); what was extracted is "
             f"cached and they are listed in {errors_path}: run the same command again to read them",
             file=sys.stderr,
         )
@@ -246,5 +245,5 @@ def _write_errors_somewhere(path: Path | str, summary: JobSummary, chosen: bool)
         if chosen:
             raise
         fallback = Path(tempfile.mkdtemp(prefix="featx-errors-")) / Path(path).name
-        print(f"featx: {error}; writing the errors to {fallback} instead", file=sys.stderr)
+        print(f"featx: {one_line(error)}; writing the errors to {fallback} instead", file=sys.stderr)
         return write_errors(fallback, summary.errors, summary.skipped)

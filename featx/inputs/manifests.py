@@ -79,6 +79,13 @@ def _with_paths(frame: pd.DataFrame, root: str, source: Any) -> pd.DataFrame:
             f"{source} has a column named {reserved[0]!r}, which featx writes into feature files; "
             "rename it (e.g. to 'source_" + reserved[0] + "')"
         )
+    if frame.empty:  # like a folder without images: a job that would extract nothing is a mistake
+        raise ParameterError(f"{source} lists no images (it has no rows)")
+    if not (pd.api.types.is_object_dtype(frame["path"]) or pd.api.types.is_string_dtype(frame["path"])):
+        raise ParameterError(
+            f"{source}: its 'path' column holds {frame['path'].dtype} values, not paths; write the paths "
+            "(or URLs) as text"
+        )
     blank = frame["path"].isna() | (frame["path"].astype(str).str.strip() == "")
     paths = frame["path"].astype(str)
     frame = frame.copy()
@@ -162,6 +169,11 @@ def _read_table(source: str) -> pd.DataFrame:
         if suffix == ".parquet":
             return _read_parquet(source)
         return pd.read_csv(source, sep="\t" if suffix == ".tsv" else ",", dtype={"path": str})
+    except UnicodeDecodeError as error:
+        raise ParameterError(
+            f"{source}: the manifest is not UTF-8 text (it holds the byte 0x{error.object[error.start]:02x}); "
+            "save it as UTF-8, or write a Parquet manifest"
+        ) from None
     except (ValueError, OSError, ImportError) as error:  # pandas' and pyarrow's parse errors are ValueErrors
         raise ParameterError(
             f"{source}: cannot read the manifest ({type(error).__name__}: {error})"
