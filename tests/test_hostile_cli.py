@@ -65,6 +65,27 @@ def test_cache_prune_never_removes_anything_outside_its_folder(tmp_path, name):
     assert (outside / "namespace.json").is_file()
 
 
+def test_cache_commands_never_follow_a_namespace_that_is_a_link_out_of_their_folder(image_folder, tmp_path):
+    elsewhere, cache = tmp_path / "elsewhere", tmp_path / "cache"
+    for folder in (elsewhere, cache):
+        assert featx_cli("extract", image_folder, *TINY, "--cache", folder).returncode == 0
+    (namespace,) = [p for p in elsewhere.iterdir() if (p / "namespace.json").is_file()]
+    (cache / "linked").symlink_to(namespace)
+    before = {p: p.read_bytes() for p in elsewhere.rglob("*") if p.is_file()}
+    for command in (
+        ["info"],
+        ["verify", "--drop"],
+        ["compact", "--shard-mb", "1"],
+        ["prune", "--older-than", "0"],
+    ):
+        result = featx_cli("cache", command[0], cache, *command[1:])
+        assert result.returncode == 0, result.stderr
+        assert "linked: a symbolic link" in result.stdout and "not followed" in result.stdout
+    one_line_error(featx_cli("cache", "prune", cache, "--namespace", "linked"), "symbolic link", "rm ")
+    assert {p: p.read_bytes() for p in elsewhere.rglob("*") if p.is_file()} == before
+    assert not list(cache.rglob("*.vectors.npy"))  # the cache's own namespace was pruned: the link was not
+
+
 @pytest.mark.parametrize("action", ["info", "verify", "compact", "prune"])
 def test_cache_commands_on_a_folder_that_does_not_exist_fail_naming_it(tmp_path, action):
     missing = tmp_path / "no-such-cache"

@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from featx._files import local_path
@@ -53,9 +54,19 @@ class FeatureCache:
         return Namespace(self.root / fingerprint_id(fingerprint), fingerprint)
 
     def namespaces(self) -> list[Namespace]:
+        """Every namespace folder of this cache. Symbolic links are not followed (see :meth:`links`), so
+        what maintains the cache touches nothing outside its folder."""
         if not self.root.is_dir():
             return []
-        return [Namespace(p) for p in sorted(self.root.iterdir()) if (p / "namespace.json").is_file()]
+        return [
+            Namespace(p)
+            for p in sorted(self.root.iterdir())
+            if not p.is_symlink() and (p / "namespace.json").is_file()
+        ]
+
+    def links(self) -> list[Path]:
+        """Entries of the cache folder that are symbolic links: never followed by :meth:`namespaces`."""
+        return sorted(p for p in self.root.iterdir() if p.is_symlink()) if self.root.is_dir() else []
 
     def remove_namespace(self, name: str) -> None:
         """Remove one namespace of this cache, by its folder name (as ``featx cache info`` lists it);
@@ -66,6 +77,11 @@ class FeatureCache:
                 f"`featx cache info {self.root}` lists, not a path"
             )
         path = self.root / name
+        if path.is_symlink():
+            raise ParameterError(
+                f"{path} is a symbolic link (to {os.readlink(path)}), and featx cache commands touch nothing "
+                f"outside {self.root}: remove the link itself (rm {path})"
+            )
         if not (path / "namespace.json").is_file():
             raise ParameterError(f"{path} is not a featx cache namespace; see `featx cache info {self.root}`")
         shutil.rmtree(path)

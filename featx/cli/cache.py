@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import os
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from featx.cli._common import existing_folder
 from featx.options import NON_NEGATIVE, POSITIVE_INT
+
+if TYPE_CHECKING:
+    from featx.cache import FeatureCache, Namespace
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -50,7 +55,7 @@ def _cache_info(args: argparse.Namespace) -> int:
     from featx.cache import FeatureCache
 
     rows = []
-    for namespace in FeatureCache(args.dir).namespaces():
+    for namespace in _namespaces(FeatureCache(args.dir)):
         try:
             fingerprint = namespace.fingerprint
         except (OSError, ValueError) as error:  # one garbled namespace.json must not hide the others
@@ -76,7 +81,7 @@ def _cache_verify(args: argparse.Namespace) -> int:
     from featx.cache import FeatureCache
 
     problems = []
-    for namespace in FeatureCache(args.dir).namespaces():
+    for namespace in _namespaces(FeatureCache(args.dir)):
         found = namespace.verify(drop=args.drop)
         problems += [{"namespace": namespace.path.name, **p} for p in found]
         print(f"{namespace.path.name}: {len(found)} problem(s){' (dropped)' if found and args.drop else ''}")
@@ -89,7 +94,7 @@ def _cache_compact(args: argparse.Namespace) -> int:
     from featx.cache import FeatureCache
     from featx.cache.compact import compact
 
-    namespaces = FeatureCache(args.dir).namespaces()
+    namespaces = _namespaces(FeatureCache(args.dir))
     if not namespaces:
         print(f"{args.dir}: no featx cache namespaces")
     for namespace in namespaces:
@@ -104,7 +109,7 @@ def _cache_prune(args: argparse.Namespace) -> int:
     for name in args.namespace:
         cache.remove_namespace(name)
         print(f"removed namespace {name}")
-    for namespace in cache.namespaces():
+    for namespace in _namespaces(cache):
         debris = namespace.remove_debris()
         old = (
             namespace.remove_shards_older_than(args.older_than * 86400) if args.older_than is not None else 0
@@ -113,3 +118,13 @@ def _cache_prune(args: argparse.Namespace) -> int:
             f"{namespace.path.name}: removed {old} old shard(s), {debris} leftover file(s) of killed writers"
         )
     return 0
+
+
+def _namespaces(cache: FeatureCache) -> list[Namespace]:
+    """The cache's namespaces, after a line for each symbolic link among them, which is not followed."""
+    for link in cache.links():
+        print(
+            f"{link.name}: a symbolic link (to {os.readlink(link)}), not followed: featx cache commands "
+            f"touch nothing outside {cache.root}"
+        )
+    return cache.namespaces()
