@@ -2,12 +2,14 @@
 one byte, keys swapped between entries. A read must never serve a vector for the wrong image: the
 damaged entries are recomputed, exactly like a flipped bit, and ``verify`` reports them."""
 
+import shutil
+
 import numpy as np
 import pytest
 from conftest import assert_same_vectors, photo
 from test_cache import only_namespace
 
-from featx import extract_features
+from featx import ParameterError, extract_features
 from featx.cache import KEY_DTYPE, Namespace
 from featx.cache.checksums import entry_checksums, key_tags
 
@@ -55,3 +57,26 @@ def test_an_entry_checksum_binds_the_key_to_the_bytes():
     assert (bound[:2] != swapped[:2]).all() and bound[2] == swapped[2]
     tags = key_tags(np.array([f"{i:064x}".encode() for i in range(10_000)], dtype="S64"))
     assert len(set(tags.tolist())) == 10_000  # keys differing in one character get distinct tags
+
+
+def test_a_namespace_copied_under_another_extractors_name_is_refused_never_served(tmp_path):
+    images = [photo(i) for i in range(4)]
+    fp32 = extract_features(images, "tiny", weights=None, precision="fp32", cache_dir=tmp_path / "a")
+    bf16 = extract_features(images, "tiny", weights=None, precision="bf16", cache_dir=tmp_path / "b")
+    assert not np.array_equal(fp32, bf16)  # the same images, another extractor: other vectors
+    theirs, ours = only_namespace(tmp_path / "a").path, only_namespace(tmp_path / "b").path
+    shutil.rmtree(ours)
+    shutil.copytree(theirs, ours)  # fp32's vectors under bf16's name: same shape, other values
+    with pytest.raises(ParameterError, match=f"differ in precision.*Rename it back to {theirs.name}"):
+        extract_features(images, "tiny", weights=None, precision="bf16", cache_dir=tmp_path / "b")
+
+
+def test_an_unreadable_namespace_json_is_rewritten_with_a_warning_and_its_vectors_still_served(tmp_path):
+    images = [photo(i) for i in range(4)]
+    reference = extract_features(images, "tiny", weights=None, precision="fp32", cache_dir=tmp_path)
+    namespace = only_namespace(tmp_path)
+    (namespace.path / "namespace.json").write_text("{garbage")
+    with pytest.warns(UserWarning, match="namespace.json was unreadable"):
+        again = extract_features(images, "tiny", weights=None, precision="fp32", cache_dir=tmp_path)
+    assert_same_vectors(again, reference)
+    assert namespace.fingerprint["precision"] == "fp32"  # rewritten whole

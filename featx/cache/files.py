@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -17,6 +18,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from featx._files import atomic_write as _atomic_write
+from featx.errors import ParameterError
 
 FORMAT_VERSION = 2  # 2: each entry's checksum is bound to its key (cache/checksums.py)
 KEY_DTYPE = np.dtype([("key", "S64"), ("crc32", "<u4")])
@@ -41,3 +43,26 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
     """A cache file, whole or not at all (:func:`featx._files.atomic_write`); a failed write names the
     cache folder's file and the cause."""
     _atomic_write(path, write, "the feature cache")
+
+
+def claim_namespace(folder: Path, fingerprint: Mapping[str, Any]) -> None:
+    """Write ``folder``'s ``namespace.json``, or check it: a namespace folder renamed or copied under
+    another fingerprint's name would serve that other extractor's vectors, silently. An unreadable one
+    is rewritten (the folder's name is this fingerprint's hash), with a warning."""
+    meta = folder / "namespace.json"
+    expected = json.loads(json.dumps(fingerprint))  # tuples as lists, as the file holds them
+    try:
+        stored = json.loads(meta.read_bytes()) if meta.exists() else None
+    except (OSError, ValueError) as error:
+        warnings.warn(f"{meta} was unreadable ({error}); rewritten from this job's fingerprint", stacklevel=3)
+        stored = None
+    if stored is None:
+        text = json.dumps(fingerprint, indent=2, sort_keys=True).encode()
+        atomic_write(meta, lambda handle: handle.write(text))
+    elif stored != expected:
+        differ = sorted(k for k in set(stored) | set(expected) if stored.get(k) != expected.get(k))
+        raise ParameterError(
+            f"{meta} describes another extractor than this job's (they differ in {', '.join(differ)}): the "
+            f"folder was renamed or copied, and its vectors are not this job's. Rename it back to "
+            f"{fingerprint_id(stored)}, or remove it (featx cache prune {folder.parent} --namespace {folder.name})"
+        )

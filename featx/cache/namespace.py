@@ -27,6 +27,7 @@ from featx.cache.files import (
     OPEN_SHARDS,
     VECTORS_SUFFIX,
     atomic_write,
+    claim_namespace,
 )
 from featx.cache.index import DigestSet, KeyIndex, shared_index
 from featx.cache.reader import BulkRead, chunks
@@ -49,10 +50,7 @@ class Namespace:
                 raise OutputError(
                     f"cannot create the feature cache folder {path}: {error.strerror or error}"
                 ) from None
-            meta = path / "namespace.json"
-            if not meta.exists():
-                text = json.dumps(fingerprint, indent=2, sort_keys=True).encode()
-                atomic_write(meta, lambda handle: handle.write(text))
+            claim_namespace(path, fingerprint)
         self._shared_index = shared_index(path)
         self._synced = False
         # Per-instance LRU of open memory maps: each holds a file descriptor, so keep a bounded number.
