@@ -145,7 +145,9 @@ def load_features(path: str | os.PathLike) -> tuple[np.ndarray, pd.DataFrame]:
 
     ``meta`` has the manifest columns (path, label, split where known) and ``key``; for Parquet its
     ``attrs["featx"]`` holds the extractor fingerprint (backbone, weights, node, pooling, precision).
-    A ``.npy`` without its ``.meta.csv``, or with one of another length, is refused.
+    A ``.npy`` without its ``.meta.csv``, or with one of another length, is refused; so is anything that
+    is not a matrix of numbers (a damaged file, Python objects, which are never unpickled). A Parquet file
+    saved again by pandas (its ``features`` a list column) is read if its rows are all one length.
     """
     path = Path(path)
     if path.suffix == ".npy":
@@ -155,21 +157,71 @@ def load_features(path: str | os.PathLike) -> tuple[np.ndarray, pd.DataFrame]:
                 f"{path} has no {meta_path.name} beside it (an interrupted or partial write?); "
                 "run featx extract --out again"
             )
-        X, meta = np.load(path, allow_pickle=False), pd.read_csv(meta_path)
+        X, meta = _npy_matrix(path), _readable(pd.read_csv, meta_path)
         if len(X) != len(meta):
             raise ParameterError(
                 f"{path} has {len(X)} rows but {meta_path.name} has {len(meta)}: they come from "
                 "different runs; run featx extract --out again"
             )
         return X, meta
-    table = pq.read_table(path)
-    column = table.column(FEATURES_COLUMN).combine_chunks()
-    width = column.type.list_size
-    X = column.flatten().to_numpy(zero_copy_only=False).reshape(-1, width).astype(np.float32, copy=False)
+    table = _readable(pq.read_table, path)
+    if FEATURES_COLUMN not in table.column_names:
+        raise ParameterError(
+            f"{path} has no {FEATURES_COLUMN!r} column (columns: {table.column_names}): it is no feature "
+            "file that featx extract --out wrote"
+        )
+    X = _parquet_matrix(table.column(FEATURES_COLUMN).combine_chunks(), path)
     meta = table.drop([FEATURES_COLUMN]).to_pandas()
     raw = (table.schema.metadata or {}).get(b"featx")
     meta.attrs["featx"] = json.loads(raw) if raw else {}
     return X, meta
+
+
+def _readable(read: Any, path: Path) -> Any:
+    """``read(path)``; a file that cannot be parsed is one :class:`ParameterError` naming it."""
+    try:
+        return read(path)
+    except (ValueError, OSError) as error:  # pandas' and pyarrow's parse errors are ValueErrors
+        raise ParameterError(
+            f"{path} cannot be read ({type(error).__name__}: {error}); run featx extract --out again"
+        ) from None
+
+
+def _npy_matrix(path: Path) -> np.ndarray:
+    try:
+        X = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError):  # numpy's own message would offer to unpickle: never
+        raise ParameterError(
+            f"{path} is not a .npy matrix of numbers (a damaged file, or one holding Python objects, "
+            "which featx never loads); run featx extract --out again"
+        ) from None
+    if X.ndim != 2 or not np.issubdtype(X.dtype, np.number) or np.issubdtype(X.dtype, np.complexfloating):
+        raise ParameterError(
+            f"{path} holds a {X.ndim}-D {X.dtype} array; a feature matrix is 2-D, a row of real numbers "
+            "per image"
+        )
+    return X.astype(np.float32, copy=False)
+
+
+def _parquet_matrix(column: pa.Array, path: Path) -> np.ndarray:
+    """The ``features`` column as (n, d) float32: a fixed-size list as featx writes it, or a list column
+    of one length (pandas writes one back that way)."""
+    if not (pa.types.is_list(column.type) or pa.types.is_large_list(column.type)) and not (
+        pa.types.is_fixed_size_list(column.type)
+    ):
+        raise ParameterError(f"{path}: its {FEATURES_COLUMN!r} column holds {column.type}, not vectors")
+    lengths = np.asarray(column.value_lengths().fill_null(-1))
+    if len(lengths) and (lengths.min() < 0 or lengths.min() != lengths.max()):
+        bad = int(np.argmax(lengths != lengths[0])) if lengths.min() >= 0 else int(np.argmin(lengths))
+        raise ParameterError(
+            f"{path}: its {FEATURES_COLUMN!r} rows are not all vectors of one length (row {bad} is "
+            f"{'null' if lengths[bad] < 0 else f'{lengths[bad]} long'}, row 0 {lengths[0]})"
+        )
+    width = int(lengths[0]) if len(lengths) else getattr(column.type, "list_size", 0)
+    values = column.flatten().to_numpy(zero_copy_only=False, writable=True)  # like np.load's, not Arrow's
+    if not np.issubdtype(values.dtype, np.number):
+        raise ParameterError(f"{path}: its {FEATURES_COLUMN!r} column holds {column.type}, not numbers")
+    return values.reshape(-1, width).astype(np.float32, copy=False)
 
 
 def _npy_meta_path(path: Path) -> Path:

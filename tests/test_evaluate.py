@@ -89,8 +89,10 @@ def test_the_manifest_split_is_one_fold_with_exactly_its_train_and_test_rows():
 
 
 def test_too_many_folds_for_the_smallest_class_is_refused_by_name():
-    with pytest.raises(ValueError, match=r"cv=5.*smallest class size \(2\)"):
+    with pytest.raises(ValueError, match=r"cv=5.*class 'b' has 2 image\(s\); pass cv=2 or fewer"):
         make_folds(["a"] * 10 + ["b"] * 2, 5)
+    with pytest.raises(ValueError, match=r"class 'b' has 1 image\(s\); add images"):
+        make_folds(["a"] * 10 + ["b"], 2)
 
 
 def test_unknown_classifier_names_list_the_known_ones():

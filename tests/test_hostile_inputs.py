@@ -360,6 +360,69 @@ def test_load_features_refuses_a_matrix_without_its_meta_or_with_another_runs_me
         load_features(tmp_path / "x.npy")
 
 
+def hostile_feature_files(folder: Path, good: Path) -> dict[str, tuple[Path, list[str]]]:
+    """Feature files as users damage or rewrite them, each with what its one-line refusal must say."""
+    X, meta = load_features(good)
+    files: dict[str, tuple[Path, list[str]]] = {}
+
+    def parquet(name: str, features: list, *words: str, **columns) -> None:
+        meta.assign(features=features, **columns).to_parquet(folder / name)
+        files[name] = (folder / name, [name, *words])
+
+    def npy(name: str, matrix: np.ndarray | bytes, *words: str) -> None:
+        if isinstance(matrix, bytes):
+            (folder / name).write_bytes(matrix)
+        else:
+            np.save(folder / name, matrix, allow_pickle=True)
+        meta.head(len(matrix) if isinstance(matrix, np.ndarray) else 1).to_csv(
+            folder / name.replace(".npy", ".meta.csv"), index=False
+        )
+        files[name] = (folder / name, [name, *words])
+
+    rows = list(X)
+    parquet("ragged.parquet", [r[:3] if i == 4 else r for i, r in enumerate(rows)], "row 4 is 3 long")
+    parquet("null-row.parquet", [None if i == 1 else r for i, r in enumerate(rows)], "row 1 is null")
+    parquet("text.parquet", ["abc"] * len(rows), "not vectors")
+    parquet("not-finite.parquet", [r * np.nan if i == 2 else r for i, r in enumerate(rows)], "not finite")
+    parquet("no-labels.parquet", rows, "two classes", "every label is blank", label=None)
+    parquet("one-label.parquet", rows, "two classes", "hold 1", label="cat")
+    (folder / "garbage.parquet").write_bytes(os.urandom(300))
+    files["garbage.parquet"] = (folder / "garbage.parquet", ["garbage.parquet", "cannot read"])
+    npy("garbage.npy", os.urandom(300), "not a .npy matrix")
+    npy("objects.npy", np.array([[1, "a"]] * 3, dtype=object), "Python objects", "never loads")
+    npy("one-d.npy", X[:, 0].copy(), "1-D", "2-D")
+    return files
+
+
+def test_a_features_file_users_damaged_or_rewrote_is_one_line_naming_it_and_never_offers_to_unpickle(
+    image_folder, tmp_path
+):
+    good = tmp_path / "good.parquet"
+    assert (
+        featx_cli("extract", image_folder, *TINY, "--cache", tmp_path / "cache", "--out", good).returncode
+        == 0
+    )
+    for name, (path, words) in hostile_feature_files(tmp_path, good).items():
+        result = featx_cli("compare", path, "--classifiers", "logreg", "--cv", "2", "--quiet")
+        one_line_failure(result, *words)
+        assert "pickle" not in result.stderr, name
+
+
+def test_a_features_parquet_saved_again_by_pandas_reads_back_the_same_writable_matrix(image_folder, tmp_path):
+    good = tmp_path / "good.parquet"
+    assert (
+        featx_cli("extract", image_folder, *TINY, "--cache", tmp_path / "cache", "--out", good).returncode
+        == 0
+    )
+    X, meta = load_features(good)
+    pd.read_parquet(good).assign(label="relabelled").to_parquet(tmp_path / "again.parquet")  # a list column
+    again, again_meta = load_features(tmp_path / "again.parquet")
+    np.testing.assert_array_equal(again, X)
+    assert again.dtype == np.float32 and (again_meta["label"] == "relabelled").all()
+    X[0] = 0  # writable, as np.load's arrays are
+    assert (X[0] == 0).all()
+
+
 @pytest.mark.parametrize("suffix", [".npy", ".parquet"])
 def test_when_every_input_fails_the_errors_csv_and_an_empty_output_are_written_and_the_job_exits_1(
     tmp_path, suffix

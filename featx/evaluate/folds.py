@@ -31,9 +31,14 @@ def make_folds(
     if isinstance(cv, str) and cv == "split":
         return [_split_fold(split)]
     if isinstance(cv, (int, np.integer)):
-        smallest = pd.Series(y).value_counts().min()
+        counts = pd.Series(y).value_counts()
+        smallest = int(counts.min())
         if cv < 2 or smallest < cv:
-            raise ParameterError(f"cv={cv}: need 2 <= cv <= the smallest class size ({smallest})")
+            fix = f"pass cv={smallest} or fewer (--cv), or add images" if smallest >= 2 else "add images"
+            raise ParameterError(
+                f"cv={cv}: {cv}-fold cross-validation needs 2 <= cv <= the smallest class size, and class "
+                f"{counts.idxmin()!r} has {smallest} image(s); {fix}"
+            )
         cv = StratifiedKFold(n_splits=int(cv), shuffle=True, random_state=random_state)
     return list(check_cv(cv, y, classifier=True).split(np.zeros((len(y), 1)), y))
 

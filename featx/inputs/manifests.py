@@ -210,7 +210,10 @@ def is_features_file(path: str | os.PathLike) -> bool:
 
     from featx.feature_files import FEATURES_COLUMN
 
-    return FEATURES_COLUMN in pq.read_schema(path).names
+    try:
+        return FEATURES_COLUMN in pq.read_schema(path).names
+    except (OSError, ValueError):  # not Parquet at all: the manifest reader says so, in one line
+        return False
 
 
 def _folder_manifest(folder: Path) -> pd.DataFrame:
