@@ -20,7 +20,8 @@ from featx.cache.store import Keys, key_strings
 from featx.engines.base import RunOptions
 from featx.engines.local.engine import compute_missing
 from featx.errors import ImageError
-from featx.inputs.images import MAX_PIXELS, ImageInput, as_image_list
+from featx.inputs.batches import as_image_list
+from featx.inputs.images import MAX_PIXELS, ImageInput
 from featx.models._registry import Backbone
 from featx.models.network import FrozenNetwork, NetworkSpec
 from featx.options import MIN_COSINE, ON_ERROR, POSITIVE_INT, check

@@ -9,13 +9,21 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from conftest import assert_same_vectors, photo
 from test_cache import featx_cli
 from test_hostile_cli import one_line_error
 
-from featx import FeatureCache, ParameterError, PretrainedFeatures, extract_features, load_features
+from featx import (
+    FeatureCache,
+    ImageError,
+    ParameterError,
+    PretrainedFeatures,
+    extract_features,
+    load_features,
+)
 
 TINY = ["--backbone", "tiny_backbone:TINY", "--quiet"]
 
@@ -68,6 +76,42 @@ def test_one_colour_array_without_a_list_is_refused_saying_how_to_pass_one_image
     one = PretrainedFeatures("tiny", weights=None, precision="fp32").fit_transform([image])
     batch = PretrainedFeatures("tiny", weights=None, precision="fp32").fit_transform(image[None])
     assert one.shape == (1, batch.shape[1]) and np.allclose(one, batch, atol=1e-5)
+
+
+def test_tensors_in_torchvisions_layout_give_the_vectors_and_keys_of_the_same_pixels_as_arrays(tmp_path):
+    from featx.inputs.images import content_key, read_content
+
+    arrays = np.stack([photo(i) for i in range(3)])  # (n, H, W, 3) uint8
+    tensors = torch.from_numpy(arrays).permute(0, 3, 1, 2)  # (n, 3, H, W), as a DataLoader yields them
+    extractor = PretrainedFeatures("tiny", weights=None, precision="fp32", cache_dir=tmp_path)
+    reference = extractor.fit_transform(arrays)
+    for batch in (tensors, list(tensors), tensors.float().div(255).requires_grad_()):
+        assert_same_vectors(extractor.transform(batch), reference)
+    from featx.inputs.batches import as_image_list
+
+    (one,) = as_image_list([tensors[0]])
+    assert content_key(read_content(one)) == content_key(arrays[0])  # one cache entry for both
+
+
+@pytest.mark.parametrize(
+    "X, error, words",
+    [
+        (torch.zeros(3, 40, 40, dtype=torch.uint8), ParameterError, ["one CxHxW image", "[image]"]),
+        (torch.zeros(40, 40), ParameterError, ["(n, C, H, W)"]),
+        (torch.zeros(1, 1, 3, 40, 40), ParameterError, ["(n, C, H, W)"]),
+        ({"cat": "cat.png"}, ParameterError, ["dict", "list(X.values())"]),
+        ([torch.zeros(5, 40, 40, dtype=torch.uint8)], ImageError, ["invalid_array", "C in (1, 3, 4)"]),
+        ([torch.randn(3, 40, 40)], ImageError, ["ambiguous", "[0, 1]"]),  # normalised: not pixels
+        ([np.zeros((3, 40, 40), dtype=np.uint8)], ImageError, ["channels-first", "transpose(1, 2, 0)"]),
+        (pd.Series([None]), ImageError, ["missing", "None or NaN"]),
+        (pd.Series([np.nan]), ImageError, ["missing", "None or NaN"]),
+    ],
+    ids=["one-tensor", "2-d", "5-d", "dict", "5-channels", "normalised", "numpy-chw", "none", "nan"],
+)
+def test_x_that_could_mean_something_else_is_refused_saying_what_to_pass(X, error, words):
+    with pytest.raises(error) as raised:
+        PretrainedFeatures("tiny", weights=None, precision="fp32").fit_transform(X)
+    assert all(word in str(raised.value) for word in words), raised.value
 
 
 def test_float_pixels_a_rounding_step_above_one_are_clipped_not_refused():

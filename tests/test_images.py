@@ -10,7 +10,8 @@ from conftest import encode, photo
 from PIL import Image
 
 from featx import ImageError, extract_features
-from featx.inputs.images import as_image_list, content_key, load_rgb
+from featx.inputs.batches import as_image_list
+from featx.inputs.images import content_key, load_rgb
 
 
 def tiny_features(images, **kwargs):

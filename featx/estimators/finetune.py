@@ -25,7 +25,7 @@ from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
 from featx.errors import ParameterError
-from featx.inputs.images import as_image_list
+from featx.inputs.batches import as_image_list
 from featx.models._registry import get_backbone
 from featx.models.blocks import blocks
 from featx.models.devices import resolve_device

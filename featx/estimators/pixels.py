@@ -11,7 +11,8 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
 from featx.errors import ImageError
-from featx.inputs.images import as_image_list, load_rgb
+from featx.inputs.batches import as_image_list
+from featx.inputs.images import load_rgb
 from featx.options import ON_ERROR, POSITIVE_INT, validate
 
 

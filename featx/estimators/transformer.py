@@ -13,7 +13,8 @@ from sklearn.utils.validation import check_is_fitted
 from featx.cache import open_store
 from featx.errors import ImageError
 from featx.extract import extract
-from featx.inputs.images import MAX_PIXELS, as_image_list
+from featx.inputs.batches import as_image_list
+from featx.inputs.images import MAX_PIXELS
 from featx.models._registry import Backbone, get_backbone
 from featx.models.network import FrozenNetwork, NetworkSpec, feature_size
 from featx.options import COSINE, MIN_COSINE, ON_ERROR, POSITIVE_INT, WORKERS, validate

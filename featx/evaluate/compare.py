@@ -20,7 +20,7 @@ from featx.evaluate.folds import (
     make_folds,
     summarise,
 )
-from featx.inputs.images import as_image_list
+from featx.inputs.batches import as_image_list
 from featx.models._registry import Backbone, get_backbone
 from featx.options import BLAS_THREADS, check
 

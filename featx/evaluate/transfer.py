@@ -20,7 +20,7 @@ from featx.estimators.pixels import RawPixels
 from featx.evaluate.classifiers import as_classifier
 from featx.evaluate.folds import corrected_paired_ttest, fold_scores, format_accuracy, make_folds, summarise
 from featx.extract import extract_features
-from featx.inputs.images import as_image_list
+from featx.inputs.batches import as_image_list
 from featx.models._registry import Backbone, get_backbone
 from featx.options import BLAS_THREADS, check
 

@@ -14,13 +14,12 @@ import io
 import os
 import stat
 import warnings
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from featx.errors import ImageError, ParameterError
+from featx.errors import ImageError
 from featx.inputs import sources, timeouts
 from featx.inputs.bounds import (
     MAX_BYTES,
@@ -35,49 +34,6 @@ from featx.inputs.bounds import (
 
 FLOAT_TOLERANCE = 1e-4  # float pixels this far outside [0, 1] are rounding, not another scale
 ImageInput = Any  # str | os.PathLike | bytes | PIL.Image.Image | np.ndarray
-
-
-def as_image_list(images: Any) -> list[ImageInput]:
-    """Normalise what users pass as X into a list of single images.
-
-    Accepts a list/tuple of images, a pandas Series or one-column DataFrame of them, a 1-D object array,
-    or a numeric stack of images shaped (n, H, W) or (n, H, W, C).
-    """
-    if isinstance(images, (str, os.PathLike, bytes, Image.Image)):
-        raise TypeError(
-            f"X must be a sequence of images, got a single {type(images).__name__}; wrap it in a list"
-        )
-    if isinstance(images, Iterator):
-        # fit() would use it up and transform() would see nothing: (0, d) features for n images
-        raise ParameterError(
-            f"X is a {type(images).__name__}, which can be read only once; pass a list "
-            "(e.g. list(X)) so that fit and transform see the same images"
-        )
-    if hasattr(images, "columns") and hasattr(images, "iloc"):  # DataFrame
-        if images.shape[1] != 1:
-            raise ParameterError(
-                f"X is a DataFrame with {images.shape[1]} columns {list(images.columns)}; "
-                "pass one column of images (paths, bytes, PIL images or arrays)"
-            )
-        return list(images.iloc[:, 0])
-    if hasattr(images, "iloc"):  # Series
-        return list(images)
-    if isinstance(images, np.ndarray):
-        if images.dtype == object or images.dtype.kind in "US":
-            return list(images.ravel()) if images.ndim <= 1 or images.shape[-1] == 1 else list(images)
-        if images.ndim == 3 and images.shape[-1] in (3, 4):
-            raise ParameterError(
-                f"X is one array of shape {images.shape}: one HxWx{images.shape[-1]} image or "
-                f"{images.shape[0]} greyscale images {images.shape[1]} pixels wide? Pass [image] for one "
-                "image, or a 4-D (n, H, W, C) array or a list of arrays for a batch"
-            )
-        if images.ndim in (3, 4):
-            return list(images)
-        raise ParameterError(
-            f"X is a numeric array of shape {images.shape}; featx expects a sequence of images: "
-            "paths, bytes, PIL images, or a stack of arrays shaped (n, H, W) or (n, H, W, C)"
-        )
-    return list(images)
 
 
 def describe(image: ImageInput) -> str:
@@ -224,7 +180,11 @@ def _array_image(array: np.ndarray, index: int, source: str) -> Image.Image:
     if array.ndim == 2:
         array = array[:, :, None]
     if array.ndim != 3 or array.shape[2] not in _ARRAY_MODES:
-        raise ImageError(index, source, "invalid_array", "expected an HxW or HxWxC array with C in (1, 3, 4)")
+        channels_first = array.ndim == 3 and array.shape[0] in _ARRAY_MODES
+        hint = "; it looks channels-first (CxHxW): pass array.transpose(1, 2, 0)" if channels_first else ""
+        raise ImageError(
+            index, source, "invalid_array", f"expected an HxW or HxWxC array with C in (1, 3, 4){hint}"
+        )
     if array.size == 0:
         raise ImageError(index, source, "invalid_array", "the array is empty")
     if array.dtype == np.uint8:
@@ -342,9 +302,12 @@ def read_error(index: int, url: str, error: BaseException) -> ImageError:
 
 
 def _unsupported_type(image: Any, index: int) -> ImageError:
+    if image is None or (isinstance(image, float) and np.isnan(image)):  # a gap in a pandas column
+        return ImageError(index, "<missing value>", "missing", "None or NaN where an image belongs")
     return ImageError(
         index,
         describe(image),
         "unsupported_type",
-        f"{type(image).__name__} is not an image; pass a path, bytes, a PIL image or an HxW / HxWxC array",
+        f"{type(image).__name__} is not an image; pass a path, bytes, a PIL image, an HxW / HxWxC array "
+        "or a CxHxW tensor",
     )
