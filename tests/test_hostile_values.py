@@ -36,6 +36,42 @@ def test_device_cuda_without_cuda_is_one_line(image_folder, tmp_path):
     one_line_error(result, "device='cuda'", "no CUDA GPU", "'cpu'")
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks a machine without these devices")
+@pytest.mark.parametrize(
+    "device, words",
+    [
+        ("mps", ["device='mps' is not usable on this machine", "'MPS' backend)"]),
+        ("xpu", ["device='xpu' is not usable on this machine", "XPU"]),
+        ("meta", ["holds no data"]),
+        ("cuda:1", ["device='cuda:1'", "no CUDA GPU"]),
+        ("tpu", ["not a torch device", "'cuda:N'"]),
+    ],
+)
+def test_a_device_this_machine_or_torch_build_lacks_is_one_short_line(image_folder, tmp_path, device, words):
+    result = featx_cli(
+        "extract", image_folder, *TINY, "--weights", "none", "--cache", tmp_path / "c", "--device", device
+    )
+    line = one_line_error(result, *words, "'cpu'")
+    assert len(line) < 300, line  # torch's message names every backend it has: not that
+
+
+def test_more_decoding_workers_than_batches_start_only_one_per_batch(image_folder, tmp_path, monkeypatch):
+    from torch.utils.data import DataLoader
+
+    from featx.engines.local import engine as local_engine
+
+    started = []
+
+    def recording_loader(*args, **kwargs):
+        started.append(kwargs["num_workers"])
+        return DataLoader(*args, **kwargs)
+
+    monkeypatch.setattr(local_engine, "DataLoader", recording_loader)
+    images = sorted(str(p) for p in image_folder.rglob("*.png"))  # 6 images: 2 batches of 4
+    X = extract_features(images, "tiny", weights=None, batch_size=4, num_workers=1000)
+    assert started == [2] and np.isfinite(X).all()
+
+
 def test_a_weights_file_that_is_not_weights_is_one_line_that_never_suggests_unpickling(
     image_folder, tmp_path
 ):

@@ -117,6 +117,7 @@ def run(
     workers = options.num_workers
     if workers is None:
         workers = default_num_workers(len(todo), options.batch_size, network.device)
+    workers = min(workers, -(-len(todo) // options.batch_size))  # a worker decodes whole batches
     loader = _decoding_loader(
         _ReadKeyDecode(images, todo, known, network.preprocessing, options.max_pixels),
         _stack_decoded,
