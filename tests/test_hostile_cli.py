@@ -184,6 +184,34 @@ def test_a_plot_is_written_whole_and_a_url_is_refused(tmp_path):
         save_png(figure, "s3://bucket/a.png")
 
 
+@pytest.mark.parametrize(
+    "flags, words",
+    [
+        (["--out", "table.txt"], ["--out", "ending in .csv"]),
+        (["--out", "folder.csv"], ["--out", "is a folder"]),
+        (["--plot", "plot.txt"], ["--plot", "ending in .png"]),
+        (["--html", "page.png"], ["--html", "ending in .html"]),
+        (["--cv", "abc"], ["--cv", "'abc'", ">= 2", "'split'"]),
+        (["--cv", "1"], ["--cv", "'1'"]),
+        (["--cv", "-3"], ["--cv", "'-3'"]),
+    ],
+    ids=["out-suffix", "out-folder", "plot-suffix", "html-suffix", "cv-word", "cv-one", "cv-negative"],
+)
+def test_compare_refuses_outputs_and_folds_it_cannot_write_or_mean_before_any_fitting(
+    image_folder, tmp_path, monkeypatch, flags, words
+):
+    features = tmp_path / "f.parquet"
+    assert (
+        featx_cli("extract", image_folder, *TINY, "--cache", tmp_path / "c", "--out", features).returncode
+        == 0
+    )
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "folder.csv").mkdir()
+    before = sorted(p.name for p in tmp_path.iterdir())
+    one_line_error(featx_cli("compare", features, "--classifiers", "logreg", "--quiet", *flags), *words)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written, no table half-made
+
+
 def test_a_ray_address_where_nothing_answers_is_one_line_within_seconds_not_minutes_of_retries(
     image_folder, tmp_path
 ):

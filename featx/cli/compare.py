@@ -33,7 +33,10 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     )
     compare.add_argument("--classifiers", default="logreg,linsvm,svm,knn,rf", help="comma-separated names")
     compare.add_argument(
-        "--cv", default="5", help="number of stratified folds, or 'split' for the manifest's split"
+        "--cv",
+        type=_folds,
+        default=5,
+        help="number of stratified folds (2 or more), or 'split' for the manifest's split",
     )
     compare.add_argument(
         "--tune", action="store_true", help="grid-search each classifier's regularisation (nested)"
@@ -99,11 +102,8 @@ def run(args: argparse.Namespace) -> int:
         with_finetuning,
     )
 
-    cv = args.cv if args.cv == "split" else int(args.cv)
-    if args.html:  # before minutes of fitting, not after
-        from featx.feature_files import check_output_path
-
-        check_output_path(args.html, (".html", ".htm"), "--html")
+    cv = args.cv
+    _check_outputs(args)  # before minutes of fitting, not after
     X, meta, backbone, layer = _labelled_features(args)
     split = meta["split"].to_numpy() if "split" in meta else None
     y = meta["label"].astype(str).to_numpy()
@@ -171,11 +171,11 @@ def run(args: argparse.Namespace) -> int:
             report = with_finetuning(report, table[table["layer"] == "trained"])
         print(f"\n{report}")
     if args.out:
-        table.to_csv(args.out, index=False)
+        _write_csv(table, Path(args.out))
         print(f"table: {args.out}")
         if report is not None:
             transfer_csv = Path(args.out).with_suffix(".transfer.csv")
-            report.summary.to_csv(transfer_csv, index=False)
+            _write_csv(report.summary, transfer_csv)
             print(f"transfer report: {transfer_csv}")
     if args.plot or args.html:
         from featx.evaluate.figures import comparison_figure, save_png
@@ -197,6 +197,35 @@ def run(args: argparse.Namespace) -> int:
             )
             print(f"html: {write_html(args.html, page)}")
     return 0
+
+
+def _folds(text: str) -> int | str:
+    """An argparse ``type=`` for ``--cv``: 'split', or a number of folds of 2 or more."""
+    if text == "split":
+        return text
+    if not text.isdigit() or int(text) < 2:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither a number of folds >= 2 nor 'split'")
+    return int(text)
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    """Each output's suffix and folder, before any work: a comparison can take minutes."""
+    from featx.feature_files import check_output_path
+
+    for path, suffixes, flag in (
+        (args.out, (".csv",), "--out"),
+        (args.html, (".html", ".htm"), "--html"),
+        (args.plot, (".png",), "--plot"),
+    ):
+        if path:
+            check_output_path(path, suffixes, flag)
+
+
+def _write_csv(frame: pd.DataFrame, path: Path) -> None:
+    """A table, whole or not at all."""
+    from featx._files import atomic_write
+
+    atomic_write(path, lambda handle: frame.to_csv(handle, index=False), f"the table {path}")
 
 
 def _dataset_name(source: str) -> str:
