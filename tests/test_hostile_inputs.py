@@ -550,6 +550,25 @@ def test_a_manifest_featx_cannot_take_as_written_is_one_line_naming_it_and_what_
     assert not (tmp_path / "cache").exists()  # refused before any work
 
 
+@pytest.mark.parametrize(
+    "source, words",
+    [
+        ("images/*.png", ["a pattern of image files is not a SOURCE", "folder"]),
+        ("images/one.png", ["is one image", "[path]"]),
+        ("no-such-folder", ["does not exist", "a SOURCE is"]),
+        ("fifo", ["is not a folder or a file"]),
+    ],
+    ids=["glob", "one-image", "missing", "fifo"],
+)
+def test_a_source_that_is_no_folder_or_manifest_says_what_a_source_is(tmp_path, monkeypatch, source, words):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "one.png").write_bytes(encode(photo(0)))
+    os.mkfifo(tmp_path / "fifo")
+    monkeypatch.chdir(tmp_path)
+    one_line_failure(featx_cli("extract", source, *TINY, "--cache", "cache"), source, *words)
+    assert not (tmp_path / "cache").exists()
+
+
 # -- 7. inputs that change meaning silently ------------------------------------------------------------------
 
 

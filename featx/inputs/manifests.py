@@ -51,7 +51,15 @@ def load_manifest(source: str | os.PathLike) -> pd.DataFrame:
     if source.is_dir():
         return _folder_manifest(source)
     if not source.is_file():
-        raise ParameterError(f"{source} is neither a folder of images nor a CSV / Parquet manifest")
+        if any(c in str(source) for c in "*?["):  # a quoted glob; shards' patterns were taken above
+            raise ParameterError(
+                f"{source}: a pattern of image files is not a SOURCE; pass their folder, or a CSV "
+                "manifest with a 'path' column listing them"
+            )
+        missing = "does not exist" if not source.exists() else "is not a folder or a file"
+        raise ParameterError(
+            f"{source} {missing}; a SOURCE is a folder of images or a CSV / Parquet manifest"
+        )
     return _with_paths(_read_table(str(source)), str(source.parent.resolve()), source)
 
 
@@ -163,6 +171,11 @@ def _listed_folder_manifest(url: str, root: str, objects: list[str]) -> pd.DataF
 def _read_table(source: str) -> pd.DataFrame:
     """A CSV / TSV / Parquet manifest, local or at an fsspec URL (pandas reads those through fsspec)."""
     suffix = os.path.splitext(source)[1].lower()
+    if suffix in IMAGE_SUFFIXES:
+        raise ParameterError(
+            f"{source} is one image; a SOURCE is a folder of images or a manifest listing them (a CSV "
+            "with a 'path' column); in Python, pass [path] as X"
+        )
     if suffix not in _TABLE_SUFFIXES:
         raise ParameterError(f"{source}: a manifest must be .csv, .tsv or .parquet (or pass a folder)")
     try:
