@@ -89,6 +89,32 @@ def test_unfreezing_more_blocks_than_the_backbone_has_is_refused_by_count():
         FineTunedClassifier("tiny", weights=None, unfreeze=5, epochs=1).fit(images, y)
 
 
+@pytest.mark.parametrize(
+    "y, error, words",
+    [
+        (None, ValueError, ["fit needs y"]),
+        (["vertical", None, "horizontal"] * 4, ValueError, ["4 missing label", "row 1"]),
+        ([0.0, 1.0, np.nan] * 4, ValueError, ["4 missing label", "row 2"]),
+        (np.zeros((12, 2)), ValueError, ["1d array", "(12, 2)"]),
+        (np.linspace(0, 1, 12), ValueError, ["Unknown label type: continuous"]),
+        (list("ab") * 6, ZeroDivisionError, []),  # accepted: 2 of 12 held out, one a class; decoding starts
+        (list("abcd") * 3, ValueError, ["validation_fraction=0.1", "4 classes on both sides"]),
+    ],
+    ids=["none", "none-label", "nan-label", "2-d", "continuous", "fits", "too-few-for-validation"],
+)
+def test_labels_a_classifier_cannot_learn_from_are_refused_before_any_image_is_decoded(
+    monkeypatch, y, error, words
+):
+    images = striped(12)[0]
+    decoded = []
+    monkeypatch.setattr(FineTunedClassifier, "_decode", lambda self, x: decoded.append(x) or 1 / 0)
+    model = FineTunedClassifier("tiny", weights=None, epochs=1)
+    with pytest.raises(error) as raised:
+        model.fit(images, y)
+    assert all(word in str(raised.value) for word in words), raised.value
+    assert bool(decoded) == (not words)  # refused labels never cost a decode
+
+
 def test_finetuned_rows_join_the_comparison_table_with_their_training_cost():
     from test_evaluate import TABLE_COLUMNS
 

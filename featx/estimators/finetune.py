@@ -14,14 +14,17 @@ fine-tuning buys over frozen features, it is not a training framework.
 from __future__ import annotations
 
 import copy
+import math
 import time
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.model_selection import train_test_split
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, column_or_1d
 from torch import nn
 
 from featx.errors import ParameterError
@@ -119,22 +122,15 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
     def fit(self, X: Any, y: Any) -> FineTunedClassifier:
         """Train the head, then (``unfreeze > 0``) the last blocks, on the images X with labels y."""
         validate(type(self).__name__, self.get_params(deep=False), self._parameter_constraints)
-        images, y = as_image_list(X), np.asarray(y)
-        if len(images) != len(y):
-            raise ParameterError(f"{len(images)} images but {len(y)} labels")
-        self.classes_, targets = np.unique(y, return_inverse=True)
+        images = as_image_list(X)
+        self.classes_, targets = np.unique(_labels(y, len(images)), return_inverse=True)
         if len(self.classes_) < 2:
             raise ParameterError(f"y has one class ({self.classes_[0]!r}); a classifier needs at least two")
+        train, val = _validation_split(targets, self.validation_fraction, self.random_state)
         device = resolve_device(self.device)
         torch.manual_seed(self.random_state)
         model = self._build(len(self.classes_)).to(device)
         pixels = self._decode(images)
-        train, val = train_test_split(
-            np.arange(len(y)),
-            test_size=self.validation_fraction,
-            stratify=targets,
-            random_state=self.random_state,
-        )
         data = (torch.as_tensor(targets), train, val, device)
         names = blocks(model.extractor)
         if self.unfreeze < 0 or self.unfreeze > len(names):
@@ -272,3 +268,34 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
         state = self.__dict__.copy()
         state.pop("_model", None)  # rebuilt from state_dict_ after unpickling
         return state
+
+
+def _labels(y: Any, n_images: int) -> np.ndarray:
+    """y as scikit-learn takes a classifier's targets (1-D, class labels), one per image, none missing."""
+    if y is None:
+        raise ParameterError("fit needs y: one label per image")
+    y = column_or_1d(y, warn=True)
+    missing = np.flatnonzero(pd.isna(y))
+    if missing.size:
+        raise ParameterError(
+            f"y has {missing.size} missing label(s) (None or NaN; the first at row {missing[0]}); label "
+            "those images or leave them out"
+        )
+    if len(y) != n_images:
+        raise ParameterError(f"{n_images} images but {len(y)} labels")
+    check_classification_targets(y)
+    return y
+
+
+def _validation_split(targets: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified train / validation rows; a split that cannot hold every class on both sides is refused
+    in featx's terms (scikit-learn's message speaks of a ``test_size`` the user never set)."""
+    counts = np.bincount(targets)
+    held_out = math.ceil(fraction * len(targets))  # scikit-learn's rounding of a float test_size
+    if counts.min() < 2 or not len(counts) <= held_out <= len(targets) - len(counts):
+        raise ParameterError(
+            f"validation_fraction={fraction} of {len(targets)} images holds {held_out} out for validation, "
+            f"and a stratified split needs each of the {len(counts)} classes on both sides (the smallest "
+            f"has {counts.min()} image(s)); add images, or change validation_fraction"
+        )
+    return train_test_split(np.arange(len(targets)), test_size=fraction, stratify=targets, random_state=seed)
