@@ -206,10 +206,9 @@ def _npy_matrix(path: Path) -> np.ndarray:
 def _parquet_matrix(column: pa.Array, path: Path) -> np.ndarray:
     """The ``features`` column as (n, d) float32: a fixed-size list as featx writes it, or a list column
     of one length (pandas writes one back that way)."""
-    if not (pa.types.is_list(column.type) or pa.types.is_large_list(column.type)) and not (
-        pa.types.is_fixed_size_list(column.type)
-    ):
-        raise ParameterError(f"{path}: its {FEATURES_COLUMN!r} column holds {column.type}, not vectors")
+    kind = column.type
+    if not (pa.types.is_fixed_size_list(kind) or pa.types.is_list(kind) or pa.types.is_large_list(kind)):
+        raise ParameterError(f"{path}: its {FEATURES_COLUMN!r} column holds {kind}, not vectors")
     lengths = np.asarray(column.value_lengths().fill_null(-1))
     if len(lengths) and (lengths.min() < 0 or lengths.min() != lengths.max()):
         bad = int(np.argmax(lengths != lengths[0])) if lengths.min() >= 0 else int(np.argmin(lengths))
@@ -217,11 +216,11 @@ def _parquet_matrix(column: pa.Array, path: Path) -> np.ndarray:
             f"{path}: its {FEATURES_COLUMN!r} rows are not all vectors of one length (row {bad} is "
             f"{'null' if lengths[bad] < 0 else f'{lengths[bad]} long'}, row 0 {lengths[0]})"
         )
-    width = int(lengths[0]) if len(lengths) else getattr(column.type, "list_size", 0)
+    width = int(lengths[0]) if len(lengths) else getattr(kind, "list_size", 0)  # 0 rows: fixed size, or 0
     values = column.flatten().to_numpy(zero_copy_only=False, writable=True)  # like np.load's, not Arrow's
     if not np.issubdtype(values.dtype, np.number):
-        raise ParameterError(f"{path}: its {FEATURES_COLUMN!r} column holds {column.type}, not numbers")
-    return values.reshape(-1, width).astype(np.float32, copy=False)
+        raise ParameterError(f"{path}: its {FEATURES_COLUMN!r} column holds {kind}, not numbers")
+    return values.reshape(len(lengths), width).astype(np.float32, copy=False)
 
 
 def _npy_meta_path(path: Path) -> Path:
