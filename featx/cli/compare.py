@@ -282,11 +282,11 @@ def _labelled_features(args: argparse.Namespace) -> tuple[np.ndarray, pd.DataFra
             f"{args.source}: compare needs two classes or more, and its labelled rows hold "
             f"{len(classes)} ({', '.join(map(str, classes[:1])) or 'every label is blank'})"
         )
-    broken = ~np.isfinite(X).all(axis=1) & labelled
-    if broken.any():
+    broken = np.flatnonzero(~np.isfinite(X).all(axis=1) & labelled)
+    if broken.size:
+        first = meta["path"][broken[0]] if "path" in meta else f"row {broken[0]}"
         raise ParameterError(
-            f"{args.source}: {broken.sum()} feature row(s) are not finite (first: "
-            f"{meta['path'][int(np.argmax(broken))] if 'path' in meta else int(np.argmax(broken))}); "
-            "extract them again or drop those rows"
+            f"{args.source}: {broken.size} feature row(s) are not finite (first: {first}); extract them "
+            "again or drop those rows"
         )
     return X[labelled], meta[labelled].reset_index(drop=True), backbone, layer
