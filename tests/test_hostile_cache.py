@@ -71,11 +71,14 @@ def test_a_namespace_copied_under_another_extractors_name_is_refused_never_serve
         extract_features(images, "tiny", weights=None, precision="bf16", cache_dir=tmp_path / "b")
 
 
-def test_an_unreadable_namespace_json_is_rewritten_with_a_warning_and_its_vectors_still_served(tmp_path):
+@pytest.mark.parametrize("garbage", ["{garbage", "[1, 2]", ""])
+def test_an_unreadable_namespace_json_is_rewritten_with_a_warning_and_its_vectors_still_served(
+    tmp_path, garbage
+):
     images = [photo(i) for i in range(4)]
     reference = extract_features(images, "tiny", weights=None, precision="fp32", cache_dir=tmp_path)
     namespace = only_namespace(tmp_path)
-    (namespace.path / "namespace.json").write_text("{garbage")
+    (namespace.path / "namespace.json").write_text(garbage)
     with pytest.warns(UserWarning, match="namespace.json was unreadable"):
         again = extract_features(images, "tiny", weights=None, precision="fp32", cache_dir=tmp_path)
     assert_same_vectors(again, reference)

@@ -460,14 +460,17 @@ def test_garbled_truncated_and_reshaped_shards_are_recomputed_with_a_warning(tmp
     np.testing.assert_array_equal(again, expected)
 
 
-def test_cache_info_survives_a_garbage_namespace_json_and_an_unreadable_keys_file(image_folder, tmp_path):
+@pytest.mark.parametrize("garbage", ["{not json", "[1, 2]"])
+def test_cache_info_survives_a_garbage_namespace_json_and_an_unreadable_keys_file(
+    image_folder, tmp_path, garbage
+):
     cache = tmp_path / "cache"
     assert featx_cli("extract", image_folder, *TINY, "--cache", cache, "--batch-size", "2").returncode == 0
     (namespace,) = FeatureCache(cache).namespaces()
     (namespace.path / f"{namespace.shard_names()[0]}.keys.npy").write_bytes(b"junk")
     other = cache / "other-ns"
     other.mkdir()
-    (other / "namespace.json").write_text("{not json")
+    (other / "namespace.json").write_text(garbage)
     result = featx_cli("cache", "info", cache)
     assert result.returncode == 0, result.stderr
     assert "unreadable namespace.json" in result.stdout and namespace.path.name in result.stdout

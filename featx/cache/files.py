@@ -45,6 +45,14 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
     _atomic_write(path, write, "the feature cache")
 
 
+def read_fingerprint(folder: Path) -> dict[str, Any]:
+    """A namespace folder's ``namespace.json``; ValueError (or OSError) where it holds no fingerprint."""
+    stored = json.loads((folder / "namespace.json").read_bytes())
+    if not isinstance(stored, dict):
+        raise ValueError(f"a JSON {type(stored).__name__}, not a fingerprint")
+    return stored
+
+
 def claim_namespace(folder: Path, fingerprint: Mapping[str, Any]) -> None:
     """Write ``folder``'s ``namespace.json``, or check it: a namespace folder renamed or copied under
     another fingerprint's name would serve that other extractor's vectors, silently. An unreadable one
@@ -52,7 +60,7 @@ def claim_namespace(folder: Path, fingerprint: Mapping[str, Any]) -> None:
     meta = folder / "namespace.json"
     expected = json.loads(json.dumps(fingerprint))  # tuples as lists, as the file holds them
     try:
-        stored = json.loads(meta.read_bytes()) if meta.exists() else None
+        stored = read_fingerprint(folder) if meta.exists() else None
     except (OSError, ValueError) as error:
         warnings.warn(f"{meta} was unreadable ({error}); rewritten from this job's fingerprint", stacklevel=3)
         stored = None

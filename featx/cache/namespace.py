@@ -8,7 +8,6 @@ at most its unfinished batch. Where each key lives comes from the small keys fil
 from __future__ import annotations
 
 import functools
-import json
 import os
 import time
 import uuid
@@ -28,6 +27,7 @@ from featx.cache.files import (
     VECTORS_SUFFIX,
     atomic_write,
     claim_namespace,
+    read_fingerprint,
 )
 from featx.cache.index import DigestSet, KeyIndex, shared_index
 from featx.cache.reader import BulkRead, chunks
@@ -59,7 +59,7 @@ class Namespace:
 
     @property
     def fingerprint(self) -> dict[str, Any]:
-        return json.loads((self.path / "namespace.json").read_text())
+        return read_fingerprint(self.path)
 
     # -- reading ------------------------------------------------------------------------------------------
 
