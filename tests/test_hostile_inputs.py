@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import warnings
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -560,13 +561,16 @@ def test_a_manifest_featx_cannot_take_as_written_is_one_line_naming_it_and_what_
         ("images/one.png", ["is one image", "[path]"]),
         ("no-such-folder", ["does not exist", "a SOURCE is"]),
         ("fifo", ["is not a folder or a file"]),
+        ("images.zip", ["does not read .zip archives", "tar shards"]),
     ],
-    ids=["glob", "one-image", "missing", "fifo"],
+    ids=["glob", "one-image", "missing", "fifo", "zip"],
 )
 def test_a_source_that_is_no_folder_or_manifest_says_what_a_source_is(tmp_path, monkeypatch, source, words):
     (tmp_path / "images").mkdir()
     (tmp_path / "images" / "one.png").write_bytes(encode(photo(0)))
     os.mkfifo(tmp_path / "fifo")
+    with zipfile.ZipFile(tmp_path / "images.zip", "w") as archive:
+        archive.write(tmp_path / "images" / "one.png", "one.png")
     monkeypatch.chdir(tmp_path)
     one_line_failure(featx_cli("extract", source, *TINY, "--cache", "cache"), source, *words)
     assert not (tmp_path / "cache").exists()

@@ -176,6 +176,11 @@ def _read_table(source: str) -> pd.DataFrame:
             f"{source} is one image; a SOURCE is a folder of images or a manifest listing them (a CSV "
             "with a 'path' column); in Python, pass [path] as X"
         )
+    if suffix in (".zip", ".7z", ".rar", ".bz2", ".xz", ".zst"):
+        raise ParameterError(
+            f"{source}: featx does not read {suffix} archives; unpack it to a folder, or pack the images "
+            "as tar shards (.tar, .tar.gz)"
+        )
     if suffix not in _TABLE_SUFFIXES:
         raise ParameterError(f"{source}: a manifest must be .csv, .tsv or .parquet (or pass a folder)")
     try:
