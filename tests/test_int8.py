@@ -143,7 +143,7 @@ def test_a_bad_calibration_set_is_refused_naming_the_set_and_what_to_do(tmp_path
         "empty": "holds no image files",
         "one image": "at least 2",
         "corrupt image": "cal01.png",
-        "missing": "neither a folder",
+        "missing": "does not exist",
     }[case] in message
 
 

@@ -277,9 +277,9 @@ def _labels(y: Any, n_images: int) -> np.ndarray:
     y = column_or_1d(y, warn=True)
     missing = np.flatnonzero(pd.isna(y))
     if missing.size:
+        first = f"the first at row {missing[0]}"
         raise ParameterError(
-            f"y has {missing.size} missing label(s) (None or NaN; the first at row {missing[0]}); label "
-            "those images or leave them out"
+            f"y has {missing.size} missing label(s) (None or NaN; {first}); label or drop them"
         )
     if len(y) != n_images:
         raise ParameterError(f"{n_images} images but {len(y)} labels")
@@ -288,8 +288,7 @@ def _labels(y: Any, n_images: int) -> np.ndarray:
 
 
 def _validation_split(targets: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Stratified train / validation rows; a split that cannot hold every class on both sides is refused
-    in featx's terms (scikit-learn's message speaks of a ``test_size`` the user never set)."""
+    """Stratified train / validation rows; where a class cannot be on both sides, refused in featx's terms."""
     counts = np.bincount(targets)
     held_out = math.ceil(fraction * len(targets))  # scikit-learn's rounding of a float test_size
     if counts.min() < 2 or not len(counts) <= held_out <= len(targets) - len(counts):
