@@ -91,18 +91,18 @@ def pillow_refusal(
 
 _lock = threading.Lock()
 _in_flight: list[int] = []  # max_pixels of the decodes that raised the bound
-_pillows_own: list[int | None] = []  # PIL's bound before the first of them (one value while any runs)
+_pillows_own: int | None = None  # PIL's bound before the first of them, while any runs
 
 
 @contextlib.contextmanager
 def pillow_allows(max_pixels: int) -> Iterator[None]:
     """Within this block, PIL opens images of up to ``max_pixels`` pixels (and still refuses larger)."""
+    global _pillows_own
     with _lock:
-        own = _pillows_own[0] if _in_flight else Image.MAX_IMAGE_PIXELS
+        own = _pillows_own if _in_flight else Image.MAX_IMAGE_PIXELS
         raised = own is not None and max_pixels > 2 * own  # PIL refuses above twice its bound
         if raised:
-            if not _in_flight:
-                _pillows_own.append(own)
+            _pillows_own = own
             _in_flight.append(max_pixels)
             Image.MAX_IMAGE_PIXELS = max(_in_flight) // 2 + 1
     try:
@@ -111,4 +111,4 @@ def pillow_allows(max_pixels: int) -> Iterator[None]:
         if raised:
             with _lock:
                 _in_flight.remove(max_pixels)
-                Image.MAX_IMAGE_PIXELS = max(_in_flight) // 2 + 1 if _in_flight else _pillows_own.pop()
+                Image.MAX_IMAGE_PIXELS = max(_in_flight) // 2 + 1 if _in_flight else _pillows_own

@@ -3,7 +3,7 @@
 Every failure is an :class:`ImageError` that carries the input's index, a description of it (the path for
 files), a short machine-readable ``kind`` and a human-readable reason, so each door can apply its policy.
 
-About 350 lines: every input type's path to 8-bit RGB and every named failure stay in one
+About 310 lines: every input type's path to 8-bit RGB and every named failure stay in one
 place, so each kind of failure is defined once.
 """
 
