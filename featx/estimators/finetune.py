@@ -8,14 +8,19 @@
 Both phases stop early when accuracy on a stratified validation split stops improving for ``patience``
 epochs, and keep the best epoch's weights. BatchNorm statistics stay frozen (eval mode) throughout: with
 small batches on a CPU, re-estimating them hurts more than it helps. No augmentation: this measures what
-fine-tuning buys over frozen features, it is not a training framework.
+fine-tuning buys over frozen features, it is not a training framework. ``save_trunk`` writes the
+fine-tuned trunk for ``PretrainedFeatures(weights=PATH)``: fine-tune, then cache features.
+
+About 315 lines: the two training phases, prediction and the trunk's export share one fitted model.
 """
 
 from __future__ import annotations
 
 import copy
 import math
+import os
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,6 +36,7 @@ from featx.errors import ParameterError
 from featx.inputs.batches import as_image_list
 from featx.models._registry import get_backbone
 from featx.models.blocks import blocks
+from featx.models.checkpoints import save_trunk
 from featx.models.devices import resolve_device
 from featx.models.network import feature_size
 from featx.models.pooling import Pool, resolve_pooling
@@ -225,6 +231,15 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
     def predict(self, X: Any) -> np.ndarray:
         return self.classes_[self.predict_proba(X).argmax(axis=1)]
 
+    def save_trunk(self, path: str | os.PathLike) -> Path:
+        """Write the fine-tuned trunk, under the backbone's own key names and without the head, as a file
+        ``PretrainedFeatures(backbone, weights=path)`` loads (``.safetensors`` by that suffix, else a
+        ``torch.save`` state dict)."""
+        check_is_fitted(self, "state_dict_")
+        trunk = {k[len("extractor.") :]: v for k, v in self.state_dict_.items() if k.startswith("extractor.")}
+        save_trunk(trunk, path, get_backbone(self.backbone).skeleton().state_dict())
+        return Path(path)
+
     # -- internals -----------------------------------------------------------------------------------------
 
     def _build(self, n_classes: int) -> _Classifier:
@@ -232,7 +247,7 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
         resolved = resolve_weights(spec, self.weights)
         self._preprocessing = resolved.preprocessing
         self._normalise = Normalise(resolved.preprocessing)
-        extractor = spec.truncated(resolved.state_dict)  # weights=None: the frozen extractor's network
+        extractor = spec.truncated(resolved.state_dict, None, resolved.build_args)  # as the frozen network
         pooling = Pool(resolve_pooling(spec, None, None), spec.prefix_tokens)
         return _Classifier(extractor, pooling, feature_size(spec), n_classes)
 

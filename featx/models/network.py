@@ -94,7 +94,9 @@ def feature_size(backbone: str | Backbone, layer: str | None = None, pooling: st
     spec = get_backbone(backbone)
     shape = _output_shape(spec, layer or spec.node)
     pooled = pool(
-        torch.empty((1, *shape), device="meta"), resolve_pooling(spec, layer, pooling), spec.prefix_tokens
+        torch.empty((1, *shape), device="meta"),
+        resolve_pooling(spec, layer, pooling, shape),
+        spec.prefix_tokens,
     )
     return int(pooled.shape[1])
 
@@ -154,7 +156,7 @@ class FrozenNetwork:
             resolved.preprocessing, decoding=self.decoding_choice["decoding"]
         )
         self.weights_description = resolved.description
-        self.module = self._load(resolved.state_dict)
+        self.module = self._load(resolved.state_dict, resolved.build_args)
         self._pool = Pool(self.pooling, self.backbone.prefix_tokens)
         self._pipelines = {"float": _Pipeline(self.module, self.preprocessing, self._pool).to(self.device)}
         identity = {
@@ -205,8 +207,8 @@ class FrozenNetwork:
     def _pipeline(self) -> nn.Module:
         return self._pipeline_for(self.precision)
 
-    def _load(self, state_dict: dict[str, torch.Tensor] | None) -> nn.Module:
-        extractor = self.backbone.truncated(state_dict, self.node).requires_grad_(False)
+    def _load(self, state_dict: dict[str, torch.Tensor] | None, build_args: Any) -> nn.Module:
+        extractor = self.backbone.truncated(state_dict, self.node, build_args).requires_grad_(False)
         if isinstance(extractor, torch.fx.GraphModule) and any(
             type(m) is nn.BatchNorm2d for m in extractor.modules()
         ):

@@ -10,9 +10,9 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 
@@ -49,6 +49,7 @@ class PretrainedWeights:
     preprocessing: Preprocessing
     load: Callable[[], StateDict]
     source: str = ""
+    build_args: Mapping[str, Any] | None = None  # None: the backbone's own ``build_args``
 
 
 class _HasWeights(Protocol):
@@ -56,16 +57,19 @@ class _HasWeights(Protocol):
     preprocessing: Preprocessing
     weights: Mapping[str, PretrainedWeights]
     default_weights: str | None
+    build_args: Mapping[str, Any]
 
 
 @dataclass(frozen=True)
 class ResolvedWeights:
-    """What the engine needs: tensors to load (None: keep random init), a digest, and preprocessing."""
+    """What the engine needs: tensors to load (None: keep random init), a digest, preprocessing, and the
+    builder's arguments for the architecture the tensors belong to."""
 
     state_dict: StateDict | None
     digest: str
     preprocessing: Preprocessing
     description: str
+    build_args: Mapping[str, Any] = field(default_factory=dict)
 
 
 def file_digest(path: str | os.PathLike) -> str:
@@ -93,11 +97,41 @@ def load_state_dict_file(path: str | os.PathLike) -> StateDict:
             f"weights={os.fspath(path)!r} is not a weights file featx can load safely ({reason}); pass a "
             "state dict saved with torch.save(model.state_dict(), path) or a .safetensors file"
         ) from None
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
+    tensors = _tensors_of(state)
+    if tensors is None:
+        raise ParameterError(
+            f"weights={os.fspath(path)!r} holds a {type(state).__name__} without a state dict of tensors "
+            f"(top-level keys: {list(state)[:6] if isinstance(state, dict) else 'none'}); pass a file saved "
+            "with torch.save(model.state_dict(), path)"
+        )
+    return tensors
+
+
+#: Where training code keeps the model's tensors inside a checkpoint: Lightning and timm's train script
+#: ("state_dict"), torchvision's and DeiT's reference scripts ("model"), common hand-written loops.
+_CHECKPOINT_KEYS = ("state_dict", "model_state_dict", "model", "state_dict_ema", "net")
+
+
+def _tensors_of(state: object) -> StateDict | None:
+    """The state dict in a loaded file: the file itself, or a checkpoint's entry that holds it (its
+    other entries, optimiser states and counters, are not the network's)."""
     if not isinstance(state, dict):
-        raise ParameterError(f"{path} holds a {type(state).__name__}, not a state dict of tensors")
-    return state
+        return None
+    if state and all(isinstance(value, torch.Tensor) for value in state.values()):
+        return state
+    for key in _CHECKPOINT_KEYS:
+        inner = state.get(key)
+        if isinstance(inner, dict) and inner:
+            tensors = {k: v for k, v in inner.items() if isinstance(v, torch.Tensor)}
+            if tensors:
+                return tensors
+    return None
+
+
+def _with_args(digest: str, build_args: Mapping[str, Any]) -> str:
+    """The digest of tensors loaded into an architecture built with ``build_args`` (inception_v3's
+    ``transform_input=True``): another architecture gives other vectors, so another cache namespace."""
+    return digest + "".join(f"+{key}={value}" for key, value in sorted(build_args.items()))
 
 
 def resolve_weights(backbone: _HasWeights, weights: str | os.PathLike | None) -> ResolvedWeights:
@@ -105,17 +139,28 @@ def resolve_weights(backbone: _HasWeights, weights: str | os.PathLike | None) ->
     if weights is None or (isinstance(weights, str) and weights.lower() == "none"):
         # Random init is seeded (Backbone.truncated): reproducible for one torch version.
         digest = f"random-init-seed{RANDOM_INIT_SEED}-torch{torch.__version__}"
-        return ResolvedWeights(None, digest, backbone.preprocessing, "random init")
+        args = backbone.build_args
+        return ResolvedWeights(None, _with_args(digest, args), backbone.preprocessing, "random init", args)
     if isinstance(weights, (str, os.PathLike)):
         named = _named_weights(backbone, str(weights))
         if named is not None:
+            args = backbone.build_args if named.build_args is None else named.build_args
             return ResolvedWeights(
-                named.load(), named.digest, named.preprocessing, f"{backbone.name}:{named.name}"
+                named.load(),
+                _with_args(named.digest, args),
+                named.preprocessing,
+                f"{backbone.name}:{named.name}",
+                args,
             )
         path = Path(weights).expanduser()
-        if path.is_file():  # a registry entry's preprocessing is its default weights' preprocessing
+        if path.is_file():  # a file is taken for a fine-tune of the default weights: their preprocessing
+            args = backbone.build_args  # and architecture
             return ResolvedWeights(
-                load_state_dict_file(path), file_digest(path), backbone.preprocessing, str(path)
+                load_state_dict_file(path),
+                _with_args(file_digest(path), args),
+                backbone.preprocessing,
+                str(path),
+                args,
             )
     choices = ", ".join(["'DEFAULT'", *(repr(n) for n in backbone.weights), "a file path", "None"])
     raise ParameterError(

@@ -2,8 +2,10 @@
 
 The vector is the input of the final classifier (the pre-logits), found by tracing the model; the four
 VGGs keep their last max-pool (512x7x7, the vector the first featx users cached) and the ResNets their
-global average pool. Weights download through torchvision's own cache (``$TORCH_HOME/hub/checkpoints``);
-offline, a missing file fails at once with a message that says where to put it.
+global average pool. Weights download through torchvision's own cache (``$TORCH_HOME/hub/checkpoints``)
+and load through torchvision's own builder (DenseNet's renamed keys included); offline, a missing file
+fails at once with a message that says where to put it. The architecture is the one torchvision's builder
+makes for the weights (:func:`builder_args`).
 """
 
 from __future__ import annotations
@@ -30,15 +32,34 @@ from featx.models.preprocessing import Preprocessing
 from featx.models.weights import PretrainedWeights, StateDict
 
 
-def torchvision_weights(enum_member: Any) -> PretrainedWeights:
-    """Wrap a torchvision weights enum member so it downloads through torchvision's own cache."""
+def builder_args(name: str, enum_member: Any) -> dict[str, Any]:
+    """The arguments torchvision's builder sets from ``enum_member`` when it is given the weights, where
+    they differ from its ``weights=None`` defaults: Google's Inception ports normalise their input their
+    own way (``transform_input``), ViTs and MaxViT take the weights' input size. featx builds with
+    ``weights=None`` and loads afterwards, so it passes them itself (the audit in tests/test_peers.py
+    checks every builder and weights enum against torchvision's own)."""
+    if name in ("inception_v3", "googlenet"):  # GoogLeNet drops its auxiliary heads after loading
+        return {"transform_input": True, "aux_logits": name == "inception_v3", "init_weights": False}
+    size = enum_member.meta["min_size"]
+    if name.startswith("vit_") and size[0] != 224:
+        return {"image_size": size[0]}
+    if name.startswith("maxvit_") and tuple(size) != (224, 224):
+        return {"input_size": tuple(size)}
+    return {}
+
+
+def torchvision_weights(enum_member: Any, name: str) -> PretrainedWeights:
+    """Wrap a torchvision weights enum member so it downloads through torchvision's own cache and loads
+    through its builder (``get_model(name, weights=member)``), which knows each file's quirks."""
     url: str = enum_member.url
     file_name = url.rsplit("/", 1)[-1]
 
     def load() -> StateDict:
+        import torchvision.models as tvm
+
         checkpoint = Path(torch.hub.get_dir()) / "checkpoints" / file_name
         try:
-            return enum_member.get_state_dict(progress=True, check_hash=True)
+            return tvm.get_model(name, weights=enum_member).state_dict()
         except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as error:
             if checkpoint.exists():
                 raise
@@ -54,6 +75,7 @@ def torchvision_weights(enum_member: Any) -> PretrainedWeights:
         preprocessing=Preprocessing.from_torchvision(enum_member.transforms()),
         load=load,
         source=url,
+        build_args=builder_args(name, enum_member),
     )
 
 
@@ -61,11 +83,12 @@ def _entry(name: str, node: str, description: str, stages: tuple[str, ...], **fi
     import torchvision.models as tvm
 
     enum = tvm.get_model_weights(name)
-    weights = {member.name: torchvision_weights(member) for member in enum}
+    weights = {member.name: torchvision_weights(member, name) for member in enum}
     default = enum.DEFAULT.name
     return Backbone(
         name=name,
         build=functools.partial(tvm.get_model, name, weights=None),
+        build_args=builder_args(name, enum.DEFAULT),
         node=node,
         preprocessing=weights[default].preprocessing,
         weights=weights,
@@ -99,10 +122,13 @@ def _channels_first_extractor(model: nn.Module, node: str) -> nn.Module:
 def _resolve(name: str) -> Backbone:
     import torchvision.models as tvm
 
-    skeleton = meta_skeleton(functools.partial(tvm.get_model, name, weights=None))
+    default = tvm.get_model_weights(name).DEFAULT
+    skeleton = meta_skeleton(
+        functools.partial(tvm.get_model, name, weights=None, **builder_args(name, default))
+    )
     node = pre_logits_node(skeleton)
     with torch.device("meta"):
-        crop = tvm.get_model_weights(name).DEFAULT.transforms().crop_size[0]
+        crop = default.transforms().crop_size[0]
         output = torchvision_fx_extractor(skeleton, node)(torch.empty(1, 3, crop, crop))["features"]
     transformer = name.startswith("vit_")  # (B, 1 + patches, C) blocks; Swin's stages are NHWC maps
     return _entry(
