@@ -3,7 +3,7 @@
 Every failure is an :class:`ImageError` that carries the input's index, a description of it (the path for
 files), a short machine-readable ``kind`` and a human-readable reason, so each door can apply its policy.
 
-About 310 lines: every input type's path to 8-bit RGB and every named failure stay in one
+About 320 lines: every input type's path to 8-bit RGB and every named failure stay in one
 place, so each kind of failure is defined once.
 """
 
@@ -32,6 +32,10 @@ from featx.inputs.bounds import (
     resized_size,
 )
 
+#: Reduced decoding keeps the decoded image's short side at least this many times the resize target: a
+#: DCT reduction close to the target box-filters like a coarse resize (cosine 0.990 to full decoding with
+#: real weights at 1/4 then 321 -> 256); with this margin the antialiased resize does the last step.
+REDUCED_MARGIN = 2
 FLOAT_TOLERANCE = 1e-4  # float pixels this far outside [0, 1] are rounding, not another scale
 ImageInput = Any  # str | os.PathLike | bytes | PIL.Image.Image | np.ndarray
 
@@ -106,9 +110,9 @@ def load_rgb(
 
     An image with more than ``max_pixels`` pixels, or one that would have more once its short side is
     resized to ``resize``, is refused before it is decoded or resized (a 1 x 100,000 strip is small on
-    disk but 25 gigapixels at a short side of 256). With ``reduced`` and ``resize``, a JPEG at least twice
-    the size the resize needs is decoded at a reduced scale (libjpeg's DCT scaling, 1/2 to 1/8), never
-    below that size: a 12-megapixel photo decodes about 3x faster. ``source`` names the input in errors
+    disk but 25 gigapixels at a short side of 256). With ``reduced`` and ``resize``, a JPEG at least
+    ``2 * REDUCED_MARGIN`` times the size the resize needs is decoded at a reduced scale (libjpeg's DCT
+    scaling, 1/2 to 1/8), never below ``REDUCED_MARGIN`` times that size. ``source`` names the input in errors
     where ``image`` is content already read (see :func:`read_content`).
     """
     source = source or describe(image)
@@ -133,7 +137,8 @@ def _decode(
             check_size(opened.width, opened.height, index, source, max_pixels, resize)
             if reduced and resize is not None and opened.format == "JPEG":
                 # draft() picks the largest DCT scale whose output is still at least this size in both sides
-                opened.draft(opened.mode, resized_size(opened.width, opened.height, resize))
+                wanted = resized_size(opened.width, opened.height, REDUCED_MARGIN * resize)
+                opened.draft(opened.mode, wanted)
             opened.load()
     except ImageError:
         raise

@@ -11,7 +11,7 @@ from PIL import Image
 from torchvision.transforms import v2
 
 from featx.errors import ParameterError
-from featx.inputs.images import MAX_PIXELS, load_rgb
+from featx.inputs.images import MAX_PIXELS, REDUCED_MARGIN, load_rgb
 from featx.options import CROP_MODES, PIXEL_DECODINGS, check
 
 _INTERPOLATIONS = {
@@ -64,11 +64,17 @@ class Preprocessing:
 
     def as_dict(self) -> dict[str, Any]:
         """The fields that change pixels, for the fingerprint. ``decoding="full"`` and ``crop_mode="center"``
-        are left out, so caches written before those fields existed keep their namespace."""
+        are left out, so caches written before those fields existed keep their namespace; CPU decoding
+        names how it resizes (the PIL image, as the peers' transforms do), which set it apart from the
+        uint8 tensor resize of earlier versions, and reduced decoding its DCT scale rule."""
         fields = asdict(self)
         for name, old_value in (("decoding", "full"), ("crop_mode", "center")):
             if fields[name] == old_value:
                 del fields[name]
+        if self.decoding != "device":
+            fields["resize_on"] = "PIL image"
+        if self.decoding == "reduced":
+            fields["dct_scale"] = f"decoded short side >= {REDUCED_MARGIN} x resize"
         return fields
 
     def transform(self) -> Callable[[Image.Image], torch.Tensor]:
@@ -98,13 +104,18 @@ class Preprocessing:
         """Resize and crop only: an RGB PIL image -> ``3 x crop x crop`` uint8 tensor.
 
         The engine's decoding workers stop here: a uint8 image is a quarter of the bytes to pass between
-        processes (and to the GPU); the network scales and normalises whole batches.
+        processes (and to the GPU); the network scales and normalises whole batches. The PIL image is
+        resized and cropped by PIL, as torchvision's ``weights.transforms()`` and timm's
+        ``create_transform`` do, so the crop is theirs to the last level; the CPU fallback of device
+        decoding resizes the tensor, as the device does.
         """
-        return v2.Compose([v2.PILToTensor(), self.resize_crop()])
+        if self.decoding == "device":
+            return v2.Compose([v2.PILToTensor(), self.resize_crop()])
+        return v2.Compose([self.resize_crop(), v2.PILToTensor()])
 
     def resize_crop(self) -> Callable[[torch.Tensor], torch.Tensor]:
-        """A ``3 x H x W`` uint8 tensor, on any device -> ``3 x crop x crop``: the same resize and crop
-        for a PIL image decoded on the CPU and a JPEG decoded on the GPU."""
+        """A ``3 x H x W`` uint8 tensor on any device, or a PIL image -> ``3 x crop x crop`` of the same
+        kind (torchvision's v2 transforms resize a PIL image with PIL)."""
         return v2.Compose(
             [
                 v2.Resize(
