@@ -7,6 +7,7 @@ Convolutional outputs are ``(B, C, H, W)``; transformer outputs are ``(B, tokens
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 import torch
@@ -23,11 +24,35 @@ __all__ = ["Pool", "pool", "resolve_pooling"]
 _TOKEN_POOLINGS = ("cls", "tokens_avg")
 
 
-def resolve_pooling(backbone: Backbone, layer: str | None, pooling: str | None) -> str:
-    """The backbone's own pooling for its default node; its ``layer_pooling`` for any other node."""
+def resolve_pooling(
+    backbone: Backbone, layer: str | None, pooling: str | None, shape: tuple[int, ...] | None = None
+) -> str:
+    """The backbone's own pooling for its default node; its ``layer_pooling`` for any other node.
+
+    Given the node's output ``shape`` (per image), a pooling asked for that would change nothing, or
+    would mean something else than its name, is refused: every pooling names its own cache namespace, so
+    a no-op would cache the same vectors twice, and 'cls' without a class token is a patch token.
+    """
+    default = backbone.pooling if layer in (None, backbone.node) else backbone.layer_pooling
     if pooling is None:
-        return backbone.pooling if layer in (None, backbone.node) else backbone.layer_pooling
-    return check("pooling", pooling, POOLINGS)
+        return default
+    check("pooling", pooling, POOLINGS)
+    if shape is None or pooling == default:
+        return pooling
+    node = layer or backbone.node
+    if pooling == "cls" and len(shape) == 2 and backbone.prefix_tokens == 0:
+        raise ParameterError(
+            f"pooling='cls' needs a class token, and {backbone.name} has none (its first token at "
+            f"{node!r} is a patch token); use 'tokens_avg' or 'avg'"
+        )
+    positions = shape[0] if len(shape) == 2 else math.prod(shape[1:]) if len(shape) == 3 else 1
+    if len(shape) == 1 or positions == 1:
+        raise ParameterError(
+            f"pooling={pooling!r} changes nothing at {backbone.name}'s node {node!r}: the network already "
+            f"pooled it to one vector of {math.prod(shape)} per image; leave pooling=None, or pool an "
+            "earlier node (layer=)"
+        )
+    return pooling
 
 
 def pool(features: torch.Tensor, pooling: str, prefix_tokens: int = 0) -> torch.Tensor:
@@ -44,6 +69,8 @@ def pool(features: torch.Tensor, pooling: str, prefix_tokens: int = 0) -> torch.
     if features.ndim <= 2 or pooling == "flatten":
         return features.flatten(1)
     if pooling == "cls":
+        if prefix_tokens == 0:
+            raise ParameterError("pooling='cls' needs a class token; this network has none (prefix_tokens=0)")
         return features[:, 0]
     if pooling == "tokens_avg":
         return features[:, prefix_tokens:].mean(1)

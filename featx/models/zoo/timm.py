@@ -92,12 +92,20 @@ def _pretrained_tags() -> frozenset[str]:
     return frozenset(_timm().list_pretrained())
 
 
+def _encoder(model_name: str) -> bool:
+    """timm's ``*_enc`` models are the vision towers of multimodal language models: no classifier, no
+    pre-logits vector (``forward_head`` refuses), so no featx vector; listings leave them out."""
+    return model_name.split(".", 1)[0].endswith("_enc")
+
+
 def _names(pretrained: bool) -> list[str]:
-    tagged = _pretrained_tags()
+    tagged = [name for name in _pretrained_tags() if not _encoder(name)]
     names = [PREFIX + name for name in tagged]
     if not pretrained:
         with_weights = {name.split(".", 1)[0] for name in tagged}
-        names += [PREFIX + name for name in _timm().list_models() if name not in with_weights]
+        names += [
+            PREFIX + name for name in _timm().list_models() if name not in with_weights and not _encoder(name)
+        ]
     return names
 
 
@@ -182,6 +190,12 @@ def _resolve(name: str) -> Backbone:
     timm = _timm()
     model_name = name[len(PREFIX) :]
     model = meta_skeleton(functools.partial(create, model_name))
+    if not hasattr(model, "reset_classifier"):
+        raise ParameterError(
+            f"{name} is an encoder without a classifier (timm's *_enc vision towers of language models): "
+            "it has no pre-logits vector for featx to cache; choose a classification model "
+            "(featx.list_backbones('timm/*'))"
+        )
     cfg = dict(model.pretrained_cfg)
     preprocessing = preprocessing_from_timm(timm.data.resolve_data_config({}, model=model), name)
     tagged = f"{cfg['architecture']}.{cfg['tag']}" if cfg.get("tag") else cfg["architecture"]
