@@ -43,7 +43,7 @@ from PIL import Image  # noqa: E402
 from featx._machine import cpu_model  # noqa: E402
 from featx.cache import FeatureCache  # noqa: E402
 from featx.inputs import sources  # noqa: E402
-from featx.inputs.sources import Shards, shard_manifest  # noqa: E402
+from featx.inputs.shards import Shards, shard_manifest  # noqa: E402
 from featx.job import run_extract_job  # noqa: E402
 from featx.models.network import FrozenNetwork  # noqa: E402
 

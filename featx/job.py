@@ -31,7 +31,7 @@ from featx.feature_files import (
 )
 from featx.inputs.images import MAX_PIXELS
 from featx.inputs.manifests import load_job_source
-from featx.inputs.sources import Shards
+from featx.inputs.shards import Shards
 from featx.models.network import FrozenNetwork, NetworkSpec
 from featx.options import JOB_ON_ERROR, check
 
@@ -81,7 +81,7 @@ def run_extract_job(
 ) -> JobSummary:
     """Cache the features of every image in ``manifest`` and optionally write them to ``out``.
 
-    ``manifest`` may be :class:`~featx.inputs.sources.Shards`: the engine then streams them and the output's rows
+    ``manifest`` may be :class:`~featx.inputs.shards.Shards`: the engine then streams them and the output's rows
     are the samples it found, in shard order.
 
     ``on_error='skip'`` reports bad files in the summary and leaves them out of ``out``; ``'raise'`` stops

@@ -95,7 +95,7 @@ def fresh_process_state() -> None:
     from fsspec.spec import AbstractFileSystem
 
     from featx.engines.local import seen
-    from featx.inputs import sources, timeouts
+    from featx.inputs import sources, tables, timeouts
 
     for (protocol, key), value in timeouts._placed.items():
         if conf.get(protocol, {}).get(key) is value:
@@ -105,7 +105,7 @@ def fresh_process_state() -> None:
     timeouts._unreachable.clear()
     seen._SEEN.clear()
     seen._LEARNED.clear()
-    for cached in (sources._shard_in, sources._table, sources._row_group):
+    for cached in (sources._shard_in, tables._table, tables._row_group):
         cached.cache_clear()
     filesystems = [AbstractFileSystem]
     while filesystems:

@@ -310,7 +310,7 @@ def test_a_commit_failing_on_the_writer_thread_raises_in_the_job_and_the_commits
 
 
 def test_decoding_workers_hand_over_a_batch_s_pixels_as_one_tensor_in_sample_order():
-    from featx.engines.local.engine import _stack_decoded
+    from featx.engines.local.datasets import stack_decoded
     from featx.errors import ImageError
 
     failed = ImageError(2, "/x.png", "truncated", "ends early")
@@ -320,7 +320,7 @@ def test_decoding_workers_hand_over_a_batch_s_pixels_as_one_tensor_in_sample_ord
         (2, None, failed, None),
         (3, "k3", torch.full((3, 2, 2), 30, dtype=torch.uint8), ("sig",)),
     ]
-    outcomes, pixels = _stack_decoded(samples)
+    outcomes, pixels = stack_decoded(samples)
     assert outcomes == [
         (0, "k0", True, None),
         (1, "k1", None, None),
@@ -328,11 +328,11 @@ def test_decoding_workers_hand_over_a_batch_s_pixels_as_one_tensor_in_sample_ord
         (3, "k3", True, ("sig",)),
     ]
     assert pixels.shape == (2, 3, 2, 2) and pixels[:, 0, 0, 0].tolist() == [10, 30]
-    assert _stack_decoded([(1, "k1", None, None)])[1] is None
+    assert stack_decoded([(1, "k1", None, None)])[1] is None
 
 
 def test_shard_decoders_hand_over_a_batch_s_pixels_as_one_tensor_and_entries_without_them():
-    from featx.engines.local.engine import _stack_streamed
+    from featx.engines.local.datasets import stack_streamed
     from featx.engines.streaming import Streamed
 
     def entry(position, pixels=None, key="k"):
@@ -342,7 +342,7 @@ def test_shard_decoders_hand_over_a_batch_s_pixels_as_one_tensor_and_entries_wit
 
     sevens, ones = torch.full((3, 2, 2), 7, dtype=torch.uint8), torch.ones(3, 2, 2, dtype=torch.uint8)
     entries = [entry(0, sevens), entry(1), entry(2, ones)]
-    stripped, decoded, pixels = _stack_streamed(entries)
+    stripped, decoded, pixels = stack_streamed(entries)
     assert decoded == [True, False, True] and all(e.pixels is None for e in stripped)
     assert [e.key for e in stripped] == ["k0", "k1", "k2"] and pixels[:, 0, 0, 0].tolist() == [7, 1]
-    assert _stack_streamed([entry(3)])[2] is None
+    assert stack_streamed([entry(3)])[2] is None

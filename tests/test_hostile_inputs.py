@@ -633,15 +633,15 @@ def test_the_cli_prints_featx_errors_in_one_line_but_a_bug_keeps_its_traceback(m
 def test_a_manifest_naming_few_files_many_times_reads_each_once_and_every_row_gets_its_outcome(
     tmp_path, monkeypatch
 ):
-    from featx.engines.local import engine
+    from featx.engines.local import datasets
     from featx.extract import extract
     from featx.models.network import FrozenNetwork
 
     paths = repeated_paths(tmp_path, 4000)
     reads = []
-    original = engine.read_content
+    original = datasets.read_content
     monkeypatch.setattr(
-        engine, "read_content", lambda image, *args: reads.append(image) or original(image, *args)
+        datasets, "read_content", lambda image, *args: reads.append(image) or original(image, *args)
     )
     network = FrozenNetwork("tiny", weights=None, precision="fp32")
     result = extract(paths, network, num_workers=0)

@@ -351,7 +351,7 @@ def test_a_file_over_the_byte_bound_is_refused_unread_and_urls_and_members_are_b
 
     from featx.errors import ImageError
     from featx.inputs import images
-    from featx.inputs.sources import stream_samples
+    from featx.inputs.shards import stream_samples
 
     huge = tmp_path / "huge.png"
     with open(huge, "wb") as handle:  # sparse: 1.4 GB that take no disk and must not be read

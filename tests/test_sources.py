@@ -281,7 +281,7 @@ def test_a_job_over_s3_shards_fetches_each_shard_once_in_the_decoding_workers_ne
     import s3fs
 
     from featx import FeatureCache, FrozenNetwork
-    from featx.inputs.sources import Shards
+    from featx.inputs.shards import Shards
     from featx.job import run_extract_job
 
     sizes = {}

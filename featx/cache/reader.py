@@ -8,8 +8,6 @@
 - **Verified.** Each piece of about ``PIECE_BYTES`` is checked by one crc32 against the crc32 its rows' stored
   checksums combine to (:func:`~featx.cache.checksums.combined_checksums`); only a piece that fails is checked
   row by row. File reads and ISA-L's crc32 release the GIL, so pieces run on a few threads.
-
-About 320 lines: finding, copying and verifying are one pipelined read and stay together.
 """
 
 from __future__ import annotations

@@ -123,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
     from featx.cache import FeatureCache
     from featx.feature_files import check_output_path
     from featx.inputs.manifests import load_job_source
-    from featx.inputs.sources import Shards
+    from featx.inputs.shards import Shards
     from featx.inputs.timeouts import set_read_timeout
     from featx.job import run_extract_job
     from featx.models.network import NetworkSpec

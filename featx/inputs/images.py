@@ -2,9 +2,6 @@
 
 Every failure is an :class:`ImageError` that carries the input's index, a description of it (the path for
 files), a short machine-readable ``kind`` and a human-readable reason, so each door can apply its policy.
-
-About 310 lines: every input type's path to 8-bit RGB and every named failure stay in one
-place, so each kind of failure is defined once.
 """
 
 from __future__ import annotations
@@ -20,7 +17,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from featx.errors import ImageError
-from featx.inputs import sources, timeouts
+from featx.inputs import sources, tables, timeouts
 from featx.inputs.bounds import (
     MAX_BYTES,
     MAX_PIXELS,
@@ -292,7 +289,7 @@ def read_error(index: int, url: str, error: BaseException) -> ImageError:
     if isinstance(error, FileNotFoundError):
         what = (
             "the table's cell is empty (null)"
-            if url.startswith(sources.ROW_PREFIX)
+            if url.startswith(tables.ROW_PREFIX)
             else "no such object or member"
         )
         return ImageError(index, url, "missing", what)

@@ -29,7 +29,7 @@ import pandas as pd
 
 from featx.errors import ParameterError
 from featx.feature_files import printable_path
-from featx.inputs import sources, timeouts
+from featx.inputs import shards, sources, tables, timeouts
 from featx.inputs.sources import IMAGE_SUFFIXES
 
 #: Columns featx writes into feature files: a manifest that already has them would be overwritten or unreadable.
@@ -43,8 +43,8 @@ def load_manifest(source: str | os.PathLike) -> pd.DataFrame:
     Entries of a folder that are not images are counted in ``attrs["skipped"]``: a list of (path, reason).
     """
     text = os.fspath(source)
-    if sources.is_shard_source(text):
-        return sources.shard_manifest(sources.expand_shards(text))
+    if shards.is_shard_source(text):
+        return shards.shard_manifest(shards.expand_shards(text))
     if sources.is_url(text):
         return _remote_manifest(text, _remote_folder(text))
     source = Path(source).expanduser()
@@ -63,16 +63,16 @@ def load_manifest(source: str | os.PathLike) -> pd.DataFrame:
     return _with_paths(_read_table(str(source)), str(source.parent.resolve()), source)
 
 
-def load_job_source(source: str | os.PathLike) -> pd.DataFrame | sources.Shards:
-    """What the batch job reads: WebDataset shards as :class:`~featx.inputs.sources.Shards` (streamed by the job,
+def load_job_source(source: str | os.PathLike) -> pd.DataFrame | shards.Shards:
+    """What the batch job reads: WebDataset shards as :class:`~featx.inputs.shards.Shards` (streamed by the job,
     never listed here), anything else as :func:`load_manifest`'s frame."""
     text = os.fspath(source)
-    if sources.is_shard_source(text):
-        return sources.Shards(sources.expand_shards(text))
+    if shards.is_shard_source(text):
+        return shards.Shards(shards.expand_shards(text))
     if sources.is_url(text):
         listed = _remote_folder(text)  # listed once: a prefix may hold millions of objects
         if listed is not None and _only_shards(listed):
-            return sources.Shards(sources.expand_shards(text))
+            return shards.Shards(shards.expand_shards(text))
         return _remote_manifest(text, listed)
     return load_manifest(source)
 
@@ -112,7 +112,7 @@ def _remote_manifest(url: str, listed: tuple[str, list[str]] | None) -> pd.DataF
     if listed is None:
         return _with_paths(_read_table(url), url.rsplit("/", 1)[0], url)
     if _only_shards(listed):
-        return sources.shard_manifest(sources.expand_shards(url))
+        return shards.shard_manifest(shards.expand_shards(url))
     return _listed_folder_manifest(url, *listed)
 
 
@@ -207,13 +207,13 @@ def _read_parquet(source: str) -> pd.DataFrame:
     with fsspec.open(source, "rb") as handle:
         file = pq.ParquetFile(handle)
         names = file.schema_arrow.names
-        column = None if "path" in names else sources.image_column(file.schema_arrow, source)
+        column = None if "path" in names else tables.image_column(file.schema_arrow, source)
         if column is None:
             return file.read().to_pandas()
         others = file.read(columns=[n for n in names if n != column]).to_pandas() if len(names) > 1 else None
         n_rows = file.metadata.num_rows
     table = source if sources.is_url(source) else os.path.abspath(source)
-    frame = pd.DataFrame({"path": [sources.row_path(table, column, row) for row in range(n_rows)]})
+    frame = pd.DataFrame({"path": [tables.row_path(table, column, row) for row in range(n_rows)]})
     return frame if others is None else pd.concat([frame, others.reset_index(drop=True)], axis=1)
 
 

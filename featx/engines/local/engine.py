@@ -2,28 +2,33 @@
 if the store lacks that key; the network runs in full batches in this process, and each batch is committed
 to the store as soon as the disk takes it (``batches.py``), so an interrupted job keeps its work.
 
-About 380 lines: the fill of a file list and the stream of shards share their decoding workers and
-collation here; splitting them would split one DataLoader's life.
+What the workers run is ``datasets.py``.
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Container, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
+from torch.utils.data import DataLoader, Dataset, IterableDataset
 from tqdm.auto import tqdm
 
 from featx.cache import Namespace, Store, stat_memo
 from featx.engines.base import DEFAULTS, Filled, RunOptions, no_keys
-from featx.engines.keyed import decode_jpegs, key_and_decode
+from featx.engines.keyed import decode_jpegs
 from featx.engines.local import seen
 from featx.engines.local.batches import Batches
+from featx.engines.local.datasets import (
+    ReadKeyDecode,
+    StreamShards,
+    stack_decoded,
+    stack_streamed,
+    unremembered,
+)
 from featx.engines.local.workers import (
     decoders_should_yield,
     default_num_workers,
@@ -32,12 +37,11 @@ from featx.engines.local.workers import (
     yield_to_the_network,
 )
 from featx.engines.plan import every_failure, first_missing, once_per_path, share_with_repeats
-from featx.engines.streaming import Streamed, assemble, stream_shard, without_pixels
+from featx.engines.streaming import Streamed, assemble
 from featx.errors import ImageError
-from featx.inputs.bounds import MAX_PIXELS, byte_bound
-from featx.inputs.images import ImageInput, describe, read_content
+from featx.inputs.bounds import MAX_PIXELS
+from featx.inputs.images import ImageInput, describe
 from featx.models.network import FrozenNetwork, NetworkSpec
-from featx.models.preprocessing import Preprocessing
 
 
 class LocalEngine:
@@ -110,7 +114,7 @@ def run(
     """
     known = store.known()
     keys = no_keys(len(images))
-    todo, repeats = once_per_path(images, _unremembered(images, known, keys))
+    todo, repeats = once_per_path(images, unremembered(images, known, keys))
     n_cached = len(images) - len(todo) - sum(map(len, repeats.values()))
     if progress is not None:
         progress.update(n_cached)
@@ -119,8 +123,8 @@ def run(
         workers = default_num_workers(len(todo), options.batch_size, network.device)
     workers = min(workers, -(-len(todo) // options.batch_size))  # a worker decodes whole batches
     loader = _decoding_loader(
-        _ReadKeyDecode(images, todo, known, network.preprocessing, options.max_pixels),
-        _stack_decoded,
+        ReadKeyDecode(images, todo, known, network.preprocessing, options.max_pixels),
+        stack_decoded,
         workers,
         network,
         options.batch_size,
@@ -178,8 +182,8 @@ def run_shards(
         workers = default_num_workers(sys.maxsize, options.batch_size, network.device)
     workers = min(workers, len(shards))
     loader = _decoding_loader(
-        _StreamShards(shards, known, network.preprocessing, options.max_pixels),
-        _stack_streamed,
+        StreamShards(shards, known, network.preprocessing, options.max_pixels),
+        stack_streamed,
         workers,
         network,
         options.batch_size,
@@ -219,105 +223,6 @@ def run_shards(
                 )
         batches.commit_all()
     return assemble(entries, shards, n_cached, batches.computed)
-
-
-class _StreamShards(IterableDataset):
-    """The samples of this worker's shards (every shard when there are no workers), streamed, keyed, and
-    decoded where ``known`` lacks them."""
-
-    def __init__(
-        self, shards: list[str], known: Container[str], preprocessing: Preprocessing, max_pixels: int
-    ):
-        self.shards, self.known, self.preprocessing, self.max_pixels = (
-            shards,
-            known,
-            preprocessing,
-            max_pixels,
-        )
-
-    def __iter__(self) -> Iterator[Streamed]:
-        worker = get_worker_info()
-        mine = (
-            range(len(self.shards))
-            if worker is None
-            else range(worker.id, len(self.shards), worker.num_workers)
-        )
-        for number in mine:
-            yield from stream_shard(
-                number, self.shards[number], self.known, self.preprocessing, self.max_pixels
-            )
-
-
-def _unremembered(images: Sequence[ImageInput], known: Container[str], keys: np.ndarray) -> list[int]:
-    """The inputs to read: all but the files this process read before, unchanged since, whose vectors are
-    ``known`` (their ``keys`` are filled in)."""
-    todo = []
-    for index, image in enumerate(images):
-        key = seen.remembered(image)
-        if key is not None and key in known:
-            keys[index] = key
-        else:
-            todo.append(index)
-    return todo
-
-
-class _ReadKeyDecode(Dataset):
-    """One input: read once, keyed by its content, and decoded (to a uint8 ``3 x crop x crop`` tensor)
-    only if its key is not in ``known``. Runs in DataLoader workers, so the network never waits on I/O or
-    PIL. A local file's stat signature comes back too, unless the file changed while it was read."""
-
-    def __init__(
-        self,
-        images: Sequence[ImageInput],
-        todo: Sequence[int],
-        known: Container[str],
-        preprocessing: Preprocessing,
-        max_pixels: int,
-    ):
-        self.images, self.todo, self.known = images, todo, known
-        self.preprocessing, self.max_pixels = preprocessing, max_pixels
-
-    def __len__(self) -> int:
-        return len(self.todo)
-
-    def __getitem__(self, position: int) -> tuple[int, str | None, torch.Tensor | ImageError | None, Any]:
-        index = self.todo[position]
-        image = self.images[index]
-        before = seen.signature(image)
-        key, pixels, error = key_and_decode(
-            lambda: read_content(image, index, byte_bound(self.max_pixels)),
-            index,
-            describe(image),
-            self.known,
-            self.preprocessing,
-            self.max_pixels,
-        )
-        unchanged = key is not None and before is not None and seen.signature(image) == before
-        return index, key, error if error is not None else pixels, before if unchanged else None
-
-
-def _stack_decoded(samples: list[tuple]) -> tuple[list[tuple], torch.Tensor | None]:
-    """In the worker: the batch's decoded pixels as one tensor (one transfer between processes, one pinned
-    copy for the GPU), in sample order; each sample keeps its index, key, outcome and file signature, where
-    the outcome is an error, None (cached), True (its row is in the tensor) or JPEG bytes for the device."""
-    decoded = [result for _, _, result, _ in samples if isinstance(result, torch.Tensor)]
-    outcomes = [
-        (index, key, True if isinstance(result, torch.Tensor) else result, signature)
-        for index, key, result, signature in samples
-    ]
-    return outcomes, torch.stack(decoded) if decoded else None
-
-
-def _stack_streamed(
-    entries: list[Streamed],
-) -> tuple[list[Streamed], list[bool | bytes], torch.Tensor | None]:
-    """In the worker, as :func:`_stack_decoded`: the entries without their pixels, each one's outcome
-    (True: a row of the tensor; bytes: a JPEG for the device; False: nothing to compute), and the tensor."""
-    outcomes = [
-        entry.pixels if isinstance(entry.pixels, bytes) else entry.pixels is not None for entry in entries
-    ]
-    pixels = [entry.pixels for entry in entries if isinstance(entry.pixels, torch.Tensor)]
-    return [without_pixels(entry) for entry in entries], outcomes, torch.stack(pixels) if pixels else None
 
 
 def _add(

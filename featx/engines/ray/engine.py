@@ -10,8 +10,6 @@ WebDataset shards are streamed: one task reads each shard once and reports its s
 (:mod:`featx.engines.streaming`). The driver never loads the network: a worker resolves it
 (:meth:`RayEngine.network`). Every node must see the cache directory (shared storage) and the image
 paths. Ray stays optional: ``pip install 'featx[ray]'``.
-
-About 320 lines: the engine and its actor, which must be importable by Ray's workers by name.
 """
 
 from __future__ import annotations
@@ -46,7 +44,7 @@ from featx.engines.ray.tasks import (
 )
 from featx.engines.streaming import Streamed, assemble
 from featx.errors import FeatxError, ImageError, ParameterError
-from featx.inputs import sources
+from featx.inputs import tables
 from featx.models.network import FrozenNetwork, NetworkSpec
 
 BLOCK_BATCHES = 8  # batches of a list of files per Ray Data block: each block is one task for one actor
@@ -226,7 +224,7 @@ class RayEngine:
         max_pixels: int,
     ) -> _Outcome:
         settings = {"preprocessing": network.preprocessing, "max_pixels": max_pixels, "known": store.known()}
-        whole = sources.whole_table(paths)
+        whole = tables.whole_table(paths)
         context = ray.data.DataContext.get_current()
         ordered = context.execution_options.preserve_order
         if whole:  # Ray Data's own Parquet reader: each row group read once; rows numbered here, in order
