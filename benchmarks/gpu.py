@@ -48,7 +48,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from speed import write_photos  # noqa: E402
 
-from featx import FrozenNetwork, Preprocessing, extract_features  # noqa: E402
+from featx import FrozenNetwork, Preprocessing, build_network, extract_features  # noqa: E402
 from featx._machine import cpu_model  # noqa: E402
 from featx.engines.local.workers import default_num_workers  # noqa: E402
 from featx.extract import extract, open_store  # noqa: E402
@@ -75,7 +75,7 @@ def write_jpegs(folder: Path, n: int) -> list[str]:
 
 def bare(backbone: str, weights: str, precision: str, batch: torch.Tensor, repeats: int) -> float:
     """Images per second of the frozen network alone, the batch already on the GPU."""
-    network = FrozenNetwork(backbone, weights=weights, precision=precision, device="cuda", compile=False)
+    network = build_network(backbone, weights=weights, precision=precision, device="cuda", compile=False)
     for _ in range(3):
         network(batch)
     torch.cuda.synchronize()
@@ -167,10 +167,10 @@ def benchmark(backbone: str, paths: list[str], work: Path, show_profile: bool = 
         weights = str(work / f"{backbone}.pth")
         torch.save(tvm.get_model(backbone, weights=None).state_dict(), weights)
     start = time.perf_counter()
-    chosen = FrozenNetwork(backbone, weights=weights, device="cuda")  # both "auto": the timed trials
+    chosen = build_network(backbone, weights=weights, device="cuda")  # both "auto": the timed trials
     print(f"{backbone}: FrozenNetwork with both trials {time.perf_counter() - start:.2f} s", flush=True)
     start = time.perf_counter()
-    FrozenNetwork(backbone, weights=weights, device="cuda")
+    build_network(backbone, weights=weights, device="cuda")
     print(f"{backbone}: FrozenNetwork, trials remembered {time.perf_counter() - start:.2f} s", flush=True)
     print(f"{backbone} precision: {chosen.precision} ({chosen.precision_choice['why']})", flush=True)
     print(

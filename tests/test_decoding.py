@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 from sklearn.datasets import load_sample_images
 
-from featx import FrozenNetwork
+from featx import build_network
 from featx.inputs.images import load_rgb, resized_size
 from featx.models.preprocessing import Preprocessing
 
@@ -47,8 +47,8 @@ def test_it_applies_to_large_jpegs_only_and_respects_exif_rotation():
 
 
 def test_the_decoding_mode_is_in_the_fingerprint_and_full_keeps_the_old_namespace():
-    full = FrozenNetwork("tiny", weights=None, precision="fp32", decoding="full")
-    reduced = FrozenNetwork("tiny", weights=None, precision="fp32", decoding="reduced")
+    full = build_network("tiny", weights=None, precision="fp32", decoding="full")
+    reduced = build_network("tiny", weights=None, precision="fp32", decoding="reduced")
     assert full.fingerprint != reduced.fingerprint
     assert "decoding" not in full.fingerprint["preprocessing"]  # caches written before the option stay valid
     assert reduced.fingerprint["preprocessing"]["decoding"] == "reduced"
@@ -61,7 +61,7 @@ def test_reduced_decoding_keeps_cosine_above_0_99_on_real_photos_with_real_weigh
     buffer = io.BytesIO()
     other.save(buffer, "JPEG", quality=90)
     photos.append(buffer.getvalue())
-    network = FrozenNetwork("efficientnet_lite0", precision="fp32", decoding="full")
+    network = build_network("efficientnet_lite0", precision="fp32", decoding="full")
     settings = network.preprocessing.as_dict()
     full = network(torch.stack([Preprocessing(**settings).decode(p) for p in photos]))
     reduced = network(

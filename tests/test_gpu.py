@@ -15,7 +15,7 @@ import torch
 from conftest import REPO, real_jpeg
 from sklearn.datasets import load_digits
 
-from featx import FeatureCache, FrozenNetwork, LinearProbe, extract_features, load_features
+from featx import FeatureCache, LinearProbe, build_network, extract_features, load_features
 from featx.engines.keyed import decode_jpegs
 from featx.inputs.jpeg import decode_on_device
 from featx.models import tuning
@@ -35,7 +35,7 @@ def test_auto_precision_on_cuda_measures_fp32_fp16_bf16_and_its_choice_keeps_the
     # decoded alike (by the CPU): this compares precisions; the decoders are compared below
     common = dict(decoding="full", batch_size=8)
     on_cpu = extract_features(images, "efficientnet_lite0", device="cpu", precision="fp32", **common)
-    network = FrozenNetwork("efficientnet_lite0", device="cuda")
+    network = build_network("efficientnet_lite0", device="cuda")
     why = network.precision_choice["why"]
     assert network.precision in {"fp32", "fp16", "bf16"}
     assert all(f"{p} " in why for p in ("fp32", "fp16", "bf16")), why  # each timed, each reported
@@ -84,7 +84,7 @@ def test_jpegs_decoded_on_the_gpu_give_the_cpu_decoders_vectors_and_the_same_fai
 
 
 def test_auto_decoding_on_cuda_times_both_decoders_and_remembers_its_choice():
-    network = FrozenNetwork("efficientnet_lite0", device="cuda", precision="fp32")
+    network = build_network("efficientnet_lite0", device="cuda", precision="fp32")
     choice = network.decoding_choice
     assert network.preprocessing.decoding == choice["decoding"] in {"device", "reduced"}
     assert choice["trials"]["device"] > 0 and choice["trials"]["cpu"] > 0, choice

@@ -633,9 +633,10 @@ def test_the_cli_prints_featx_errors_in_one_line_but_a_bug_keeps_its_traceback(m
 def test_a_manifest_naming_few_files_many_times_reads_each_once_and_every_row_gets_its_outcome(
     tmp_path, monkeypatch
 ):
+    from featx.engines import RunOptions
     from featx.engines.local import datasets
     from featx.extract import extract
-    from featx.models.network import FrozenNetwork
+    from featx.models.build import build_network
 
     paths = repeated_paths(tmp_path, 4000)
     reads = []
@@ -643,8 +644,8 @@ def test_a_manifest_naming_few_files_many_times_reads_each_once_and_every_row_ge
     monkeypatch.setattr(
         datasets, "read_content", lambda image, *args: reads.append(image) or original(image, *args)
     )
-    network = FrozenNetwork("tiny", weights=None, precision="fp32")
-    result = extract(paths, network, num_workers=0)
+    network = build_network("tiny", weights=None, precision="fp32")
+    result = extract(paths, network, options=RunOptions(num_workers=0))
     assert sorted(reads) == sorted(str(tmp_path / name) for name in REPEATED)  # each path read once
     assert (result.n_computed, result.n_cached) == (2, 1998)
     np.testing.assert_array_equal(result.features[0::4], np.repeat(result.features[:1], 1000, axis=0))

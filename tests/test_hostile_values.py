@@ -164,16 +164,16 @@ def test_float_pixels_a_rounding_step_above_one_are_clipped_not_refused():
 def test_a_safetensors_file_that_is_damaged_or_of_another_model_is_one_line(tmp_path):
     from safetensors.torch import save_file
 
-    from featx import FrozenNetwork
+    from featx import build_network
 
     damaged = tmp_path / "damaged.safetensors"
     damaged.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{not json")
     with pytest.raises(ParameterError, match="damaged.safetensors.*not a weights file"):
-        FrozenNetwork("timm/test_vit.r160_in1k", weights=str(damaged), device="cpu", precision="fp32")
+        build_network("timm/test_vit.r160_in1k", weights=str(damaged), device="cpu", precision="fp32")
     other = tmp_path / "resnet.safetensors"
     save_file({"conv1.weight": torch.zeros(4, 3, 3, 3)}, str(other))
     with pytest.raises(ParameterError, match="do not fit backbone 'timm/test_vit.r160_in1k'"):
-        FrozenNetwork("timm/test_vit.r160_in1k", weights=str(other), device="cpu", precision="fp32")
+        build_network("timm/test_vit.r160_in1k", weights=str(other), device="cpu", precision="fp32")
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from featx.cache import FeatureCache, Namespace
 
 
-def add_parser(commands: argparse._SubParsersAction) -> None:
+def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     cache = commands.add_parser("cache", help="inspect and maintain a feature cache")
     actions = cache.add_subparsers(required=True, metavar="ACTION")
     info = actions.add_parser("info", help="namespaces, vector counts, bytes")
@@ -49,6 +49,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         help="remove shards written more than DAYS ago",
     )
     prune.set_defaults(run=_cache_prune)
+    return cache
 
 
 def _cache_info(args: argparse.Namespace) -> int:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -11,12 +11,14 @@ import numpy as np
 from featx.cache.store import key_strings
 from featx.errors import ImageError
 from featx.inputs.images import MAX_PIXELS
+from featx.options import POSITIVE_INT, WORKERS, check_fields, chosen_fields, declared
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from featx.cache import Store
-    from featx.models.network import FrozenNetwork, NetworkSpec
+    from featx.models.network import Network
+    from featx.models.spec import NetworkSpec
 
 
 @dataclass
@@ -58,11 +60,27 @@ class RunOptions:
     ``max_pixels``, decoded or resized, fail one by one.
     """
 
-    batch_size: int = 64
-    num_workers: int | None = None
+    batch_size: int = declared(64, "images per forward pass", POSITIVE_INT, metavar="N")
+    num_workers: int | None = declared(
+        None, "decoding processes (default: from the job's size and the cores)", WORKERS, metavar="N"
+    )
     progress: bool = False
     fail_fast: bool = False
-    max_pixels: int = MAX_PIXELS
+    max_pixels: int = declared(
+        MAX_PIXELS,
+        "refuse images with more pixels, decoded or resized (default: PIL's bomb limit)",
+        POSITIVE_INT,
+        metavar="N",
+    )
+
+    def __post_init__(self) -> None:
+        check_fields(RunOptions, vars(self), "RunOptions")
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any], owner: str, **fixed: Any) -> RunOptions:
+        """The options among a door's flat parameters, checked in the name of ``owner``; ``fixed`` are the
+        door's own (``fail_fast`` from its ``on_error``, say)."""
+        return cls(**chosen_fields(cls, params, owner), **fixed)
 
 
 DEFAULTS = RunOptions()
@@ -77,14 +95,14 @@ class Engine(Protocol):
     ``max_pixels``, decoded or resized, fail one by one (kinds ``decompression_bomb`` and ``too_large``).
     """
 
-    def network(self, spec: NetworkSpec) -> FrozenNetwork:
+    def network(self, spec: NetworkSpec) -> Network:
         """The network of ``spec``, resolved (device, precision, weights) where this engine will run it."""
         ...
 
     def fill(
         self,
         images: Sequence[Any],
-        network: FrozenNetwork,
+        network: Network,
         store: Store,
         options: RunOptions = DEFAULTS,
     ) -> Filled: ...
@@ -92,7 +110,7 @@ class Engine(Protocol):
     def stream(
         self,
         shards: Sequence[str],
-        network: FrozenNetwork,
+        network: Network,
         store: Store,
         options: RunOptions = DEFAULTS,
     ) -> tuple[pd.DataFrame, Filled]:

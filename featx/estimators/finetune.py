@@ -32,9 +32,10 @@ from featx.inputs.batches import as_image_list
 from featx.models._registry import get_backbone
 from featx.models.blocks import blocks
 from featx.models.devices import resolve_device
-from featx.models.network import feature_size
+from featx.models.nodes import feature_size
 from featx.models.pooling import Pool, resolve_pooling
 from featx.models.preprocessing import Normalise
+from featx.models.spec import NetworkSpec
 from featx.models.weights import resolve_weights
 from featx.options import FRACTION, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, validate
 
@@ -121,7 +122,9 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
 
     def fit(self, X: Any, y: Any) -> FineTunedClassifier:
         """Train the head, then (``unfreeze > 0``) the last blocks, on the images X with labels y."""
-        validate(type(self).__name__, self.get_params(deep=False), self._parameter_constraints)
+        params, owner = self.get_params(deep=False), type(self).__name__
+        validate(owner, params, self._parameter_constraints)
+        NetworkSpec.from_params(params, owner)  # backbone, weights and device, as every door checks them
         images = as_image_list(X)
         self.classes_, targets = np.unique(_labels(y, len(images)), return_inverse=True)
         if len(self.classes_) < 2:

@@ -1,9 +1,11 @@
-"""``PretrainedFeatures``: a frozen ImageNet network as a scikit-learn transformer."""
+"""``PretrainedFeatures``: a frozen ImageNet network as a scikit-learn transformer, and
+``extract_features``, the same in one call."""
 
 from __future__ import annotations
 
 import re
 import warnings
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -11,26 +13,17 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
 from featx.cache import open_store
-from featx.errors import ImageError
+from featx.engines.base import RunOptions
+from featx.errors import ImageError, ParameterError
 from featx.extract import extract
 from featx.inputs.batches import as_image_list
 from featx.inputs.images import MAX_PIXELS
 from featx.models._registry import Backbone, get_backbone
-from featx.models.network import FrozenNetwork, NetworkSpec, feature_size
-from featx.options import COSINE, MIN_COSINE, ON_ERROR, POSITIVE_INT, WORKERS, validate
-
-# the parameters that pick the network, passed to NetworkSpec as they are
-_SPEC_FIELDS = (
-    "weights",
-    "layer",
-    "pooling",
-    "device",
-    "precision",
-    "compile",
-    "decoding",
-    "min_cosine",
-    "calibration",
-)
+from featx.models.build import build_network
+from featx.models.network import FrozenNetwork
+from featx.models.nodes import feature_size
+from featx.models.spec import NetworkSpec
+from featx.options import MIN_COSINE, ON_ERROR, validate
 
 
 class PretrainedFeatures(TransformerMixin, BaseEstimator):
@@ -49,8 +42,10 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
         "DEFAULT", a weights name ("IMAGENET1K_V2"), a local state-dict file, or None for random init.
     layer : str or None, default=None
         The node to read (see :func:`featx.list_nodes`); None is the backbone's last pooling layer.
-    pooling : {"flatten", "avg", "max"} or None, default=None
-        How a spatial map becomes a vector; None keeps the backbone's choice for its default node, else "avg".
+    pooling : {"flatten", "avg", "max", "cls", "tokens_avg"} or None, default=None
+        How a spatial map ("flatten", "avg", "max") or a transformer's tokens ("cls", "tokens_avg") become
+        a vector; None keeps the backbone's choice for its default node, else "avg" (or the backbone's
+        choice for its other nodes).
     batch_size : int, default=64
     device : str, default="auto"
         "auto" (cuda, then mps, then cpu), or any torch device string.
@@ -101,13 +96,8 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
     >>> clf.fit(train_paths, y_train).score(test_paths, y_test)  # doctest: +SKIP
     """
 
-    _parameter_constraints = {
-        "batch_size": POSITIVE_INT,
-        "num_workers": WORKERS,
-        "on_error": ON_ERROR,
-        "max_pixels": POSITIVE_INT,
-        "min_cosine": COSINE,
-    }
+    # its own parameters; the network's are NetworkSpec's, how it runs RunOptions', each declared there
+    _parameter_constraints = {"on_error": ON_ERROR}
 
     def __init__(
         self,
@@ -158,15 +148,8 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
         check_is_fitted(self, "n_features_out_")
         images = as_image_list(X)
         network = self._network()
-        result = extract(
-            images,
-            network,
-            open_store(network.fingerprint, self.cache_dir),
-            batch_size=self.batch_size,
-            num_workers=self.num_workers,
-            progress=self.progress,
-            max_pixels=self.max_pixels,
-        )
+        options = RunOptions.from_params(self.get_params(deep=False), type(self).__name__)
+        result = extract(images, network, open_store(network.fingerprint, self.cache_dir), options)
         self.errors_: list[ImageError] = result.errors
         if result.errors:
             if self.on_error == "raise":
@@ -190,19 +173,19 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
 
     def _network(self) -> FrozenNetwork:
         """The loaded network, built on first use and kept (not pickled) for later calls."""
-        spec = self._spec()
+        spec = NetworkSpec.from_params(self.get_params(deep=False), type(self).__name__)
         cached = getattr(self, "_loaded", None)
         if cached is None or cached.spec != spec:
-            self._loaded = FrozenNetwork(spec)
+            self._loaded = build_network(spec)
         return self._loaded
 
-    def _spec(self) -> NetworkSpec:
-        return NetworkSpec(self.backbone, **{field: getattr(self, field) for field in _SPEC_FIELDS})
-
-    def _validate(self) -> None:
-        validate(type(self).__name__, self.get_params(deep=False), self._parameter_constraints)
-        get_backbone(self.backbone)
-        self._spec()  # the network's own parameters: precision, compile, pooling, decoding, min_cosine
+    def _validate(self, owner: str | None = None) -> None:
+        """Every parameter, checked in the name of ``owner`` (this estimator's): its own, the network's and
+        how it runs."""
+        params, owner = self.get_params(deep=False), owner or type(self).__name__
+        validate(owner, params, self._parameter_constraints)
+        NetworkSpec.from_params(params, owner)
+        RunOptions.from_params(params, owner)
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -215,3 +198,33 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
         tags.requires_fit = True
         tags.non_deterministic = False
         return tags
+
+
+def extract_features(images: Any, backbone: str | Backbone = "resnet50", **params: Any) -> np.ndarray:
+    """Feature vectors of a sequence of images: an (n_images, n_features) float32 array, input order.
+
+    ``PretrainedFeatures(backbone, **params).fit_transform(images)`` in one call: ``params`` are the
+    transformer's, checked the same way. ``on_error="raise"`` (the default) raises the first failure,
+    naming the input's index, path and reason; ``on_error="nan"`` returns NaN rows for failed inputs.
+    With ``cache_dir``, vectors are read from and written to the on-disk cache shared with
+    ``featx extract``.
+    """
+    transformer = checked_transformer("extract_features", {"backbone": backbone, **params})
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"\d+ of \d+ images failed and are NaN rows")
+        return transformer.fit_transform(images)
+
+
+def checked_transformer(owner: str, params: Mapping[str, Any]) -> PretrainedFeatures:
+    """The transformer of ``params`` for a door that takes its parameters (``owner``): an unknown name or a
+    value not accepted is refused in the door's name, before any image is read."""
+    names = PretrainedFeatures._get_param_names()
+    unknown = sorted(set(params) - set(names))
+    if unknown:
+        raise ParameterError(
+            f"{owner} got {', '.join(map(repr, unknown))}: it takes the parameters of PretrainedFeatures "
+            f"({', '.join(names)})"
+        )
+    transformer = PretrainedFeatures(**params)
+    transformer._validate(owner)
+    return transformer

@@ -121,7 +121,7 @@ def compare_finetuning(
     how many were; ``max_folds=None`` runs all). ``fit_s`` is the price of each point of accuracy.
     """
     from featx.estimators.finetune import FineTunedClassifier
-    from featx.models.network import feature_size
+    from featx.models.nodes import feature_size
 
     images, y = as_image_list(images), np.asarray(y)
     folds = make_folds(y, cv, split=split, random_state=random_state)[:max_folds]

@@ -5,7 +5,6 @@ data, so a plain paired t-test over folds is too optimistic."""
 from __future__ import annotations
 
 import math
-import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,9 +16,9 @@ from sklearn.base import BaseEstimator
 
 from featx.errors import ParameterError
 from featx.estimators.pixels import RawPixels
+from featx.estimators.transformer import checked_transformer, extract_features
 from featx.evaluate.classifiers import as_classifier
 from featx.evaluate.folds import corrected_paired_ttest, fold_scores, format_accuracy, make_folds, summarise
-from featx.extract import extract_features
 from featx.inputs.batches import as_image_list
 from featx.models._registry import Backbone, get_backbone
 from featx.options import BLAS_THREADS, check
@@ -85,15 +84,10 @@ def transfer_report(
     split: Sequence[str] | None = None,
     pixel_size: int = 32,
     dataset: str | None = None,
-    cache_dir: str | os.PathLike | None = None,
-    batch_size: int = 64,
-    device: str = "auto",
-    precision: str = "auto",
-    num_workers: int | None = None,
-    progress: bool = False,
     n_jobs: int | None = None,
     blas_threads: str = "auto",
     random_state: int = 0,
+    **params: Any,
 ) -> TransferReport:
     """Did pretrained features help on these images? Measure them against raw pixels and random weights.
 
@@ -112,6 +106,8 @@ def transfer_report(
     cv, split : the folds, as in :func:`compare_classifiers`; the verdict's noise estimate needs cv >= 2.
     dataset : a name for the verdict sentence.
     blas_threads : as in :func:`compare_classifiers`; ``summary.attrs["blas"]`` says what each trial chose.
+    **params : any other parameter of :class:`featx.PretrainedFeatures` (``cache_dir``, ``device``,
+        ``precision``, ``decoding``, ``batch_size``...), the same for every feature set.
     """
     check("blas_threads", blas_threads, BLAS_THREADS, "transfer_report")
     images = as_image_list(images)
@@ -122,15 +118,14 @@ def transfer_report(
     if unknown:
         raise ParameterError(f"baselines={list(baselines)}: {unknown} unknown; use any of {BASELINES}")
     specs = [get_backbone(b) for b in ([backbones] if isinstance(backbones, (str, Backbone)) else backbones)]
-    settings = dict(
-        cache_dir=cache_dir,
-        batch_size=batch_size,
-        device=device,
-        precision=precision,
-        num_workers=num_workers,
-        on_error="nan",
-        progress=progress,
-    )
+    owned = sorted({"backbone", "layer", "on_error"} & set(params))
+    if owned:
+        raise ParameterError(
+            f"transfer_report sets {owned} itself (from backbones= and layers=; failed images are left "
+            "out); leave them out"
+        )
+    settings = {**params, "on_error": "nan"}
+    checked_transformer("transfer_report", {**settings, "weights": weights})  # before minutes of work
     sets = []
     for spec in specs:
         for layer in _layers(spec, layers):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pandas as pd
 
 from featx.models._registry import listing
-from featx.models.network import feature_size
+from featx.models.nodes import feature_size
 
 #: Listings of at most this many names compute feature sizes unless told otherwise.
 SIZED_ROWS = 100

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from featx.cache import Store
-from featx.models.network import FrozenNetwork
+from featx.models.network import Network
 from featx.models.pending import PendingVectors
 
 MAX_WAITING_BYTES = 256 * 2**20  # vectors the network may run ahead of the disk by (at least one batch)
@@ -30,7 +30,7 @@ class Batches:
 
     Use as a context manager: leaving it waits for every commit (and raises a writer's error)."""
 
-    def __init__(self, network: FrozenNetwork, store: Store, batch_size: int):
+    def __init__(self, network: Network, store: Store, batch_size: int):
         self.network, self.batch_size = network, batch_size
         self.computed = 0
         self._keys: list[str] = []

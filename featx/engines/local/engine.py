@@ -39,22 +39,23 @@ from featx.engines.local.workers import (
 from featx.engines.plan import every_failure, first_missing, once_per_path, share_with_repeats
 from featx.engines.streaming import Streamed, assemble
 from featx.errors import ImageError
-from featx.inputs.bounds import MAX_PIXELS
 from featx.inputs.images import ImageInput, describe
-from featx.models.network import FrozenNetwork, NetworkSpec
+from featx.models.build import build_network
+from featx.models.network import Network
+from featx.models.spec import NetworkSpec
 
 
 class LocalEngine:
     """Read, key and decode in DataLoader worker processes, run the network here. See :class:`featx.engines.Engine`."""
 
-    def network(self, spec: NetworkSpec) -> FrozenNetwork:
+    def network(self, spec: NetworkSpec) -> Network:
         """The network of ``spec``, loaded in this process, where it runs."""
-        return FrozenNetwork(spec)
+        return build_network(spec)
 
     def fill(
         self,
         images: Sequence[ImageInput],
-        network: FrozenNetwork,
+        network: Network,
         store: Store,
         options: RunOptions = DEFAULTS,
     ) -> Filled:
@@ -76,7 +77,7 @@ class LocalEngine:
     def stream(
         self,
         shards: Sequence[str],
-        network: FrozenNetwork,
+        network: Network,
         store: Store,
         options: RunOptions = DEFAULTS,
     ) -> tuple[pd.DataFrame, Filled]:
@@ -89,21 +90,20 @@ class LocalEngine:
 def compute_missing(
     images: Sequence[ImageInput],
     keys: Sequence[str],
-    network: FrozenNetwork,
+    network: Network,
     store: Store,
-    *,
-    batch_size: int = 64,
-    max_pixels: int = MAX_PIXELS,
+    options: RunOptions = DEFAULTS,
 ) -> int:
-    """Compute, in this process, the vectors of ``keys`` the store lacks (a re-read after a checksum failure)."""
+    """Compute, in this process, the vectors of ``keys`` the store lacks (a re-read after a checksum
+    failure), in the batch size and pixel bound of ``options``."""
     todo = first_missing(keys, set(store.missing(keys)))
-    options = RunOptions(batch_size=batch_size, num_workers=0, max_pixels=max_pixels)
-    return run([images[i] for i in todo], network, store, options).n_computed
+    quiet = replace(options, num_workers=0, progress=False, fail_fast=False)
+    return run([images[i] for i in todo], network, store, quiet).n_computed
 
 
 def run(
     images: Sequence[ImageInput],
-    network: FrozenNetwork,
+    network: Network,
     store: Store,
     options: RunOptions = DEFAULTS,
     progress: tqdm | None = None,
@@ -169,7 +169,7 @@ def run(
 
 def run_shards(
     shards: list[str],
-    network: FrozenNetwork,
+    network: Network,
     store: Store,
     options: RunOptions = DEFAULTS,
     progress: tqdm | None = None,
@@ -248,7 +248,7 @@ def _add(
 
 
 def _decoding_loader(
-    dataset: Dataset | IterableDataset, collate_fn: Any, workers: int, network: FrozenNetwork, batch_size: int
+    dataset: Dataset | IterableDataset, collate_fn: Any, workers: int, network: Network, batch_size: int
 ) -> DataLoader:
     """How a job's decoders start, written once for both kinds of job: ``workers`` processes (none: here),
     niced beside a CPU network, started from a fork server in a process connected to Ray."""
@@ -264,7 +264,7 @@ def _decoding_loader(
     )
 
 
-def _pin(network: FrozenNetwork) -> bool:
+def _pin(network: Network) -> bool:
     """Pinned worker batches for a GPU, unless the workers hand over JPEG bytes (nothing to pin, and
     pinning walks every sample holding the GIL). A RemoteNetwork's "cuda" may be a Ray worker's GPU."""
     cuda = network.device.type == "cuda" and torch.cuda.is_available()
