@@ -55,7 +55,8 @@ class RunOptions:
     ``batch_size`` images per forward pass; ``num_workers`` decoding processes (None: chosen from the job
     size and the cores; 0: decode in this process); ``progress`` a bar for a person watching;
     ``fail_fast`` raises the first failure once the vectors decoded before it are stored; images over
-    ``max_pixels``, decoded or resized, fail one by one.
+    ``max_pixels``, decoded or resized, fail one by one. ``forward_batch`` images per forward pass where
+    it differs from the ``batch_size`` the workers decode in (None: the same), e.g. decode 64, forward 256.
     """
 
     batch_size: int = 64
@@ -63,6 +64,7 @@ class RunOptions:
     progress: bool = False
     fail_fast: bool = False
     max_pixels: int = MAX_PIXELS
+    forward_batch: int | None = None
 
 
 DEFAULTS = RunOptions()

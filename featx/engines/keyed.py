@@ -4,7 +4,8 @@ the shard streamers differ only in how they read the bytes; they call :func:`key
 rest, so a cached input is never decoded and a failure is an :class:`~featx.errors.ImageError` alike.
 
 With ``decoding="device"`` a JPEG the device can decode stays bytes here; the process that runs the
-network decodes the batch's JPEGs on its device with :func:`decode_jpegs`."""
+network decodes the batch's JPEGs on its device with :func:`decode_uncropped` (the job's decoding
+stage) or :func:`decode_jpegs` (decoded and cropped in one call)."""
 
 from __future__ import annotations
 
@@ -61,26 +62,52 @@ class DeviceDecoded(NamedTuple):
     errors: list[ImageError]
 
 
+class Uncropped(NamedTuple):
+    """A batch's JPEGs decoded on the device, not yet resized: ``images`` (full size, on the device) of
+    ``keys``, then what the device failed on, decoded by the CPU path (``fallback``, cropped), and the
+    failures. The decoding stage stops here; the issuing stage crops on the compute stream."""
+
+    keys: list[str]
+    images: list[torch.Tensor]
+    fallback: DeviceDecoded
+
+
+def decode_uncropped(
+    jpegs: Sequence[tuple[int, str, str, bytes | torch.Tensor]],
+    preprocessing: Preprocessing,
+    device: torch.device,
+    max_pixels: int,
+) -> Uncropped:
+    """JPEGs that :func:`key_and_decode` left as bytes, as ``(index, source, key, content)``: decoded on
+    ``device`` in one batch; one the device fails on is decoded by the CPU path instead, which raises the
+    error the CPU decoders would (an input that is broken fails alike whichever path it took)."""
+    decoded = decode_on_device([content for *_, content in jpegs], device)
+    keys = [key for (_, _, key, _), image in zip(jpegs, decoded) if image is not None]
+    images = [image for image in decoded if image is not None]
+    fallback_keys, pixels, errors = [], [], []
+    for (index, source, key, content), image in zip(jpegs, decoded):
+        if image is None:
+            content = bytes(content.numpy()) if isinstance(content, torch.Tensor) else content
+            try:
+                pixels.append(preprocessing.decode(content, index, max_pixels, source)[None].to(device))
+                fallback_keys.append(key)
+            except ImageError as error:
+                errors.append(error)
+    fallback = DeviceDecoded(fallback_keys, torch.cat(pixels) if pixels else None, errors)
+    return Uncropped(keys, images, fallback)
+
+
 def decode_jpegs(
-    jpegs: Sequence[tuple[int, str, str, bytes]],
+    jpegs: Sequence[tuple[int, str, str, bytes | torch.Tensor]],
     preprocessing: Preprocessing,
     device: torch.device,
     max_pixels: int,
 ) -> DeviceDecoded:
-    """JPEGs that :func:`key_and_decode` left as bytes, as ``(index, source, key, content)``: decoded on
-    ``device`` in one batch, resized and cropped there; one the device fails on is decoded by the CPU
-    path instead, which raises the error the CPU decoders would (an input that is broken fails alike
-    whichever path it took)."""
-    decoded = decode_on_device([content for *_, content in jpegs], device)
-    keys = [key for (_, _, key, _), image in zip(jpegs, decoded) if image is not None]
-    rows = [image for image in decoded if image is not None]
-    pixels = [preprocessing.crop_batch(rows)] if rows else []
-    errors = []
-    for (index, source, key, content), image in zip(jpegs, decoded):
-        if image is None:
-            try:
-                pixels.append(preprocessing.decode(content, index, max_pixels, source)[None].to(device))
-                keys.append(key)
-            except ImageError as error:
-                errors.append(error)
-    return DeviceDecoded(keys, torch.cat(pixels) if pixels else None, errors)
+    """:func:`decode_uncropped`, resized and cropped on ``device``: the rows the device decoded, then
+    those the CPU path decoded."""
+    raw = decode_uncropped(jpegs, preprocessing, device, max_pixels)
+    pixels = [preprocessing.crop_batch(raw.images)] if raw.images else []
+    if raw.fallback.pixels is not None:
+        pixels.append(raw.fallback.pixels)
+    keys = raw.keys + raw.fallback.keys
+    return DeviceDecoded(keys, torch.cat(pixels) if pixels else None, raw.fallback.errors)

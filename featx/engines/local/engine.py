@@ -12,23 +12,27 @@ from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 from tqdm.auto import tqdm
 
 from featx.cache import Namespace, Store, stat_memo
+from featx.cache.store import key_strings
 from featx.engines.base import DEFAULTS, Filled, RunOptions, no_keys
-from featx.engines.keyed import decode_jpegs
 from featx.engines.local import seen
-from featx.engines.local.batches import Batches
 from featx.engines.local.datasets import (
+    CACHED,
+    DECODED,
+    JPEG,
     ReadKeyDecode,
     StreamShards,
     stack_decoded,
     stack_streamed,
     unremembered,
 )
+from featx.engines.local.stages import LocalJob, Work
 from featx.engines.local.workers import (
     decoders_should_yield,
     default_num_workers,
@@ -131,39 +135,42 @@ def run(
     )
     failures: list[ImageError] = []
     n_seen = n_decoded = 0
-    with Batches(network, store, options.batch_size) as batches:
-        for samples, pixels in _iterate(loader):
-            decoded, jpegs = [], []
-            for index, key, outcome, file_signature in samples:
-                if key is not None:
-                    keys[index] = key
-                if file_signature is not None:
-                    seen.remember(images[index], file_signature, key)
-                if isinstance(outcome, ImageError):
-                    failures.append(outcome)
-                elif outcome is None:
-                    n_cached += 1
-                elif isinstance(outcome, bytes):
-                    jpegs.append((index, describe(images[index]), key, outcome))
-                else:
-                    decoded.append(key)
-            failures += _add(batches, decoded, pixels, jpegs, options.max_pixels)
+    with LocalJob(network, store, options) as job:
+        for packed in _iterate(loader):
+            has_key = packed.keys != b""
+            keys[packed.indices[has_key]] = packed.keys[has_key]
+            for position, signature in packed.signatures.items():
+                seen.remember(images[packed.indices[position]], signature, packed.keys[position].decode())
+            failures += packed.errors.values()
+            n_cached += int(np.count_nonzero(packed.codes == CACHED))
+            jpegs = [
+                (index, describe(images[index]), key, content)
+                for index, key, content in zip(
+                    packed.indices[packed.codes == JPEG].tolist(),
+                    key_strings(packed.keys[packed.codes == JPEG]),
+                    packed.jpeg_views(),
+                )
+            ]
+            decoded = key_strings(packed.keys[packed.codes == DECODED])
             n_decoded += len(decoded) + len(jpegs)
-            n_seen += len(samples)
-            batches.commit_full(expected=round(len(todo) * n_decoded / n_seen))
-            if options.fail_fast and failures:
-                batches.commit_all()
-                raise min(failures, key=lambda e: e.index)
+            n_seen += len(packed.codes)
+            job.put(Work(decoded, packed.pixels, jpegs, round(len(todo) * n_decoded / n_seen)))
+            failures += job.take_failures()
+            if options.fail_fast and (failures or job.pipeline.stopped):
+                job.finish()
+                raise min(failures + job.take_failures(), key=lambda e: e.index)
             if progress is not None:
-                progress.update(len(samples))
+                progress.update(len(packed.codes))
                 # as a string: tqdm's own number format shows 70,000 as "7e+4"
                 progress.set_postfix_str(
-                    f"cached={n_cached}, computed={batches.computed}, failed={len(failures)}", refresh=False
+                    f"cached={n_cached}, computed={job.batches.computed}, failed={len(failures)}",
+                    refresh=False,
                 )
-        batches.commit_all()
+        job.finish()
+        failures += job.take_failures()
     n_cached += share_with_repeats(repeats, keys, failures, lambda i: describe(images[i]))
     return Filled(
-        keys, every_failure(failures, keys, lambda i: describe(images[i])), n_cached, batches.computed
+        keys, every_failure(failures, keys, lambda i: describe(images[i])), n_cached, job.batches.computed
     )
 
 
@@ -191,60 +198,50 @@ def run_shards(
     entries: list[Streamed] = []
     n_cached = n_decoded = n_failed = 0
     started: set[int] = set()
-    with Batches(network, store, options.batch_size) as batches:
-        for streamed, outcomes, pixels in _iterate(loader):
-            decoded_keys, jpegs = [], []
-            for entry, outcome in zip(streamed, outcomes):
-                started.add(entry.shard)
-                if isinstance(outcome, bytes):  # its index here: its place in ``entries``
-                    jpegs.append((len(entries), entry.path, entry.key, outcome))
-                elif outcome:
-                    decoded_keys.append(entry.key)
-                elif entry.key is not None and entry.error is None:
-                    n_cached += 1
-                n_failed += entry.error is not None
-                entries.append(entry)
-            for failure in _add(batches, decoded_keys, pixels, jpegs, options.max_pixels):
-                entry = entries[failure.index]
-                entries[failure.index] = replace(entry, error=failure.at(entry.position))
-                n_failed += 1
-            n_decoded += len(decoded_keys) + len(jpegs)
+
+    def device_failures() -> int:  # a failure's index: its entry's place in ``entries``
+        taken = job.take_failures()
+        for failure in taken:
+            entry = entries[failure.index]
+            entries[failure.index] = replace(entry, error=failure.at(entry.position))
+        return len(taken)
+
+    with LocalJob(network, store, options) as job:
+        for streamed, packed in _iterate(loader):
+            first = len(entries)
+            entries += streamed
+            started.update(entry.shard for entry in streamed)
+            n_failed += sum(entry.error is not None for entry in streamed)
+            n_cached += sum(
+                entry.key is not None and entry.error is None and entry.skipped is None
+                for entry, code in zip(streamed, packed.codes.tolist())
+                if code == CACHED
+            )
+            jpegs = [
+                (first + position, streamed[position].path, streamed[position].key, content)
+                for position, content in zip(
+                    np.flatnonzero(packed.codes == JPEG).tolist(), packed.jpeg_views()
+                )
+            ]
+            decoded = key_strings(packed.keys[packed.codes == DECODED])
+            n_decoded += len(decoded) + len(jpegs)
             # how many this job computes is known only at its end: estimated from the shards begun so far
-            batches.commit_full(expected=round(n_decoded * len(shards) / len(started)))
-            if options.fail_fast and n_failed:
-                batches.commit_all()
-                raise assemble(entries, shards, n_cached, batches.computed)[1].errors[0]
+            job.put(Work(decoded, packed.pixels, jpegs, round(n_decoded * len(shards) / len(started))))
+            n_failed += device_failures()
+            if options.fail_fast and (n_failed or job.pipeline.stopped):
+                job.finish()
+                device_failures()
+                raise assemble(entries, shards, n_cached, job.batches.computed)[1].errors[0]
             if progress is not None:
                 progress.update(len(streamed))
                 progress.set_postfix_str(
                     f"shards={len(started)}/{len(shards)}, cached={n_cached}, "
-                    f"computed={batches.computed}, failed={n_failed}",
+                    f"computed={job.batches.computed}, failed={n_failed}",
                     refresh=False,
                 )
-        batches.commit_all()
-    return assemble(entries, shards, n_cached, batches.computed)
-
-
-def _add(
-    batches: Batches,
-    keys: list[str],
-    pixels: torch.Tensor | None,
-    jpegs: list[tuple[int, str, str, bytes]],
-    max_pixels: int,
-) -> list[ImageError]:
-    """Add a worker batch's decoded rows, then its JPEGs decoded on the network's device; returns the
-    failures of those JPEGs (their index as given in ``jpegs``). Where JPEGs are decoded on the device,
-    the workers' rows go there too, so that a batch's rows share one device."""
-    network = batches.network
-    if keys:
-        on_device = network.preprocessing.decoding == "device"
-        batches.add(keys, pixels.to(network.device, non_blocking=True) if on_device else pixels)
-    if not jpegs:
-        return []
-    decoded = decode_jpegs(jpegs, network.preprocessing, network.device, max_pixels)
-    if decoded.keys:
-        batches.add(decoded.keys, decoded.pixels)
-    return decoded.errors
+        job.finish()
+        device_failures()
+    return assemble(entries, shards, n_cached, job.batches.computed)
 
 
 def _decoding_loader(
