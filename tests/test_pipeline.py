@@ -97,3 +97,57 @@ def test_gpu_overlap_benchmark_runs_the_job_s_scheduling_with_stand_ins_and_over
 
     measured = gpu_overlap.measure(n=40, size=16, decode_ms=10, forward_ms=10)
     assert measured["overlap"] > 0.65  # fully serialised stages: 0.5
+
+
+def _jpeg_files(tmp_path, n):
+    from conftest import real_jpeg
+
+    paths = [tmp_path / f"{i}.jpg" for i in range(n)]
+    for i, path in enumerate(paths):
+        path.write_bytes(real_jpeg(i))
+    return [str(p) for p in paths]
+
+
+def test_fail_fast_on_a_device_failure_stores_the_batches_before_it_and_computes_none_after(
+    tmp_path, monkeypatch
+):
+    from featx.cache.store import MemoryNamespace
+    from featx.engines.base import RunOptions
+    from featx.engines.local import engine, stages
+    from featx.errors import ImageError
+    from featx.models.network import FrozenNetwork
+
+    paths = _jpeg_files(tmp_path, 12)
+    real = stages.decode_uncropped
+
+    def failing_on_the_fifth(jpegs, *args):  # the device and then the CPU path fail on input 5
+        decoded = real([j for j in jpegs if j[0] != 5], *args)
+        if any(j[0] == 5 for j in jpegs):
+            decoded.fallback.errors.append(ImageError(5, paths[5], "truncated", "ends early"))
+        return decoded
+
+    monkeypatch.setattr(stages, "decode_uncropped", failing_on_the_fifth)
+    network = FrozenNetwork("tiny", weights=None, precision="fp32", decoding="device")
+    store = MemoryNamespace({})
+    options = RunOptions(batch_size=2, num_workers=0, fail_fast=True)
+    with pytest.raises(ImageError, match="5.jpg"):
+        engine.run(paths, network, store, options)
+    stored = len(store.known())
+    assert stored == 5  # inputs 0-3, and 4 beside the failure in its batch; nothing after it
+
+
+def test_the_network_runs_its_own_batch_size_whatever_the_decoders_batch(tmp_path):
+    from featx.cache.store import MemoryNamespace
+    from featx.engines.base import RunOptions
+    from featx.engines.local import engine
+    from featx.models.network import FrozenNetwork
+
+    network = FrozenNetwork("tiny", weights=None, precision="fp32")
+    sizes = []
+    submit = network.submit
+    network.submit = lambda batch: sizes.append(len(batch)) or submit(batch)
+    paths = _jpeg_files(tmp_path, 20)
+    filled = engine.run(
+        paths, network, MemoryNamespace({}), RunOptions(batch_size=4, num_workers=0, forward_batch=8)
+    )
+    assert sizes == [8, 8, 4] and filled.n_computed == 20 and not filled.errors
