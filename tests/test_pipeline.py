@@ -123,7 +123,7 @@ def test_fail_fast_on_a_device_failure_stores_the_batches_before_it_and_computes
     def failing_on_the_fifth(jpegs, *args):  # the device and then the CPU path fail on input 5
         decoded = real([j for j in jpegs if j[0] != 5], *args)
         if any(j[0] == 5 for j in jpegs):
-            decoded.fallback.errors.append(ImageError(5, paths[5], "truncated", "ends early"))
+            decoded.cropped.errors.append(ImageError(5, paths[5], "truncated", "ends early"))
         return decoded
 
     monkeypatch.setattr(stages, "decode_uncropped", failing_on_the_fifth)

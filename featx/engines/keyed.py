@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 import torch
 
 from featx.errors import ImageError
+from featx.inputs import dali
 from featx.inputs.images import hash_content
 from featx.inputs.jpeg import decode_on_device, device_decodable
 from featx.models.preprocessing import Preprocessing
@@ -46,7 +47,9 @@ def key_and_decode(
     key = hash_content(content)
     if key in known:
         return Keyed(key, None, None)
-    if preprocessing.decoding == "device" and device_decodable(content, max_pixels, preprocessing.resize):
+    if preprocessing.decoding in ("device", "dali") and device_decodable(
+        content, max_pixels, preprocessing.resize
+    ):
         return Keyed(key, content, None)
     try:
         return Keyed(key, preprocessing.decode(content, index, max_pixels, source=source), None)
@@ -63,13 +66,14 @@ class DeviceDecoded(NamedTuple):
 
 
 class Uncropped(NamedTuple):
-    """A batch's JPEGs decoded on the device, not yet resized: ``images`` (full size, on the device) of
-    ``keys``, then what the device failed on, decoded by the CPU path (``fallback``, cropped), and the
-    failures. The decoding stage stops here; the issuing stage crops on the compute stream."""
+    """A batch's JPEGs decoded on the device, not all resized yet: ``images`` (full size, on the device)
+    of ``keys``, and the rows already cropped (``cropped``: by DALI, or by the CPU path for what the device
+    failed on) with the failures. The decoding stage stops here; the issuing stage crops the rest on the
+    compute stream."""
 
     keys: list[str]
     images: list[torch.Tensor]
-    fallback: DeviceDecoded
+    cropped: DeviceDecoded
 
 
 def decode_uncropped(
@@ -79,22 +83,44 @@ def decode_uncropped(
     max_pixels: int,
 ) -> Uncropped:
     """JPEGs that :func:`key_and_decode` left as bytes, as ``(index, source, key, content)``: decoded on
-    ``device`` in one batch; one the device fails on is decoded by the CPU path instead, which raises the
+    ``device`` in one batch (by nvJPEG, full size; by DALI, resized and cropped too); one the device fails on is decoded by the CPU path instead, which raises the
     error the CPU decoders would (an input that is broken fails alike whichever path it took)."""
-    decoded = decode_on_device([content for *_, content in jpegs], device)
+    contents = [content for *_, content in jpegs]
+    if preprocessing.decoding == "dali":
+        rows = dali.decode_crop(contents, preprocessing, device)
+        failed = [row is None for row in rows]
+        return Uncropped([], [], _cropped(jpegs, rows, failed, preprocessing, device, max_pixels))
+    decoded = decode_on_device(contents, device)
     keys = [key for (_, _, key, _), image in zip(jpegs, decoded) if image is not None]
     images = [image for image in decoded if image is not None]
-    fallback_keys, pixels, errors = [], [], []
-    for (index, source, key, content), image in zip(jpegs, decoded):
-        if image is None:
+    failed = [image is None for image in decoded]
+    none = [None] * len(jpegs)
+    return Uncropped(keys, images, _cropped(jpegs, none, failed, preprocessing, device, max_pixels))
+
+
+def _cropped(
+    jpegs: Sequence[tuple[int, str, str, bytes | torch.Tensor]],
+    rows: Sequence[torch.Tensor | None],
+    failed: Sequence[bool],
+    preprocessing: Preprocessing,
+    device: torch.device,
+    max_pixels: int,
+) -> DeviceDecoded:
+    """The rows already cropped on the device, and each JPEG the device ``failed`` on decoded by the CPU
+    path, whose error names what is wrong with it."""
+    keys, pixels, errors = [], [], []
+    for (index, source, key, content), row, fails in zip(jpegs, rows, failed):
+        if row is not None:
+            keys.append(key)
+            pixels.append(row[None])
+        elif fails:
             content = bytes(content.numpy()) if isinstance(content, torch.Tensor) else content
             try:
                 pixels.append(preprocessing.decode(content, index, max_pixels, source)[None].to(device))
-                fallback_keys.append(key)
+                keys.append(key)
             except ImageError as error:
                 errors.append(error)
-    fallback = DeviceDecoded(fallback_keys, torch.cat(pixels) if pixels else None, errors)
-    return Uncropped(keys, images, fallback)
+    return DeviceDecoded(keys, torch.cat(pixels) if pixels else None, errors)
 
 
 def decode_jpegs(
@@ -107,7 +133,7 @@ def decode_jpegs(
     those the CPU path decoded."""
     raw = decode_uncropped(jpegs, preprocessing, device, max_pixels)
     pixels = [preprocessing.crop_batch(raw.images)] if raw.images else []
-    if raw.fallback.pixels is not None:
-        pixels.append(raw.fallback.pixels)
-    keys = raw.keys + raw.fallback.keys
-    return DeviceDecoded(keys, torch.cat(pixels) if pixels else None, raw.fallback.errors)
+    if raw.cropped.pixels is not None:
+        pixels.append(raw.cropped.pixels)
+    keys = raw.keys + raw.cropped.keys
+    return DeviceDecoded(keys, torch.cat(pixels) if pixels else None, raw.cropped.errors)

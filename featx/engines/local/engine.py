@@ -32,7 +32,7 @@ from featx.engines.local.datasets import (
     stack_streamed,
     unremembered,
 )
-from featx.engines.local.stages import LocalJob, Work
+from featx.engines.local.stages import ON_DEVICE, LocalJob, Work
 from featx.engines.local.workers import (
     decoders_should_yield,
     default_num_workers,
@@ -265,7 +265,7 @@ def _pin(network: FrozenNetwork) -> bool:
     """Pinned worker batches for a GPU, unless the workers hand over JPEG bytes (nothing to pin, and
     pinning walks every sample holding the GIL). A RemoteNetwork's "cuda" may be a Ray worker's GPU."""
     cuda = network.device.type == "cuda" and torch.cuda.is_available()
-    return cuda and network.preprocessing.decoding != "device"
+    return cuda and network.preprocessing.decoding not in ON_DEVICE
 
 
 def _iterate(loader: DataLoader) -> Iterator[Any]:

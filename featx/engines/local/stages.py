@@ -23,6 +23,9 @@ from featx.engines.local.batches import Batches
 from featx.engines.pipeline import Lanes, Pipeline
 from featx.errors import ImageError
 
+#: The decodings that decode JPEGs on the network's device, in the decoding thread.
+ON_DEVICE = ("device", "dali")
+
 
 class Work(NamedTuple):
     """A worker's batch, as the job's thread hands it on: ``pixels`` (decoded by the workers) of ``keys``,
@@ -51,7 +54,7 @@ class LocalJob:
     def __init__(self, network: Any, store: Store, options: RunOptions):
         self.network, self.options = network, options
         self.batches = Batches(network, store, options.forward_batch or options.batch_size)
-        self._on_device = network.preprocessing.decoding == "device"
+        self._on_device = network.preprocessing.decoding in ON_DEVICE
         self._failures: list[ImageError] = []  # appended by the decoding thread
         self._lanes = Lanes(network.device)
         self.pipeline = Pipeline(self.decode, self.issue, self._lanes)
@@ -90,8 +93,8 @@ class LocalJob:
         if work.jpegs:
             preprocessing = self.network.preprocessing
             jpegs = decode_uncropped(work.jpegs, preprocessing, device, self.options.max_pixels)
-            if jpegs.fallback.errors:
-                self._failures.extend(jpegs.fallback.errors)
+            if jpegs.cropped.errors:
+                self._failures.extend(jpegs.cropped.errors)
                 if self.options.fail_fast:
                     self.pipeline.stop()  # nothing after this batch is computed
         return Decoded(work.keys, pixels, jpegs, work.expected)
@@ -107,8 +110,8 @@ class LocalJob:
             if decoded.jpegs.images:
                 cropped = self.network.preprocessing.crop_batch(decoded.jpegs.images)
                 batches.add(decoded.jpegs.keys, cropped)
-            if decoded.jpegs.fallback.keys:
-                batches.add(decoded.jpegs.fallback.keys, decoded.jpegs.fallback.pixels)
+            if decoded.jpegs.cropped.keys:
+                batches.add(decoded.jpegs.cropped.keys, decoded.jpegs.cropped.pixels)
         batches.commit_full(decoded.expected)
 
 
@@ -118,7 +121,7 @@ def _used_here(decoded: Decoded) -> None:
     stream = torch.cuda.current_stream()
     tensors = [decoded.pixels]
     if decoded.jpegs is not None:
-        tensors += [*decoded.jpegs.images, decoded.jpegs.fallback.pixels]
+        tensors += [*decoded.jpegs.images, decoded.jpegs.cropped.pixels]
     for tensor in tensors:
         if tensor is not None and tensor.is_cuda:
             tensor.record_stream(stream)
