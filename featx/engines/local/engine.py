@@ -2,37 +2,34 @@
 if the store lacks that key; the network runs in full batches in this process, and each batch is committed
 to the store as soon as the disk takes it (``batches.py``), so an interrupted job keeps its work.
 
-What the workers run is ``datasets.py``.
+What the workers run is ``datasets.py``; this thread keeps the books of each worker batch (keys,
+failures, progress) and hands it to the pipeline (``stages.py``), whose decoding, issuing and commit
+threads overlap.
 """
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Iterator, Sequence
-from dataclasses import replace
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 from tqdm.auto import tqdm
 
 from featx.cache import Namespace, Store, stat_memo
-from featx.cache.store import key_strings
 from featx.engines.base import DEFAULTS, Filled, RunOptions, no_keys
 from featx.engines.local import seen
+from featx.engines.local.books import FileBooks, ShardBooks
 from featx.engines.local.datasets import (
-    CACHED,
-    DECODED,
-    JPEG,
     ReadKeyDecode,
     StreamShards,
     stack_decoded,
     stack_streamed,
     unremembered,
 )
-from featx.engines.local.stages import ON_DEVICE, LocalJob, Work
+from featx.engines.local.stages import ON_DEVICE, LocalJob
 from featx.engines.local.workers import (
     decoders_should_yield,
     default_num_workers,
@@ -41,8 +38,7 @@ from featx.engines.local.workers import (
     yield_to_the_network,
 )
 from featx.engines.plan import every_failure, first_missing, once_per_path, share_with_repeats
-from featx.engines.streaming import Streamed, assemble
-from featx.errors import ImageError
+from featx.engines.streaming import assemble
 from featx.inputs.bounds import MAX_PIXELS
 from featx.inputs.images import ImageInput, describe
 from featx.models.network import FrozenNetwork, NetworkSpec
@@ -133,44 +129,13 @@ def run(
         network,
         options.batch_size,
     )
-    failures: list[ImageError] = []
-    n_seen = n_decoded = 0
-    with LocalJob(network, store, options) as job:
-        for packed in _iterate(loader):
-            has_key = packed.keys != b""
-            keys[packed.indices[has_key]] = packed.keys[has_key]
-            for position, signature in packed.signatures.items():
-                seen.remember(images[packed.indices[position]], signature, packed.keys[position].decode())
-            failures += packed.errors.values()
-            n_cached += int(np.count_nonzero(packed.codes == CACHED))
-            jpegs = [
-                (index, describe(images[index]), key, content)
-                for index, key, content in zip(
-                    packed.indices[packed.codes == JPEG].tolist(),
-                    key_strings(packed.keys[packed.codes == JPEG]),
-                    packed.jpeg_views(),
-                )
-            ]
-            decoded = key_strings(packed.keys[packed.codes == DECODED])
-            n_decoded += len(decoded) + len(jpegs)
-            n_seen += len(packed.codes)
-            job.put(Work(decoded, packed.pixels, jpegs, round(len(todo) * n_decoded / n_seen)))
-            failures += job.take_failures()
-            if options.fail_fast and (failures or job.pipeline.stopped):
-                job.finish()
-                raise min(failures + job.take_failures(), key=lambda e: e.index)
-            if progress is not None:
-                progress.update(len(packed.codes))
-                # as a string: tqdm's own number format shows 70,000 as "7e+4"
-                progress.set_postfix_str(
-                    f"cached={n_cached}, computed={job.batches.computed}, failed={len(failures)}",
-                    refresh=False,
-                )
-        job.finish()
-        failures += job.take_failures()
-    n_cached += share_with_repeats(repeats, keys, failures, lambda i: describe(images[i]))
+    books = FileBooks(images, keys, len(todo), n_cached)
+    computed = _drive(loader, LocalJob(network, store, options), books, options, progress)
+    n_cached = books.n_cached + share_with_repeats(
+        repeats, keys, books.failures, lambda i: describe(images[i])
+    )
     return Filled(
-        keys, every_failure(failures, keys, lambda i: describe(images[i])), n_cached, job.batches.computed
+        keys, every_failure(books.failures, keys, lambda i: describe(images[i])), n_cached, computed
     )
 
 
@@ -195,53 +160,37 @@ def run_shards(
         network,
         options.batch_size,
     )
-    entries: list[Streamed] = []
-    n_cached = n_decoded = n_failed = 0
-    started: set[int] = set()
+    books = ShardBooks(shards)
+    computed = _drive(loader, LocalJob(network, store, options), books, options, progress)
+    return assemble(books.entries, shards, books.n_cached, computed)
 
-    def device_failures() -> int:  # a failure's index: its entry's place in ``entries``
-        taken = job.take_failures()
-        for failure in taken:
-            entry = entries[failure.index]
-            entries[failure.index] = replace(entry, error=failure.at(entry.position))
-        return len(taken)
 
-    with LocalJob(network, store, options) as job:
-        for streamed, packed in _iterate(loader):
-            first = len(entries)
-            entries += streamed
-            started.update(entry.shard for entry in streamed)
-            n_failed += sum(entry.error is not None for entry in streamed)
-            n_cached += sum(
-                entry.key is not None and entry.error is None and entry.skipped is None
-                for entry, code in zip(streamed, packed.codes.tolist())
-                if code == CACHED
-            )
-            jpegs = [
-                (first + position, streamed[position].path, streamed[position].key, content)
-                for position, content in zip(
-                    np.flatnonzero(packed.codes == JPEG).tolist(), packed.jpeg_views()
-                )
-            ]
-            decoded = key_strings(packed.keys[packed.codes == DECODED])
-            n_decoded += len(decoded) + len(jpegs)
-            # how many this job computes is known only at its end: estimated from the shards begun so far
-            job.put(Work(decoded, packed.pixels, jpegs, round(n_decoded * len(shards) / len(started))))
-            n_failed += device_failures()
-            if options.fail_fast and (n_failed or job.pipeline.stopped):
+def _drive(
+    loader: DataLoader,
+    job: LocalJob,
+    books: FileBooks | ShardBooks,
+    options: RunOptions,
+    progress: tqdm | None,
+) -> int:
+    """The one loop of both kinds of job: each worker batch into the books and on to the pipeline; at the
+    first failure with ``fail_fast``, what was decoded before it is stored and the failure raised. Returns
+    how many vectors the job computed."""
+    with job:
+        for batch in _iterate(loader):
+            work, n = books.take(batch)
+            job.put(work)
+            books.device_failed(job.take_failures())
+            if options.fail_fast and (books.failed or job.pipeline.stopped):
                 job.finish()
-                device_failures()
-                raise assemble(entries, shards, n_cached, job.batches.computed)[1].errors[0]
+                books.device_failed(job.take_failures())
+                raise books.first_failure()
             if progress is not None:
-                progress.update(len(streamed))
-                progress.set_postfix_str(
-                    f"shards={len(started)}/{len(shards)}, cached={n_cached}, "
-                    f"computed={job.batches.computed}, failed={n_failed}",
-                    refresh=False,
-                )
+                progress.update(n)
+                # as a string: tqdm's own number format shows 70,000 as "7e+4"
+                progress.set_postfix_str(books.postfix(job.batches.computed), refresh=False)
         job.finish()
-        device_failures()
-    return assemble(entries, shards, n_cached, job.batches.computed)
+        books.device_failed(job.take_failures())
+    return job.batches.computed
 
 
 def _decoding_loader(
