@@ -32,9 +32,9 @@ run)
   export PYTHONPATH="/tmp/site:$PWD/.gpu/pkgs:$PWD" PYTHONUNBUFFERED=1
   nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
   lscpu | grep "Model name"
-  timeout 150 python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py -rs -rx 2>&1 | tail -30 | tee "$out/tests.log" || true
+  timeout 180 python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py -rs -rx 2>&1 | tail -30 | tee "$out/tests.log" || true
   [ $# -gt 0 ] || set -- --images 32768
-  timeout 390 python3 benchmarks/gpu.py "$@" 2>&1 | grep -v "^W[0-9]" | tee "$out/bench.log" || true
+  timeout 380 python3 benchmarks/gpu.py "$@" 2>&1 | grep -v "^W[0-9]" | tee "$out/bench.log" || true
   cp benchmarks/results/gpu.csv "$out/" 2>/dev/null || true
   ;;
 *)

@@ -50,7 +50,10 @@ def test_put_waits_only_when_the_in_flight_bound_is_full():
 
     feeder = threading.Thread(target=feed, daemon=True)
     feeder.start()
-    time.sleep(0.3)
+    deadline = time.monotonic() + 10
+    while len(put) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.2)
     assert len(put) == 3  # one being decoded and two waiting for it; the fourth waits
     release.set()
     feeder.join(5)
