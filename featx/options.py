@@ -90,8 +90,10 @@ BLAS_THREADS = Choice(("auto", "keep"))  # the folds' fits: timed both ways, or 
 CROP_MODES = Choice(("center", "squash"))  # timm's crop modes that featx reproduces
 # how images are decoded: big JPEGs DCT-scaled on the CPU, every pixel on the CPU, JPEGs on the network's
 # device (nvJPEG on a GPU); "auto" measures on a GPU and takes "reduced" elsewhere
-DECODINGS = Choice(("auto", "reduced", "full", "device"))
-PIXEL_DECODINGS = Choice(("reduced", "full", "device"))  # what a network's preprocessing holds, resolved
+DECODINGS = Choice(("auto", "reduced", "full", "device", "dali"))
+PIXEL_DECODINGS = Choice(
+    ("reduced", "full", "device", "dali")
+)  # what a network's preprocessing holds, resolved
 POSITIVE_INT = Interval(int, 1)  # batch sizes, pixel limits, sizes, megabytes
 WORKERS = Interval(int, 0, none=True)  # decoding processes: 0 decodes in the calling process
 COUNT = Interval(int, 1, none=True)  # Ray actors; None: one per GPU

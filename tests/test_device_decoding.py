@@ -123,6 +123,23 @@ def test_auto_is_reduced_off_a_gpu_without_measuring_and_the_measurement_picks_t
     assert record["decoding"] == ("device" if rates["device"] > rates["cpu"] else "reduced")
 
 
+def test_dali_decoding_says_in_one_line_what_it_lacks_and_auto_times_it_only_where_it_runs(monkeypatch):
+    from featx.inputs import dali
+
+    monkeypatch.setattr(dali.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(
+        ParameterError, match=r"decoding='dali' needs NVIDIA DALI: pip install 'featx\[dali\]'"
+    ):
+        decoding.choose_decoding("dali", torch.device("cuda"), Preprocessing())
+    assert not dali.available()
+    monkeypatch.setattr(dali.importlib.util, "find_spec", lambda name: object())
+    with pytest.raises(ParameterError, match="runs on a CUDA GPU only"):
+        decoding.choose_decoding("dali", torch.device("cpu"), Preprocessing())
+    record = decoding.measure(torch.device("cpu"), Preprocessing(), workers=1)
+    assert "dali" not in record["trials"]  # a candidate only on a GPU with DALI installed
+    assert "decoding" in Preprocessing(decoding="dali").as_dict()  # its own fingerprint
+
+
 def test_the_ray_engine_refuses_device_decoding_by_name():
     from featx.engines.ray.engine import RayEngine
     from featx.models.spec import NetworkSpec

@@ -312,8 +312,8 @@ def test_a_commit_failing_on_the_writer_thread_raises_in_the_job_and_the_commits
     assert store.memory.missing(landed) == []
 
 
-def test_decoding_workers_hand_over_a_batch_s_pixels_as_one_tensor_in_sample_order():
-    from featx.engines.local.datasets import stack_decoded
+def test_decoding_workers_hand_over_a_batch_as_a_few_buffers_in_sample_order():
+    from featx.engines.local.datasets import CACHED, DECODED, FAILED, JPEG, stack_decoded
     from featx.errors import ImageError
 
     failed = ImageError(2, "/x.png", "truncated", "ends early")
@@ -322,20 +322,22 @@ def test_decoding_workers_hand_over_a_batch_s_pixels_as_one_tensor_in_sample_ord
         (1, "k1", None, None),
         (2, None, failed, None),
         (3, "k3", torch.full((3, 2, 2), 30, dtype=torch.uint8), ("sig",)),
+        (4, "k4", b"\xff\xd8jpeg", None),
+        (5, "k5", b"\xff\xd8other", None),
     ]
-    outcomes, pixels = stack_decoded(samples)
-    assert outcomes == [
-        (0, "k0", True, None),
-        (1, "k1", None, None),
-        (2, None, failed, None),
-        (3, "k3", True, ("sig",)),
-    ]
-    assert pixels.shape == (2, 3, 2, 2) and pixels[:, 0, 0, 0].tolist() == [10, 30]
-    assert stack_decoded([(1, "k1", None, None)])[1] is None
+    packed = stack_decoded(samples)
+    assert packed.indices.tolist() == [0, 1, 2, 3, 4, 5]
+    assert packed.keys.tolist() == [b"k0", b"k1", b"", b"k3", b"k4", b"k5"]
+    assert packed.codes.tolist() == [DECODED, CACHED, FAILED, DECODED, JPEG, JPEG]
+    assert packed.errors == {2: failed} and packed.signatures == {3: ("sig",)}
+    assert packed.pixels.shape == (2, 3, 2, 2) and packed.pixels[:, 0, 0, 0].tolist() == [10, 30]
+    assert [bytes(view.numpy()) for view in packed.jpeg_views()] == [b"\xff\xd8jpeg", b"\xff\xd8other"]
+    only_cached = stack_decoded([(1, "k1", None, None)])
+    assert only_cached.pixels is None and only_cached.jpegs is None and only_cached.jpeg_views() == []
 
 
 def test_shard_decoders_hand_over_a_batch_s_pixels_as_one_tensor_and_entries_without_them():
-    from featx.engines.local.datasets import stack_streamed
+    from featx.engines.local.datasets import CACHED, DECODED, stack_streamed
     from featx.engines.streaming import Streamed
 
     def entry(position, pixels=None, key="k"):
@@ -345,7 +347,7 @@ def test_shard_decoders_hand_over_a_batch_s_pixels_as_one_tensor_and_entries_wit
 
     sevens, ones = torch.full((3, 2, 2), 7, dtype=torch.uint8), torch.ones(3, 2, 2, dtype=torch.uint8)
     entries = [entry(0, sevens), entry(1), entry(2, ones)]
-    stripped, decoded, pixels = stack_streamed(entries)
-    assert decoded == [True, False, True] and all(e.pixels is None for e in stripped)
-    assert [e.key for e in stripped] == ["k0", "k1", "k2"] and pixels[:, 0, 0, 0].tolist() == [7, 1]
-    assert stack_streamed([entry(3)])[2] is None
+    stripped, packed = stack_streamed(entries)
+    assert packed.codes.tolist() == [DECODED, CACHED, DECODED] and all(e.pixels is None for e in stripped)
+    assert [e.key for e in stripped] == ["k0", "k1", "k2"] and packed.pixels[:, 0, 0, 0].tolist() == [7, 1]
+    assert stack_streamed([entry(3)])[1].pixels is None

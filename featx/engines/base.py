@@ -11,7 +11,7 @@ import numpy as np
 from featx.cache.store import key_strings
 from featx.errors import ImageError
 from featx.inputs.images import MAX_PIXELS
-from featx.options import POSITIVE_INT, WORKERS, check_fields, chosen_fields, declared
+from featx.options import COUNT, POSITIVE_INT, WORKERS, check_fields, chosen_fields, declared
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -57,10 +57,13 @@ class RunOptions:
     ``batch_size`` images per forward pass; ``num_workers`` decoding processes (None: chosen from the job
     size and the cores; 0: decode in this process); ``progress`` a bar for a person watching;
     ``fail_fast`` raises the first failure once the vectors decoded before it are stored; images over
-    ``max_pixels``, decoded or resized, fail one by one.
+    ``max_pixels``, decoded or resized, fail one by one. ``forward_batch`` images per forward pass where
+    it differs from the ``batch_size`` the workers decode in (None: the same), e.g. decode 64, forward 256.
     """
 
-    batch_size: int = declared(64, "images per forward pass", POSITIVE_INT, metavar="N")
+    batch_size: int = declared(
+        64, "images decoded and handed over together, and per forward pass", POSITIVE_INT, metavar="N"
+    )
     num_workers: int | None = declared(
         None, "decoding processes (default: from the job's size and the cores)", WORKERS, metavar="N"
     )
@@ -70,6 +73,12 @@ class RunOptions:
         MAX_PIXELS,
         "refuse images with more pixels, decoded or resized (default: PIL's bomb limit)",
         POSITIVE_INT,
+        metavar="N",
+    )
+    forward_batch: int | None = declared(
+        None,
+        "images per forward pass, where it differs from --batch-size (default: the same)",
+        COUNT,
         metavar="N",
     )
 

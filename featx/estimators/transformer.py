@@ -47,6 +47,7 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
         a vector; None keeps the backbone's choice for its default node, else "avg" (or the backbone's
         choice for its other nodes).
     batch_size : int, default=64
+        Images decoded and handed to the network together, and per forward pass unless ``forward_batch``.
     device : str, default="auto"
         "auto" (cuda, then mps, then cpu), or any torch device string.
     precision : {"auto", "fp32", "bf16", "fp16", "int8"}, default="auto"
@@ -68,18 +69,22 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
     max_pixels : int, default=featx.inputs.images.MAX_PIXELS (about 89 million)
         An image with more pixels, as decoded or once its short side is resized, fails (kind
         ``decompression_bomb`` or ``too_large``) before anything that size is allocated.
-    decoding : {"auto", "reduced", "full", "device"}, default="auto"
+    decoding : {"auto", "reduced", "full", "device", "dali"}, default="auto"
         "reduced" decodes a JPEG at least twice the size the resize needs at a reduced DCT scale (never
         below that size; about 3x faster on phone photos, cosine >= 0.99 to full decoding); "full" decodes
         every pixel; "device" decodes JPEGs on the network's device (nvJPEG on a GPU), other images on
-        the CPU; "auto" times "device" against the CPU decoders on a GPU (remembered in the tuning file)
-        and is "reduced" elsewhere. Modes never share cache entries (the mode is in the fingerprint).
+        the CPU; "dali" decodes, resizes and crops JPEGs with NVIDIA DALI on the GPU (the ``featx[dali]``
+        extra); "auto" times the GPU decoders against the CPU ones on a GPU (remembered in the tuning
+        file) and is "reduced" elsewhere. Modes never share cache entries (the mode is in the fingerprint).
     min_cosine : float, default=0.99
         The fidelity to fp32 features that ``precision="auto"`` and ``"int8"`` must keep.
     calibration : str or None, default=None
         For int8: a folder, manifest, shard set or table of images like yours; up to 32 of them, evenly
         spread, are split into a half that calibrates and a half on which fidelity is checked. None uses
         bundled real photos. Its digest is in the fingerprint; the calibration is kept on disk.
+    forward_batch : int or None, default=None
+        Images per forward pass where that differs from ``batch_size`` (a GPU runs 256 at once better
+        than 64; the decoders still hand over ``batch_size``). The vectors are the same.
 
     Attributes
     ----------
@@ -118,6 +123,7 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
         decoding: str = "auto",
         min_cosine: float = MIN_COSINE,
         calibration: str | None = None,
+        forward_batch: int | None = None,
     ):
         self.backbone = backbone
         self.weights = weights
@@ -135,6 +141,7 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
         self.decoding = decoding
         self.min_cosine = min_cosine
         self.calibration = calibration
+        self.forward_batch = forward_batch
 
     def fit(self, X: Any, y: Any = None) -> PretrainedFeatures:
         """Validate the parameters and the input; nothing is learned from X."""

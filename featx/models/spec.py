@@ -57,8 +57,8 @@ class NetworkSpec:
     decoding: str = declared(
         "auto",
         "reduced: big JPEGs decoded on the CPU at a reduced DCT scale (never below the resize); full: every "
-        "pixel; device: JPEGs decoded on the network's device (nvJPEG on a GPU); auto: measured on a GPU, "
-        "reduced elsewhere",
+        "pixel; device: JPEGs decoded on the network's device (nvJPEG on a GPU); dali: NVIDIA DALI on the GPU "
+        "(featx[dali]); auto: measured on a GPU, reduced elsewhere",
         DECODINGS,
     )
     min_cosine: float = declared(

@@ -21,6 +21,7 @@ import torch
 from featx.cache import Store
 from featx.models.network import Network
 from featx.models.pending import PendingVectors
+from featx.models.preprocessing import device_index
 
 MAX_WAITING_BYTES = 256 * 2**20  # vectors the network may run ahead of the disk by (at least one batch)
 
@@ -56,7 +57,11 @@ class Batches:
                 fresh.append(row)
         if fresh:
             self._keys.extend(keys[row] for row in fresh)
-            self._chunks.append(pixels if len(fresh) == len(pixels) else pixels[fresh])
+            self._chunks.append(
+                pixels
+                if len(fresh) == len(pixels)
+                else pixels.index_select(0, device_index(fresh, pixels.device))
+            )
 
     def commit_full(self, expected: int) -> None:
         """Commit every full batch; ``expected`` estimates how many images this job computes in all (the

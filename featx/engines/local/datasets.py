@@ -1,12 +1,12 @@
 """What a local job's decoding workers run: each input read once, keyed by its content and decoded only
 where the store lacks that key (a file list), or each worker's shards streamed (a shard stream); and how a
-worker's batch is packed for the trip to the main process (one tensor of pixels, the rest as outcomes).
+worker's batch is packed for the trip to the main process (:class:`Packed`: a few buffers a batch).
 """
 
 from __future__ import annotations
 
 from collections.abc import Container, Iterator, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -69,28 +69,82 @@ class ReadKeyDecode(Dataset):
         return index, key, error if error is not None else pixels, before if unchanged else None
 
 
-def stack_decoded(samples: list[tuple]) -> tuple[list[tuple], torch.Tensor | None]:
-    """In the worker: the batch's decoded pixels as one tensor (one transfer between processes, one pinned
-    copy for the GPU), in sample order; each sample keeps its index, key, outcome and file signature, where
-    the outcome is an error, None (cached), True (its row is in the tensor) or JPEG bytes for the device."""
-    decoded = [result for _, _, result, _ in samples if isinstance(result, torch.Tensor)]
-    outcomes = [
-        (index, key, True if isinstance(result, torch.Tensor) else result, signature)
-        for index, key, result, signature in samples
-    ]
-    return outcomes, torch.stack(decoded) if decoded else None
+#: What a worker did with each sample of its batch, one code each (:class:`Packed`).
+CACHED, DECODED, JPEG, FAILED = 0, 1, 2, 3
 
 
-def stack_streamed(
-    entries: list[Streamed],
-) -> tuple[list[Streamed], list[bool | bytes], torch.Tensor | None]:
-    """In the worker, as :func:`stack_decoded`: the entries without their pixels, each one's outcome
-    (True: a row of the tensor; bytes: a JPEG for the device; False: nothing to compute), and the tensor."""
-    outcomes = [
-        entry.pixels if isinstance(entry.pixels, bytes) else entry.pixels is not None for entry in entries
-    ]
-    pixels = [entry.pixels for entry in entries if isinstance(entry.pixels, torch.Tensor)]
-    return [without_pixels(entry) for entry in entries], outcomes, torch.stack(pixels) if pixels else None
+class Packed(NamedTuple):
+    """A worker's batch as a few buffers, so that one batch is a handful of objects between processes and
+    the main process's bookkeeping is array operations: each sample's index, key (``b""`` where unread)
+    and code; the failures and the stat signatures by position in the batch; the decoded pixels as one
+    tensor and the JPEG bytes left for the device concatenated, sample ``i``'s JPEG is
+    ``jpegs[offsets[j]:offsets[j + 1]]`` for the j-th sample coded ``JPEG``."""
+
+    indices: np.ndarray
+    keys: np.ndarray
+    codes: np.ndarray
+    errors: dict[int, ImageError]
+    signatures: dict[int, Any]
+    pixels: torch.Tensor | None
+    jpegs: torch.Tensor | None
+    offsets: np.ndarray
+
+    def jpeg_views(self) -> list[torch.Tensor]:
+        """The JPEGs' bytes, each a view of the one buffer (no copy)."""
+        if self.jpegs is None:
+            return []
+        return [self.jpegs[a:b] for a, b in zip(self.offsets[:-1].tolist(), self.offsets[1:].tolist())]
+
+
+def pack(
+    indices: Sequence[int], keys: Sequence[str | None], outcomes: Sequence[Any], signatures: dict[int, Any]
+) -> Packed:
+    """In the worker: a batch's outcomes (pixels, JPEG bytes, an error, or None for cached) packed."""
+    codes = np.array(
+        [
+            DECODED
+            if isinstance(o, torch.Tensor)
+            else JPEG
+            if isinstance(o, bytes)
+            else FAILED
+            if isinstance(o, ImageError)
+            else CACHED
+            for o in outcomes
+        ],
+        dtype=np.uint8,
+    )
+    decoded = [o for o in outcomes if isinstance(o, torch.Tensor)]
+    jpegs = [o for o in outcomes if isinstance(o, bytes)]
+    offsets = np.cumsum([0, *map(len, jpegs)], dtype=np.int64)
+    return Packed(
+        np.asarray(indices, dtype=np.int64),
+        np.array([key or b"" for key in keys], dtype="S64"),
+        codes,
+        {n: o for n, o in enumerate(outcomes) if isinstance(o, ImageError)},
+        signatures,
+        torch.stack(decoded) if decoded else None,
+        torch.frombuffer(bytearray(b"".join(jpegs)), dtype=torch.uint8) if jpegs else None,
+        offsets,
+    )
+
+
+def stack_decoded(samples: list[tuple]) -> Packed:
+    """In the worker: a file list's batch packed (see :class:`Packed`), in sample order."""
+    return pack(
+        [index for index, *_ in samples],
+        [key for _, key, _, _ in samples],
+        [result for _, _, result, _ in samples],
+        {n: signature for n, (*_, signature) in enumerate(samples) if signature is not None},
+    )
+
+
+def stack_streamed(entries: list[Streamed]) -> tuple[list[Streamed], Packed]:
+    """In the worker, as :func:`stack_decoded`: the entries without their pixels (the manifest's rows) and
+    the batch packed; an entry with nothing to compute (cached, failed, skipped) is coded ``CACHED`` here,
+    its entry says which."""
+    outcomes = [entry.pixels for entry in entries]
+    packed = pack(range(len(entries)), [entry.key for entry in entries], outcomes, {})
+    return [without_pixels(entry) for entry in entries], packed
 
 
 class StreamShards(IterableDataset):

@@ -2,7 +2,9 @@
 if the store lacks that key; the network runs in full batches in this process, and each batch is committed
 to the store as soon as the disk takes it (``batches.py``), so an interrupted job keeps its work.
 
-What the workers run is ``datasets.py``.
+What the workers run is ``datasets.py``; this thread keeps the books of each worker batch (keys,
+failures, progress) and hands it to the pipeline (``stages.py``), whose decoding, issuing and commit
+threads overlap.
 """
 
 from __future__ import annotations
@@ -19,9 +21,8 @@ from tqdm.auto import tqdm
 
 from featx.cache import Namespace, Store, stat_memo
 from featx.engines.base import DEFAULTS, Filled, RunOptions, no_keys
-from featx.engines.keyed import decode_jpegs
 from featx.engines.local import seen
-from featx.engines.local.batches import Batches
+from featx.engines.local.books import FileBooks, ShardBooks
 from featx.engines.local.datasets import (
     ReadKeyDecode,
     StreamShards,
@@ -29,6 +30,7 @@ from featx.engines.local.datasets import (
     stack_streamed,
     unremembered,
 )
+from featx.engines.local.stages import ON_DEVICE, LocalJob
 from featx.engines.local.workers import (
     decoders_should_yield,
     default_num_workers,
@@ -37,8 +39,7 @@ from featx.engines.local.workers import (
     yield_to_the_network,
 )
 from featx.engines.plan import every_failure, first_missing, once_per_path, share_with_repeats
-from featx.engines.streaming import Streamed, assemble
-from featx.errors import ImageError
+from featx.engines.streaming import assemble
 from featx.inputs.images import ImageInput, describe
 from featx.models.build import build_network
 from featx.models.network import Network
@@ -129,41 +130,13 @@ def run(
         network,
         options.batch_size,
     )
-    failures: list[ImageError] = []
-    n_seen = n_decoded = 0
-    with Batches(network, store, options.batch_size) as batches:
-        for samples, pixels in _iterate(loader):
-            decoded, jpegs = [], []
-            for index, key, outcome, file_signature in samples:
-                if key is not None:
-                    keys[index] = key
-                if file_signature is not None:
-                    seen.remember(images[index], file_signature, key)
-                if isinstance(outcome, ImageError):
-                    failures.append(outcome)
-                elif outcome is None:
-                    n_cached += 1
-                elif isinstance(outcome, bytes):
-                    jpegs.append((index, describe(images[index]), key, outcome))
-                else:
-                    decoded.append(key)
-            failures += _add(batches, decoded, pixels, jpegs, options.max_pixels)
-            n_decoded += len(decoded) + len(jpegs)
-            n_seen += len(samples)
-            batches.commit_full(expected=round(len(todo) * n_decoded / n_seen))
-            if options.fail_fast and failures:
-                batches.commit_all()
-                raise min(failures, key=lambda e: e.index)
-            if progress is not None:
-                progress.update(len(samples))
-                # as a string: tqdm's own number format shows 70,000 as "7e+4"
-                progress.set_postfix_str(
-                    f"cached={n_cached}, computed={batches.computed}, failed={len(failures)}", refresh=False
-                )
-        batches.commit_all()
-    n_cached += share_with_repeats(repeats, keys, failures, lambda i: describe(images[i]))
+    books = FileBooks(images, keys, len(todo), n_cached)
+    computed = _drive(loader, LocalJob(network, store, options), books, options, progress)
+    n_cached = books.n_cached + share_with_repeats(
+        repeats, keys, books.failures, lambda i: describe(images[i])
+    )
     return Filled(
-        keys, every_failure(failures, keys, lambda i: describe(images[i])), n_cached, batches.computed
+        keys, every_failure(books.failures, keys, lambda i: describe(images[i])), n_cached, computed
     )
 
 
@@ -188,63 +161,37 @@ def run_shards(
         network,
         options.batch_size,
     )
-    entries: list[Streamed] = []
-    n_cached = n_decoded = n_failed = 0
-    started: set[int] = set()
-    with Batches(network, store, options.batch_size) as batches:
-        for streamed, outcomes, pixels in _iterate(loader):
-            decoded_keys, jpegs = [], []
-            for entry, outcome in zip(streamed, outcomes):
-                started.add(entry.shard)
-                if isinstance(outcome, bytes):  # its index here: its place in ``entries``
-                    jpegs.append((len(entries), entry.path, entry.key, outcome))
-                elif outcome:
-                    decoded_keys.append(entry.key)
-                elif entry.key is not None and entry.error is None:
-                    n_cached += 1
-                n_failed += entry.error is not None
-                entries.append(entry)
-            for failure in _add(batches, decoded_keys, pixels, jpegs, options.max_pixels):
-                entry = entries[failure.index]
-                entries[failure.index] = replace(entry, error=failure.at(entry.position))
-                n_failed += 1
-            n_decoded += len(decoded_keys) + len(jpegs)
-            # how many this job computes is known only at its end: estimated from the shards begun so far
-            batches.commit_full(expected=round(n_decoded * len(shards) / len(started)))
-            if options.fail_fast and n_failed:
-                batches.commit_all()
-                raise assemble(entries, shards, n_cached, batches.computed)[1].errors[0]
+    books = ShardBooks(shards)
+    computed = _drive(loader, LocalJob(network, store, options), books, options, progress)
+    return assemble(books.entries, shards, books.n_cached, computed)
+
+
+def _drive(
+    loader: DataLoader,
+    job: LocalJob,
+    books: FileBooks | ShardBooks,
+    options: RunOptions,
+    progress: tqdm | None,
+) -> int:
+    """The one loop of both kinds of job: each worker batch into the books and on to the pipeline; at the
+    first failure with ``fail_fast``, what was decoded before it is stored and the failure raised. Returns
+    how many vectors the job computed."""
+    with job:
+        for batch in _iterate(loader):
+            work, n = books.take(batch)
+            job.put(work)
+            books.device_failed(job.take_failures())
+            if options.fail_fast and (books.failed or job.pipeline.stopped):
+                job.finish()
+                books.device_failed(job.take_failures())
+                raise books.first_failure()
             if progress is not None:
-                progress.update(len(streamed))
-                progress.set_postfix_str(
-                    f"shards={len(started)}/{len(shards)}, cached={n_cached}, "
-                    f"computed={batches.computed}, failed={n_failed}",
-                    refresh=False,
-                )
-        batches.commit_all()
-    return assemble(entries, shards, n_cached, batches.computed)
-
-
-def _add(
-    batches: Batches,
-    keys: list[str],
-    pixels: torch.Tensor | None,
-    jpegs: list[tuple[int, str, str, bytes]],
-    max_pixels: int,
-) -> list[ImageError]:
-    """Add a worker batch's decoded rows, then its JPEGs decoded on the network's device; returns the
-    failures of those JPEGs (their index as given in ``jpegs``). Where JPEGs are decoded on the device,
-    the workers' rows go there too, so that a batch's rows share one device."""
-    network = batches.network
-    if keys:
-        on_device = network.preprocessing.decoding == "device"
-        batches.add(keys, pixels.to(network.device, non_blocking=True) if on_device else pixels)
-    if not jpegs:
-        return []
-    decoded = decode_jpegs(jpegs, network.preprocessing, network.device, max_pixels)
-    if decoded.keys:
-        batches.add(decoded.keys, decoded.pixels)
-    return decoded.errors
+                progress.update(n)
+                # as a string: tqdm's own number format shows 70,000 as "7e+4"
+                progress.set_postfix_str(books.postfix(job.batches.computed), refresh=False)
+        job.finish()
+        books.device_failed(job.take_failures())
+    return job.batches.computed
 
 
 def _decoding_loader(
@@ -268,7 +215,7 @@ def _pin(network: Network) -> bool:
     """Pinned worker batches for a GPU, unless the workers hand over JPEG bytes (nothing to pin, and
     pinning walks every sample holding the GIL). A RemoteNetwork's "cuda" may be a Ray worker's GPU."""
     cuda = network.device.type == "cuda" and torch.cuda.is_available()
-    return cuda and network.preprocessing.decoding != "device"
+    return cuda and network.preprocessing.decoding not in ON_DEVICE
 
 
 def _iterate(loader: DataLoader) -> Iterator[Any]:

@@ -110,9 +110,9 @@ class RayEngine:
     def network(self, spec: NetworkSpec) -> RemoteNetwork:
         """The network of ``spec``, resolved by one task on the kind of worker that will run it (a GPU worker
         for device 'cuda', or 'auto' on a cluster with GPUs; else a CPU one). The driver never loads it."""
-        if spec.decoding == "device":
+        if spec.decoding in ("device", "dali"):
             raise ParameterError(
-                "decoding='device' runs with the local engine only: Ray's decoding tasks run on CPU "
+                f"decoding={spec.decoding!r} runs with the local engine only: Ray's decoding tasks run on CPU "
                 "workers; use decoding auto, reduced or full"
             )
         spec = spec.replace(decoding="reduced") if spec.decoding == "auto" else spec
