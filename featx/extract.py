@@ -125,7 +125,7 @@ def extract_features(
     written to the on-disk cache shared with ``featx extract``. ``compile='auto'`` runs ``torch.compile``
     when at least ``featx.models.network.COMPILE_MIN_IMAGES`` images need computing. Images with more than
     ``max_pixels`` pixels, decoded or once resized, fail (kinds ``decompression_bomb``, ``too_large``).
-    ``min_cosine`` and ``calibration`` are those of :class:`featx.PretrainedFeatures`.
+    ``min_cosine`` and ``calibration`` are those of [`featx.PretrainedFeatures`][featx.PretrainedFeatures].
     """
     check("on_error", on_error, ON_ERROR, "extract_features")
     check("max_pixels", max_pixels, POSITIVE_INT, "extract_features")

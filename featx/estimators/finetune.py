@@ -56,9 +56,9 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
 
     Parameters
     ----------
-    backbone, weights : as in :class:`featx.PretrainedFeatures`.
+    backbone, weights : as in [`featx.PretrainedFeatures`][featx.PretrainedFeatures].
     unfreeze : int, default=0
-        Blocks (see :func:`featx.models.blocks.blocks`) trained in phase 2; 0 trains the head only.
+        Blocks (see `featx.models.blocks.blocks`) trained in phase 2; 0 trains the head only.
     epochs, lr : head phase: at most this many epochs at this AdamW learning rate.
     finetune_epochs, finetune_lr, lr_decay : phase 2: the top unfrozen block learns at ``finetune_lr``, each
         block below at ``lr_decay`` times the one above, the head at ``finetune_lr / lr_decay``.

@@ -114,7 +114,7 @@ def compare_finetuning(
     random_state: int = 0,
     **params: Any,
 ) -> pd.DataFrame:
-    """Rows for :func:`compare_classifiers`' table: :class:`featx.estimators.finetune.FineTunedClassifier` trained
+    """Rows for [`compare_classifiers`][featx.evaluate.compare_classifiers]' table: [`FineTunedClassifier`][featx.FineTunedClassifier] trained
     on the images, head only (``unfreeze=0``) and with its last blocks, on the same folds.
 
     Training on a CPU costs minutes per fold, so by default only the first fold is run (``n_folds`` says

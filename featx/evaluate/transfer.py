@@ -97,7 +97,7 @@ def transfer_report(
 ) -> TransferReport:
     """Did pretrained features help on these images? Measure them against raw pixels and random weights.
 
-    Features go through :func:`featx.extract_features` (and ``cache_dir``, so each image is computed once
+    Features go through [`featx.extract_features`][featx.extract_features] (and ``cache_dir``, so each image is computed once
     per network and layer). Images that fail to decode are left out of every feature set, with a warning.
 
     Parameters
@@ -107,11 +107,11 @@ def transfer_report(
         same architecture with random weights at its last pooling layer.
     layers : None for each backbone's last pooling layer; ``"stages"`` adds its early and middle stages
         (``Backbone.stages``); or a list of node names.
-    baselines : any of ``"pixels"`` (:class:`featx.RawPixels` at ``pixel_size``) and ``"random"``.
+    baselines : any of ``"pixels"`` ([`featx.RawPixels`][featx.RawPixels] at ``pixel_size``) and ``"random"``.
     classifier : a name from ``featx.evaluate.classifiers.CLASSIFIERS`` or an estimator; the same for every set.
-    cv, split : the folds, as in :func:`compare_classifiers`; the verdict's noise estimate needs cv >= 2.
+    cv, split : the folds, as in [`compare_classifiers`][featx.evaluate.compare_classifiers]; the verdict's noise estimate needs cv >= 2.
     dataset : a name for the verdict sentence.
-    blas_threads : as in :func:`compare_classifiers`; ``summary.attrs["blas"]`` says what each trial chose.
+    blas_threads : as in [`compare_classifiers`][featx.evaluate.compare_classifiers]; ``summary.attrs["blas"]`` says what each trial chose.
     """
     check("blas_threads", blas_threads, BLAS_THREADS, "transfer_report")
     images = as_image_list(images)
@@ -193,7 +193,7 @@ def transfer_report(
 
 
 def with_finetuning(report: TransferReport, finetuned: pd.DataFrame) -> TransferReport:
-    """The report with :func:`compare_finetuning`'s rows added (kind "fine-tuned").
+    """The report with [`compare_finetuning`][featx.evaluate.compare_finetuning]'s rows added (kind "fine-tuned").
 
     Each row's ``difference`` is taken against the best pretrained set on the same first folds it ran.
     Its ``p_value`` is NaN: fine-tuning usually runs on too few folds for the paired test. The verdict

@@ -1,4 +1,4 @@
-"""The backbone registry: one :class:`Backbone` entry per network, as data, and nothing else.
+"""The backbone registry: one [`Backbone`][featx.Backbone] entry per network, as data, and nothing else.
 
 Like torchvision's ``models/_api.py``, the mechanism knows no model: each family registers its entries
 from its own file under :mod:`featx.models.zoo`, and users add theirs with :func:`register_backbone`.
@@ -128,7 +128,7 @@ class Backbone:
 class Family:
     """A zoo resolved lazily: ``names(pretrained)`` lists its names and ``default_weights(name)`` says
     what 'DEFAULT' loads (both cheaply: no model is built); ``resolve(name)`` builds the
-    :class:`Backbone` for a name that ``owns(name)`` claims."""
+    [`Backbone`][featx.Backbone] for a name that ``owns(name)`` claims."""
 
     name: str
     owns: Callable[[str], bool]

@@ -46,7 +46,7 @@ class NetworkSpec:
     """Everything that picks a frozen network, as one value (like timm's ``PretrainedCfg``).
 
     The transformer, the command line, the engines' worker processes and the fingerprint all start from
-    it. ``device`` and ``precision`` may be "auto" here; :class:`FrozenNetwork` resolves them where the
+    it. ``device`` and ``precision`` may be "auto" here; [`FrozenNetwork`][featx.FrozenNetwork] resolves them where the
     network runs.
     """
 
@@ -247,7 +247,7 @@ class FrozenNetwork:
         return self.submit(batch).result()
 
     def submit(self, batch: torch.Tensor) -> PendingVectors:
-        """As calling the network, without waiting for the device (see :mod:`featx.models.pending`)."""
+        """As calling the network, without waiting for the device (see `featx.models.pending`)."""
         n = len(batch)
         if self._compiled is not None and n <= self._compiled[1]:
             module, size = self._compiled
