@@ -260,11 +260,32 @@ def page_text(html: str) -> str:
     return entities.unescape(re.sub(r"<[^>]+>", "", html))
 
 
-def test_the_api_page_shows_no_raw_sphinx_roles_and_sends_no_one_to_the_readme(site):
+def test_the_api_page_shows_no_raw_markup_and_sends_no_one_to_the_readme(site):
+    """Sphinx roles, and markdown left raw in a table's type column, show as typed."""
     text = page_text((site / "api" / "index.html").read_text())
-    roles = sorted(set(re.findall(r".{0,40}:(?:func|class|meth|mod|attr|data|exc|obj|ref):.{0,40}", text)))
-    assert not roles, "\n".join(roles)
+    raw = r".{0,40}(?::(?:func|class|meth|mod|attr|data|exc|obj|ref):|\]\[featx|``).{0,40}"
+    found = sorted(set(re.findall(raw, text)))
+    assert not found, "\n".join(found)
     assert "README" not in text
+
+
+def test_the_api_docstrings_put_types_in_the_type_column():
+    """``name : a sentence`` puts the sentence where mkdocstrings shows the type; numpydoc wants
+    ``name : type`` and the description indented below."""
+    import logging
+
+    from griffe import Docstring
+
+    logging.getLogger("griffe").setLevel(logging.ERROR)
+    prose = []
+    for name, obj in api_objects():
+        if (inspect.isclass(obj) or inspect.isfunction(obj)) and obj.__doc__:
+            for part in Docstring(inspect.cleandoc(obj.__doc__), parser="numpy").parse():
+                if part.kind.value in ("parameters", "attributes", "returns", "other parameters"):
+                    for item in part.value:
+                        if len(str(item.annotation or "").split()) > 8:
+                            prose.append(f"{name}: {item.name} : {str(item.annotation)[:50]}...")
+    assert not prose, "\n".join(prose)
 
 
 def test_the_pooling_choices_on_the_api_page_are_the_declared_ones(site):
