@@ -84,7 +84,7 @@ def markdown(notebook: nbformat.NotebookNode, images: int) -> str:
                 (FIGURES / name).write_bytes(base64.b64decode(data["image/png"]))
                 parts.append(f"![figure {figures}](notebook/{name})\n")
             elif "text/html" in data:
-                parts.append(f'<div class="notebook-output">\n{html_block(data["text/html"])}\n</div>\n')
+                parts.append(f'<div class="notebook-output" style="overflow-x: auto">\n{html_block(data["text/html"])}\n</div>\n')
             elif "text/plain" in data:
                 parts.append(f"```text\n{data['text/plain'].rstrip()}\n```\n")
     return "\n".join(parts)
