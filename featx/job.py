@@ -181,7 +181,7 @@ def run_job(
     """``featx extract SOURCE`` from Python: cache a folder's, manifest's or shards' features, optionally
     write ``out``.
 
-    ``params`` are the network's (:class:`~featx.models.spec.NetworkSpec`: ``weights``, ``layer``,
+    ``params`` are the network's ([`NetworkSpec`][featx.NetworkSpec]: ``weights``, ``layer``,
     ``pooling``, ``device``, ``precision``, ``decoding``...), how it runs (``batch_size``,
     ``num_workers``, ``max_pixels``), and the engine's own (Ray: ``address``, ``concurrency``), each
     checked before any work.

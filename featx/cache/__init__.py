@@ -54,7 +54,7 @@ class FeatureCache:
         return Namespace(self.root / fingerprint_id(fingerprint), fingerprint)
 
     def namespaces(self) -> list[Namespace]:
-        """Every namespace folder of this cache. Symbolic links are not followed (see :meth:`links`), so
+        """Every namespace folder of this cache. Symbolic links are not followed (see [`links`][featx.FeatureCache.links]), so
         what maintains the cache touches nothing outside its folder."""
         if not self.root.is_dir():
             return []
@@ -65,7 +65,7 @@ class FeatureCache:
         ]
 
     def links(self) -> list[Path]:
-        """Entries of the cache folder that are symbolic links: never followed by :meth:`namespaces`."""
+        """Entries of the cache folder that are symbolic links: never followed by [`namespaces`][featx.FeatureCache.namespaces]."""
         return sorted(p for p in self.root.iterdir() if p.is_symlink()) if self.root.is_dir() else []
 
     def remove_namespace(self, name: str) -> None:

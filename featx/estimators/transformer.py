@@ -37,22 +37,24 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
     Parameters
     ----------
     backbone : str or Backbone, default="resnet50"
-        A name from :func:`featx.list_backbones` or a :class:`featx.Backbone`.
+        A name from [`featx.list_backbones`][featx.list_backbones] or a [`featx.Backbone`][featx.Backbone].
     weights : str, path or None, default="DEFAULT"
         "DEFAULT", a weights name ("IMAGENET1K_V2"), a local state-dict file, or None for random init.
     layer : str or None, default=None
-        The node to read (see :func:`featx.list_nodes`); None is the backbone's last pooling layer.
-    pooling : {"flatten", "avg", "max", "cls", "tokens_avg"} or None, default=None
-        How a spatial map ("flatten", "avg", "max") or a transformer's tokens ("cls", "tokens_avg") become
-        a vector; None keeps the backbone's choice for its default node, else "avg" (or the backbone's
-        choice for its other nodes).
+        The node to read (see [`featx.list_nodes`][featx.list_nodes]); None is the backbone's last pooling layer.
+    pooling : str or None, default=None
+        How the node's output becomes one vector: "flatten", "avg" or "max"; for a vision transformer's
+        tokens also "cls" (the class token) or "tokens_avg" (the mean of the patch tokens). None keeps the
+        backbone's choice for its default node; at another node, "avg" for a feature map and the model's
+        own rule ("cls" or "tokens_avg") for tokens.
     batch_size : int, default=64
         Images decoded and handed to the network together, and per forward pass unless ``forward_batch``.
     device : str, default="auto"
         "auto" (cuda, then mps, then cpu), or any torch device string.
     precision : {"auto", "fp32", "bf16", "fp16", "int8"}, default="auto"
         "auto" picks, by a timed trial on this machine remembered on disk, the fastest precision whose
-        features keep cosine >= ``min_cosine`` to fp32 (see the README). "int8" (CPU only) quantizes the
+        features keep cosine >= ``min_cosine`` to fp32 (the manual's "Devices, precision and speed"). "int8"
+        (CPU only) quantizes the
         network and falls back, with a warning, when its fidelity on held-out photos is under the bound.
     cache_dir : path or None, default=None
         On-disk feature cache shared with ``featx extract --cache``.
@@ -65,7 +67,7 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
         Show a progress bar.
     compile : {"auto", True, False}, default="auto"
         ``torch.compile`` the network; "auto" does when a transform computes at least 10,000 images, where
-        the one-off compile pays back (features equal within float rounding; see the README).
+        the one-off compile pays back (features equal within float rounding).
     max_pixels : int, default=featx.inputs.images.MAX_PIXELS (about 89 million)
         An image with more pixels, as decoded or once its short side is resized, fails (kind
         ``decompression_bomb`` or ``too_large``) before anything that size is allocated.

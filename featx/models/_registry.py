@@ -1,4 +1,4 @@
-"""The backbone registry: one :class:`Backbone` entry per network, as data, and nothing else.
+"""The backbone registry: one [`Backbone`][featx.Backbone] entry per network, as data, and nothing else.
 
 Like torchvision's ``models/_api.py``, the mechanism knows no model: each family registers its entries
 from its own file under :mod:`featx.models.zoo`, and users add theirs with :func:`register_backbone`.
@@ -67,20 +67,37 @@ class Backbone:
 
     Parameters
     ----------
-    name : registry key, also the prefix of feature names.
-    build : returns the architecture with random weights.
-    node : the default feature node (the last pooling layer), a graph node name.
-    pooling : the default reduction of the default node's output: 'flatten', 'avg' or 'max'.
-    preprocessing : the input transform used when no named weights say otherwise.
-    weights : named pretrained weights; ``default_weights`` names the one 'DEFAULT' picks.
-    create_extractor : truncates a model at a node (torchvision FX by default; timm models use timm's tracer).
-    node_names : lists the nodes a user may name with ``layer=``.
-    stages : earlier nodes worth comparing with ``node`` (early to late), for the transfer report's
-        layer sweep: the field's rule is that early layers transfer to distant domains, late ones do not.
-    layer_pooling : the reduction of any other node's output ('avg' for feature maps; a vision
-        transformer's own rule, 'cls' or 'tokens_avg', for its blocks' tokens).
-    prefix_tokens : class and register tokens ahead of the patch tokens ('tokens_avg' skips them).
-    family : the zoo the entry came from ('torchvision', 'timm', ...), for listings.
+    name : str
+        The registry key, also the prefix of feature names.
+    build : callable
+        Returns the architecture with random weights.
+    node : str
+        The default feature node (the last pooling layer), a graph node name.
+    pooling : str, default="flatten"
+        The reduction of the default node's output: "flatten", "avg" or "max"; for tokens "cls" or
+        "tokens_avg".
+    preprocessing : Preprocessing
+        The input transform used when no named weights say otherwise (ImageNet's by default).
+    weights : mapping of str to PretrainedWeights
+        Named pretrained weights.
+    default_weights : str or None, default=None
+        The name among ``weights`` that "DEFAULT" picks.
+    create_extractor : callable
+        Truncates a model at a node (torchvision's FX by default; timm models use timm's tracer).
+    node_names : callable
+        Lists the nodes a user may name with ``layer=``.
+    description : str, default=""
+        One line for listings.
+    stages : tuple of str, default=()
+        Earlier nodes worth comparing with ``node`` (early to late), for the transfer report's layer
+        sweep: the field's rule is that early layers transfer to distant domains, late ones do not.
+    layer_pooling : str, default="avg"
+        The reduction of any other node's output ("avg" for feature maps; a vision transformer's own rule,
+        "cls" or "tokens_avg", for its blocks' tokens).
+    prefix_tokens : int, default=0
+        Class and register tokens ahead of the patch tokens ("tokens_avg" skips them).
+    family : str, default="custom"
+        The zoo the entry came from ("torchvision", "timm", ...), for listings.
     """
 
     name: str
@@ -128,7 +145,7 @@ class Backbone:
 class Family:
     """A zoo resolved lazily: ``names(pretrained)`` lists its names and ``default_weights(name)`` says
     what 'DEFAULT' loads (both cheaply: no model is built); ``resolve(name)`` builds the
-    :class:`Backbone` for a name that ``owns(name)`` claims."""
+    [`Backbone`][featx.Backbone] for a name that ``owns(name)`` claims."""
 
     name: str
     owns: Callable[[str], bool]

@@ -33,7 +33,7 @@ def build_network(spec: NetworkSpec | str | Backbone = "resnet50", **settings: A
     as keywords (``build_network("resnet50", weights=None)``).
 
     Loads the weights, resolves ``device``, and for ``decoding`` and ``precision`` "auto" runs a short
-    timed trial here, remembered in the tuning file (:mod:`featx.models.tuning`), so later builds pay
+    timed trial here, remembered in the tuning file (`featx.models.tuning`), so later builds pay
     nothing.
     """
     spec = spec if isinstance(spec, NetworkSpec) else NetworkSpec(spec, **settings)

@@ -22,7 +22,7 @@ def backbone_table(
 ) -> pd.DataFrame:
     """One row per backbone: ``name``, ``family``, ``default_weights``, ``features`` (NaN when not computed).
 
-    ``sizes=None`` computes sizes when at most :data:`SIZED_ROWS` names match; ``True`` / ``False`` force it.
+    ``sizes=None`` computes sizes when at most `SIZED_ROWS` names match; ``True`` / ``False`` force it.
     """
     listed = listing(pattern, pretrained=pretrained)
     if sizes is None:

@@ -106,7 +106,7 @@ class Pipelines:
 
 class FrozenNetwork:
     """A backbone with its weights, truncated at one node, frozen, on a device, in one precision: batches
-    in, vectors out. Built by :func:`featx.build_network`; ``fingerprint`` names everything that changes
+    in, vectors out. Built by [`build_network`][featx.build_network]; ``fingerprint`` names everything that changes
     the output and selects the cache namespace."""
 
     def __init__(
@@ -175,7 +175,7 @@ class FrozenNetwork:
         return self.submit(batch).result()
 
     def submit(self, batch: torch.Tensor) -> PendingVectors:
-        """As calling the network, without waiting for the device (see :mod:`featx.models.pending`)."""
+        """As calling the network, without waiting for the device (see `featx.models.pending`)."""
         n = len(batch)
         if self._compiled is not None and n <= self._compiled[1]:
             module, size = self._compiled

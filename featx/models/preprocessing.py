@@ -86,7 +86,7 @@ class Preprocessing:
     ) -> torch.Tensor:
         """Any accepted input -> ``3 x crop x crop`` uint8 tensor (what decoding workers produce).
 
-        Images over ``max_pixels``, decoded or once resized, are refused (an :class:`ImageError`) before
+        Images over ``max_pixels``, decoded or once resized, are refused (an [`ImageError`][featx.errors.ImageError]) before
         anything that size is allocated. ``source`` names the input where ``image`` is its bytes, read.
         """
         reduced = self.decoding == "reduced"

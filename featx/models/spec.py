@@ -31,8 +31,8 @@ class NetworkSpec:
     """Everything that picks a frozen network, as one value (like timm's ``PretrainedCfg``).
 
     The transformer, the command line, the engines' worker processes and the fingerprint all start from
-    it. ``device`` and ``precision`` may be "auto" here; :func:`featx.build_network` resolves them where
-    the network runs. Parameters are those of :class:`featx.PretrainedFeatures`.
+    it. ``device`` and ``precision`` may be "auto" here; [`build_network`][featx.build_network] resolves
+    them where the network runs. Parameters are those of [`PretrainedFeatures`][featx.PretrainedFeatures].
     """
 
     backbone: Any = declared("resnet50", "a name from `featx backbones`")
