@@ -32,6 +32,7 @@ from featx.feature_files import (
 from featx.inputs.images import MAX_PIXELS
 from featx.inputs.manifests import load_job_source
 from featx.inputs.shards import Shards
+from featx.inputs.timeouts import read_timeout
 from featx.models.network import FrozenNetwork, NetworkSpec
 from featx.options import JOB_ON_ERROR, check
 
@@ -194,6 +195,7 @@ def run_job(
 ) -> JobSummary:
     """``featx extract SOURCE`` from Python: cache a folder's, manifest's or shards' features, optionally
     write ``out``. ``engine_options`` go to the engine (Ray: ``address``, ``concurrency``)."""
+    read_timeout()  # a bad FEATX_READ_TIMEOUT is refused before the network loads, not on every row
     runner = engines.get(engine, **engine_options)
     network = runner.network(
         NetworkSpec(

@@ -21,7 +21,6 @@ from featx.options import (
     JOB_ON_ERROR,
     MIN_COSINE,
     POOLINGS,
-    POSITIVE,
     POSITIVE_INT,
     PRECISIONS,
     WORKERS,
@@ -92,10 +91,11 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     )
     extract.add_argument(
         "--read-timeout",
-        type=POSITIVE.parse,
+        type=_seconds,
         metavar="SECONDS",
         help="longest wait for a connection or between bytes of a network read, before one retry and then "
-        "an error row (default: $FEATX_READ_TIMEOUT, else 60)",
+        "an error row; each attempt also ends after this plus 1 s per MB received (default: "
+        "$FEATX_READ_TIMEOUT, else 60)",
     )
     extract.add_argument(
         "--errors", help="CSV listing every failed image (default: next to --out, if any fail)"
@@ -124,12 +124,14 @@ def run(args: argparse.Namespace) -> int:
     from featx.feature_files import check_output_path
     from featx.inputs.manifests import load_job_source
     from featx.inputs.shards import Shards
-    from featx.inputs.timeouts import set_read_timeout
+    from featx.inputs.timeouts import read_timeout, set_read_timeout
     from featx.job import run_extract_job
     from featx.models.network import NetworkSpec
 
     if args.read_timeout is not None:  # before the source is listed: a remote folder is read too
         set_read_timeout(args.read_timeout)
+    else:
+        read_timeout()  # a bad FEATX_READ_TIMEOUT is one line now, whatever the manifest names
     manifest = load_job_source(args.source)
     # outputs are checked before the network loads: a typo or a read-only folder costs nothing
     if args.out:
@@ -203,6 +205,16 @@ def run(args: argparse.Namespace) -> int:
         )
         return 1
     return 0
+
+
+def _seconds(text: str) -> float:
+    """``--read-timeout``: a finite number of seconds (``inf`` would make every remote input fail)."""
+    from featx.inputs.timeouts import parse_seconds
+
+    try:
+        return parse_seconds(text, repr(text))
+    except ParameterError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _refuse_outputs_that_overwrite(args: argparse.Namespace) -> None:
