@@ -29,7 +29,8 @@ class Store(Protocol):
         """Store ``vectors`` (len(keys), d) under ``keys``, all or nothing."""
 
     def read(self, keys: Keys) -> tuple[np.ndarray, list[str]]:
-        """Vectors for ``keys`` (all present), and the keys whose vector failed its checksum."""
+        """Vectors for ``keys``, and the keys it could not serve (a vector that failed its checksum, or that
+        is no longer stored): their rows are undefined, for the caller to compute again."""
 
 
 @dataclass

@@ -27,7 +27,7 @@ import time
 from typing import Any
 from urllib.parse import urlsplit
 
-from featx.errors import ParameterError
+from featx.errors import FeatxError, ParameterError
 
 DEFAULT_READ_TIMEOUT_S = 60.0
 MAX_READ_TIMEOUT_S = 86400.0  # a day: anything longer is no bound
@@ -133,7 +133,7 @@ def server_down(error: BaseException) -> bool:
     )
 
 
-class DeadlineExceeded(TimeoutError):
+class DeadlineExceeded(FeatxError, TimeoutError):
     """An attempt that outlived its deadline: the server went silent, or answered too slowly."""
 
     def __init__(self, received: int, seconds: float, timeout: float):
