@@ -14,7 +14,7 @@ import uuid
 import numpy as np
 import pytest
 from conftest import TINY_CLI, assert_same_vectors, encode, photo, write_shard
-from test_cache import featx_cli
+from test_cache import featx_cli, only_namespace
 
 from featx import ParameterError, extract_features, load_features
 from featx._files import HOST, TMP_PREFIX
@@ -148,6 +148,36 @@ def test_a_shard_copied_in_from_another_namespace_is_never_served(two_precisions
     assert problems and all(p["problem"] == "checksum mismatch" and p["shard"][0] == "9" for p in problems)
     compacted = featx_cli("cache", "compact", cache)
     assert compacted.returncode == 0 and f"{len(IMAGES)} corrupt row(s) dropped" in compacted.stdout
+
+
+def test_a_copied_folder_given_the_right_namespace_json_still_never_serves_its_vectors(two_precisions):
+    cache, fp32_folder, bf16_folder, fp32, _ = two_precisions
+    meta = (fp32_folder / "namespace.json").read_bytes()
+    shutil.rmtree(fp32_folder)
+    shutil.copytree(bf16_folder, fp32_folder)
+    (fp32_folder / "namespace.json").write_bytes(meta)  # relabelled by hand: the label says fp32
+    assert_same_vectors(tiny("fp32", cache), fp32)  # the checksums say bf16: recomputed
+    assert np.array_equal(tiny("fp32", cache), tiny("fp32", cache))  # and served from then on
+
+
+def test_a_namespace_of_an_older_cache_format_is_named_with_how_to_remove_it(image_folder, tmp_path):
+    import json
+
+    from featx.cache.files import fingerprint_id
+
+    cache = tmp_path / "c"
+    assert featx_cli("extract", image_folder, "--cache", cache, *TINY_CLI).returncode == 0
+    current = only_namespace(cache)
+    older = {**current.fingerprint, "format": 2}
+    folder = cache / fingerprint_id(older)
+    folder.mkdir()
+    (folder / "namespace.json").write_text(json.dumps(older))
+    done = featx_cli("extract", image_folder, "--cache", cache, *TINY_CLI)
+    assert done.returncode == 0
+    assert f"featx: note: {folder.name} holds this network's vectors in an older cache format" in done.stderr
+    assert f"featx cache prune {cache} --namespace {folder.name}" in done.stderr
+    assert featx_cli("cache", "prune", cache, "--namespace", folder.name).returncode == 0
+    assert not folder.exists() and current.path.exists()
 
 
 # -- featx cache prune beside a job ---------------------------------------------------------------------

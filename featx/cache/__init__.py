@@ -16,6 +16,8 @@ place, so any number of processes may write at once, and a killed job loses at m
 
 from __future__ import annotations
 
+import glob
+import json
 import os
 import shutil
 from collections.abc import Mapping
@@ -24,7 +26,15 @@ from typing import Any
 
 from featx._files import local_path
 from featx.cache.checksums import entry_checksums, vector_checksums
-from featx.cache.files import FORMAT_VERSION, KEY_DTYPE, KEYS_SUFFIX, STAT_MEMO, fingerprint_id, leftovers
+from featx.cache.files import (
+    FORMAT_VERSION,
+    KEY_DTYPE,
+    KEYS_SUFFIX,
+    STAT_MEMO,
+    fingerprint_id,
+    leftovers,
+    read_fingerprint,
+)
 from featx.cache.namespace import Namespace
 from featx.cache.store import MemoryNamespace, Store
 from featx.errors import ParameterError
@@ -81,6 +91,24 @@ class FeatureCache:
         if not _is_namespace(path):
             raise ParameterError(f"{path} is not a featx cache namespace; see `featx cache info {self.root}`")
         shutil.rmtree(path)
+
+    def older_formats(self, fingerprint: Mapping[str, Any]) -> list[str]:
+        """Namespaces of this extractor written by an older cache format: not read (their checksums are
+        bound otherwise), so a job recomputes their vectors; named so that it can say so and how to
+        remove them."""
+        prefix = fingerprint_id(fingerprint).rsplit("-", 1)[0] + "-"
+        same = {key: value for key, value in fingerprint.items() if key != "format"}
+        older = []
+        for folder in sorted(self.root.glob(f"{glob.escape(prefix)}*")) if self.root.is_dir() else []:
+            try:
+                stored = read_fingerprint(folder)
+            except (OSError, ValueError):
+                continue
+            if stored.get("format") != fingerprint.get("format") and all(
+                stored.get(key) == json.loads(json.dumps(value)) for key, value in same.items()
+            ):
+                older.append(folder.name)
+        return older
 
     def remove_leftovers(self, older_than_s: float = 600) -> list[tuple[str, int]]:
         """What killed writers left beside the namespaces (the cache folder, the stat memo's): removed as

@@ -158,6 +158,12 @@ def run(args: argparse.Namespace) -> int:
         )
     )
     namespace = FeatureCache(args.cache).namespace(network.fingerprint)
+    for older in FeatureCache(args.cache).older_formats(network.fingerprint):
+        print(
+            f"featx: note: {older} holds this network's vectors in an older cache format, which is not "
+            f"read: they are computed again (remove it: featx cache prune {args.cache} --namespace {older})",
+            file=sys.stderr,
+        )
     inputs = f"{len(manifest.names)} shards" if isinstance(manifest, Shards) else f"{len(manifest)} images"
     print(
         f"{inputs} -> {network.backbone.name} [{network.weights_description}] "
