@@ -48,6 +48,8 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header("Location", "/loop")
             self.send_header("Content-Length", "0")
             self.end_headers()
+        elif route == "/drop":
+            self.close_connection = True  # closes without a word
         elif route == "/cut":
             self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + GOOD["/good/0.png"][:100])
             self.wfile.flush()
@@ -132,7 +134,7 @@ def test_one_url_that_never_answers_fails_alone_and_the_good_urls_of_its_server_
         assert f"cached: {3 * run}  computed: {3 - 3 * run}" in done.stdout
 
 
-def test_a_refused_connection_still_skips_its_server_but_a_cut_answer_does_not(server, one_second):
+def test_a_refused_connection_still_skips_its_server_but_a_dropped_or_cut_answer_does_not(server, one_second):
     error, _ = failure("http://127.0.0.1:9/a.png")
     assert error.kind == "unreachable" and "cannot connect" in error.reason
     assert "not asked again" in failure("http://127.0.0.1:9/b.png", 1)[0].reason
@@ -140,6 +142,9 @@ def test_a_refused_connection_still_skips_its_server_but_a_cut_answer_does_not(s
     assert cut.kind == "unreachable" and "closed the connection mid-answer" in cut.reason
     assert Handler.requests["/cut"] == 2  # tried again once, like a stall
     assert read_content(f"{server}/good/0.png") == GOOD["/good/0.png"]  # its server is still asked
+    dropped, _ = failure(f"{server}/drop")
+    assert dropped.kind == "unreachable" and "the server dropped the connection" in dropped.reason
+    assert read_content(f"{server}/good/1.png") == GOOD["/good/1.png"]
 
 
 # -- time with a bound ----------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ __all__ = ["read_error", "read_url"]
 def read_url(url: str, index: int, max_bytes: int) -> bytes:
     """An fsspec URL or tar member's bytes; failures become this input's error, naming shard and member.
     A read that timed out or was cut mid-answer is tried again once (``timeouts.ATTEMPTS``); a server
-    that refused or dropped a connection in the last half minute is not asked again
+    that refused a connection in the last half minute is not asked again
     (``timeouts.known_unreachable``)."""
     earlier = timeouts.known_unreachable(url)
     if earlier is not None:
@@ -68,8 +68,15 @@ def read_error(index: int, url: str, error: BaseException) -> ImageError:
             "unreachable",
             f"the server closed the connection mid-answer, {timeouts.ATTEMPTS} attempts",
         )
+    dropped = timeouts.cause_in_chain(error, (ConnectionResetError, BrokenPipeError), "ServerDisconnected")
+    if dropped is not None and not timeouts.server_down(error):
+        return ImageError(
+            index,
+            url,
+            "unreachable",
+            f"the server dropped the connection ({type(dropped).__name__}: {dropped})",
+        )
     cause = timeouts.cause_in_chain(error, ConnectionError, "ConnectionError")  # botocore's too
-    cause = cause or timeouts.cause_in_chain(error, ConnectionError, "ServerDisconnected")
     if cause is not None:
         return ImageError(index, url, "unreachable", f"cannot connect ({type(cause).__name__}: {cause})")
     if isinstance(error, FileNotFoundError):

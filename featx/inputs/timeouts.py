@@ -11,10 +11,11 @@ the variable. Silence alone is not enough: one input read from an asynchronous f
 is one request per attempt, which must end within the timeout plus one second per ``MIN_RATE`` bytes
 received (:func:`read_within_deadline`), so a trickle ends like silence.
 
-A server that refuses or drops connections is remembered for ``UNREACHABLE_TTL_S`` seconds by the
-process that tried it: the next reads from it fail at once (kind ``unreachable``) instead of each waiting
+A server that cannot be connected to (it refuses connections, or its host is unknown) is remembered
+for ``UNREACHABLE_TTL_S`` seconds by the process that tried it: the next reads from it fail at once (kind ``unreachable``) instead of each waiting
 through its own retries, so a job whose object store died ends in seconds, listing what it could not
-read. A read that timed out is that object's failure only: the server's other objects are still asked.
+read. A read that timed out, or whose connection was dropped, is that object's failure only: the
+server's other objects are still asked.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import asyncio
 import contextlib
 import math
 import os
+import socket
 import time
 from typing import Any
 from urllib.parse import urlsplit
@@ -123,13 +125,17 @@ def endpoint(url: str) -> str:
 
 
 def server_down(error: BaseException) -> bool:
-    """Whether a read failed because the server refused or dropped the connection (not because it went
-    silent on one object, or answered with an error): its other objects would fail alike."""
-    if timed_out(error) or cause_in_chain(error, (), "PayloadError") is not None:
+    """Whether a read failed because the server could not be connected to (refused, no such host): its
+    other objects would fail alike. Not silence, an error answer, or a connection dropped after it was
+    made: those may be this object's alone, and its server's other objects are still asked."""
+    if timed_out(error):
         return False
     return any(
         cause_in_chain(error, kind, name) is not None
-        for kind, name in ((ConnectionError, "ConnectionError"), (ConnectionError, "ServerDisconnected"))
+        for kind, name in (
+            (ConnectionRefusedError, "ConnectorError"),  # aiohttp's connect failures
+            (socket.gaierror, "EndpointConnectionError"),  # no such host; botocore's
+        )
     )
 
 
