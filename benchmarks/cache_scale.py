@@ -74,7 +74,7 @@ def simulate(root: Path, n: int, dim: int, shard_rows: int, seed: int = 0) -> tu
         matrix[start : start + len(vectors)] = vectors
         rows = np.empty(len(vectors), dtype=KEY_DTYPE)
         rows["key"] = [k.encode() for k in keys[start : start + len(vectors)]]
-        rows["crc32"] = entry_checksums(rows["key"], vectors)
+        rows["crc32"] = entry_checksums(rows["key"], vectors, namespace.tag)
         shard = f"{number:020d}-0-simulated"
         np.save(namespace.path / f"{shard}.vectors.npy", vectors)
         np.save(namespace.path / f"{shard}.keys.npy", rows)

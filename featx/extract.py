@@ -14,11 +14,11 @@ import numpy as np
 
 from featx import engines
 from featx.cache import MemoryNamespace, Store
-from featx.cache.store import Keys, key_strings
+from featx.cache.store import Keeping, Keys, key_strings
 from featx.engines.base import DEFAULTS, RunOptions
 from featx.engines.local.engine import compute_missing
-from featx.errors import ImageError
-from featx.inputs.images import ImageInput
+from featx.errors import ImageError, OutputError
+from featx.inputs.images import ImageInput, describe
 from featx.models.network import Network
 
 __all__ = ["Extraction", "extract", "read_vectors"]
@@ -37,13 +37,39 @@ class Extraction:
 def read_vectors(
     images: Sequence[ImageInput], keys: Keys, network: Network, store: Store, options: RunOptions = DEFAULTS
 ) -> tuple[np.ndarray, int]:
-    """Stored vectors for ``keys`` (all present, ``images`` aligned with them), and how many were recomputed:
-    a vector that fails its checksum is computed again rather than returned."""
-    vectors, corrupt = store.read(keys)
-    if not corrupt:
+    """Stored vectors for ``keys`` (``images`` aligned with them), and how many were recomputed: a vector
+    that fails its checksum, or that vanished from the cache since it was stored (a ``featx cache prune``
+    beside the job), is computed again rather than returned; one that cannot be is one OutputError."""
+    vectors, lost = store.read(keys)
+    if not lost:
         return vectors, 0
-    recomputed = compute_missing(images, key_strings(keys), network, store, options)
-    vectors, _ = store.read(keys)
+    if vectors.shape != (len(keys), network.n_features):  # nothing was left to read
+        vectors = np.empty((len(keys), network.n_features), dtype=np.float32)
+    strings, lost = key_strings(keys), set(lost)
+    rows = [i for i, key in enumerate(strings) if key in lost]
+    kept = Keeping(store)
+    recomputed = compute_missing(
+        [images[i] for i in rows],
+        [strings[i] for i in rows],
+        network,
+        kept,
+        options,
+    )
+    computed = set(kept.kept.known())
+    again = [i for i in rows if strings[i] not in computed]  # written by another process, or failing now
+    if again:
+        reread, still = store.read([strings[i] for i in again])
+        if still:
+            first = images[strings.index(still[0])]
+            raise OutputError(
+                f"{len(still)} vectors (first: {describe(first)}) vanished from the feature cache "
+                f"{getattr(store, 'path', '')} while this job read them, and could not be computed again: "
+                "run the same command again, not beside `featx cache prune`"
+            )
+        vectors[again] = reread
+    done = [i for i in rows if strings[i] in computed]
+    if done:
+        vectors[done] = kept.kept.read([strings[i] for i in done])[0]
     return vectors, recomputed
 
 

@@ -32,6 +32,7 @@ from featx.feature_files import (
 )
 from featx.inputs.manifests import load_job_source
 from featx.inputs.shards import Shards
+from featx.inputs.timeouts import read_timeout
 from featx.models._registry import Backbone
 from featx.models.network import Network
 from featx.models.spec import NetworkSpec, field_names
@@ -195,6 +196,7 @@ def run_job(
             f"engine's ({', '.join(engines.option_names(engine)) or 'none'})"
         )
     spec = NetworkSpec.from_params({"backbone": backbone, **params}, "run_job")
+    read_timeout()  # a bad FEATX_READ_TIMEOUT is refused before the network loads, not on every row
     options = RunOptions.from_params({**params, "progress": progress}, "run_job")
     runner = engines.get(engine, **{k: v for k, v in params.items() if k in engines.option_names(engine)})
     network = runner.network(spec)

@@ -338,7 +338,7 @@ def test_the_read_timeout_flag_turns_a_hanging_server_into_error_rows_and_the_jo
     assert done.stderr.strip().splitlines()[-1].startswith("featx: error: 2 inputs could not be reached")
     errors = (tmp_path / "f.errors.csv").read_text()
     assert errors.count("unreachable") == 2 and "/a.jpg" in errors and "/b.jpg" in errors
-    assert "timed out" in errors and "not asked again" in errors  # b.jpg: the same server, failed once
+    assert errors.count("timed out") == 2  # b.jpg is asked too: a time-out is one object's failure
     assert seconds < 120
     refused = featx_cli("extract", manifest, "--cache", tmp_path / "c", "--read-timeout", "0", *args)
     assert refused.returncode == 2 and "--read-timeout" in refused.stderr

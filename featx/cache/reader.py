@@ -31,6 +31,8 @@ class Shards(Protocol):
     """What a bulk read needs of a namespace: its index and its shard files (the reader never imports
     :class:`~featx.cache.namespace.Namespace`, which imports the reader)."""
 
+    tag: int  # the namespace's fingerprint tag, bound into every stored checksum
+
     def index(self) -> KeyIndex: ...
 
     def shard_keys(self, shard: str) -> np.ndarray: ...
@@ -143,7 +145,10 @@ class BulkRead:
                 self._fail(shard, here[wrong], rows[wrong])
                 rows, here = rows[~wrong], here[~wrong]
                 # the vectors' own crc32s: the stored ones unbound from the keys asked (== the keys stored)
-                expected = stored["crc32"][rows] ^ key_tags(self.encoded[here])
+                # and from this namespace's fingerprint (a shard copied from another fails here)
+                expected = (
+                    stored["crc32"][rows] ^ key_tags(self.encoded[here]) ^ np.uint32(self.namespace.tag)
+                )
                 pieces.extend(_plan(shard, rows, here, expected, mapped.shape[1]))
             if pieces:
                 self._copy(pieces)

@@ -15,7 +15,6 @@ from featx.options import (
     COUNT,
     ENGINES,
     JOB_ON_ERROR,
-    POSITIVE,
 )
 
 if TYPE_CHECKING:
@@ -34,10 +33,11 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     extract.add_argument("--on-error", default="skip", choices=JOB_ON_ERROR)
     extract.add_argument(
         "--read-timeout",
-        type=POSITIVE.parse,
+        type=_seconds,
         metavar="SECONDS",
         help="longest wait for a connection or between bytes of a network read, before one retry and then "
-        "an error row (default: $FEATX_READ_TIMEOUT, else 60)",
+        "an error row; each attempt also ends after this plus 1 s per MB received (default: "
+        "$FEATX_READ_TIMEOUT, else 60)",
     )
     extract.add_argument(
         "--errors", help="CSV listing every failed image (default: next to --out, if any fail)"
@@ -68,11 +68,13 @@ def run(args: argparse.Namespace) -> int:
     from featx.feature_files import check_output_path
     from featx.inputs.manifests import load_job_source
     from featx.inputs.shards import Shards
-    from featx.inputs.timeouts import set_read_timeout
+    from featx.inputs.timeouts import read_timeout, set_read_timeout
     from featx.job import run_extract_job
 
     if args.read_timeout is not None:  # before the source is listed: a remote folder is read too
         set_read_timeout(args.read_timeout)
+    else:
+        read_timeout()  # a bad FEATX_READ_TIMEOUT is one line now, whatever the manifest names
     manifest = load_job_source(args.source)
     # outputs are checked before the network loads: a typo or a read-only folder costs nothing
     if args.out:
@@ -86,6 +88,12 @@ def run(args: argparse.Namespace) -> int:
     engine = engines.get(args.engine, **options)
     network = engine.network(network_spec(args))
     namespace = FeatureCache(args.cache).namespace(network.fingerprint)
+    for older in FeatureCache(args.cache).older_formats(network.fingerprint):
+        print(
+            f"featx: note: {older} holds this network's vectors in an older cache format, which is not "
+            f"read: they are computed again (remove it: featx cache prune {args.cache} --namespace {older})",
+            file=sys.stderr,
+        )
     inputs = f"{len(manifest.names)} shards" if isinstance(manifest, Shards) else f"{len(manifest)} images"
     print(
         f"{inputs} -> {network.backbone.name} [{network.weights_description}] "
@@ -130,6 +138,16 @@ def run(args: argparse.Namespace) -> int:
         )
         return 1
     return 0
+
+
+def _seconds(text: str) -> float:
+    """``--read-timeout``: a finite number of seconds (``inf`` would make every remote input fail)."""
+    from featx.inputs.timeouts import parse_seconds
+
+    try:
+        return parse_seconds(text, repr(text))
+    except ParameterError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _refuse_outputs_that_overwrite(args: argparse.Namespace) -> None:

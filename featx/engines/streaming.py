@@ -17,7 +17,7 @@ from featx.engines.plan import every_failure
 from featx.errors import ImageError, ShardReadError
 from featx.inputs import shards, sources
 from featx.inputs.bounds import byte_bound
-from featx.inputs.images import read_error
+from featx.inputs.remote import read_error
 from featx.models.preprocessing import Preprocessing
 
 

@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from featx.errors import ImageError
-from featx.inputs import sources, tables, timeouts
+from featx.inputs import sources
 from featx.inputs.bounds import (
     MAX_BYTES,
     MAX_PIXELS,
@@ -28,6 +28,7 @@ from featx.inputs.bounds import (
     refuse_over_max_bytes,
     resized_size,
 )
+from featx.inputs.remote import read_url
 
 FLOAT_TOLERANCE = 1e-4  # float pixels this far outside [0, 1] are rounding, not another scale
 ImageInput = Any  # str | os.PathLike | bytes | PIL.Image.Image | np.ndarray
@@ -55,7 +56,7 @@ def read_content(
     Nothing is read past ``max_bytes`` (see :func:`byte_bound`): a larger input fails as ``too_large``.
     """
     if isinstance(image, str) and sources.is_url(image):
-        return _read_url(image, index, max_bytes)
+        return read_url(image, index, max_bytes)
     if isinstance(image, (str, os.PathLike)):
         with _open_file(image, index, max_bytes) as handle:
             content = handle.read(max_bytes + 1)
@@ -244,58 +245,6 @@ def _open_file(path: str | os.PathLike, index: int, max_bytes: int):
         ) from None
     except OSError as error:
         raise ImageError(index, source, "unreadable", str(error)) from None
-
-
-def _read_url(url: str, index: int, max_bytes: int) -> bytes:
-    """An fsspec URL or tar member's bytes; failures become this input's error, naming shard and member.
-    A read that timed out is tried again once (``timeouts.ATTEMPTS``); a server that could not be reached
-    in the last half minute is not asked again (``timeouts.known_unreachable``)."""
-    earlier = timeouts.known_unreachable(url)
-    if earlier is not None:
-        raise ImageError(
-            index, url, "unreachable", f"not asked again: its server failed moments ago, reading {earlier}"
-        )
-    for attempt in range(1, timeouts.ATTEMPTS + 1):
-        try:
-            content = sources.read_bytes(url, max_bytes + 1)
-            break
-        except Exception as error:  # each fsspec backend raises its own (OSError, botocore's, aiohttp's...)
-            if attempt < timeouts.ATTEMPTS and timeouts.timed_out(error):
-                continue
-            failure = read_error(index, url, error)
-            if failure.kind == "unreachable":
-                timeouts.remember_unreachable(url, failure.reason)
-            raise failure from None
-    refuse_over_max_bytes(len(content), index, url, max_bytes)
-    return content
-
-
-def read_error(index: int, url: str, error: BaseException) -> ImageError:
-    """What an fsspec, tar or table read failure means for the input it read: missing, permission,
-    unreadable, or unreachable (the server refused the connection or went silent: asking again later may
-    work). fsspec's HTTP file system reports a refused or timed-out connection as FileNotFoundError; the
-    cause in its chain says the server was never asked, so that input is unreachable, not missing."""
-    if timeouts.timed_out(error):
-        return ImageError(
-            index,
-            url,
-            "unreachable",
-            f"timed out: no answer within {timeouts.read_timeout():g} s, {timeouts.ATTEMPTS} attempts "
-            f"(raise it with --read-timeout or {timeouts.VARIABLE} if the server is only slow)",
-        )
-    cause = timeouts.cause_in_chain(error, ConnectionError, "ConnectionError")  # botocore's too
-    if cause is not None:
-        return ImageError(index, url, "unreachable", f"cannot connect ({type(cause).__name__}: {cause})")
-    if isinstance(error, FileNotFoundError):
-        what = (
-            "the table's cell is empty (null)"
-            if url.startswith(tables.ROW_PREFIX)
-            else "no such object or member"
-        )
-        return ImageError(index, url, "missing", what)
-    if isinstance(error, PermissionError):
-        return ImageError(index, url, "permission", f"access denied ({error}); check the credentials")
-    return ImageError(index, url, "unreadable", f"{type(error).__name__}: {error}")
 
 
 def _unsupported_type(image: Any, index: int) -> ImageError:

@@ -15,7 +15,8 @@ from featx.engines.streaming import Streamed, stream_shard
 from featx.errors import ImageError
 from featx.inputs import tables
 from featx.inputs.bounds import byte_bound
-from featx.inputs.images import read_content, read_error
+from featx.inputs.images import read_content
+from featx.inputs.remote import read_error
 from featx.models.preprocessing import Preprocessing
 
 
