@@ -19,6 +19,7 @@ from featx.models import quantize, tuning
 from featx.models._registry import Backbone, get_backbone
 from featx.models.decoding import choose_decoding
 from featx.models.devices import resolve_device
+from featx.models.memory import fitting_in_memory
 from featx.models.pending import PendingVectors
 from featx.models.pooling import Pool, pool, resolve_pooling
 from featx.models.precision import Trial, choose_precision
@@ -94,7 +95,9 @@ def feature_size(backbone: str | Backbone, layer: str | None = None, pooling: st
     spec = get_backbone(backbone)
     shape = _output_shape(spec, layer or spec.node)
     pooled = pool(
-        torch.empty((1, *shape), device="meta"), resolve_pooling(spec, layer, pooling), spec.prefix_tokens
+        torch.empty((1, *shape), device="meta"),
+        resolve_pooling(spec, layer, pooling, shape),
+        spec.prefix_tokens,
     )
     return int(pooled.shape[1])
 
@@ -154,7 +157,8 @@ class FrozenNetwork:
             resolved.preprocessing, decoding=self.decoding_choice["decoding"]
         )
         self.weights_description = resolved.description
-        self.module = self._load(resolved.state_dict)
+        with fitting_in_memory(self.backbone.name, self.backbone.skeleton, self.device):
+            self.module = self._load(resolved.state_dict)  # built, then moved to the device
         self._pool = Pool(self.pooling, self.backbone.prefix_tokens)
         self._pipelines = {"float": _Pipeline(self.module, self.preprocessing, self._pool).to(self.device)}
         identity = {
