@@ -122,6 +122,9 @@ def transfer_report(
     if unknown:
         raise ParameterError(f"baselines={list(baselines)}: {unknown} unknown; use any of {BASELINES}")
     specs = [get_backbone(b) for b in ([backbones] if isinstance(backbones, (str, Backbone)) else backbones)]
+    make_folds(
+        y, cv, split=split, random_state=random_state
+    )  # labels no fold can learn from: before extracting
     settings = dict(
         cache_dir=cache_dir,
         batch_size=batch_size,
