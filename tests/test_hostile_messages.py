@@ -49,10 +49,24 @@ def test_a_module_that_fails_to_import_is_one_line_naming_it(source, words, tmp_
 
 
 @pytest.mark.parametrize(
-    "name, kind", [("os:system", "builtin"), ("json:loads", "function"), ("os:path", "module")]
+    "name, kind",
+    [
+        ("os:system", "builtin"),
+        ("json:loads", "function"),
+        ("os:path", "module"),
+        ("featx:__version__", "str"),
+    ],
 )
 def test_a_reference_to_something_that_is_not_a_backbone_says_what_it_is(name, kind):
     with pytest.raises(ParameterError, match=f"is a {kind}.*not a featx.Backbone"):
+        get_backbone(name)
+
+
+@pytest.mark.parametrize(
+    "name", ["timm/no_such_model_x", "timm/resnet18.no_such_tag", "réseau 50", "resnet50 "]
+)
+def test_a_name_that_is_no_backbone_is_one_line_without_importing_anything(name):
+    with pytest.raises(ParameterError, match="is not a known backbone"):
         get_backbone(name)
 
 
