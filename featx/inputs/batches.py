@@ -1,6 +1,8 @@
 """What users pass as X, made a list of single images: sequences, pandas columns, numpy stacks, and
 PyTorch tensors in torchvision's layout (``C x H x W``, or ``N x C x H x W`` for a batch), which become
 numpy's ``H x W x C`` arrays, so a tensor and the same pixels as an array get the same vector and key.
+A tensor that is no such image (meta, sparse, nested, another dtype or layout) becomes its own row's
+failure, named as the tensor it was, so one bad element never costs the good ones.
 """
 
 from __future__ import annotations
