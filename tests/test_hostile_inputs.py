@@ -386,7 +386,7 @@ def hostile_feature_files(folder: Path, good: Path) -> dict[str, tuple[Path, lis
     parquet("text.parquet", ["abc"] * len(rows), "not vectors")
     parquet("not-finite.parquet", [r * np.nan if i == 2 else r for i, r in enumerate(rows)], "not finite")
     parquet("no-labels.parquet", rows, "two classes", "every label is blank", label=None)
-    parquet("one-label.parquet", rows, "two classes", "hold 1", label="cat")
+    parquet("one-label.parquet", rows, "two classes", "one class, 'cat'", label="cat")
     (folder / "garbage.parquet").write_bytes(os.urandom(300))
     files["garbage.parquet"] = (folder / "garbage.parquet", ["garbage.parquet", "cannot read"])
     npy("garbage.npy", os.urandom(300), "not a .npy matrix")

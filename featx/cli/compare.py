@@ -228,6 +228,26 @@ def _dataset_name(source: str) -> str:
     return path.parent.resolve().name if path.stem == "manifest" else path.stem
 
 
+def _labelled(args: argparse.Namespace, meta: pd.DataFrame) -> np.ndarray:
+    """Which rows hold a label, if any do; labels no fold can learn from are refused by ``make_folds``,
+    the check every comparison shares, here naming the source."""
+    from featx.evaluate import make_folds
+
+    if "label" not in meta:
+        raise ParameterError(
+            f"{args.source} has no labels: compare needs class sub-folders or a 'label' column"
+        )
+    labelled = meta["label"].notna().to_numpy()
+    if not labelled.any():
+        raise ParameterError(f"{args.source}: every label is blank; compare needs two classes or more")
+    split = meta.loc[labelled, "split"].to_numpy() if "split" in meta else None
+    try:
+        make_folds(meta.loc[labelled, "label"].astype(str).to_numpy(), args.cv, split=split)
+    except ParameterError as error:
+        raise ParameterError(f"{args.source}: {error}") from None
+    return labelled
+
+
 def _labelled_features(args: argparse.Namespace) -> tuple[np.ndarray, pd.DataFrame, str, str]:
     """(X, meta, backbone, layer) from a features file, or extracted through the cache from images."""
     from featx.cache import open_store
@@ -244,6 +264,7 @@ def _labelled_features(args: argparse.Namespace) -> tuple[np.ndarray, pd.DataFra
         layer = fingerprint.get("node", "?")
     else:
         meta = load_manifest(args.source)
+        _labelled(args, meta)  # before minutes of extraction
         network = build_network(network_spec(args, backbone=(args.backbone or ["resnet50"])[0]))
         backbone = network.backbone.name
         result = extract(
@@ -257,21 +278,17 @@ def _labelled_features(args: argparse.Namespace) -> tuple[np.ndarray, pd.DataFra
                 f"  skipped {one_line(error.source)}: {error.kind}: {one_line(error.reason)}", file=sys.stderr
             )
         failed = [error.index for error in result.errors]
+        if result.errors and len(failed) == len(meta):
+            first = result.errors[0]
+            raise ParameterError(
+                f"{args.source}: every image failed ({len(failed)}); the first, {one_line(first.source)}: "
+                f"{first.kind}: {one_line(first.reason)}"
+            )
         X = np.delete(result.features, failed, axis=0)
         meta = meta.drop(index=failed).reset_index(drop=True)
         layer = network.node
         meta.attrs["featx"] = network.fingerprint
-    if "label" not in meta:
-        raise ParameterError(
-            f"{args.source} has no labels: compare needs class sub-folders or a 'label' column"
-        )
-    labelled = meta["label"].notna().to_numpy()
-    classes = meta.loc[labelled, "label"].unique()
-    if len(classes) < 2:
-        raise ParameterError(
-            f"{args.source}: compare needs two classes or more, and its labelled rows hold "
-            f"{len(classes)} ({', '.join(map(str, classes[:1])) or 'every label is blank'})"
-        )
+    labelled = _labelled(args, meta)
     broken = np.flatnonzero(~np.isfinite(X).all(axis=1) & labelled)
     if broken.size:
         first = meta["path"][broken[0]] if "path" in meta else f"row {broken[0]}"

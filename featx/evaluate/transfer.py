@@ -144,6 +144,7 @@ def transfer_report(
         )
     settings = {**params, "on_error": "nan"}
     checked_transformer("transfer_report", {**settings, "weights": weights})  # before minutes of work
+    make_folds(y, cv, split=split, random_state=random_state)  # labels no fold learns from, before extracting
     sets = []
     for spec in specs:
         for layer in _layers(spec, layers):

@@ -18,6 +18,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from featx.errors import ImageError
 from featx.inputs import sources
+from featx.inputs.arrays import Converted, array_image, float_to_uint8, sixteen_bit_to_uint8
 from featx.inputs.bounds import (
     MAX_BYTES,
     MAX_PIXELS,
@@ -30,12 +31,13 @@ from featx.inputs.bounds import (
 )
 from featx.inputs.remote import read_url
 
-FLOAT_TOLERANCE = 1e-4  # float pixels this far outside [0, 1] are rounding, not another scale
-ImageInput = Any  # str | os.PathLike | bytes | PIL.Image.Image | np.ndarray
+ImageInput = Any  # str | os.PathLike | bytes | PIL.Image.Image | np.ndarray | Converted
 
 
 def describe(image: ImageInput) -> str:
     """A short description of an input for messages and error files (the path, for files)."""
+    if isinstance(image, Converted):
+        return image.description
     if isinstance(image, (str, os.PathLike)):
         return os.fspath(image)
     if isinstance(image, (bytes, bytearray)):
@@ -66,6 +68,10 @@ def read_content(
         return bytes(image)
     if isinstance(image, (Image.Image, np.ndarray)):
         return image
+    if isinstance(image, Converted):
+        if image.pixels is None:
+            raise ImageError(index, image.description, image.kind, image.reason)
+        return image.pixels
     raise _unsupported_type(image, index)
 
 
@@ -112,7 +118,7 @@ def load_rgb(
     source = source or describe(image)
     content = read_content(image, index, byte_bound(max_pixels))
     if isinstance(content, np.ndarray):
-        content = _array_image(content, index, source)
+        content = array_image(content, index, source)
     if isinstance(content, Image.Image):
         check_size(content.width, content.height, index, source, max_pixels, resize)
         return _to_rgb(content, index, source)
@@ -151,9 +157,9 @@ def _to_rgb(image: Image.Image, index: int, source: str) -> Image.Image:
     try:
         image = ImageOps.exif_transpose(image)
         if image.mode == "F":
-            return Image.fromarray(_float_to_uint8(np.asarray(image), index, source), "L").convert("RGB")
+            return Image.fromarray(float_to_uint8(np.asarray(image), index, source), "L").convert("RGB")
         if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
-            return Image.fromarray(_sixteen_bit_to_uint8(np.asarray(image)), "L").convert("RGB")
+            return Image.fromarray(sixteen_bit_to_uint8(np.asarray(image)), "L").convert("RGB")
         if image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in image.info:
             rgba = image.convert("RGBA")
             return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert(
@@ -166,63 +172,6 @@ def _to_rgb(image: Image.Image, index: int, source: str) -> Image.Image:
         raise ImageError(
             index, source, "unsupported_mode", f"cannot convert mode {image.mode} to RGB: {error}"
         ) from None
-
-
-_ARRAY_MODES = {1: "L", 3: "RGB", 4: "RGBA"}
-
-
-def _array_image(array: np.ndarray, index: int, source: str) -> Image.Image:
-    """HxW or HxWxC (C = 1, 3, 4) arrays -> a PIL image of the same pixels, so that an array and the same
-    pixels as a PIL image decode alike (alpha over white included). uint8 as is, uint16 scaled, floats
-    must lie in [0, 1]."""
-    if array.ndim == 2:
-        array = array[:, :, None]
-    if array.ndim != 3 or array.shape[2] not in _ARRAY_MODES:
-        channels_first = array.ndim == 3 and array.shape[0] in _ARRAY_MODES
-        hint = "; it looks channels-first (CxHxW): pass array.transpose(1, 2, 0)" if channels_first else ""
-        raise ImageError(
-            index, source, "invalid_array", f"expected an HxW or HxWxC array with C in (1, 3, 4){hint}"
-        )
-    if array.size == 0:
-        raise ImageError(index, source, "invalid_array", "the array is empty")
-    if array.dtype == np.uint8:
-        pixels = array
-    elif array.dtype.kind == "f":
-        pixels = _float_to_uint8(array, index, source)
-    elif array.dtype == np.uint16:
-        pixels = _sixteen_bit_to_uint8(array)
-    else:
-        raise ImageError(
-            index,
-            source,
-            "invalid_array",
-            f"dtype {array.dtype} is not supported; use uint8, uint16 or float in [0, 1]",
-        )
-    mode = _ARRAY_MODES[pixels.shape[2]]
-    return Image.fromarray(np.ascontiguousarray(pixels if mode != "L" else pixels[:, :, 0]), mode)
-
-
-def _float_to_uint8(array: np.ndarray, index: int, source: str) -> np.ndarray:
-    """Floats are intensities in [0, 1]; any other range is ambiguous ([0, 255]? [0, 65535]? HDR?) and refused.
-    Rounding from a resize or a colour conversion (1.0000001, -1e-9) is within ``FLOAT_TOLERANCE`` and clipped."""
-    if not np.isfinite(array).all() or array.min() < -FLOAT_TOLERANCE or array.max() > 1 + FLOAT_TOLERANCE:
-        low, high = (
-            (float(np.nanmin(array)), float(np.nanmax(array)))
-            if np.isfinite(array).any()
-            else (np.nan, np.nan)
-        )
-        raise ImageError(
-            index,
-            source,
-            "ambiguous",
-            f"float pixels must lie in [0, 1] (these span [{low:g}, {high:g}]); scale them to [0, 1] "
-            "or convert the image to 8 or 16 bits",
-        )
-    return np.round(np.clip(array, 0, 1) * 255).astype(np.uint8)
-
-
-def _sixteen_bit_to_uint8(array: np.ndarray) -> np.ndarray:
-    return np.round(np.clip(array.astype(np.float64), 0, 65535) / 257).astype(np.uint8)
 
 
 def _open_file(path: str | os.PathLike, index: int, max_bytes: int):

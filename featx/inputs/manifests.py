@@ -35,6 +35,7 @@ from featx.inputs.sources import IMAGE_SUFFIXES
 #: Columns featx writes into feature files: a manifest that already has them would be overwritten or unreadable.
 RESERVED_COLUMNS = ("key", "features")
 _TABLE_SUFFIXES = (".parquet", ".csv", ".tsv", ".txt")
+_FEATURE_COLUMNS = 16  # this many numeric columns make a table of vectors, not a manifest
 
 
 def load_manifest(source: str | os.PathLike) -> pd.DataFrame:
@@ -79,6 +80,13 @@ def load_job_source(source: str | os.PathLike) -> pd.DataFrame | shards.Shards:
 
 def _with_paths(frame: pd.DataFrame, root: str, source: Any) -> pd.DataFrame:
     """Check the columns; make relative paths absolute against the manifest's folder (URLs stay as they are)."""
+    looks_like = _features_table(frame, str(source))
+    if looks_like:
+        raise ParameterError(
+            f"{source} is {looks_like}, not a manifest of images; featx compare takes a features file that "
+            "`featx extract --out` wrote (.parquet, or .npy beside its .meta.csv) or images (a folder, or a "
+            "manifest with a 'path' column); vectors of your own go to featx.evaluate.compare_classifiers(X, y)"
+        )
     if "path" not in frame.columns:
         raise ParameterError(f"{source} has columns {list(frame.columns)}; a manifest needs a 'path' column")
     reserved = [c for c in RESERVED_COLUMNS if c in frame.columns]
@@ -105,6 +113,21 @@ def _with_paths(frame: pd.DataFrame, root: str, source: Any) -> pd.DataFrame:
     frame = frame.reset_index(drop=True)
     frame.attrs["skipped"] = []
     return frame
+
+
+def _features_table(frame: pd.DataFrame, source: str) -> str | None:
+    """What a table of feature vectors given as a manifest looks like (None if it looks like a manifest):
+    the row list of an ``.npy`` features file, featx's own columns saved again as CSV, or a row of numbers
+    per image (a manifest's other columns are a few: sizes, scores, ids)."""
+    matrix = source[: -len(".meta.csv")] + ".npy" if source.endswith(".meta.csv") else None
+    if matrix and "key" in frame.columns and os.path.exists(matrix):
+        return f"the row list of the features file {matrix} (pass that file)"
+    if "features" in frame.columns and "key" in frame.columns:
+        return "a features file saved again as a table (its 'key' and 'features' columns)"
+    numeric = [c for c in frame.select_dtypes("number").columns if c not in ("label", "split")]
+    if len(numeric) >= _FEATURE_COLUMNS:
+        return f"a table of feature vectors ({len(numeric)} numeric columns of {len(frame.columns)})"
+    return None
 
 
 def _remote_manifest(url: str, listed: tuple[str, list[str]] | None) -> pd.DataFrame:

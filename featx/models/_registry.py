@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from featx.errors import ParameterError
+from featx.models.memory import fitting_in_memory
 from featx.models.preprocessing import Preprocessing
 from featx.models.weights import RANDOM_INIT_SEED, PretrainedWeights, StateDict
 from featx.options import POOLINGS, check
@@ -131,14 +132,15 @@ class Backbone:
         """The network with ``state_dict`` loaded (None: seeded random init), cut at ``node``, in eval mode.
 
         The one place a network is built: the frozen extractor and fine-tuning both start here, so
-        ``weights=None`` means the same network for both.
+        ``weights=None`` means the same network for both, and a model too large for memory is one line.
         """
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(RANDOM_INIT_SEED)
-            model = self.build()
-        if state_dict is not None:
-            _load_matching(model, state_dict, self.name)
-        return self.create_extractor(model.eval(), node or self.node).eval()
+        with fitting_in_memory(self.name, self.skeleton):
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(RANDOM_INIT_SEED)
+                model = self.build()
+            if state_dict is not None:
+                _load_matching(model, state_dict, self.name)
+            return self.create_extractor(model.eval(), node or self.node).eval()
 
 
 @dataclass(frozen=True)
@@ -209,15 +211,29 @@ def get_backbone(backbone: str | Backbone) -> Backbone:
 
 
 def _import_backbone(reference: str) -> Backbone:
+    """``"package.module:ATTRIBUTE"`` -> the Backbone it names. Both sides must be Python names (no
+    relative module, no path), checked before anything is imported; a module that fails to import is one
+    line naming it and its error."""
     module_name, _, attribute = reference.partition(":")
+    if not (all(part.isidentifier() for part in module_name.split(".")) and attribute.isidentifier()):
+        raise ParameterError(
+            f"backbone={reference!r} is neither a known backbone nor a 'module:attribute' reference "
+            "(Python names on both sides, the module in full, e.g. 'mypackage.models:MY_BACKBONE')"
+        )
     try:
         found = getattr(importlib.import_module(module_name), attribute)
     except (ImportError, AttributeError) as error:
         raise ParameterError(
             f"backbone={reference!r}: cannot import {attribute!r} from {module_name!r} ({error})"
         ) from None
+    except Exception as error:  # the module's own code failed: its error, in one line
+        raise ParameterError(
+            f"backbone={reference!r}: importing {module_name!r} failed ({type(error).__name__}: {error})"
+        ) from error
     if not isinstance(found, Backbone):
-        raise ParameterError(f"backbone={reference!r} is a {type(found).__name__}, not a featx.Backbone")
+        raise ParameterError(
+            f"backbone={reference!r} is a {type(found).__name__}, not a featx.Backbone; name the Backbone object"
+        )
     return found
 
 

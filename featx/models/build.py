@@ -17,6 +17,7 @@ from featx.models import quantize, tuning
 from featx.models._registry import Backbone, get_backbone
 from featx.models.decoding import choose_decoding
 from featx.models.devices import resolve_device
+from featx.models.memory import fitting_in_memory
 from featx.models.network import FrozenNetwork, Pipelines
 from featx.models.nodes import feature_size
 from featx.models.pooling import Pool, resolve_pooling
@@ -61,7 +62,8 @@ def build_network(spec: NetworkSpec | str | Backbone = "resnet50", **settings: A
         stored = quantize.stored_calibration_path(tuning.tuning_path().parent, key, images.digest())
         return quantize.quantize(module, normalise(images.batches()[0].to(device)), stored)
 
-    module = _truncated(backbone, resolved.state_dict, node, device)
+    with fitting_in_memory(backbone.name, backbone.skeleton, device):
+        module = _truncated(backbone, resolved.state_dict, node, device)  # built, then moved to the device
     pipelines = Pipelines(module, preprocessing, Pool(pooling, backbone.prefix_tokens), device, quantizer)
     trial = Trial(images, device, pipelines.forward)
     precision_choice = choose_precision(spec.precision, key, device, trial, spec.min_cosine, backbone.name)

@@ -31,9 +31,12 @@ def _meta_output_shape(backbone: Backbone, node: str, crop: int) -> tuple[int, .
 def feature_size(backbone: str | Backbone, layer: str | None = None, pooling: str | None = None) -> int:
     """The length of the feature vector, computed on PyTorch's meta device: no weights, no images."""
     spec = get_backbone(backbone)
+    resolve_pooling(spec, layer, pooling)  # a blank layer is refused as such before it is looked for
     shape = _output_shape(spec, layer or spec.node)
     pooled = pool(
-        torch.empty((1, *shape), device="meta"), resolve_pooling(spec, layer, pooling), spec.prefix_tokens
+        torch.empty((1, *shape), device="meta"),
+        resolve_pooling(spec, layer, pooling, shape),
+        spec.prefix_tokens,
     )
     return int(pooled.shape[1])
 

@@ -23,11 +23,27 @@ __all__ = ["Pool", "pool", "resolve_pooling"]
 _TOKEN_POOLINGS = ("cls", "tokens_avg")
 
 
-def resolve_pooling(backbone: Backbone, layer: str | None, pooling: str | None) -> str:
-    """The backbone's own pooling for its default node; its ``layer_pooling`` for any other node."""
-    if pooling is None:
-        return backbone.pooling if layer in (None, backbone.node) else backbone.layer_pooling
-    return check("pooling", pooling, POOLINGS)
+def resolve_pooling(
+    backbone: Backbone, layer: str | None, pooling: str | None, shape: tuple[int, ...] | None = None
+) -> str:
+    """The backbone's own pooling for its default node; its ``layer_pooling`` for any other node. A blank
+    ``layer`` is refused (it would mean the default node here and another node's rule there); with the
+    node's output ``shape``, a token rule the user did not choose is refused for a node without tokens,
+    saying so instead of naming a ``pooling=`` the user never passed."""
+    if layer is not None and (not isinstance(layer, str) or not layer.strip()):
+        raise ParameterError(
+            f"layer={layer!r} is not a node name; leave layer out (None) for {backbone.name}'s default "
+            f"node {backbone.node!r}, or name one of featx.list_nodes({backbone.name!r})"
+        )
+    if pooling is not None:
+        return check("pooling", pooling, POOLINGS)
+    rule = backbone.pooling if layer in (None, backbone.node) else backbone.layer_pooling
+    if shape is not None and rule in _TOKEN_POOLINGS and len(shape) != 2:
+        raise ParameterError(
+            f"layer={layer!r} of {backbone.name} gives {shape} per image, not tokens, which {backbone.name}'s "
+            f"rule for its layers ({rule!r}) needs; pass pooling='avg', 'max' or 'flatten' for this layer"
+        )
+    return rule
 
 
 def pool(features: torch.Tensor, pooling: str, prefix_tokens: int = 0) -> torch.Tensor:
