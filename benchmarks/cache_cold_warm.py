@@ -20,7 +20,8 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from featx import FeatureCache, FrozenNetwork
+from featx import FeatureCache, build_network
+from featx.engines import RunOptions
 from featx.inputs.manifests import load_manifest
 from featx.job import run_extract_job
 
@@ -38,13 +39,13 @@ def main() -> None:
     args = parser.parse_args()
 
     manifest = load_manifest(args.manifest).head(args.images)
-    network = FrozenNetwork(args.backbone, weights=args.weights)
+    network = build_network(args.backbone, weights=args.weights)
     with tempfile.TemporaryDirectory() as cache_dir:
         namespace = FeatureCache(cache_dir).namespace(network.fingerprint)
         timings = {}
         for run in ("cold", "warm"):
             start = time.perf_counter()
-            summary = run_extract_job(manifest, network, namespace, progress=False)
+            summary = run_extract_job(manifest, network, namespace, RunOptions(progress=False))
             timings[run] = time.perf_counter() - start
             assert summary.errors == [], summary.errors[:3]
         disk_bytes = sum(p.stat().st_size for p in namespace.path.iterdir())

@@ -51,12 +51,13 @@ from featx._machine import cpu_model  # noqa: E402
 from featx.cache import FeatureCache, entry_checksums, index, stat_memo  # noqa: E402
 from featx.cache.compact import compact  # noqa: E402
 from featx.cache.files import KEY_DTYPE  # noqa: E402
+from featx.engines import RunOptions  # noqa: E402
 from featx.engines.local import seen  # noqa: E402
 from featx.feature_files import write_features  # noqa: E402
 from featx.inputs.images import content_key, read_content  # noqa: E402
 from featx.inputs.manifests import load_manifest  # noqa: E402
 from featx.job import run_extract_job  # noqa: E402
-from featx.models.network import FrozenNetwork  # noqa: E402
+from featx.models.build import build_network  # noqa: E402
 
 FINGERPRINT = {"backbone": "simulated", "node": "pool"}
 
@@ -73,7 +74,7 @@ def simulate(root: Path, n: int, dim: int, shard_rows: int, seed: int = 0) -> tu
         matrix[start : start + len(vectors)] = vectors
         rows = np.empty(len(vectors), dtype=KEY_DTYPE)
         rows["key"] = [k.encode() for k in keys[start : start + len(vectors)]]
-        rows["crc32"] = entry_checksums(rows["key"], vectors)
+        rows["crc32"] = entry_checksums(rows["key"], vectors, namespace.tag)
         shard = f"{number:020d}-0-simulated"
         np.save(namespace.path / f"{shard}.vectors.npy", vectors)
         np.save(namespace.path / f"{shard}.keys.npy", rows)
@@ -149,10 +150,12 @@ def job_overhead(n: int, workdir: Path | None) -> dict:
         for i in range(n):
             Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(folder / f"{i:06d}.png")
         manifest = load_manifest(folder)
-        network = FrozenNetwork("tiny", weights=None, precision="fp32", compile=False)
+        network = build_network("tiny", weights=None, precision="fp32", compile=False)
         namespace = FeatureCache(root / "cache").namespace(network.fingerprint)
         start = time.perf_counter()
-        run_extract_job(manifest, network, namespace, out=root / "cold.npy", batch_size=256, progress=False)
+        run_extract_job(
+            manifest, network, namespace, RunOptions(batch_size=256, progress=False), out=root / "cold.npy"
+        )
         cold = time.perf_counter() - start
         warm = {}
         for process in ("new_no_memo", "new", "same"):  # a new process's state, then the same process again
@@ -164,7 +167,11 @@ def job_overhead(n: int, workdir: Path | None) -> dict:
             start = time.perf_counter()
             namespace = FeatureCache(root / "cache").namespace(network.fingerprint)
             warm_summary = run_extract_job(
-                manifest, network, namespace, out=root / "warm.npy", batch_size=256, progress=False
+                manifest,
+                network,
+                namespace,
+                RunOptions(batch_size=256, progress=False),
+                out=root / "warm.npy",
             )
             warm[process] = time.perf_counter() - start
             assert warm_summary.n_computed == 0

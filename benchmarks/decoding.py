@@ -29,7 +29,7 @@ from PIL import Image
 from sklearn.datasets import load_sample_images
 
 import featx.inputs.images as images
-from featx import FrozenNetwork
+from featx import build_network
 from featx._machine import cpu_model
 
 SIZES = [(400, 300), (1024, 683), (1920, 1281), (4032, 3024)]
@@ -69,7 +69,7 @@ def main() -> None:
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     torch.set_num_threads(1)
-    network = FrozenNetwork("efficientnet_lite0", device="cpu", precision="fp32", decoding="full")
+    network = build_network("efficientnet_lite0", device="cpu", precision="fp32", decoding="full")
     full = network.preprocessing
     reduced = dataclasses.replace(full, decoding="reduced")
     tensor_geometry = dataclasses.replace(full, decoding="device").geometry()  # the uint8 tensor resize

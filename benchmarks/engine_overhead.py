@@ -30,7 +30,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from gpu import decode_rate, write_jpegs  # noqa: E402
 
-from featx import Backbone, FrozenNetwork, Preprocessing, extract_features, register_backbone  # noqa: E402
+from featx import Backbone, Preprocessing, build_network, extract_features, register_backbone  # noqa: E402
 from featx._machine import cpu_model  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results"
@@ -72,7 +72,7 @@ def main() -> None:
         work = Path(tmp)
         paths = write_jpegs(work / "photos", args.images)
         featx_cold(paths[:128], args.workers, work / "warm-up")
-        preprocessing = FrozenNetwork(POOL_ONLY, weights=None, device="cpu").preprocessing
+        preprocessing = build_network(POOL_ONLY, weights=None, device="cpu").preprocessing
         best = {"decode": 0.0, "featx_cold": 0.0}
         for round in range(args.repeats):
             best["decode"] = max(best["decode"], decode_rate(paths, preprocessing, args.workers))

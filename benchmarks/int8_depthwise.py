@@ -33,11 +33,14 @@ import pandas as pd
 import torch
 from torch import nn
 
-from featx import FrozenNetwork
+from featx import FrozenNetwork, build_network
 from featx._machine import cpu_model
 from featx.inputs.manifests import load_manifest
 from featx.models import tuning
 from featx.models.network import _Pipeline
+from featx.models.pooling import Pool
+from featx.models.precision import TrialImages
+from featx.models.preprocessing import Normalise
 from featx.models.quantize import clip_relu6_ranges, depthwise_convolutions, traceable_copy
 
 REPO = Path(__file__).resolve().parents[1]
@@ -69,15 +72,22 @@ def quantized(
     return convert_fx(prepared)
 
 
+def pipeline_of(network: FrozenNetwork, module: nn.Module) -> nn.Module:
+    """``module`` (a copy of the network, quantized or not) with the network's normalisation and pooling."""
+    return _Pipeline(
+        module, Normalise(network.preprocessing), Pool(network.pooling, network.backbone.prefix_tokens)
+    )
+
+
 def images_per_second(
     network: FrozenNetwork, module: nn.Module, batch: torch.Tensor, precision: str
 ) -> float:
-    pipeline = _Pipeline(module, network.preprocessing, network.pooling)
-    network._forward(pipeline, batch, precision)  # warm-up
+    pipeline = pipeline_of(network, module)
+    network.pipelines.run(pipeline, batch, precision)  # warm-up
     best = 0.0
     for _ in range(3):
         start = time.perf_counter()
-        network._forward(pipeline, batch, precision)
+        network.pipelines.run(pipeline, batch, precision)
         best = max(best, len(batch) / (time.perf_counter() - start))
     return best
 
@@ -93,11 +103,11 @@ def main() -> None:
     warnings.filterwarnings("ignore", module=r"torch\.ao\..*")
     warnings.filterwarnings("ignore", message=".*torch.ao.quantization is deprecated.*")
     print(f"CPU: {cpu_model()}, torch {torch.__version__}", flush=True)
-    network = FrozenNetwork("efficientnet_lite0", precision="fp32", device="cpu")
-    calibration_images, held_out = network.trial.batches()
-    calibration = network._pipelines["float"].normalise(calibration_images)
-    static = traceable_copy(network.module, calibration[:1])
-    reference = network._forward(_Pipeline(static, network.preprocessing, network.pooling), held_out, "fp32")
+    network = build_network("efficientnet_lite0", precision="fp32", device="cpu")
+    calibration_images, held_out = TrialImages(network.preprocessing, None).batches()
+    calibration = network.pipelines.get("fp32").normalise(calibration_images)
+    static = traceable_copy(network.pipelines.module, calibration[:1])
+    reference = network.pipelines.run(pipeline_of(network, static), held_out, "fp32").numpy()
     timing = torch.cat([held_out, calibration_images] * 2)  # 32 real photos
     convs = [name for name, m in static.named_modules() if isinstance(m, nn.Conv2d)]
     depthwise = depthwise_convolutions(static)
@@ -111,20 +121,20 @@ def main() -> None:
     }
     rows = []
     for precision in ("fp32", "bf16"):
-        output = network._forward(network._pipelines["float"], held_out, precision)
+        output = network.pipelines.forward(precision, held_out)
         cosines = [tuning.min_cosine(output[i : i + 1], reference[i : i + 1]) for i in range(len(output))]
         rows.append(
             {
                 "recipe": f"featx's float network in {precision}",
                 "cosine_min": min(cosines),
-                "images_per_s": images_per_second(network, network.module, timing, precision),
+                "images_per_s": images_per_second(network, network.pipelines.module, timing, precision),
                 "cosine_mean": float(np.mean(cosines)),
             }
         )
     best = None
     for name, (keep_float, observer, clip) in recipes.items():
         module = quantized(static, calibration, keep_float, observer, clip)
-        output = network._forward(_Pipeline(module, network.preprocessing, network.pooling), held_out, "fp32")
+        output = network.pipelines.run(pipeline_of(network, module), held_out, "fp32").numpy()
         cosines = [tuning.min_cosine(output[i : i + 1], reference[i : i + 1]) for i in range(len(output))]
         rows.append(
             {
@@ -146,8 +156,8 @@ def main() -> None:
     n_train = 2 * len(manifest) // 3
     decoded = torch.stack([network.preprocessing.decode(path) for path in manifest["path"]])
     for label, module in (("fp32", static), (f"int8: {best[2]}", best[0])):
-        pipeline = _Pipeline(module, network.preprocessing, network.pooling)
-        X = np.vstack([network._forward(pipeline, chunk, "fp32") for chunk in decoded.split(64)])
+        pipeline = pipeline_of(network, module)
+        X = np.vstack([network.pipelines.run(pipeline, chunk, "fp32") for chunk in decoded.split(64)])
         model = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=2000))
         accuracy = model.fit(X[:n_train], manifest["label"][:n_train]).score(
             X[n_train:], manifest["label"][n_train:]

@@ -23,11 +23,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from speed import RESULTS, machine, write_images  # noqa: E402
 
-from featx import (  # noqa: E402
-    FeatureCache,
-    FrozenNetwork,
-    engines,  # noqa: E402
-)
+from featx import FeatureCache, build_network, engines  # noqa: E402
+from featx.engines import RunOptions
 from featx.engines.ray import engine as ray_engine  # noqa: E402
 from featx.job import run_extract_job  # noqa: E402
 
@@ -44,7 +41,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         manifest = pd.DataFrame({"path": write_images(work / "images", args.images, seed=1)})
-        network = FrozenNetwork(args.backbone, weights=args.weights, compile=False)
+        network = build_network(args.backbone, weights=args.weights, compile=False)
         start = time.perf_counter()
         ray_engine.connect(num_cpus=torch.get_num_threads())
         ray_start = time.perf_counter() - start
@@ -55,8 +52,8 @@ def main() -> None:
                 manifest,
                 network,
                 namespace,
+                RunOptions(progress=False),
                 out=work / f"{engine}.parquet",
-                progress=False,
                 engine=engines.get(engine),
             )
             assert summary.n_computed == args.images and not summary.errors, summary

@@ -42,9 +42,11 @@ from PIL import Image  # noqa: E402
 
 from featx._machine import cpu_model  # noqa: E402
 from featx.cache import FeatureCache  # noqa: E402
+from featx.engines import RunOptions  # noqa: E402
 from featx.inputs import sources  # noqa: E402
-from featx.inputs.sources import Shards, shard_manifest  # noqa: E402
+from featx.inputs.shards import Shards, shard_manifest  # noqa: E402
 from featx.job import run_extract_job  # noqa: E402
+from featx.models.build import build_network  # noqa: E402
 from featx.models.network import FrozenNetwork  # noqa: E402
 
 
@@ -96,7 +98,7 @@ def run_once(way: str, shards: list[str], network: FrozenNetwork, log: Path, wor
     tracemalloc.start()
     start = time.perf_counter()
     source = shard_manifest(shards) if way == "listed" else Shards(shards)
-    summary = run_extract_job(source, network, namespace, num_workers=workers, progress=False)
+    summary = run_extract_job(source, network, namespace, RunOptions(num_workers=workers, progress=False))
     seconds = time.perf_counter() - start
     held, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
@@ -152,7 +154,7 @@ def main() -> None:
             return data
 
         s3fs.core.S3File._fetch_range = counted
-        network = FrozenNetwork("tiny", weights=None, precision="fp32", compile=False)
+        network = build_network("tiny", weights=None, precision="fp32", compile=False)
         rows: dict[str, dict] = {}
         for _ in range(args.repeats):
             for way in ("listed", "streamed"):

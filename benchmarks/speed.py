@@ -196,19 +196,20 @@ def featx_engine(
     decoding: str = "reduced",
 ) -> tuple[Callable[[], int], float]:
     """featx's engine as every door runs it; the warm-up (and compiling, if asked) is timed apart."""
-    from featx import FeatureCache, FrozenNetwork
+    from featx import FeatureCache, build_network
+    from featx.engines import RunOptions
     from featx.extract import extract
 
-    network = FrozenNetwork(
+    network = build_network(
         backbone, weights=weights_file, precision=precision, compile=compile, decoding=decoding
     )
     namespace = FeatureCache(cache_dir).namespace(network.fingerprint)
     start = time.perf_counter()
-    extract(warmup, network, namespace, batch_size=BATCH)
+    extract(warmup, network, namespace, RunOptions(batch_size=BATCH))
     warmup_s = time.perf_counter() - start
 
     def run() -> int:
-        result = extract(paths, network, namespace, batch_size=BATCH)
+        result = extract(paths, network, namespace, RunOptions(batch_size=BATCH))
         np.save(Path(cache_dir) / "vectors.npy", result.features)
         return len(paths)
 
@@ -219,11 +220,11 @@ def bare(backbone: str, weights_file: str, precision: str, layout: str) -> Calla
     """The truncated network alone on a preloaded, preprocessed batch: no decoding, hashing or cache.
 
     ``layout``: 'contiguous', 'cl' (channels_last) or 'compiled' (channels_last + torch.compile)."""
-    from featx import FrozenNetwork
+    from featx import build_network
 
-    network = FrozenNetwork(backbone, weights=weights_file, precision=precision, compile=False)
+    network = build_network(backbone, weights=weights_file, precision=precision, compile=False)
     memory_format = torch.contiguous_format if layout == "contiguous" else torch.channels_last
-    module = network.module.to(memory_format=memory_format)
+    module = network.pipelines.module.to(memory_format=memory_format)
     if layout == "compiled":
         module = torch.compile(module, dynamic=False, options={"freezing": True})
     dtype = {"bf16": torch.bfloat16}.get(precision)

@@ -7,13 +7,15 @@ from .estimators.adapt import CORAL
 from .estimators.finetune import FineTunedClassifier
 from .estimators.pixels import RawPixels
 from .estimators.probe import LinearProbe
-from .estimators.transformer import PretrainedFeatures
-from .extract import extract_features
+from .estimators.transformer import PretrainedFeatures, extract_features
 from .feature_files import load_features
 from .job import JobSummary, run_job
 from .models._registry import Backbone, get_backbone, list_backbones, register_backbone
-from .models.network import FrozenNetwork, NetworkSpec, feature_size, list_nodes
+from .models.build import build_network
+from .models.network import FrozenNetwork, Network
+from .models.nodes import feature_size, list_nodes
 from .models.preprocessing import Preprocessing
+from .models.spec import NetworkSpec
 from .models.weights import PretrainedWeights
 
 __version__: str
@@ -35,6 +37,7 @@ __all__ = [
     "ImageError",
     "JobSummary",
     "LinearProbe",
+    "Network",
     "NetworkSpec",
     "OutputError",
     "ParameterError",
@@ -43,6 +46,7 @@ __all__ = [
     "PretrainedWeights",
     "RawPixels",
     "WeightsUnavailableError",
+    "build_network",
     "extract_features",
     "feature_size",
     "get_backbone",

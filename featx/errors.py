@@ -8,7 +8,6 @@
       WeightsUnavailableError(RuntimeError)  weights neither cached nor downloadable
       OutputError(OSError)              a cache, feature or errors file that cannot be written
       ShardReadError(OSError)           a tar shard that cannot be opened or ends early
-      Int8Unavailable(RuntimeError)     int8 asked where it cannot run or keep its fidelity (models.quantize)
 
 Each keeps the standard base it always had, so ``except ValueError`` still works. The command line
 catches ``FeatxError`` (and the OS errors it expects) and prints one line; anything else is a bug in featx
@@ -45,7 +44,7 @@ class ShardReadError(FeatxError, OSError):
 
 
 class ImageError(FeatxError, ValueError):
-    """One input that could not become an image. ``kind`` is one of :data:`ERROR_KINDS`."""
+    """One input that could not become an image. ``kind`` is one of `ERROR_KINDS`."""
 
     def __init__(self, index: int, source: str, kind: str, reason: str):
         self.index, self.source, self.kind, self.reason = index, source, kind, reason

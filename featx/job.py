@@ -7,6 +7,7 @@ cache in chunks. Re-running the job computes only what the cache lacks.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import os
 import time
 from collections.abc import Iterator
@@ -20,8 +21,8 @@ import pandas as pd
 from featx import engines
 from featx._files import temporary_sibling
 from featx.cache import FeatureCache, Namespace
-from featx.engines.base import RunOptions
-from featx.errors import ImageError
+from featx.engines.base import DEFAULTS, RunOptions
+from featx.errors import ImageError, ParameterError
 from featx.extract import read_vectors
 from featx.feature_files import (
     check_output_path,
@@ -29,10 +30,12 @@ from featx.feature_files import (
     printable_path,
     write_features,
 )
-from featx.inputs.images import MAX_PIXELS
 from featx.inputs.manifests import load_job_source
-from featx.inputs.sources import Shards
-from featx.models.network import FrozenNetwork, NetworkSpec
+from featx.inputs.shards import Shards
+from featx.inputs.timeouts import read_timeout
+from featx.models._registry import Backbone
+from featx.models.network import Network
+from featx.models.spec import NetworkSpec, field_names
 from featx.options import JOB_ON_ERROR, check
 
 _CHUNK_ROWS = 4096
@@ -68,24 +71,22 @@ class JobSummary:
 
 def run_extract_job(
     manifest: pd.DataFrame | Shards,
-    network: FrozenNetwork,
+    network: Network,
     namespace: Namespace,
+    options: RunOptions = DEFAULTS,
     *,
-    batch_size: int = 64,
-    num_workers: int | None = None,
     on_error: str = "skip",
     out: str | os.PathLike | None = None,
-    progress: bool = True,
     engine: engines.Engine | None = None,
-    max_pixels: int = MAX_PIXELS,
 ) -> JobSummary:
     """Cache the features of every image in ``manifest`` and optionally write them to ``out``.
 
-    ``manifest`` may be :class:`~featx.inputs.sources.Shards`: the engine then streams them and the output's rows
-    are the samples it found, in shard order.
+    ``manifest`` may be :class:`~featx.inputs.shards.Shards`: the engine then streams them and the
+    output's rows are the samples it found, in shard order.
 
     ``on_error='skip'`` reports bad files in the summary and leaves them out of ``out``; ``'raise'`` stops
-    at the first one (finished batches stay cached). ``engine`` fills the cache (default: ``engines.get("local")``).
+    at the first one (finished batches stay cached). ``engine`` fills the cache (default:
+    ``engines.get("local")``) as ``options`` say, and its vectors are read back for ``out`` the same way.
     """
     check("on_error", on_error, JOB_ON_ERROR, "run_extract_job")
     if out is not None:
@@ -93,13 +94,7 @@ def run_extract_job(
     check_writable_folder(namespace.path, "--cache")
     engine = engine or engines.get("local")
     start = time.perf_counter()
-    options = RunOptions(
-        batch_size=batch_size,
-        num_workers=num_workers,
-        progress=progress,
-        fail_fast=on_error == "raise",
-        max_pixels=max_pixels,
-    )
+    options = dataclasses.replace(options, fail_fast=on_error == "raise")
     failed_shards = 0
     if isinstance(manifest, Shards):
         manifest, filled = engine.stream(manifest.names, network, namespace, options)
@@ -120,7 +115,7 @@ def run_extract_job(
         good = filled.good()
         summary.out = write_features(
             out,
-            _chunks(manifest, filled, good, network, namespace, max_pixels),
+            _chunks(manifest, filled, good, network, namespace, options),
             network.n_features,
             len(good),
             network.fingerprint,
@@ -134,17 +129,15 @@ def _chunks(
     manifest: pd.DataFrame,
     filled: engines.Filled,
     rows: np.ndarray,
-    network: FrozenNetwork,
+    network: Network,
     namespace: Namespace,
-    max_pixels: int,
+    options: RunOptions,
 ) -> Iterator[tuple[pd.DataFrame, np.ndarray]]:
     """The output, chunk by chunk: the keys become strings only a chunk at a time."""
     for start in range(0, len(rows), _CHUNK_ROWS):
         here = rows[start : start + _CHUNK_ROWS]
         chunk = manifest.iloc[here].assign(key=filled.key_strings(here))
-        vectors, _ = read_vectors(
-            chunk["path"].tolist(), filled.keys[here], network, namespace, max_pixels=max_pixels
-        )
+        vectors, _ = read_vectors(chunk["path"].tolist(), filled.keys[here], network, namespace, options)
         yield chunk.assign(path=chunk["path"].map(printable_path)), vectors
 
 
@@ -177,37 +170,37 @@ def write_errors(
 
 def run_job(
     source: str | os.PathLike,
-    backbone: str = "resnet50",
+    backbone: str | Backbone = "resnet50",
     *,
     cache_dir: str | os.PathLike,
     out: str | os.PathLike | None = None,
-    weights: Any = "DEFAULT",
-    layer: str | None = None,
-    pooling: str | None = None,
-    device: str = "auto",
-    precision: str = "auto",
-    batch_size: int = 64,
     on_error: str = "skip",
     engine: str = "local",
     progress: bool = False,
-    **engine_options: Any,
+    **params: Any,
 ) -> JobSummary:
     """``featx extract SOURCE`` from Python: cache a folder's, manifest's or shards' features, optionally
-    write ``out``. ``engine_options`` go to the engine (Ray: ``address``, ``concurrency``)."""
-    runner = engines.get(engine, **engine_options)
-    network = runner.network(
-        NetworkSpec(
-            backbone, weights=weights, layer=layer, pooling=pooling, device=device, precision=precision
+    write ``out``.
+
+    ``params`` are the network's ([`NetworkSpec`][featx.NetworkSpec]: ``weights``, ``layer``,
+    ``pooling``, ``device``, ``precision``, ``decoding``...), how it runs (``batch_size``,
+    ``num_workers``, ``max_pixels``), and the engine's own (Ray: ``address``, ``concurrency``), each
+    checked before any work.
+    """
+    run_names = [f.name for f in dataclasses.fields(RunOptions) if f.metadata]
+    unknown = sorted(set(params) - {*field_names(), *run_names, *engines.option_names(engine)})
+    if unknown:
+        raise ParameterError(
+            f"run_job got {', '.join(map(repr, unknown))}; it takes the network's parameters "
+            f"({', '.join(field_names()[1:])}), how it runs ({', '.join(run_names)}) and the {engine} "
+            f"engine's ({', '.join(engines.option_names(engine)) or 'none'})"
         )
-    )
+    spec = NetworkSpec.from_params({"backbone": backbone, **params}, "run_job")
+    read_timeout()  # a bad FEATX_READ_TIMEOUT is refused before the network loads, not on every row
+    options = RunOptions.from_params({**params, "progress": progress}, "run_job")
+    runner = engines.get(engine, **{k: v for k, v in params.items() if k in engines.option_names(engine)})
+    network = runner.network(spec)
     namespace = FeatureCache(cache_dir).namespace(network.fingerprint)
     return run_extract_job(
-        load_job_source(source),
-        network,
-        namespace,
-        batch_size=batch_size,
-        on_error=on_error,
-        out=out,
-        progress=progress,
-        engine=runner,
+        load_job_source(source), network, namespace, options, on_error=on_error, out=out, engine=runner
     )

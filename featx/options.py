@@ -9,6 +9,7 @@ name to :class:`Choice` or :class:`Interval`, :func:`validate` checks them all w
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import numbers
 from collections.abc import Iterator, Mapping
@@ -89,8 +90,10 @@ BLAS_THREADS = Choice(("auto", "keep"))  # the folds' fits: timed both ways, or 
 CROP_MODES = Choice(("center", "squash"))  # timm's crop modes that featx reproduces
 # how images are decoded: big JPEGs DCT-scaled on the CPU, every pixel on the CPU, JPEGs on the network's
 # device (nvJPEG on a GPU); "auto" measures on a GPU and takes "reduced" elsewhere
-DECODINGS = Choice(("auto", "reduced", "full", "device"))
-PIXEL_DECODINGS = Choice(("reduced", "full", "device"))  # what a network's preprocessing holds, resolved
+DECODINGS = Choice(("auto", "reduced", "full", "device", "dali"))
+PIXEL_DECODINGS = Choice(
+    ("reduced", "full", "device", "dali")
+)  # what a network's preprocessing holds, resolved
 POSITIVE_INT = Interval(int, 1)  # batch sizes, pixel limits, sizes, megabytes
 WORKERS = Interval(int, 0, none=True)  # decoding processes: 0 decodes in the calling process
 COUNT = Interval(int, 1, none=True)  # Ray actors; None: one per GPU
@@ -115,3 +118,27 @@ def validate(owner: str, params: Mapping[str, Any], constraints: Mapping[str, Co
     """Check every declared parameter of ``params`` (an estimator's ``get_params(deep=False)``)."""
     for name, constraint in constraints.items():
         check(name, params[name], constraint, owner)
+
+
+def declared(default: Any, help: str, constraint: Constraint | None = None, **cli: Any) -> Any:
+    """A dataclass field that declares its constraint and its command-line help (and, where argparse
+    needs them, ``metavar``, or ``words``: the command line's spelling of each value)."""
+    return dataclasses.field(default=default, metadata={"constraint": constraint, "help": help, **cli})
+
+
+def check_fields(cls: type, values: Mapping[str, Any], owner: str) -> None:
+    """Check ``values`` against the constraints :func:`declared` fields of ``cls`` carry, naming ``owner``;
+    None passes where it is the field's default."""
+    for field in dataclasses.fields(cls):
+        constraint, value = field.metadata.get("constraint"), values.get(field.name, field.default)
+        if constraint is not None and not (value is None and field.default is None):
+            check(field.name, value, constraint, owner)
+
+
+def chosen_fields(cls: type, params: Mapping[str, Any], owner: str) -> dict[str, Any]:
+    """The values of ``params`` that are fields of ``cls`` (a door's flat parameters), checked naming
+    ``owner``: what builds one ``cls`` from them."""
+    names = {field.name for field in dataclasses.fields(cls)}
+    chosen = {name: value for name, value in params.items() if name in names}
+    check_fields(cls, chosen, owner)
+    return chosen

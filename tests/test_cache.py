@@ -12,7 +12,14 @@ import numpy as np
 import pytest
 from conftest import REPO, assert_same_vectors, encode, photo
 
-from featx import FeatureCache, FrozenNetwork, PretrainedFeatures, extract_features, load_features
+from featx import (
+    FeatureCache,
+    FrozenNetwork,
+    PretrainedFeatures,
+    build_network,
+    extract_features,
+    load_features,
+)
 from featx.cache import Namespace
 
 
@@ -95,7 +102,7 @@ def fresh_process_state() -> None:
     from fsspec.spec import AbstractFileSystem
 
     from featx.engines.local import seen
-    from featx.inputs import sources, timeouts
+    from featx.inputs import sources, tables, timeouts
 
     for (protocol, key), value in timeouts._placed.items():
         if conf.get(protocol, {}).get(key) is value:
@@ -105,7 +112,7 @@ def fresh_process_state() -> None:
     timeouts._unreachable.clear()
     seen._SEEN.clear()
     seen._LEARNED.clear()
-    for cached in (sources._shard_in, sources._table, sources._row_group):
+    for cached in (sources._shard_in, tables._table, tables._row_group):
         cached.cache_clear()
     filesystems = [AbstractFileSystem]
     while filesystems:
@@ -130,7 +137,7 @@ def test_a_fingerprint_change_misses_the_cache(tmp_path, change):
 
         torch.save(build_tiny().state_dict(), tmp_path / "w.pth")
         change = {"weights": tmp_path / "w.pth"}
-    first, second = FrozenNetwork(**base), FrozenNetwork(**{**base, **change})
+    first, second = build_network(**base), build_network(**{**base, **change})
     cache = FeatureCache(tmp_path / "cache")
     cache.namespace(first.fingerprint).write(["k"], np.ones((1, first.n_features)))
     assert cache.namespace(second.fingerprint).missing(["k"]) == ["k"]

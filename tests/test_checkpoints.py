@@ -11,14 +11,14 @@ import torchvision
 from conftest import photo
 from safetensors.torch import save_file
 
-from featx import FineTunedClassifier, FrozenNetwork, ParameterError, PretrainedFeatures
+from featx import FineTunedClassifier, ParameterError, PretrainedFeatures, build_network
 from featx.models.preprocessing import Normalise
 
 timm = pytest.importorskip("timm")
 
 
 def vectors(backbone: str, weights) -> np.ndarray:
-    network = FrozenNetwork(backbone, weights=weights, device="cpu", precision="fp32", decoding="full")
+    network = build_network(backbone, weights=weights, device="cpu", precision="fp32", decoding="full")
     return network(torch.stack([network.preprocessing.decode(photo(i, (70, 90))) for i in range(2)]))
 
 
@@ -96,7 +96,7 @@ def test_a_timm_checkpoint_for_five_classes_gives_the_trunks_vector(tmp_path):
     path = tmp_path / "timm-5.pth"
     torch.save(model.state_dict(), path)
     with pytest.warns(UserWarning, match="head was not used"):
-        network = FrozenNetwork("timm/test_resnet.r160_in1k", weights=path, device="cpu", precision="fp32")
+        network = build_network("timm/test_resnet.r160_in1k", weights=path, device="cpu", precision="fp32")
     batch = torch.stack([network.preprocessing.decode(photo(i, (70, 90))) for i in range(2)])
     with torch.inference_mode():
         pixels = Normalise(network.preprocessing)(batch)

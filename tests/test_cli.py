@@ -14,8 +14,9 @@ import pytest
 from PIL import Image
 from test_cache import REPO, featx_cli, write_images
 
-from featx import FrozenNetwork, load_features
+from featx import build_network, load_features
 from featx.cache import MemoryNamespace
+from featx.engines import RunOptions
 from featx.extract import extract
 
 
@@ -300,10 +301,10 @@ def test_no_progress_bar_goes_into_a_log_file(tmp_path):
 
 def test_the_progress_bar_counts_in_plain_numbers(capsys):
     image = np.full((8, 8, 3), 7, dtype=np.uint8)
-    network = FrozenNetwork("tiny", weights=None, precision="fp32")
+    network = build_network("tiny", weights=None, precision="fp32")
     store = MemoryNamespace(network.fingerprint)
     extract([image], network, store)
-    extract([image] * 10_000, network, store, progress=True, num_workers=0)
+    extract([image] * 10_000, network, store, RunOptions(progress=True, num_workers=0))
     assert "cached=10000, computed=0, failed=0" in capsys.readouterr().err  # not tqdm's "1e+4"
 
 

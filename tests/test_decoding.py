@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 from sklearn.datasets import load_sample_images
 
-from featx import FrozenNetwork
+from featx import build_network
 from featx.inputs.images import REDUCED_MARGIN, load_rgb, resized_size
 
 
@@ -47,8 +47,8 @@ def test_it_applies_to_large_jpegs_only_and_respects_exif_rotation():
 
 
 def test_the_decoding_mode_and_its_resize_are_in_the_fingerprint():
-    full = FrozenNetwork("tiny", weights=None, precision="fp32", decoding="full")
-    reduced = FrozenNetwork("tiny", weights=None, precision="fp32", decoding="reduced")
+    full = build_network("tiny", weights=None, precision="fp32", decoding="full")
+    reduced = build_network("tiny", weights=None, precision="fp32", decoding="reduced")
     assert full.fingerprint != reduced.fingerprint
     assert "decoding" not in full.fingerprint["preprocessing"]
     assert (
@@ -64,7 +64,7 @@ def test_reduced_decoding_keeps_cosine_above_0_998_on_real_photos_with_real_weig
     buffer = io.BytesIO()
     other.save(buffer, "JPEG", quality=90)
     photos.append(buffer.getvalue())
-    network = FrozenNetwork("efficientnet_lite0", precision="fp32", decoding="full")
+    network = build_network("efficientnet_lite0", precision="fp32", decoding="full")
     reduced_preprocessing = dataclasses.replace(network.preprocessing, decoding="reduced")
     full = network(torch.stack([network.preprocessing.decode(p) for p in photos]))
     reduced = network(torch.stack([reduced_preprocessing.decode(p) for p in photos]))

@@ -11,7 +11,8 @@ import torch
 from conftest import TINY_CLI, cmyk_jpeg, encode, photo, real_jpeg, rotated_jpeg, write_shard
 from PIL import Image
 
-from featx import FeatureCache, FrozenNetwork, PretrainedFeatures, extract_features, load_features
+from featx import FeatureCache, PretrainedFeatures, build_network, extract_features, load_features
+from featx.engines import RunOptions
 from featx.engines.keyed import decode_jpegs
 from featx.errors import ImageError, ParameterError
 from featx.inputs.jpeg import device_decodable
@@ -98,15 +99,13 @@ def test_shards_decode_on_the_device_too(tmp_path):
     write_shard(tmp_path / "shard-000.tar", samples)
     vectors, kinds = {}, {}
     for mode in ("full", "device"):
-        network = FrozenNetwork("tiny", weights=None, precision="fp32", decoding=mode)
+        network = build_network("tiny", weights=None, precision="fp32", decoding=mode)
         summary = run_extract_job(
             load_job_source(str(tmp_path / "shard-000.tar")),
             network,
             FeatureCache(tmp_path / "cache").namespace(network.fingerprint),
-            batch_size=4,
-            num_workers=1,
+            RunOptions(batch_size=4, num_workers=1, progress=False),
             out=tmp_path / f"{mode}.parquet",
-            progress=False,
         )
         kinds[mode] = [e.kind for e in summary.errors]
         vectors[mode] = load_features(tmp_path / f"{mode}.parquet")[0]
@@ -117,16 +116,33 @@ def test_shards_decode_on_the_device_too(tmp_path):
 def test_auto_is_reduced_off_a_gpu_without_measuring_and_the_measurement_picks_the_faster_path():
     choice = decoding.choose_decoding("auto", torch.device("cpu"), Preprocessing())
     assert choice["decoding"] == "reduced"
-    assert FrozenNetwork("tiny", weights=None, precision="fp32").preprocessing.decoding == "reduced"
+    assert build_network("tiny", weights=None, precision="fp32").preprocessing.decoding == "reduced"
     record = decoding.measure(torch.device("cpu"), Preprocessing(), workers=1)
     rates = record["trials"]
     assert rates["device"] > 0 and rates["cpu"] > 0
     assert record["decoding"] == ("device" if rates["device"] > rates["cpu"] else "reduced")
 
 
+def test_dali_decoding_says_in_one_line_what_it_lacks_and_auto_times_it_only_where_it_runs(monkeypatch):
+    from featx.inputs import dali
+
+    monkeypatch.setattr(dali.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(
+        ParameterError, match=r"decoding='dali' needs NVIDIA DALI: pip install 'featx\[dali\]'"
+    ):
+        decoding.choose_decoding("dali", torch.device("cuda"), Preprocessing())
+    assert not dali.available()
+    monkeypatch.setattr(dali.importlib.util, "find_spec", lambda name: object())
+    with pytest.raises(ParameterError, match="runs on a CUDA GPU only"):
+        decoding.choose_decoding("dali", torch.device("cpu"), Preprocessing())
+    record = decoding.measure(torch.device("cpu"), Preprocessing(), workers=1)
+    assert "dali" not in record["trials"]  # a candidate only on a GPU with DALI installed
+    assert "decoding" in Preprocessing(decoding="dali").as_dict()  # its own fingerprint
+
+
 def test_the_ray_engine_refuses_device_decoding_by_name():
     from featx.engines.ray.engine import RayEngine
-    from featx.models.network import NetworkSpec
+    from featx.models.spec import NetworkSpec
 
     with pytest.raises(ParameterError, match="decoding='device' runs with the local engine only"):
         RayEngine().network(NetworkSpec("tiny", weights=None, decoding="device"))

@@ -12,7 +12,8 @@ import torchvision
 from conftest import photo
 from PIL import Image
 
-from featx import FrozenNetwork, extract_features
+from featx import build_network, extract_features
+from featx.engines import RunOptions
 from featx.extract import extract
 from featx.models.network import COMPILE_MIN_IMAGES
 
@@ -34,23 +35,23 @@ def test_resnet18_vectors_are_batch_invariant_in_fp32_within_1e_5():
 
 
 def test_the_network_is_frozen_in_eval_mode_without_gradients():
-    network = FrozenNetwork("resnet18", weights=None, device="cpu")
-    assert not any(module.training for module in network.module.modules())
-    assert not any(p.requires_grad for p in network.module.parameters())
-    before = {k: v.clone() for k, v in network.module.state_dict().items()}
+    network = build_network("resnet18", weights=None, device="cpu")
+    assert not any(module.training for module in network.pipelines.module.modules())
+    assert not any(p.requires_grad for p in network.pipelines.module.parameters())
+    before = {k: v.clone() for k, v in network.pipelines.module.state_dict().items()}
     network(torch.randint(0, 256, (4, 3, 224, 224), dtype=torch.uint8))
-    after = network.module.state_dict()
+    after = network.pipelines.module.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # BatchNorm running stats untouched
 
 
 def test_random_init_is_the_same_network_every_time():
-    a = FrozenNetwork("tiny", weights=None).module.state_dict()
-    b = FrozenNetwork("tiny", weights=None).module.state_dict()
+    a = build_network("tiny", weights=None).pipelines.module.state_dict()
+    b = build_network("tiny", weights=None).pipelines.module.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_duplicate_images_are_computed_once():
-    network = FrozenNetwork("tiny", weights=None)
+    network = build_network("tiny", weights=None)
     result = extract([photo(0), photo(1), photo(0), photo(0)], network)
     assert result.n_computed == 2
     np.testing.assert_array_equal(result.features[0], result.features[2])
@@ -62,7 +63,7 @@ def test_the_engine_keeps_64_bytes_a_key_and_one_failure_of_a_content_fails_each
     from featx.engines.base import RunOptions
     from featx.inputs.images import content_key
 
-    network = FrozenNetwork("tiny", weights=None)
+    network = build_network("tiny", weights=None)
     text = b"not an image"
     images = [photo(0), text, photo(1), "/nowhere/missing.png", text]
     filled = engines.get("local").fill(
@@ -84,18 +85,20 @@ def test_output_is_float32_one_row_per_image():
 
 
 def test_the_engine_scales_uint8_batches_as_the_per_image_float_transform_does():
-    network = FrozenNetwork("tiny", weights=None, precision="fp32")
+    network = build_network("tiny", weights=None, precision="fp32")
     pictures = [Image.fromarray(photo(seed, size=(50 + seed, 40))) for seed in range(3)]
     uint8 = torch.stack([network.preprocessing.geometry()(p) for p in pictures])
     assert uint8.dtype == torch.uint8
     with torch.inference_mode():
-        expected = network.module(torch.stack([network.preprocessing.transform()(p) for p in pictures]))
+        expected = network.pipelines.module(
+            torch.stack([network.preprocessing.transform()(p) for p in pictures])
+        )
     np.testing.assert_allclose(network(uint8), expected["features"].flatten(1).numpy(), rtol=1e-5, atol=1e-6)
 
 
 def test_batchnorm_is_folded_into_convolutions_without_changing_the_features():
-    network = FrozenNetwork("resnet18", weights=None, precision="fp32")
-    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in network.module.modules())
+    network = build_network("resnet18", weights=None, precision="fp32")
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in network.pipelines.module.modules())
     torch.manual_seed(0)  # featx's random init: the same seed, the same network
     unfused = torchvision.models.resnet18().eval()
     unfused.fc = torch.nn.Identity()
@@ -111,14 +114,14 @@ def test_batchnorm_is_folded_into_convolutions_without_changing_the_features():
 def test_compiled_network_pads_small_batches_and_matches_the_eager_one():
     images = [photo(seed) for seed in range(5)]
     eager = extract_features(images, "tiny", weights=None, precision="fp32", batch_size=4, compile=False)
-    network = FrozenNetwork("tiny", weights=None, precision="fp32", compile=True)
-    compiled = extract(images, network, batch_size=4)  # batches of 4 and 1 (padded to 4)
+    network = build_network("tiny", weights=None, precision="fp32", compile=True)
+    compiled = extract(images, network, options=RunOptions(batch_size=4))  # batches of 4 and 1 (padded to 4)
     assert network._compiled is not None and network._compiled[1] == 4
     np.testing.assert_allclose(compiled.features, eager, rtol=1e-4, atol=1e-5)
 
 
 def test_compile_auto_waits_for_a_big_job_and_a_failed_compile_falls_back_with_a_warning(monkeypatch):
-    network = FrozenNetwork("tiny", weights=None, compile="auto")
+    network = build_network("tiny", weights=None, compile="auto")
     network.prepare(n_images=COMPILE_MIN_IMAGES - 1, batch_size=8)
     assert network._compiled is None
 
@@ -309,8 +312,8 @@ def test_a_commit_failing_on_the_writer_thread_raises_in_the_job_and_the_commits
     assert store.memory.missing(landed) == []
 
 
-def test_decoding_workers_hand_over_a_batch_s_pixels_as_one_tensor_in_sample_order():
-    from featx.engines.local.engine import _stack_decoded
+def test_decoding_workers_hand_over_a_batch_as_a_few_buffers_in_sample_order():
+    from featx.engines.local.datasets import CACHED, DECODED, FAILED, JPEG, stack_decoded
     from featx.errors import ImageError
 
     failed = ImageError(2, "/x.png", "truncated", "ends early")
@@ -319,20 +322,22 @@ def test_decoding_workers_hand_over_a_batch_s_pixels_as_one_tensor_in_sample_ord
         (1, "k1", None, None),
         (2, None, failed, None),
         (3, "k3", torch.full((3, 2, 2), 30, dtype=torch.uint8), ("sig",)),
+        (4, "k4", b"\xff\xd8jpeg", None),
+        (5, "k5", b"\xff\xd8other", None),
     ]
-    outcomes, pixels = _stack_decoded(samples)
-    assert outcomes == [
-        (0, "k0", True, None),
-        (1, "k1", None, None),
-        (2, None, failed, None),
-        (3, "k3", True, ("sig",)),
-    ]
-    assert pixels.shape == (2, 3, 2, 2) and pixels[:, 0, 0, 0].tolist() == [10, 30]
-    assert _stack_decoded([(1, "k1", None, None)])[1] is None
+    packed = stack_decoded(samples)
+    assert packed.indices.tolist() == [0, 1, 2, 3, 4, 5]
+    assert packed.keys.tolist() == [b"k0", b"k1", b"", b"k3", b"k4", b"k5"]
+    assert packed.codes.tolist() == [DECODED, CACHED, FAILED, DECODED, JPEG, JPEG]
+    assert packed.errors == {2: failed} and packed.signatures == {3: ("sig",)}
+    assert packed.pixels.shape == (2, 3, 2, 2) and packed.pixels[:, 0, 0, 0].tolist() == [10, 30]
+    assert [bytes(view.numpy()) for view in packed.jpeg_views()] == [b"\xff\xd8jpeg", b"\xff\xd8other"]
+    only_cached = stack_decoded([(1, "k1", None, None)])
+    assert only_cached.pixels is None and only_cached.jpegs is None and only_cached.jpeg_views() == []
 
 
 def test_shard_decoders_hand_over_a_batch_s_pixels_as_one_tensor_and_entries_without_them():
-    from featx.engines.local.engine import _stack_streamed
+    from featx.engines.local.datasets import CACHED, DECODED, stack_streamed
     from featx.engines.streaming import Streamed
 
     def entry(position, pixels=None, key="k"):
@@ -342,7 +347,7 @@ def test_shard_decoders_hand_over_a_batch_s_pixels_as_one_tensor_and_entries_wit
 
     sevens, ones = torch.full((3, 2, 2), 7, dtype=torch.uint8), torch.ones(3, 2, 2, dtype=torch.uint8)
     entries = [entry(0, sevens), entry(1), entry(2, ones)]
-    stripped, decoded, pixels = _stack_streamed(entries)
-    assert decoded == [True, False, True] and all(e.pixels is None for e in stripped)
-    assert [e.key for e in stripped] == ["k0", "k1", "k2"] and pixels[:, 0, 0, 0].tolist() == [7, 1]
-    assert _stack_streamed([entry(3)])[2] is None
+    stripped, packed = stack_streamed(entries)
+    assert packed.codes.tolist() == [DECODED, CACHED, DECODED] and all(e.pixels is None for e in stripped)
+    assert [e.key for e in stripped] == ["k0", "k1", "k2"] and packed.pixels[:, 0, 0, 0].tolist() == [7, 1]
+    assert stack_streamed([entry(3)])[1].pixels is None

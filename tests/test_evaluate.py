@@ -80,7 +80,7 @@ def test_tuning_wraps_each_classifier_in_a_grid_search_and_keeps_the_table_shape
 
 def test_the_manifest_split_is_one_fold_with_exactly_its_train_and_test_rows():
     split = ["train", "test", "train", "TEST", "train"]
-    ((train, test),) = make_folds(["a", "b", "a", "b", "a"], "split", split=split)
+    ((train, test),) = make_folds(["a", "b", "b", "b", "a"], "split", split=split)
     assert train.tolist() == [0, 2, 4] and test.tolist() == [1, 3]
     with pytest.raises(ValueError, match=r"\['validation'\]"):
         make_folds(["a", "b"], "split", split=["train", "validation"])

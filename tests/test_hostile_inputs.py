@@ -386,7 +386,7 @@ def hostile_feature_files(folder: Path, good: Path) -> dict[str, tuple[Path, lis
     parquet("text.parquet", ["abc"] * len(rows), "not vectors")
     parquet("not-finite.parquet", [r * np.nan if i == 2 else r for i, r in enumerate(rows)], "not finite")
     parquet("no-labels.parquet", rows, "two classes", "every label is blank", label=None)
-    parquet("one-label.parquet", rows, "two classes", "hold 1", label="cat")
+    parquet("one-label.parquet", rows, "two classes", "one class, 'cat'", label="cat")
     (folder / "garbage.parquet").write_bytes(os.urandom(300))
     files["garbage.parquet"] = (folder / "garbage.parquet", ["garbage.parquet", "cannot read"])
     npy("garbage.npy", os.urandom(300), "not a .npy matrix")
@@ -633,18 +633,19 @@ def test_the_cli_prints_featx_errors_in_one_line_but_a_bug_keeps_its_traceback(m
 def test_a_manifest_naming_few_files_many_times_reads_each_once_and_every_row_gets_its_outcome(
     tmp_path, monkeypatch
 ):
-    from featx.engines.local import engine
+    from featx.engines import RunOptions
+    from featx.engines.local import datasets
     from featx.extract import extract
-    from featx.models.network import FrozenNetwork
+    from featx.models.build import build_network
 
     paths = repeated_paths(tmp_path, 4000)
     reads = []
-    original = engine.read_content
+    original = datasets.read_content
     monkeypatch.setattr(
-        engine, "read_content", lambda image, *args: reads.append(image) or original(image, *args)
+        datasets, "read_content", lambda image, *args: reads.append(image) or original(image, *args)
     )
-    network = FrozenNetwork("tiny", weights=None, precision="fp32")
-    result = extract(paths, network, num_workers=0)
+    network = build_network("tiny", weights=None, precision="fp32")
+    result = extract(paths, network, options=RunOptions(num_workers=0))
     assert sorted(reads) == sorted(str(tmp_path / name) for name in REPEATED)  # each path read once
     assert (result.n_computed, result.n_cached) == (2, 1998)
     np.testing.assert_array_equal(result.features[0::4], np.repeat(result.features[:1], 1000, axis=0))

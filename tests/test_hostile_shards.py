@@ -9,7 +9,7 @@ from conftest import encode, photo
 from test_cache import featx_cli
 
 from featx.errors import ShardReadError
-from featx.inputs.sources import stream_samples
+from featx.inputs.shards import stream_samples
 
 N_SAMPLES = 5
 

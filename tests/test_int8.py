@@ -7,8 +7,9 @@ import torch
 from conftest import photo
 from PIL import Image
 
-from featx import FeatureCache, FrozenNetwork, ParameterError, PretrainedFeatures
+from featx import FeatureCache, FrozenNetwork, ParameterError, PretrainedFeatures, build_network
 from featx.models import quantize, tuning
+from featx.models.precision import TrialImages, precision_candidates
 
 pytestmark = pytest.mark.skipif(not quantize.int8_supported(), reason="no x86 quantized engine in this torch")
 
@@ -20,8 +21,8 @@ def real_batch(network: FrozenNetwork) -> torch.Tensor:
 
 
 def test_int8_vectors_stay_within_cosine_0_99_of_fp32_and_the_bound_is_reported():
-    fp32 = FrozenNetwork("resnet18", weights=None, precision="fp32")
-    int8 = FrozenNetwork("resnet18", weights=None, precision="int8")
+    fp32 = build_network("resnet18", weights=None, precision="fp32")
+    int8 = build_network("resnet18", weights=None, precision="int8")
     assert int8.precision == "int8" and "cosine 0.99" in int8.precision_choice["why"]
     batch = real_batch(fp32)
     cosine = tuning.min_cosine(int8(batch), fp32(batch))
@@ -39,8 +40,8 @@ def test_a_forced_fidelity_failure_falls_back_warns_and_writes_nothing_under_int
 
 
 def test_the_int8_fingerprint_differs_from_fp32_and_names_the_quantization():
-    int8 = FrozenNetwork("tiny", weights=None, precision="int8")
-    fp32 = FrozenNetwork("tiny", weights=None, precision="fp32")
+    int8 = build_network("tiny", weights=None, precision="int8")
+    fp32 = build_network("tiny", weights=None, precision="fp32")
     assert int8.fingerprint != fp32.fingerprint
     assert set(int8.fingerprint["quantization"]) == {"scheme", "torch", "calibration"}
     assert int8.fingerprint["quantization"]["torch"] == torch.__version__
@@ -50,8 +51,8 @@ def test_the_calibration_is_kept_on_disk_and_reloads_to_identical_vectors_withou
     tmp_path, monkeypatch
 ):
     monkeypatch.setenv("FEATX_TUNING_FILE", str(tmp_path / "tuning.json"))
-    batch = real_batch(FrozenNetwork("tiny", weights=None, precision="fp32"))
-    first = FrozenNetwork("tiny", weights=None, precision="int8")
+    batch = real_batch(build_network("tiny", weights=None, precision="fp32"))
+    first = build_network("tiny", weights=None, precision="int8")
     expected = first(batch)
     [stored] = (tmp_path / "int8").glob("*.npz")
     with np.load(stored, allow_pickle=False) as arrays:  # plain arrays: nothing to unpickle
@@ -61,7 +62,7 @@ def test_the_calibration_is_kept_on_disk_and_reloads_to_identical_vectors_withou
         raise AssertionError("a stored calibration must not be measured again")
 
     monkeypatch.setattr(quantize, "_calibrate", no_calibration)
-    second = FrozenNetwork("tiny", weights=None, precision="int8")
+    second = build_network("tiny", weights=None, precision="int8")
     assert second.fingerprint == first.fingerprint
     np.testing.assert_array_equal(second(batch), expected)
 
@@ -71,8 +72,8 @@ def test_a_damaged_or_foreign_stored_calibration_is_ignored_with_a_warning_and_r
     tmp_path, monkeypatch, damage
 ):
     monkeypatch.setenv("FEATX_TUNING_FILE", str(tmp_path / "tuning.json"))
-    batch = real_batch(FrozenNetwork("tiny", weights=None, precision="fp32"))
-    expected = FrozenNetwork("tiny", weights=None, precision="int8")(batch)
+    batch = real_batch(build_network("tiny", weights=None, precision="fp32"))
+    expected = build_network("tiny", weights=None, precision="int8")(batch)
     [stored] = (tmp_path / "int8").glob("*.npz")
     good = stored.read_bytes()
     if damage == "garbage":
@@ -82,7 +83,7 @@ def test_a_damaged_or_foreign_stored_calibration_is_ignored_with_a_warning_and_r
     else:
         np.savez(stored, activation_post_process_0_min_val=np.zeros(3))
     with pytest.warns(UserWarning, match=f"ignoring the stored int8 calibration {stored}"):
-        again = FrozenNetwork("tiny", weights=None, precision="int8")
+        again = build_network("tiny", weights=None, precision="int8")
     np.testing.assert_array_equal(again(batch), expected)
     assert stored.read_bytes() == good
 
@@ -91,7 +92,7 @@ def test_a_read_only_calibration_folder_only_costs_calibrating_again(tmp_path, m
     monkeypatch.setenv("FEATX_TUNING_FILE", str(tmp_path / "tuning.json"))
     (tmp_path / "int8").write_text("a file where the folder should be")
     with pytest.warns(UserWarning, match="the int8 calibration: cannot write .*calibrates again"):
-        network = FrozenNetwork("tiny", weights=None, precision="int8")
+        network = build_network("tiny", weights=None, precision="int8")
     assert network.precision == "int8"
 
 
@@ -104,13 +105,13 @@ def calibration_folder(folder, n: int):
 
 def test_a_calibration_set_of_the_users_images_calibrates_checks_and_names_the_fingerprint(tmp_path):
     folder = calibration_folder(tmp_path / "mine", 6)
-    default = FrozenNetwork("tiny", weights=None, precision="int8")
-    mine = FrozenNetwork("tiny", weights=None, precision="int8", calibration=str(folder))
+    default = build_network("tiny", weights=None, precision="int8")
+    mine = build_network("tiny", weights=None, precision="int8", calibration=str(folder))
     assert mine.precision == "int8" and f"held-out images of {folder}" in mine.precision_choice["why"]
     assert (
         mine.fingerprint["quantization"]["calibration"] != default.fingerprint["quantization"]["calibration"]
     )
-    calibrated, held_out = mine.trial.batches()
+    calibrated, held_out = TrialImages(mine.preprocessing, str(folder)).batches()
     assert len(calibrated) == 3 and len(held_out) == 3
 
 
@@ -136,7 +137,7 @@ def test_a_bad_calibration_set_is_refused_naming_the_set_and_what_to_do(tmp_path
         calibration_folder(folder, 3)
         (folder / "cal01.png").write_bytes(b"\x89PNG broken")
     with pytest.raises(ParameterError) as raised:
-        FrozenNetwork("tiny", weights=None, precision="int8", calibration=str(folder))
+        build_network("tiny", weights=None, precision="int8", calibration=str(folder))
     message = str(raised.value)
     assert message.startswith(f"calibration={str(folder)!r}")
     assert {
@@ -149,15 +150,15 @@ def test_a_bad_calibration_set_is_refused_naming_the_set_and_what_to_do(tmp_path
 
 def test_a_cpu_without_int8_falls_back_cleanly(monkeypatch):
     monkeypatch.setattr(quantize, "int8_supported", lambda: False)
-    assert "int8" not in tuning.precision_candidates(torch.device("cpu"))
+    assert "int8" not in precision_candidates(torch.device("cpu"))
     with pytest.warns(UserWarning, match="int8 is unavailable.*no x86 quantized engine"):
-        network = FrozenNetwork("tiny", weights=None, precision="int8")
+        network = build_network("tiny", weights=None, precision="int8")
     assert network.precision != "int8" and "quantization" not in network.fingerprint
 
 
 def test_int8_is_refused_on_a_gpu_with_a_clear_message():
     with pytest.raises(ParameterError, match="int8.*CPU only.*cuda"):
-        FrozenNetwork("tiny", weights=None, device="cuda", precision="int8")
+        build_network("tiny", weights=None, device="cuda", precision="int8")
 
 
 def test_a_network_fx_cannot_trace_for_quantization_falls_back_with_the_reason(monkeypatch):
@@ -168,7 +169,7 @@ def test_a_network_fx_cannot_trace_for_quantization_falls_back_with_the_reason(m
 
     monkeypatch.setattr(quantize, "traceable_copy", untraceable)
     with pytest.warns(UserWarning, match="int8 is unavailable for tiny.*TraceError.*control flow"):
-        network = FrozenNetwork("tiny", weights=None, precision="int8")
+        network = build_network("tiny", weights=None, precision="int8")
     assert network.precision != "int8" and "quantization" not in network.fingerprint
 
 
@@ -177,10 +178,10 @@ def test_efficientnet_lite0_int8_by_the_depthwise_recipe_reaches_0_98_and_the_de
     ReLU6 ranges clipped to [0, 6] reach 0.994 on the mirrored photos but 0.987 upside down, so the check
     (both) refuses it at 0.99 and accepts it at 0.98 (benchmarks/int8_depthwise.py)."""
     with pytest.warns(UserWarning, match=r"int8 features reach cosine 0\.98\d+ to fp32 on held-out photos"):
-        refused = FrozenNetwork("efficientnet_lite0", precision="int8")
+        refused = build_network("efficientnet_lite0", precision="int8")
     assert refused.precision != "int8"
-    int8 = FrozenNetwork("efficientnet_lite0", precision="int8", min_cosine=0.98)
+    int8 = build_network("efficientnet_lite0", precision="int8", min_cosine=0.98)
     assert int8.precision == "int8", int8.precision_choice
-    mirrored = int8.trial.batches()[1][: len(tuning.sample_images())]
-    fp32 = FrozenNetwork("efficientnet_lite0", precision="fp32")
+    mirrored = TrialImages(int8.preprocessing, None).batches()[1][: len(tuning.sample_images())]
+    fp32 = build_network("efficientnet_lite0", precision="fp32")
     assert tuning.min_cosine(int8(mirrored), fp32(mirrored)) >= 0.99

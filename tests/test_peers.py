@@ -26,7 +26,7 @@ from sklearn.datasets import load_sample_images
 from torch import nn
 from torchvision.models._api import WeightsEnum
 
-from featx import FrozenNetwork
+from featx import build_network
 from featx.models._registry import meta_skeleton
 from featx.models.preprocessing import Normalise
 from featx.models.weights import RANDOM_INIT_SEED
@@ -121,7 +121,7 @@ def timm_reference(name: str, monkeypatch):
 def check_against_reference(name: str, files: dict[str, bytes], monkeypatch) -> None:
     reference = torchvision_reference if not name.startswith("timm/") else timm_reference
     transform, forward, weights = reference(name, monkeypatch)
-    network = FrozenNetwork(name, weights=weights, device="cpu", precision="fp32", decoding="full")
+    network = build_network(name, weights=weights, device="cpu", precision="fp32", decoding="full")
     theirs = torch.stack([transform(Image.open(io.BytesIO(data)).convert("RGB")) for data in files.values()])
     ours = torch.stack([network.preprocessing.decode(data) for data in files.values()])
     assert torch.allclose(Normalise(network.preprocessing)(ours), theirs, atol=1e-5, rtol=0)  # same pixels

@@ -14,11 +14,11 @@ from conftest import REPEATED, REPO, assert_same_vectors, repeated_paths
 from test_cache import featx_cli
 from torch.utils.data import DataLoader
 
-from featx import FeatureCache, FrozenNetwork, load_features
+from featx import FeatureCache, FrozenNetwork, build_network, load_features
 from featx.errors import ParameterError
 from featx.inputs.manifests import load_job_source, load_manifest
 from featx.job import run_extract_job
-from featx.models.network import NetworkSpec
+from featx.models.spec import NetworkSpec
 
 ray = pytest.importorskip("ray", reason="the Ray engine is an optional extra: pip install 'featx[ray]'")
 from featx import engines  # noqa: E402
@@ -37,16 +37,15 @@ def local_ray():
 
 
 def job(manifest, tmp_path, engine, name):
-    network = FrozenNetwork(TINY, weights=None, precision="fp32")
+    network = build_network(TINY, weights=None, precision="fp32")
     namespace = FeatureCache(tmp_path / f"cache-{name}").namespace(network.fingerprint)
     out = tmp_path / f"{name}.parquet"
     summary = run_extract_job(
         load_job_source(manifest),
         network,
         namespace,
-        batch_size=4,
+        RunOptions(batch_size=4, progress=False),
         out=out,
-        progress=False,
         engine=engines.get(engine),
     )
     return summary, out
@@ -156,13 +155,13 @@ def child_pids(parent: int) -> list[int]:
 def test_ray_vectors_land_in_the_namespace_the_local_engine_and_transformer_read(
     local_ray, image_folder, tmp_path, backbone
 ):
-    network = FrozenNetwork(backbone, weights=None, precision="fp32")
+    network = build_network(backbone, weights=None, precision="fp32")
     namespace = FeatureCache(tmp_path / "cache").namespace(network.fingerprint)
     summary = run_extract_job(
-        load_manifest(image_folder), network, namespace, progress=False, engine=engines.get("ray")
+        load_manifest(image_folder), network, namespace, RunOptions(progress=False), engine=engines.get("ray")
     )
     assert summary.n_computed == 6
-    local_rerun = run_extract_job(load_manifest(image_folder), network, namespace, progress=False)
+    local_rerun = run_extract_job(load_manifest(image_folder), network, namespace, RunOptions(progress=False))
     assert (local_rerun.n_computed, local_rerun.n_cached) == (0, 6)
 
 
@@ -176,7 +175,7 @@ def test_a_list_of_files_is_cut_into_blocks_so_that_every_actor_can_get_work(
 
     monkeypatch.setattr(ray_engine, "BLOCK_BATCHES", 1)
     paths = load_manifest(image_folder)["path"].tolist()
-    network = FrozenNetwork(TINY, weights=None, precision="fp32")
+    network = build_network(TINY, weights=None, precision="fp32")
     namespace = FeatureCache(tmp_path / "cache").namespace(network.fingerprint)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -188,7 +187,7 @@ def test_a_list_of_files_is_cut_into_blocks_so_that_every_actor_can_get_work(
 def test_ray_engine_refuses_an_in_memory_store_by_name(local_ray):
     from featx.cache import MemoryNamespace
 
-    network = FrozenNetwork(TINY, weights=None)
+    network = build_network(TINY, weights=None)
     with pytest.raises(ValueError, match="on-disk cache that every node sees"):
         engines.get("ray").fill(["x.png"], network, MemoryNamespace(network.fingerprint))
 
@@ -230,7 +229,7 @@ from featx import FeatureCache, engines
 from featx.engines.base import RunOptions
 from featx.errors import FeatxError
 from featx.inputs.manifests import load_manifest
-from featx.models.network import NetworkSpec
+from featx.models.spec import NetworkSpec
 
 folder, shards, cache = sys.argv[1:]
 paths = load_manifest(folder)["path"].tolist()
@@ -275,16 +274,17 @@ def test_a_users_jobs_back_to_back_in_one_process_each_run_after_one_refused_mid
 USER_SCRIPT = """
 import sys
 import ray
-from featx import FeatureCache, FrozenNetwork
+from featx import FeatureCache, build_network
+from featx.engines import RunOptions
 from featx.inputs.manifests import load_manifest
 from featx.job import run_extract_job
 
 
 def main():
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    network = FrozenNetwork("tiny_backbone:TINY", weights=None, precision="fp32")
+    network = build_network("tiny_backbone:TINY", weights=None, precision="fp32")
     namespace = FeatureCache(sys.argv[2]).namespace(network.fingerprint)
-    summary = run_extract_job(load_manifest(sys.argv[1]), network, namespace, batch_size=2, progress=False)
+    summary = run_extract_job(load_manifest(sys.argv[1]), network, namespace, RunOptions(batch_size=2))
     print("computed", summary.n_computed)
 
 """
@@ -348,7 +348,7 @@ def test_an_actor_does_not_compute_again_content_it_committed_for_an_earlier_bat
     from featx.engines.ray.engine import _Embed
     from featx.engines.ray.tasks import read_key_decode_batch
 
-    network = FrozenNetwork(TINY, weights=None, precision="fp32")
+    network = build_network(TINY, weights=None, precision="fp32")
     namespace = FeatureCache(tmp_path / "cache").namespace(network.fingerprint)
     actor = _Embed(network.spec, network.fingerprint, str(namespace.path), threads=1)
     paths = sorted(str(p) for p in image_folder.rglob("*.png"))
@@ -373,7 +373,7 @@ def test_rows_naming_one_path_many_times_are_read_once_and_each_gets_its_own_out
         "_run",
         lambda self, ray, paths, *rest: sent.extend(paths) or original(self, ray, paths, *rest),
     )
-    network = FrozenNetwork(TINY, weights=None, precision="fp32")
+    network = build_network(TINY, weights=None, precision="fp32")
     namespace = FeatureCache(tmp_path / "cache").namespace(network.fingerprint)
     filled = engines.get("ray").fill(paths, network, namespace, RunOptions(batch_size=4))
     assert sent == paths[:4]  # the decoding tasks see each path once
@@ -439,7 +439,7 @@ def test_a_ray_decoding_task_reads_each_image_once_and_decodes_only_what_the_cac
             calls.append(("decode", source)) or original_decode(data, index, source, *rest)
         ),
     )
-    preprocessing = FrozenNetwork(TINY, weights=None).preprocessing
+    preprocessing = build_network(TINY, weights=None).preprocessing
     batch = read_key_decode_batch(
         {"index": np.arange(len(paths)), "path": np.array(paths, dtype=object)},
         preprocessing,
@@ -473,7 +473,11 @@ def test_the_driver_never_loads_the_network_a_worker_resolves_it_and_runs_even_i
     assert network.spec.precision != "auto" and network.n_features == 64
     namespace = FeatureCache(tmp_path / "cache").namespace(network.fingerprint)
     first = run_extract_job(
-        load_manifest(image_folder), network, namespace, batch_size=4, progress=False, engine=engine
+        load_manifest(image_folder),
+        network,
+        namespace,
+        RunOptions(batch_size=4, progress=False),
+        engine=engine,
     )
     assert (first.n_computed, first.n_cached) == (6, 0)
     shard = sorted(namespace.path.glob("*.vectors.npy"))[
@@ -486,21 +490,19 @@ def test_the_driver_never_loads_the_network_a_worker_resolves_it_and_runs_even_i
         load_manifest(image_folder),
         network,
         namespace,
-        batch_size=4,
-        progress=False,
+        RunOptions(batch_size=4, progress=False),
         engine=engine,
         out=tmp_path / "ray.parquet",
     )
     assert (again.n_computed, again.n_cached) == (0, 6)
     monkeypatch.undo()
-    here = FrozenNetwork(network.spec)  # the same resolved network, loaded here only to check the vectors
+    here = build_network(network.spec)  # the same resolved network, loaded here only to check the vectors
     assert here.fingerprint == network.fingerprint
     run_extract_job(
         load_manifest(image_folder),
         here,
         FeatureCache(tmp_path / "local").namespace(here.fingerprint),
-        batch_size=4,
-        progress=False,
+        RunOptions(batch_size=4, progress=False),
         out=tmp_path / "local.parquet",
     )
     assert_same_vectors(

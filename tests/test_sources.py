@@ -18,6 +18,7 @@ from conftest import assert_same_vectors, encode, photo, write_shard
 from test_cache import featx_cli
 
 from featx import extract_features, load_features
+from featx.engines import RunOptions
 
 fsspec = pytest.importorskip("fsspec")
 pytest.importorskip("s3fs")
@@ -212,11 +213,11 @@ def test_shard_members_listed_in_this_process_read_correctly_in_forked_decoding_
 
 
 def test_members_of_a_shard_cut_off_mid_member_fail_as_unreadable_not_as_a_crash(messy_shards):
-    from featx import FrozenNetwork
+    from featx import build_network
     from featx.extract import extract
 
     cut = messy_shards["pattern"].replace("{0000..0003}", "0003")
-    result = extract([f"tar://f.png::{cut}", f"tar://g.png::{cut}"], FrozenNetwork("tiny", weights=None))
+    result = extract([f"tar://f.png::{cut}", f"tar://g.png::{cut}"], build_network("tiny", weights=None))
     # the tar index cannot be built past the cut, so its members before the cut fail too (the job streams
     # such a shard instead, and keeps them)
     assert [(e.index, e.kind) for e in result.errors] == [(0, "unreadable"), (1, "unreadable")]
@@ -280,8 +281,8 @@ def test_a_job_over_s3_shards_fetches_each_shard_once_in_the_decoding_workers_ne
     a remote tar instead fetched it whole in the driver and again in every worker touching it."""
     import s3fs
 
-    from featx import FeatureCache, FrozenNetwork
-    from featx.inputs.sources import Shards
+    from featx import FeatureCache, build_network
+    from featx.inputs.shards import Shards
     from featx.job import run_extract_job
 
     sizes = {}
@@ -302,12 +303,14 @@ def test_a_job_over_s3_shards_fetches_each_shard_once_in_the_decoding_workers_ne
         return data
 
     monkeypatch.setattr(s3fs.core.S3File, "_fetch_range", counted)
-    network = FrozenNetwork("tiny", weights=None, precision="fp32")
+    network = build_network("tiny", weights=None, precision="fp32")
     namespace = FeatureCache(tmp_path / "cache").namespace(network.fingerprint)
     shards = Shards([f"s3://{name}" for name in sizes])
     for run in ("cold", "warm"):
         log.write_text("")
-        summary = run_extract_job(shards, network, namespace, batch_size=4, num_workers=2, progress=False)
+        summary = run_extract_job(
+            shards, network, namespace, RunOptions(batch_size=4, num_workers=2, progress=False)
+        )
         assert (summary.n_images, len(summary.errors)) == (18, 0)
         fetches = [line.split() for line in log.read_text().splitlines()]
         assert fetches and not [f for f in fetches if int(f[0]) == os.getpid()], (

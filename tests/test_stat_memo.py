@@ -9,7 +9,7 @@ import pytest
 from conftest import photo
 from PIL import Image
 
-from featx import FeatureCache, FrozenNetwork, engines
+from featx import FeatureCache, build_network, engines
 from featx._files import TMP_PREFIX
 from featx.cache import stat_memo
 from featx.engines.base import RunOptions
@@ -55,7 +55,7 @@ def test_an_unreadable_part_and_a_half_written_one_are_skipped_and_the_others_st
 
 def test_a_memo_that_cannot_be_written_costs_a_warning_and_the_job_goes_on(tmp_path, image_folder):
     paths = sorted(str(p) for p in image_folder.rglob("*.png"))
-    network = FrozenNetwork("tiny", weights=None, precision="fp32")
+    network = build_network("tiny", weights=None, precision="fp32")
     namespace = FeatureCache(tmp_path / "cache").namespace(network.fingerprint)
     (tmp_path / "cache" / stat_memo.FOLDER).write_text("a file where the memo's folder goes")
     with pytest.warns(UserWarning, match="cannot keep the stat memo in .*stat-memo"):
@@ -67,7 +67,7 @@ def test_a_job_that_stops_at_a_bad_file_keeps_what_it_learned_before(tmp_path, i
     paths = sorted(str(p) for p in image_folder.rglob("*.png"))
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"\x89PNG not really")
-    network = FrozenNetwork("tiny", weights=None, precision="fp32")
+    network = build_network("tiny", weights=None, precision="fp32")
     namespace = FeatureCache(tmp_path / "cache").namespace(network.fingerprint)
     seen._SEEN.clear()
     with pytest.raises(ImageError, match="broken.png"):

@@ -13,7 +13,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.utils import estimator_checks
 
 from featx import PretrainedFeatures
-from featx.extract import FrozenNetwork
+from featx.models.network import FrozenNetwork
 
 
 def tiny(**kwargs):

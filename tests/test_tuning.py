@@ -4,8 +4,9 @@ import json
 import warnings
 
 import pytest
+import torch
 
-from featx import FrozenNetwork
+from featx import build_network
 from featx.models import precision, tuning
 from featx.options import MIN_COSINE
 
@@ -31,29 +32,30 @@ def count_trials(monkeypatch):
 
 def test_auto_measures_once_stores_the_result_and_reuses_it(own_file, monkeypatch):
     calls = count_trials(monkeypatch)
-    first = FrozenNetwork("tiny", weights=None)
-    candidates = tuning.precision_candidates(first.device)
+    first = build_network("tiny", weights=None)
+    candidates = precision.precision_candidates(first.device)
     assert sorted(set(calls)) == sorted(candidates) and len(calls) == tuning.ROUNDS * len(candidates)
     (record,) = json.loads(own_file.read_text())["entries"].values()
     assert record["precision"] == first.precision == first.fingerprint["precision"]
     faithful = {p: t for p, t in record["trials"].items() if t["min_cosine"] >= MIN_COSINE}
     assert first.precision == max(faithful, key=lambda p: faithful[p]["images_per_s"])
     calls.clear()
-    again = FrozenNetwork("tiny", weights=None)
+    again = build_network("tiny", weights=None)
     assert calls == [] and again.precision == first.precision  # remembered: no second trial
 
 
 def test_an_explicit_precision_is_honoured_and_never_measured(own_file, monkeypatch):
     calls = count_trials(monkeypatch)
-    network = FrozenNetwork("tiny", weights=None, precision="fp32")
+    network = build_network("tiny", weights=None, precision="fp32")
     assert calls == [] and network.precision == "fp32" and not own_file.exists()
 
 
-def test_a_candidate_whose_fidelity_fails_is_never_chosen_however_fast(own_file):
+def test_a_candidate_whose_fidelity_fails_is_never_chosen_however_fast(own_file, monkeypatch):
     def trial(precision):
         return (1000.0, 0.5) if precision == "bf16" else (10.0, 1.0)
 
-    record = tuning.choose_precision("key", ["fp32", "bf16"], trial)
+    monkeypatch.setattr(precision, "precision_candidates", lambda device: ["fp32", "bf16"])
+    record = precision.choose_precision("auto", "key", torch.device("cpu"), trial)
     assert record["precision"] == "fp32" and "bf16 1000.0 images/s (cosine 0.5)" in record["why"]
 
 
@@ -61,17 +63,17 @@ def test_a_candidate_whose_fidelity_fails_is_never_chosen_however_fast(own_file)
 def test_a_corrupt_or_foreign_tuning_file_is_ignored_with_a_warning_and_rewritten(own_file, content):
     own_file.write_text(content)
     with pytest.warns(UserWarning, match="ignoring the tuning file"):
-        network = FrozenNetwork("tiny", weights=None)
+        network = build_network("tiny", weights=None)
     assert json.loads(own_file.read_text())["format"] == tuning.FORMAT
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the rewritten file reads cleanly
-        assert FrozenNetwork("tiny", weights=None).precision == network.precision
+        assert build_network("tiny", weights=None).precision == network.precision
 
 
 def test_the_key_names_the_processor_torch_and_network(own_file):
-    FrozenNetwork("tiny", weights=None)
+    build_network("tiny", weights=None)
     (key,) = json.loads(own_file.read_text())["entries"]
-    assert key.startswith(tuning.device_model(FrozenNetwork("tiny", weights=None, precision="fp32").device))
+    assert key.startswith(tuning.device_model(build_network("tiny", weights=None, precision="fp32").device))
     assert "|torch " in key and "|tiny|" in key and "|32px" in key
 
 
@@ -79,7 +81,7 @@ def test_an_unwritable_tuning_file_only_costs_measuring_again(tmp_path, monkeypa
     (tmp_path / "home").write_text("a file where the folder should be")
     monkeypatch.setenv("FEATX_TUNING_FILE", str(tmp_path / "home" / "tuning.json"))
     with pytest.warns(UserWarning, match="the tuning file: cannot write .*the next run measures again"):
-        network = FrozenNetwork("tiny", weights=None)
+        network = build_network("tiny", weights=None)
     assert network.precision in ("fp32", "bf16", "int8") and sorted(p.name for p in tmp_path.iterdir()) == [
         "home"
     ]

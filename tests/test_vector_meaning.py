@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 from sklearn.datasets import load_sample_images
 
-from featx import FrozenNetwork, ParameterError, feature_size, get_backbone, list_backbones
+from featx import ParameterError, build_network, feature_size, get_backbone, list_backbones
 from featx.cli import main as featx_main
 
 timm = pytest.importorskip("timm")
@@ -37,7 +37,7 @@ def test_a_pooling_at_an_already_pooled_node_is_refused_in_one_line(backbone, po
     with pytest.raises(
         ParameterError, match=f"pooling='{pooling}' changes nothing at {backbone}'s node"
     ) as caught:
-        FrozenNetwork(backbone, weights=None, pooling=pooling, device="cpu", precision="fp32")
+        build_network(backbone, weights=None, pooling=pooling, device="cpu", precision="fp32")
     assert "\n" not in str(caught.value)
     assert feature_size(backbone, pooling="flatten") == feature_size(backbone)  # the default, by its name
 
@@ -78,8 +78,8 @@ def test_reduced_decoding_stays_within_0_998_of_full_decoding_with_real_weights(
     """A DCT reduction close to the resize target box-filters like a coarse resize (0.990 at 1920x1281
     when decoded at 1/4); the decoded image stays at least twice the target."""
     data = mosaic(*size)
-    full = FrozenNetwork("efficientnet_lite0", device="cpu", precision="fp32", decoding="full")
-    reduced = FrozenNetwork("efficientnet_lite0", device="cpu", precision="fp32", decoding="reduced")
+    full = build_network("efficientnet_lite0", device="cpu", precision="fp32", decoding="full")
+    reduced = build_network("efficientnet_lite0", device="cpu", precision="fp32", decoding="reduced")
     a, b = (
         full(full.preprocessing.decode(data)[None])[0],
         reduced(reduced.preprocessing.decode(data)[None])[0],
@@ -90,7 +90,7 @@ def test_reduced_decoding_stays_within_0_998_of_full_decoding_with_real_weights(
 
 def test_each_decoding_path_has_its_own_fingerprint_and_none_is_the_old_tensor_resize():
     fingerprints = {
-        decoding: FrozenNetwork(
+        decoding: build_network(
             "tiny", weights=None, device="cpu", precision="fp32", decoding=decoding
         ).fingerprint["preprocessing"]
         for decoding in ("full", "reduced", "device")
@@ -108,5 +108,5 @@ def test_the_inception_ports_are_built_as_torchvision_builds_them_for_weights_un
         backbone.build_args["transform_input"]
         and backbone.weights["IMAGENET1K_V1"].build_args["transform_input"]
     )
-    network = FrozenNetwork("googlenet", weights=None, device="cpu", precision="fp32", decoding="device")
+    network = build_network("googlenet", weights=None, device="cpu", precision="fp32", decoding="device")
     assert "+transform_input=True" in network.fingerprint["weights"]

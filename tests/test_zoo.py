@@ -19,6 +19,7 @@ from test_hostile_cli import one_line_error
 from featx import (
     FrozenNetwork,
     PretrainedFeatures,
+    build_network,
     extract_features,
     feature_size,
     get_backbone,
@@ -52,7 +53,7 @@ def pixels(network: FrozenNetwork, n: int = 3) -> torch.Tensor:
 
 
 def fp32(name: str, **settings) -> FrozenNetwork:
-    return FrozenNetwork(
+    return build_network(
         name, weights=settings.pop("weights", None), device="cpu", precision="fp32", **settings
     )
 
@@ -66,7 +67,7 @@ def test_the_meta_device_size_is_the_size_a_real_forward_gives(name):
 def test_the_default_vector_is_timms_own_pre_logits_output(name):
     network = fp32(name)
     batch = pixels(network)
-    normalised = network._pipeline.normalise(batch)
+    normalised = network.pipelines.get("fp32").normalise(batch)
     with torch.inference_mode():
         model = timm_reference(name)
         expected = model.forward_head(model.forward_features(normalised), pre_logits=True)
@@ -124,7 +125,7 @@ def test_a_local_safetensors_file_gives_the_vectors_of_the_model_it_came_from(tm
     network = fp32(VIT, weights=str(path))
     batch = pixels(network)
     with torch.inference_mode():
-        features = source.forward_features(network._pipeline.normalise(batch))
+        features = source.forward_features(network.pipelines.get("fp32").normalise(batch))
         expected = source.forward_head(features, pre_logits=True).numpy()
     np.testing.assert_allclose(network(batch), expected, rtol=1e-4, atol=1e-5)
     assert not np.allclose(fp32(VIT)(batch), expected, atol=1e-3)
@@ -137,7 +138,7 @@ def test_offline_without_the_file_the_error_names_the_file_the_folder_and_three_
         "HF_HUB_OFFLINE": "1",
         "PYTHONPATH": str(REPO / "tests"),
     }
-    script = f"import featx; featx.FrozenNetwork({VIT!r}, device='cpu')"
+    script = f"import featx; featx.build_network({VIT!r}, device='cpu')"
     result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
     assert result.returncode != 0
     message = result.stderr.strip().splitlines()[-1]
@@ -239,10 +240,10 @@ def test_a_tiny_timm_model_through_compare_the_transfer_report_and_fine_tuning()
 def test_a_tiny_timm_cnn_runs_in_int8_and_a_vit_that_fx_cannot_quantize_falls_back_saying_why():
     from featx.models import tuning
 
-    network = FrozenNetwork("timm/test_resnet.r160_in1k", weights=None, device="cpu", precision="int8")
+    network = build_network("timm/test_resnet.r160_in1k", weights=None, device="cpu", precision="int8")
     batch = pixels(network, 4)
     assert network.precision == "int8"
     assert tuning.min_cosine(network(batch), fp32("timm/test_resnet.r160_in1k")(batch)) >= 0.99
     with pytest.warns(UserWarning, match="int8 is unavailable"):
-        vit = FrozenNetwork(VIT, weights=None, device="cpu", precision="int8")
+        vit = build_network(VIT, weights=None, device="cpu", precision="int8")
     assert vit.precision != "int8" and "int8 is unavailable for timm/test_vit" in vit.precision_choice["why"]

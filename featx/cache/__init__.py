@@ -16,6 +16,8 @@ place, so any number of processes may write at once, and a killed job loses at m
 
 from __future__ import annotations
 
+import glob
+import json
 import os
 import shutil
 from collections.abc import Mapping
@@ -24,7 +26,15 @@ from typing import Any
 
 from featx._files import local_path
 from featx.cache.checksums import entry_checksums, vector_checksums
-from featx.cache.files import FORMAT_VERSION, KEY_DTYPE, fingerprint_id
+from featx.cache.files import (
+    FORMAT_VERSION,
+    KEY_DTYPE,
+    KEYS_SUFFIX,
+    STAT_MEMO,
+    fingerprint_id,
+    leftovers,
+    read_fingerprint,
+)
 from featx.cache.namespace import Namespace
 from featx.cache.store import MemoryNamespace, Store
 from featx.errors import ParameterError
@@ -54,18 +64,14 @@ class FeatureCache:
         return Namespace(self.root / fingerprint_id(fingerprint), fingerprint)
 
     def namespaces(self) -> list[Namespace]:
-        """Every namespace folder of this cache. Symbolic links are not followed (see :meth:`links`), so
+        """Every namespace folder of this cache. Symbolic links are not followed (see [`links`][featx.FeatureCache.links]), so
         what maintains the cache touches nothing outside its folder."""
         if not self.root.is_dir():
             return []
-        return [
-            Namespace(p)
-            for p in sorted(self.root.iterdir())
-            if not p.is_symlink() and (p / "namespace.json").is_file()
-        ]
+        return [Namespace(p) for p in sorted(self.root.iterdir()) if not p.is_symlink() and _is_namespace(p)]
 
     def links(self) -> list[Path]:
-        """Entries of the cache folder that are symbolic links: never followed by :meth:`namespaces`."""
+        """Entries of the cache folder that are symbolic links: never followed by [`namespaces`][featx.FeatureCache.namespaces]."""
         return sorted(p for p in self.root.iterdir() if p.is_symlink()) if self.root.is_dir() else []
 
     def remove_namespace(self, name: str) -> None:
@@ -82,9 +88,45 @@ class FeatureCache:
                 f"{path} is a symbolic link (to {os.readlink(path)}), and featx cache commands touch nothing "
                 f"outside {self.root}: remove the link itself (rm {path})"
             )
-        if not (path / "namespace.json").is_file():
+        if not _is_namespace(path):
             raise ParameterError(f"{path} is not a featx cache namespace; see `featx cache info {self.root}`")
         shutil.rmtree(path)
+
+    def older_formats(self, fingerprint: Mapping[str, Any]) -> list[str]:
+        """Namespaces of this extractor written by an older cache format: not read (their checksums are
+        bound otherwise), so a job recomputes their vectors; named so that it can say so and how to
+        remove them."""
+        prefix = fingerprint_id(fingerprint).rsplit("-", 1)[0] + "-"
+        same = {key: value for key, value in fingerprint.items() if key != "format"}
+        older = []
+        for folder in sorted(self.root.glob(f"{glob.escape(prefix)}*")) if self.root.is_dir() else []:
+            try:
+                stored = read_fingerprint(folder)
+            except (OSError, ValueError):
+                continue
+            if stored.get("format") != fingerprint.get("format") and all(
+                stored.get(key) == json.loads(json.dumps(value)) for key, value in same.items()
+            ):
+                older.append(folder.name)
+        return older
+
+    def remove_leftovers(self, older_than_s: float = 600) -> list[tuple[str, int]]:
+        """What killed writers left beside the namespaces (the cache folder, the stat memo's): removed as
+        `Namespace.remove_debris` removes a namespace's; their paths within the cache and sizes."""
+        removed = []
+        for folder in (self.root, self.root / STAT_MEMO):
+            if folder.is_dir() and not folder.is_symlink():
+                prefix = "" if folder == self.root else f"{folder.name}/"
+                removed += [(prefix + name, size) for name, size in leftovers(folder, set(), older_than_s)]
+        return removed
+
+
+def _is_namespace(folder: Path) -> bool:
+    """A folder holding a ``namespace.json`` (of whatever kind: a damaged one is still a namespace) or
+    committed shards."""
+    return folder.is_dir() and (
+        os.path.lexists(folder / "namespace.json") or next(folder.glob(f"*{KEYS_SUFFIX}"), None) is not None
+    )
 
 
 def open_store(fingerprint: Mapping[str, Any], cache_dir: str | os.PathLike | None) -> Store:

@@ -5,9 +5,11 @@ So the crc32 of a block of equal-length rows follows from the rows' stored check
 per row, and one ISA-L call over the block (which runs at memory speed and releases the GIL) verifies every
 row in it. Only a block that fails is checked row by row, to name the rows to recompute.
 
-Each entry binds its key to its bytes: the stored checksum is ``crc32(vector) ^ key_tag(key)``, so keys
-swapped between two entries (by hand, or by a tool that rewrote one column) fail every read of them, as a
-flipped bit does, instead of serving one image's vector for another.
+Each entry binds its key and its namespace to its bytes: the stored checksum is ``crc32(vector) ^
+key_tag(key) ^ tag``, where ``tag`` is 32 bits of the namespace's fingerprint hash. Keys swapped between
+two entries (by hand, or by a tool that rewrote one column), and a shard copied in from another
+extractor's namespace, fail every read of them, as a flipped bit does, instead of serving one image's or
+one extractor's vector for another.
 """
 
 from __future__ import annotations
@@ -38,14 +40,16 @@ def key_tags(keys: np.ndarray) -> np.ndarray:
     return (mixed >> np.uint64(32)).astype(np.uint32)
 
 
-def entry_checksums(keys: np.ndarray, vectors: np.ndarray) -> np.ndarray:
-    """What a keys file stores for each row: the vector's crc32 bound to its key."""
-    return vector_checksums(vectors) ^ key_tags(keys)
+def entry_checksums(keys: np.ndarray, vectors: np.ndarray, tag: int = 0) -> np.ndarray:
+    """What a keys file stores for each row: the vector's crc32 bound to its key and to the namespace's
+    ``tag`` (:func:`featx.cache.files.fingerprint_tag`)."""
+    return vector_checksums(vectors) ^ key_tags(keys) ^ np.uint32(tag)
 
 
-def unbound(rows: np.ndarray) -> np.ndarray:
-    """The vectors' own crc32s from stored (key, checksum) rows: what the vectors' bytes must hash to."""
-    return rows["crc32"] ^ key_tags(rows["key"])
+def unbound(rows: np.ndarray, tag: int = 0) -> np.ndarray:
+    """The vectors' own crc32s from stored (key, checksum) rows of a namespace of ``tag``: what the
+    vectors' bytes must hash to."""
+    return rows["crc32"] ^ key_tags(rows["key"]) ^ np.uint32(tag)
 
 
 def block_checksum(block: np.ndarray) -> int:

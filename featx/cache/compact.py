@@ -48,8 +48,9 @@ class Compaction:
 def compact(namespace: Namespace, shard_bytes: int = SHARD_BYTES) -> Compaction:
     """Merge the shards smaller than half of ``shard_bytes`` into shards of about ``shard_bytes``.
 
-    Rows whose checksum fails are dropped (they are recomputed on demand); a key stored twice is kept
-    once. Unreadable shards are left for ``featx cache verify``.
+    Rows whose checksum fails are dropped (they are recomputed on demand), among them a shard copied in
+    from another extractor's namespace; a key stored twice is kept once. Unreadable shards are left for
+    ``featx cache verify``, and a namespace whose ``namespace.json`` is unreadable for a job to prove.
     """
     report = Compaction()
     with _exclusive(namespace.path / LOCK_NAME):
@@ -65,7 +66,7 @@ def compact(namespace: Namespace, shard_bytes: int = SHARD_BYTES) -> Compaction:
             if loaded is None:
                 continue
             keys, vectors = loaded
-            good = vector_checksums(vectors) == unbound(keys)
+            good = vector_checksums(vectors) == unbound(keys, namespace.tag)
             report.corrupt += int((~good).sum())
             fresh = np.array(
                 [ok and key not in seen for key, ok in zip(keys["key"].tolist(), good)], dtype=bool

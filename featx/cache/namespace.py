@@ -8,7 +8,6 @@ at most its unfinished batch. Where each key lives comes from the small keys fil
 from __future__ import annotations
 
 import functools
-import os
 import time
 import uuid
 import warnings
@@ -18,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from featx._files import TMP_PREFIX
+from featx._files import TMP_PREFIX, writer_tag
 from featx.cache.checksums import entry_checksums, unbound, vector_checksums
 from featx.cache.files import (
     KEY_DTYPE,
@@ -27,6 +26,8 @@ from featx.cache.files import (
     VECTORS_SUFFIX,
     atomic_write,
     claim_namespace,
+    fingerprint_tag,
+    leftovers,
     read_fingerprint,
 )
 from featx.cache.index import DigestSet, KeyIndex, shared_index
@@ -43,6 +44,12 @@ class Namespace:
 
     def __init__(self, path: Path, fingerprint: Mapping[str, Any] | None = None):
         self.path = path
+        self._tag = None if fingerprint is None else fingerprint_tag(fingerprint)
+        self._shared_index = shared_index(path)
+        self._synced = False
+        # Per-instance LRU of open memory maps: each holds a file descriptor, so keep a bounded number.
+        self._vectors = functools.lru_cache(maxsize=OPEN_SHARDS)(self._load_vectors)
+        self._keys = functools.lru_cache(maxsize=OPEN_SHARDS)(self._load_keys)
         if fingerprint is not None:
             try:
                 path.mkdir(parents=True, exist_ok=True)
@@ -50,16 +57,19 @@ class Namespace:
                 raise OutputError(
                     f"cannot create the feature cache folder {path}: {error.strerror or error}"
                 ) from None
-            claim_namespace(path, fingerprint)
-        self._shared_index = shared_index(path)
-        self._synced = False
-        # Per-instance LRU of open memory maps: each holds a file descriptor, so keep a bounded number.
-        self._vectors = functools.lru_cache(maxsize=OPEN_SHARDS)(self._load_vectors)
-        self._keys = functools.lru_cache(maxsize=OPEN_SHARDS)(self._load_keys)
+            claim_namespace(path, fingerprint, self._foreign_shards)
 
     @property
     def fingerprint(self) -> dict[str, Any]:
         return read_fingerprint(self.path)
+
+    @property
+    def tag(self) -> int:
+        """The fingerprint's tag bound into every stored checksum: the job's own, or (for the cache
+        commands) ``namespace.json``'s; ValueError or OSError where that cannot be read."""
+        if self._tag is None:
+            self._tag = fingerprint_tag(self.fingerprint)
+        return self._tag
 
     # -- reading ------------------------------------------------------------------------------------------
 
@@ -100,15 +110,15 @@ class Namespace:
         return self.index().snapshot()
 
     def read(self, keys: Keys) -> tuple[np.ndarray, list[str]]:
-        """Vectors for ``keys`` (all present; strings, or an S64 array read as it is), and the keys whose
-        stored vector failed its checksum.
+        """Vectors for ``keys`` (strings, or an S64 array read as it is), and the keys it could not serve:
+        those whose stored vector failed its checksum, and those no longer here (removed beside this
+        process, by ``featx cache prune`` or by hand). Their rows of the output are undefined.
 
         Corrupt keys are dropped from this process's index so that the caller can recompute them. A shard
         whose vectors cannot be read at all (a garbled header, a truncated or reshaped file) counts as
         corrupt for every key it holds, with a warning: it is recomputed, never trusted and never fatal.
-        A shard that vanished (merged by a compaction) is looked up again in the shards now on disk; only
-        a compaction finishing between every lookup and its read, ``LOOKUPS`` times over, fails the read.
-        How a read finds, copies and verifies: :mod:`featx.cache.reader`.
+        A shard that vanished (merged by a compaction) is looked up again in the shards now on disk, up to
+        ``LOOKUPS`` times. How a read finds, copies and verifies: :mod:`featx.cache.reader`.
         """
         with BulkRead(self, keys) as reading:
             pending = np.arange(len(keys))
@@ -121,12 +131,11 @@ class Namespace:
                 if not len(pending):
                     break
                 self.refresh()  # a listing taken while a compaction commits and removes can miss both copies
-            else:
-                raise KeyError(
-                    f"{key_strings([keys[pending[0]]])[0]} is not in the feature cache {self.path}"
-                )
+        lost = sorted(set(reading.corrupt) | set(pending.tolist()))
         out = reading.out if reading.out is not None else np.empty((0, 0), dtype=np.float32)
-        return out, key_strings([keys[position] for position in sorted(reading.corrupt)])
+        if out.shape[0] != len(keys):  # nothing was found: the caller fills every row
+            out = np.empty((len(keys), out.shape[1]), dtype=np.float32)
+        return out, key_strings([keys[position] for position in lost])
 
     def shard_vectors(self, shard: str, width: int | None) -> np.ndarray | None:
         """A shard's vectors, memory-mapped, or None (with a warning) if the file is unreadable or its header
@@ -184,10 +193,10 @@ class Namespace:
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         if vectors.ndim != 2 or len(vectors) != len(keys):
             raise ParameterError(f"expected ({len(keys)}, d) vectors, got shape {vectors.shape}")
-        shard = f"{time.time_ns():020d}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        shard = f"{time.time_ns():020d}-{writer_tag()}-{uuid.uuid4().hex[:8]}"
         key_rows = np.empty(len(keys), dtype=KEY_DTYPE)
         key_rows["key"] = [key.encode() for key in keys]
-        key_rows["crc32"] = entry_checksums(key_rows["key"], vectors)
+        key_rows["crc32"] = entry_checksums(key_rows["key"], vectors, self.tag)
         atomic_write(
             self.path / f"{shard}{VECTORS_SUFFIX}", lambda f: np.save(f, vectors, allow_pickle=False)
         )
@@ -235,7 +244,7 @@ class Namespace:
                 if drop:
                     self.remove_shard(shard)
                 continue
-            bad = np.flatnonzero(vector_checksums(vectors) != unbound(keys))
+            bad = np.flatnonzero(vector_checksums(vectors) != unbound(keys, self.tag))
             problems.extend(
                 {"shard": shard, "key": keys["key"][row].decode(), "problem": "checksum mismatch"}
                 for row in bad
@@ -248,18 +257,27 @@ class Namespace:
         self._forget()
         return problems
 
-    def remove_debris(self, older_than_s: float = 600) -> int:
-        """Delete temporary files and uncommitted vectors left by killed writers (not by live ones)."""
-        committed = set(self.shard_names())
-        cutoff, removed = time.time() - older_than_s, 0
-        for path in self.path.iterdir():
-            uncommitted = (
-                path.name.endswith(VECTORS_SUFFIX) and path.name[: -len(VECTORS_SUFFIX)] not in committed
-            )
-            if (path.name.startswith(TMP_PREFIX) or uncommitted) and path.stat().st_mtime < cutoff:
-                path.unlink(missing_ok=True)
-                removed += 1
-        return removed
+    def remove_debris(self, older_than_s: float = 600) -> list[tuple[str, int]]:
+        """Delete temporary files and uncommitted vectors left by killed writers (never a live writer's:
+        :func:`~featx.cache.files.leftovers`); their names and sizes."""
+        return leftovers(self.path, set(self.shard_names()), older_than_s)
+
+    def _foreign_shards(self) -> tuple[int, int]:
+        """(shards sampled, shards whose first row's checksum is bound to another fingerprint), for a
+        namespace whose ``namespace.json`` cannot say whose it is: one row read per shard."""
+        sampled = foreign = 0
+        for shard in self.shard_names():
+            try:
+                rows = self._keys(shard)[:1]
+                vectors = self._vectors(shard)[:1]
+                if not len(rows) or rows.dtype != KEY_DTYPE or vectors.ndim != 2 or vectors.dtype != "<f4":
+                    continue
+                sampled += 1
+                foreign += int(vector_checksums(vectors)[0] != unbound(rows, self.tag)[0])
+            except (OSError, ValueError, EOFError):  # unreadable: recomputed on read, proves nothing
+                continue
+        self._forget()
+        return sampled, foreign
 
     def remove_shards_older_than(self, seconds: float) -> int:
         cutoff, removed = time.time() - seconds, 0

@@ -8,8 +8,6 @@
 - **Verified.** Each piece of about ``PIECE_BYTES`` is checked by one crc32 against the crc32 its rows' stored
   checksums combine to (:func:`~featx.cache.checksums.combined_checksums`); only a piece that fails is checked
   row by row. File reads and ISA-L's crc32 release the GIL, so pieces run on a few threads.
-
-About 320 lines: finding, copying and verifying are one pipelined read and stay together.
 """
 
 from __future__ import annotations
@@ -32,6 +30,8 @@ from featx.cache.store import Keys
 class Shards(Protocol):
     """What a bulk read needs of a namespace: its index and its shard files (the reader never imports
     :class:`~featx.cache.namespace.Namespace`, which imports the reader)."""
+
+    tag: int  # the namespace's fingerprint tag, bound into every stored checksum
 
     def index(self) -> KeyIndex: ...
 
@@ -145,7 +145,10 @@ class BulkRead:
                 self._fail(shard, here[wrong], rows[wrong])
                 rows, here = rows[~wrong], here[~wrong]
                 # the vectors' own crc32s: the stored ones unbound from the keys asked (== the keys stored)
-                expected = stored["crc32"][rows] ^ key_tags(self.encoded[here])
+                # and from this namespace's fingerprint (a shard copied from another fails here)
+                expected = (
+                    stored["crc32"][rows] ^ key_tags(self.encoded[here]) ^ np.uint32(self.namespace.tag)
+                )
                 pieces.extend(_plan(shard, rows, here, expected, mapped.shape[1]))
             if pieces:
                 self._copy(pieces)

@@ -27,12 +27,12 @@ import pyarrow.parquet as pq
 from isal import isal_zlib
 
 from featx._files import TMP_PREFIX
-from featx.cache.files import atomic_write
+from featx.cache.files import STAT_MEMO, atomic_write
 
 Signature = tuple[int, int, int, int]
 Entries = dict[str, tuple[Signature, str]]  # path -> (signature, content key)
 
-FOLDER = "stat-memo"
+FOLDER = STAT_MEMO
 MAX_PARTS = 16
 SCHEMA = pa.schema(
     [

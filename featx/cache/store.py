@@ -29,7 +29,8 @@ class Store(Protocol):
         """Store ``vectors`` (len(keys), d) under ``keys``, all or nothing."""
 
     def read(self, keys: Keys) -> tuple[np.ndarray, list[str]]:
-        """Vectors for ``keys`` (all present), and the keys whose vector failed its checksum."""
+        """Vectors for ``keys``, and the keys it could not serve (a vector that failed its checksum, or that
+        is no longer stored): their rows are undefined, for the caller to compute again."""
 
 
 @dataclass
@@ -56,3 +57,26 @@ class MemoryNamespace:
 def key_strings(keys: Keys) -> list[str]:
     """``keys`` as strings, however they came."""
     return [key.decode() if isinstance(key, bytes) else key for key in keys]
+
+
+class Keeping:
+    """A store seen through: every write goes to ``store`` and is also kept here, so that vectors
+    computed again for a read are served even if the cache loses them once more (a ``featx cache prune``
+    running beside the job)."""
+
+    def __init__(self, store: Store):
+        self.store, self.kept = store, MemoryNamespace(store.fingerprint)
+        self.fingerprint = store.fingerprint
+
+    def missing(self, keys: Iterable[str]) -> list[str]:
+        return self.store.missing(keys)
+
+    def known(self) -> Container[str]:
+        return self.store.known()
+
+    def write(self, keys: Sequence[str], vectors: np.ndarray) -> object:
+        self.kept.write(keys, vectors)
+        return self.store.write(keys, vectors)
+
+    def read(self, keys: Keys) -> tuple[np.ndarray, list[str]]:
+        return self.store.read(keys)

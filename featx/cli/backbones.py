@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 
-def add_parser(commands: argparse._SubParsersAction) -> None:
+def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     backbones = commands.add_parser(
         "backbones",
         help="list backbones (torchvision's, timm's as timm/NAME.TAG, featx's): family, weights, feature size",
@@ -21,6 +21,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         help="compute feature sizes (default: when at most 100 names are listed; each takes 0.1-0.7 s)",
     )
     backbones.set_defaults(run=run)
+    return backbones
 
 
 def run(args: argparse.Namespace) -> int:

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from featx.cache import FeatureCache, Namespace
 
 
-def add_parser(commands: argparse._SubParsersAction) -> None:
+def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     cache = commands.add_parser("cache", help="inspect and maintain a feature cache")
     actions = cache.add_subparsers(required=True, metavar="ACTION")
     info = actions.add_parser("info", help="namespaces, vector counts, bytes")
@@ -49,6 +49,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         help="remove shards written more than DAYS ago",
     )
     prune.set_defaults(run=_cache_prune)
+    return cache
 
 
 def _cache_info(args: argparse.Namespace) -> int:
@@ -82,7 +83,11 @@ def _cache_verify(args: argparse.Namespace) -> int:
 
     problems = []
     for namespace in _namespaces(FeatureCache(args.dir)):
-        found = namespace.verify(drop=args.drop)
+        unreadable = _unreadable_fingerprint(namespace)
+        if unreadable:
+            found = [{"shard": "namespace.json", "key": None, "problem": unreadable}]
+        else:
+            found = namespace.verify(drop=args.drop)
         problems += [{"namespace": namespace.path.name, **p} for p in found]
         print(f"{namespace.path.name}: {len(found)} problem(s){' (dropped)' if found and args.drop else ''}")
     for problem in problems[:20]:
@@ -98,6 +103,10 @@ def _cache_compact(args: argparse.Namespace) -> int:
     if not namespaces:
         print(f"{args.dir}: no featx cache namespaces")
     for namespace in namespaces:
+        unreadable = _unreadable_fingerprint(namespace)
+        if unreadable:
+            print(f"{namespace.path.name}: not compacted: {unreadable}")
+            continue
         print(f"{namespace.path.name}: {compact(namespace, shard_bytes=args.shard_mb << 20)}")
     return 0
 
@@ -114,10 +123,35 @@ def _cache_prune(args: argparse.Namespace) -> int:
         old = (
             namespace.remove_shards_older_than(args.older_than * 86400) if args.older_than is not None else 0
         )
-        print(
-            f"{namespace.path.name}: removed {old} old shard(s), {debris} leftover file(s) of killed writers"
-        )
+        print(f"{namespace.path.name}: removed {old} old shard(s), {_removed(debris)}")
+    beside = cache.remove_leftovers()
+    if beside:
+        print(f"{cache.root}: removed {_removed(beside)}")
     return 0
+
+
+def _removed(files: list[tuple[str, int]], named: int = 10) -> str:
+    """What prune removed of killed writers' files: how many, how large, and (the first few) by name."""
+    text = f"{len(files)} leftover file(s) of killed writers"
+    if not files:
+        return text
+    names = ", ".join(name for name, _ in files[:named]) + (
+        f" and {len(files) - named} more" if len(files) > named else ""
+    )
+    return f"{text} ({sum(size for _, size in files) / 1e6:.1f} MB): {names}"
+
+
+def _unreadable_fingerprint(namespace: Namespace) -> str | None:
+    """Why a namespace's checksums cannot be checked: they are bound to the fingerprint its
+    ``namespace.json`` holds. A featx job proves the shards before it writes a new one."""
+    try:
+        _ = namespace.tag
+    except (OSError, ValueError) as error:
+        return (
+            f"namespace.json is unreadable ({error}), so its checksums cannot be checked; a job of its "
+            "extractor rewrites it once the shards prove to be that extractor's"
+        )
+    return None
 
 
 def _namespaces(cache: FeatureCache) -> list[Namespace]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -11,23 +12,16 @@ import pandas as pd
 
 from featx.cli._common import one_line, progress_wanted
 from featx.errors import ParameterError
-from featx.options import BLAS_THREADS, NON_NEGATIVE_INT, POSITIVE_INT, PRECISIONS
+from featx.options import BLAS_THREADS, NON_NEGATIVE_INT, POSITIVE_INT
 
 
-def add_parser(commands: argparse._SubParsersAction) -> None:
+def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     compare = commands.add_parser(
         "compare", help="cross-validate classifiers on features; --report: did transfer help at all?"
     )
     compare.add_argument(
         "source", help="a features file from `featx extract --out`, or a folder / manifest of images"
     )
-    compare.add_argument(
-        "--backbone",
-        action="append",
-        help="backbone (repeat for several in the report; default: the features file's, or resnet50)",
-    )
-    compare.add_argument("--weights", default="DEFAULT", help="DEFAULT, a weights name or a file")
-    compare.add_argument("--layer", help="graph node for the comparison (default: the last pooling layer)")
     compare.add_argument(
         "--cache", default=".featx-cache", help="feature cache directory (default: .featx-cache)"
     )
@@ -85,11 +79,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         help="auto: time each classifier's first fold with BLAS's default threads and with one, run the "
         "rest on the faster; keep: leave BLAS as it is (default: auto)",
     )
-    compare.add_argument("--batch-size", type=POSITIVE_INT.parse, default=64)
-    compare.add_argument("--device", default="auto")
-    compare.add_argument("--precision", default="auto", choices=PRECISIONS)
     compare.add_argument("--quiet", action="store_true", help="no progress bar")
     compare.set_defaults(run=run)
+    return compare
 
 
 def run(args: argparse.Namespace) -> int:
@@ -131,6 +123,7 @@ def run(args: argparse.Namespace) -> int:
             y,
             backbone=(args.backbone or [backbone])[0],
             weights=args.weights,
+            device=args.device,
             unfreeze=(0, args.unfreeze),
             cv=cv,
             split=split,
@@ -146,24 +139,25 @@ def run(args: argparse.Namespace) -> int:
     best = table.loc[table["layer"] != "trained", "classifier"].iloc[0]  # the best on the features themselves
     report = None
     if args.report:
+        from featx.cli._network import network_spec, run_options
+
         layers = args.layers if args.layers in (None, "stages") else args.layers.split(",")
+        network = dataclasses.asdict(network_spec(args, backbone=backbone))
+        running = dataclasses.asdict(run_options(args, progress=progress_wanted(args)))
         report = transfer_report(
             meta["path"].tolist(),
             y,
             backbones=args.backbone or [backbone],
-            layers=layers,
-            weights=args.weights,
+            layers=layers or ([args.layer] if args.layer else None),
             classifier=best,
             cv=cv,
             split=split,
             dataset=_dataset_name(args.source),
-            cache_dir=args.cache,
-            batch_size=args.batch_size,
-            device=args.device,
-            precision=args.precision,
-            progress=progress_wanted(args),
             n_jobs=args.n_jobs,
             blas_threads=args.blas_threads,
+            cache_dir=args.cache,
+            **{k: v for k, v in network.items() if k not in ("backbone", "layer")},
+            **{k: v for k, v in running.items() if k != "fail_fast"},
         )
         for line in report.summary.attrs["blas"]:
             print(f"blas: {line}")
@@ -234,13 +228,34 @@ def _dataset_name(source: str) -> str:
     return path.parent.resolve().name if path.stem == "manifest" else path.stem
 
 
+def _labelled(args: argparse.Namespace, meta: pd.DataFrame) -> np.ndarray:
+    """Which rows hold a label, if any do; labels no fold can learn from are refused by ``make_folds``,
+    the check every comparison shares, here naming the source."""
+    from featx.evaluate import make_folds
+
+    if "label" not in meta:
+        raise ParameterError(
+            f"{args.source} has no labels: compare needs class sub-folders or a 'label' column"
+        )
+    labelled = meta["label"].notna().to_numpy()
+    if not labelled.any():
+        raise ParameterError(f"{args.source}: every label is blank; compare needs two classes or more")
+    split = meta.loc[labelled, "split"].to_numpy() if "split" in meta else None
+    try:
+        make_folds(meta.loc[labelled, "label"].astype(str).to_numpy(), args.cv, split=split)
+    except ParameterError as error:
+        raise ParameterError(f"{args.source}: {error}") from None
+    return labelled
+
+
 def _labelled_features(args: argparse.Namespace) -> tuple[np.ndarray, pd.DataFrame, str, str]:
     """(X, meta, backbone, layer) from a features file, or extracted through the cache from images."""
     from featx.cache import open_store
+    from featx.cli._network import network_spec, run_options
     from featx.extract import extract
     from featx.feature_files import load_features
     from featx.inputs.manifests import is_features_file, load_manifest
-    from featx.models.network import FrozenNetwork, NetworkSpec
+    from featx.models.build import build_network
 
     if is_features_file(args.source):
         X, meta = load_features(args.source)
@@ -249,39 +264,31 @@ def _labelled_features(args: argparse.Namespace) -> tuple[np.ndarray, pd.DataFra
         layer = fingerprint.get("node", "?")
     else:
         meta = load_manifest(args.source)
-        backbone = (args.backbone or ["resnet50"])[0]
-        network = FrozenNetwork(
-            NetworkSpec(
-                backbone, weights=args.weights, layer=args.layer, device=args.device, precision=args.precision
-            )
-        )
+        _labelled(args, meta)  # before minutes of extraction
+        network = build_network(network_spec(args, backbone=(args.backbone or ["resnet50"])[0]))
+        backbone = network.backbone.name
         result = extract(
             meta["path"].tolist(),
             network,
             open_store(network.fingerprint, args.cache),
-            batch_size=args.batch_size,
-            progress=progress_wanted(args),
+            run_options(args, progress=progress_wanted(args)),
         )
         for error in result.errors[:5]:
             print(
                 f"  skipped {one_line(error.source)}: {error.kind}: {one_line(error.reason)}", file=sys.stderr
             )
         failed = [error.index for error in result.errors]
+        if result.errors and len(failed) == len(meta):
+            first = result.errors[0]
+            raise ParameterError(
+                f"{args.source}: every image failed ({len(failed)}); the first, {one_line(first.source)}: "
+                f"{first.kind}: {one_line(first.reason)}"
+            )
         X = np.delete(result.features, failed, axis=0)
         meta = meta.drop(index=failed).reset_index(drop=True)
         layer = network.node
         meta.attrs["featx"] = network.fingerprint
-    if "label" not in meta:
-        raise ParameterError(
-            f"{args.source} has no labels: compare needs class sub-folders or a 'label' column"
-        )
-    labelled = meta["label"].notna().to_numpy()
-    classes = meta.loc[labelled, "label"].unique()
-    if len(classes) < 2:
-        raise ParameterError(
-            f"{args.source}: compare needs two classes or more, and its labelled rows hold "
-            f"{len(classes)} ({', '.join(map(str, classes[:1])) or 'every label is blank'})"
-        )
+    labelled = _labelled(args, meta)
     broken = np.flatnonzero(~np.isfinite(X).all(axis=1) & labelled)
     if broken.size:
         first = meta["path"][broken[0]] if "path" in meta else f"row {broken[0]}"

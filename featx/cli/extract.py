@@ -11,91 +11,33 @@ from typing import TYPE_CHECKING
 
 from featx.cli._common import one_line, progress_wanted
 from featx.errors import OutputError, ParameterError
-from featx.inputs.images import MAX_PIXELS
 from featx.options import (
-    COMPILE_WORDS,
-    COSINE,
     COUNT,
-    DECODINGS,
     ENGINES,
     JOB_ON_ERROR,
-    MIN_COSINE,
-    POOLINGS,
-    POSITIVE,
-    POSITIVE_INT,
-    PRECISIONS,
-    WORKERS,
 )
 
 if TYPE_CHECKING:
     from featx.job import JobSummary
 
 
-def add_parser(commands: argparse._SubParsersAction) -> None:
+def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     extract = commands.add_parser("extract", help="cache the features of a folder or manifest of images")
     extract.add_argument(
         "source", help="a folder (class sub-folders give labels) or a CSV / Parquet manifest"
     )
-    extract.add_argument("--backbone", default="resnet50")
     extract.add_argument("--cache", required=True, help="feature cache directory (shared with cache_dir=)")
     extract.add_argument(
         "--out", help="write path, label, split, key and vectors to FILE.parquet or FILE.npy"
     )
-    extract.add_argument(
-        "--weights", default="DEFAULT", help="DEFAULT, a weights name, a file, or none (random init)"
-    )
-    extract.add_argument("--layer", help="graph node to read (default: the last pooling layer)")
-    extract.add_argument("--pooling", choices=POOLINGS)
-    extract.add_argument("--batch-size", type=POSITIVE_INT.parse, default=64)
-    extract.add_argument(
-        "--num-workers", type=WORKERS.parse, help="decoding processes (default: from job size and cores)"
-    )
-    extract.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
-    extract.add_argument(
-        "--precision",
-        default="auto",
-        choices=PRECISIONS,
-        help="auto: measured here (see featx tune); int8: CPU only, checked against fp32",
-    )
-    extract.add_argument(
-        "--min-cosine",
-        type=COSINE.parse,
-        default=MIN_COSINE,
-        help="fidelity to fp32 that auto and int8 must keep (default 0.99)",
-    )
-    extract.add_argument(
-        "--calibration",
-        metavar="SOURCE",
-        help="int8: calibrate and check fidelity on these images (a folder, manifest, shards or "
-        "table like SOURCE; default: bundled real photos)",
-    )
-    extract.add_argument(
-        "--compile",
-        default="auto",
-        choices=list(COMPILE_WORDS),
-        help="torch.compile the network (auto: when >= 10000 images need computing)",
-    )
     extract.add_argument("--on-error", default="skip", choices=JOB_ON_ERROR)
     extract.add_argument(
-        "--decoding",
-        default="auto",
-        choices=DECODINGS,
-        help="reduced: big JPEGs decoded on the CPU at a reduced DCT scale (never below the resize); full: "
-        "every pixel; device: JPEGs decoded on the network's device (nvJPEG on a GPU); auto: measured "
-        "on a GPU, reduced elsewhere",
-    )
-    extract.add_argument(
-        "--max-pixels",
-        type=POSITIVE_INT.parse,
-        default=MAX_PIXELS,
-        help="refuse images with more pixels, decoded or resized (default: PIL's bomb limit)",
-    )
-    extract.add_argument(
         "--read-timeout",
-        type=POSITIVE.parse,
+        type=_seconds,
         metavar="SECONDS",
         help="longest wait for a connection or between bytes of a network read, before one retry and then "
-        "an error row (default: $FEATX_READ_TIMEOUT, else 60)",
+        "an error row; each attempt also ends after this plus 1 s per MB received (default: "
+        "$FEATX_READ_TIMEOUT, else 60)",
     )
     extract.add_argument(
         "--errors", help="CSV listing every failed image (default: next to --out, if any fail)"
@@ -116,20 +58,23 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "--ray-concurrency", type=COUNT.parse, help="model actors (default: one per GPU, else one)"
     )
     extract.set_defaults(run=run)
+    return extract
 
 
 def run(args: argparse.Namespace) -> int:
     from featx import engines
     from featx.cache import FeatureCache
+    from featx.cli._network import network_spec, run_options
     from featx.feature_files import check_output_path
     from featx.inputs.manifests import load_job_source
-    from featx.inputs.sources import Shards
-    from featx.inputs.timeouts import set_read_timeout
+    from featx.inputs.shards import Shards
+    from featx.inputs.timeouts import read_timeout, set_read_timeout
     from featx.job import run_extract_job
-    from featx.models.network import NetworkSpec
 
     if args.read_timeout is not None:  # before the source is listed: a remote folder is read too
         set_read_timeout(args.read_timeout)
+    else:
+        read_timeout()  # a bad FEATX_READ_TIMEOUT is one line now, whatever the manifest names
     manifest = load_job_source(args.source)
     # outputs are checked before the network loads: a typo or a read-only folder costs nothing
     if args.out:
@@ -141,21 +86,14 @@ def run(args: argparse.Namespace) -> int:
         {"address": args.ray_address, "concurrency": args.ray_concurrency} if args.engine == "ray" else {}
     )
     engine = engines.get(args.engine, **options)
-    network = engine.network(
-        NetworkSpec(
-            args.backbone,
-            weights=args.weights,
-            layer=args.layer,
-            pooling=args.pooling,
-            device=args.device,
-            precision=args.precision,
-            compile=COMPILE_WORDS[args.compile],
-            decoding=args.decoding,
-            min_cosine=args.min_cosine,
-            calibration=args.calibration,
-        )
-    )
+    network = engine.network(network_spec(args))
     namespace = FeatureCache(args.cache).namespace(network.fingerprint)
+    for older in FeatureCache(args.cache).older_formats(network.fingerprint):
+        print(
+            f"featx: note: {older} holds this network's vectors in an older cache format, which is not "
+            f"read: they are computed again (remove it: featx cache prune {args.cache} --namespace {older})",
+            file=sys.stderr,
+        )
     inputs = f"{len(manifest.names)} shards" if isinstance(manifest, Shards) else f"{len(manifest)} images"
     print(
         f"{inputs} -> {network.backbone.name} [{network.weights_description}] "
@@ -168,13 +106,10 @@ def run(args: argparse.Namespace) -> int:
         manifest,
         network,
         namespace,
-        batch_size=args.batch_size,
-        num_workers=args.num_workers,
+        run_options(args, progress=progress_wanted(args)),
         on_error=args.on_error,
         out=args.out,
-        progress=progress_wanted(args),
         engine=engine,
-        max_pixels=args.max_pixels,
     )
     errors_path = args.errors
     if errors_path is None and (summary.errors or summary.skipped):  # never lose the list of failures
@@ -203,6 +138,16 @@ def run(args: argparse.Namespace) -> int:
         )
         return 1
     return 0
+
+
+def _seconds(text: str) -> float:
+    """``--read-timeout``: a finite number of seconds (``inf`` would make every remote input fail)."""
+    from featx.inputs.timeouts import parse_seconds
+
+    try:
+        return parse_seconds(text, repr(text))
+    except ParameterError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _refuse_outputs_that_overwrite(args: argparse.Namespace) -> None:

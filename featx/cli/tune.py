@@ -5,30 +5,26 @@ from __future__ import annotations
 import argparse
 
 
-def add_parser(commands: argparse._SubParsersAction) -> None:
+def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     tune = commands.add_parser(
         "tune", help="show (measuring once, if needed) the precision and decoding 'auto' pick here, and why"
     )
-    tune.add_argument("--backbone", default="resnet50")
-    tune.add_argument(
-        "--weights", default="DEFAULT", help="DEFAULT, a weights name, a file, or none (random init)"
-    )
-    tune.add_argument("--layer", help="graph node (default: the last pooling layer)")
-    tune.add_argument("--device", default="auto")
     tune.add_argument("--again", action="store_true", help="forget the remembered result and measure again")
     tune.set_defaults(run=run)
+    return tune
 
 
 def run(args: argparse.Namespace) -> int:
+    from featx.cli._network import network_spec
     from featx.models import tuning
-    from featx.models.network import FrozenNetwork, NetworkSpec
+    from featx.models.build import build_network
 
-    spec = NetworkSpec(args.backbone, weights=args.weights, layer=args.layer, device=args.device)
+    spec = network_spec(args)
     if args.again:
-        network = FrozenNetwork(spec.replace(precision="fp32"))
+        network = build_network(spec.replace(precision="fp32"))
         identity = {k: v for k, v in network.fingerprint.items() if k != "precision"}
         tuning.forget(tuning.tuning_key(network.device, identity))
-    network = FrozenNetwork(spec)
+    network = build_network(spec)
     choice = network.precision_choice
     print(
         f"{network.backbone.name} on {tuning.device_model(network.device)} ({network.device}): "

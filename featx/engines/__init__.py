@@ -9,9 +9,11 @@ spreading failures) and commit shard by shard through ``Store.write``, so a cach
 from __future__ import annotations
 
 import importlib
+import inspect
 from typing import Any
 
 from featx.engines.base import Engine, Filled, RunOptions
+from featx.errors import ParameterError
 from featx.options import ENGINES, check
 
 __all__ = ["Engine", "Filled", "RunOptions", "get"]
@@ -24,6 +26,21 @@ _CLASSES = {
 
 def get(name: str = "local", **options: Any) -> Engine:
     """The engine called ``name`` ('local' or 'ray'), built with ``options`` (e.g. Ray's ``address``)."""
+    unknown = sorted(set(options) - set(option_names(name)))
+    if unknown:
+        raise ParameterError(
+            f"the {name} engine has no option {', '.join(map(repr, unknown))} "
+            f"(its options: {', '.join(option_names(name)) or 'none'})"
+        )
+    return _engine_class(name)(**options)
+
+
+def option_names(name: str) -> tuple[str, ...]:
+    """What :func:`get` takes for the engine called ``name``, besides the name."""
+    return tuple(inspect.signature(_engine_class(name)).parameters)
+
+
+def _engine_class(name: str) -> type:
     check("engine", name, ENGINES)
     module, cls = _CLASSES[name]
-    return getattr(importlib.import_module(module), cls)(**options)
+    return getattr(importlib.import_module(module), cls)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -11,12 +11,14 @@ import numpy as np
 from featx.cache.store import key_strings
 from featx.errors import ImageError
 from featx.inputs.images import MAX_PIXELS
+from featx.options import COUNT, POSITIVE_INT, WORKERS, check_fields, chosen_fields, declared
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from featx.cache import Store
-    from featx.models.network import FrozenNetwork, NetworkSpec
+    from featx.models.network import Network
+    from featx.models.spec import NetworkSpec
 
 
 @dataclass
@@ -55,14 +57,39 @@ class RunOptions:
     ``batch_size`` images per forward pass; ``num_workers`` decoding processes (None: chosen from the job
     size and the cores; 0: decode in this process); ``progress`` a bar for a person watching;
     ``fail_fast`` raises the first failure once the vectors decoded before it are stored; images over
-    ``max_pixels``, decoded or resized, fail one by one.
+    ``max_pixels``, decoded or resized, fail one by one. ``forward_batch`` images per forward pass where
+    it differs from the ``batch_size`` the workers decode in (None: the same), e.g. decode 64, forward 256.
     """
 
-    batch_size: int = 64
-    num_workers: int | None = None
+    batch_size: int = declared(
+        64, "images decoded and handed over together, and per forward pass", POSITIVE_INT, metavar="N"
+    )
+    num_workers: int | None = declared(
+        None, "decoding processes (default: from the job's size and the cores)", WORKERS, metavar="N"
+    )
     progress: bool = False
     fail_fast: bool = False
-    max_pixels: int = MAX_PIXELS
+    max_pixels: int = declared(
+        MAX_PIXELS,
+        "refuse images with more pixels, decoded or resized (default: PIL's bomb limit)",
+        POSITIVE_INT,
+        metavar="N",
+    )
+    forward_batch: int | None = declared(
+        None,
+        "images per forward pass, where it differs from --batch-size (default: the same)",
+        COUNT,
+        metavar="N",
+    )
+
+    def __post_init__(self) -> None:
+        check_fields(RunOptions, vars(self), "RunOptions")
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any], owner: str, **fixed: Any) -> RunOptions:
+        """The options among a door's flat parameters, checked in the name of ``owner``; ``fixed`` are the
+        door's own (``fail_fast`` from its ``on_error``, say)."""
+        return cls(**chosen_fields(cls, params, owner), **fixed)
 
 
 DEFAULTS = RunOptions()
@@ -77,14 +104,14 @@ class Engine(Protocol):
     ``max_pixels``, decoded or resized, fail one by one (kinds ``decompression_bomb`` and ``too_large``).
     """
 
-    def network(self, spec: NetworkSpec) -> FrozenNetwork:
+    def network(self, spec: NetworkSpec) -> Network:
         """The network of ``spec``, resolved (device, precision, weights) where this engine will run it."""
         ...
 
     def fill(
         self,
         images: Sequence[Any],
-        network: FrozenNetwork,
+        network: Network,
         store: Store,
         options: RunOptions = DEFAULTS,
     ) -> Filled: ...
@@ -92,7 +119,7 @@ class Engine(Protocol):
     def stream(
         self,
         shards: Sequence[str],
-        network: FrozenNetwork,
+        network: Network,
         store: Store,
         options: RunOptions = DEFAULTS,
     ) -> tuple[pd.DataFrame, Filled]:

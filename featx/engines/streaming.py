@@ -15,9 +15,9 @@ from featx.engines.base import Filled, no_keys
 from featx.engines.keyed import key_and_decode
 from featx.engines.plan import every_failure
 from featx.errors import ImageError, ShardReadError
-from featx.inputs import sources
+from featx.inputs import shards, sources
 from featx.inputs.bounds import byte_bound
-from featx.inputs.images import read_error
+from featx.inputs.remote import read_error
 from featx.models.preprocessing import Preprocessing
 
 
@@ -44,7 +44,7 @@ def stream_shard(
     (or ends early) ends with one failed entry naming the shard and the member it was reading."""
     position = 0
     try:
-        for sample in sources.stream_samples(shard, byte_bound(max_pixels)):
+        for sample in shards.stream_samples(shard, byte_bound(max_pixels)):
             for member, why in sample.unused:  # recorded beside the sample, never dropped in silence
                 yield Streamed(
                     number, position, sources.member_path(shard, member), sample.key, None, skipped=why

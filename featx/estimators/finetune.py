@@ -10,8 +10,6 @@ epochs, and keep the best epoch's weights. BatchNorm statistics stay frozen (eva
 small batches on a CPU, re-estimating them hurts more than it helps. No augmentation: this measures what
 fine-tuning buys over frozen features, it is not a training framework. ``save_trunk`` writes the
 fine-tuned trunk for ``PretrainedFeatures(weights=PATH)``: fine-tune, then cache features.
-
-About 315 lines: the two training phases, prediction and the trunk's export share one fitted model.
 """
 
 from __future__ import annotations
@@ -38,9 +36,10 @@ from featx.models._registry import get_backbone
 from featx.models.blocks import blocks
 from featx.models.checkpoints import save_trunk
 from featx.models.devices import resolve_device
-from featx.models.network import feature_size
+from featx.models.nodes import feature_size
 from featx.models.pooling import Pool, resolve_pooling
 from featx.models.preprocessing import Normalise
+from featx.models.spec import NetworkSpec
 from featx.models.weights import resolve_weights
 from featx.options import FRACTION, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, validate
 
@@ -62,22 +61,41 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
 
     Parameters
     ----------
-    backbone, weights : as in :class:`featx.PretrainedFeatures`.
+    backbone : str or Backbone, default="efficientnet_lite0"
+        As in [`PretrainedFeatures`][featx.PretrainedFeatures].
+    weights : str, path or None, default="DEFAULT"
+        As in [`PretrainedFeatures`][featx.PretrainedFeatures].
     unfreeze : int, default=0
-        Blocks (see :func:`featx.models.blocks.blocks`) trained in phase 2; 0 trains the head only.
-    epochs, lr : head phase: at most this many epochs at this AdamW learning rate.
-    finetune_epochs, finetune_lr, lr_decay : phase 2: the top unfrozen block learns at ``finetune_lr``, each
-        block below at ``lr_decay`` times the one above, the head at ``finetune_lr / lr_decay``.
-    batch_size, validation_fraction, patience : mini-batch size; the stratified share of the training images
-        held out for early stopping; epochs without improvement before stopping.
-    device : "auto", "cpu", "cuda", ...
-    random_state : seeds the split, the head's initialisation and the batch order.
+        Blocks (see `featx.models.blocks.blocks`) trained in phase 2; 0 trains the head only.
+    epochs : int, default=10
+        Head phase: at most this many epochs.
+    lr : float, default=1e-3
+        Head phase: the AdamW learning rate.
+    finetune_epochs : int, default=3
+        Phase 2: at most this many epochs.
+    finetune_lr : float, default=1e-4
+        Phase 2: the learning rate of the top unfrozen block; the head learns at ``finetune_lr / lr_decay``.
+    lr_decay : float, default=0.5
+        Phase 2: each block below the top one learns at ``lr_decay`` times the rate of the one above.
+    batch_size : int, default=32
+        Mini-batch size.
+    validation_fraction : float, default=0.1
+        The stratified share of the training images held out for early stopping.
+    patience : int, default=2
+        Epochs without improvement before stopping.
+    device : str, default="auto"
+        "auto", "cpu", "cuda", ...
+    random_state : int, default=0
+        Seeds the split, the head's initialisation and the batch order.
 
     Attributes
     ----------
-    classes_ : the labels, sorted.
-    history_ : one dict per epoch: phase, epoch, train_loss, val_accuracy, seconds.
-    state_dict_ : the trained weights (tensors, pickled with the estimator; the module is rebuilt from them).
+    classes_ : ndarray
+        The labels, sorted.
+    history_ : list of dict
+        One dict per epoch: phase, epoch, train_loss, val_accuracy, seconds.
+    state_dict_ : dict of str to Tensor
+        The trained weights (pickled with the estimator; the module is rebuilt from them).
     """
 
     _parameter_constraints = {
@@ -127,7 +145,9 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
 
     def fit(self, X: Any, y: Any) -> FineTunedClassifier:
         """Train the head, then (``unfreeze > 0``) the last blocks, on the images X with labels y."""
-        validate(type(self).__name__, self.get_params(deep=False), self._parameter_constraints)
+        params, owner = self.get_params(deep=False), type(self).__name__
+        validate(owner, params, self._parameter_constraints)
+        NetworkSpec.from_params(params, owner)  # backbone, weights and device, as every door checks them
         images = as_image_list(X)
         self.classes_, targets = np.unique(_labels(y, len(images)), return_inverse=True)
         if len(self.classes_) < 2:

@@ -20,7 +20,7 @@ class RawPixels(TransformerMixin, BaseEstimator):
     """Each image resized to ``size`` x ``size`` and flattened: its pixels in [0, 1] are the features.
 
     Decoding is featx's (EXIF orientation, alpha over white, 16-bit, CMYK), so the only difference from
-    :class:`featx.PretrainedFeatures` on the same inputs is the representation.
+    [`featx.PretrainedFeatures`][featx.PretrainedFeatures] on the same inputs is the representation.
 
     Parameters
     ----------
@@ -29,7 +29,7 @@ class RawPixels(TransformerMixin, BaseEstimator):
     grayscale : bool, default=False
         One channel instead of three.
     on_error : {"raise", "nan"}, default="raise"
-        What a bad image does: raise its :class:`featx.ImageError`, or give a NaN row (listed in ``errors_``).
+        What a bad image does: raise its [`featx.ImageError`][featx.errors.ImageError], or give a NaN row (listed in ``errors_``).
     """
 
     _parameter_constraints = {"size": POSITIVE_INT, "on_error": ON_ERROR}

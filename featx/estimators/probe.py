@@ -53,11 +53,18 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
 
     Attributes
     ----------
-    classes_ : labels, sorted.
-    coef_, intercept_ : (n_classes, n_features) and (n_classes,), in the original (unstandardised) units.
-    C_ : the C that was used (chosen on the path when ``Cs`` is given).
-    path_ : list of dicts (C, val_accuracy, n_iter) for each C on the path; empty without ``Cs``.
-    n_iter_ : L-BFGS iterations of the final fit.
+    classes_ : ndarray
+        The labels, sorted.
+    coef_ : ndarray of shape (n_classes, n_features)
+        In the original (unstandardised) units.
+    intercept_ : ndarray of shape (n_classes,)
+        In the original units.
+    C_ : float
+        The C that was used (chosen on the path when ``Cs`` is given).
+    path_ : list of dict
+        (C, val_accuracy, n_iter) for each C on the path; empty without ``Cs``.
+    n_iter_ : int
+        L-BFGS iterations of the final fit.
     """
 
     def __init__(

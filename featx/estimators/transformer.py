@@ -1,9 +1,11 @@
-"""``PretrainedFeatures``: a frozen ImageNet network as a scikit-learn transformer."""
+"""``PretrainedFeatures``: a frozen ImageNet network as a scikit-learn transformer, and
+``extract_features``, the same in one call."""
 
 from __future__ import annotations
 
 import re
 import warnings
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -11,26 +13,17 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
 from featx.cache import open_store
-from featx.errors import ImageError
+from featx.engines.base import RunOptions
+from featx.errors import ImageError, ParameterError
 from featx.extract import extract
 from featx.inputs.batches import as_image_list
 from featx.inputs.images import MAX_PIXELS
 from featx.models._registry import Backbone, get_backbone
-from featx.models.network import FrozenNetwork, NetworkSpec, feature_size
-from featx.options import COSINE, MIN_COSINE, ON_ERROR, POSITIVE_INT, WORKERS, validate
-
-# the parameters that pick the network, passed to NetworkSpec as they are
-_SPEC_FIELDS = (
-    "weights",
-    "layer",
-    "pooling",
-    "device",
-    "precision",
-    "compile",
-    "decoding",
-    "min_cosine",
-    "calibration",
-)
+from featx.models.build import build_network
+from featx.models.network import FrozenNetwork
+from featx.models.nodes import feature_size
+from featx.models.spec import NetworkSpec
+from featx.options import MIN_COSINE, ON_ERROR, validate
 
 
 class PretrainedFeatures(TransformerMixin, BaseEstimator):
@@ -44,19 +37,24 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
     Parameters
     ----------
     backbone : str or Backbone, default="resnet50"
-        A name from :func:`featx.list_backbones` or a :class:`featx.Backbone`.
+        A name from [`featx.list_backbones`][featx.list_backbones] or a [`featx.Backbone`][featx.Backbone].
     weights : str, path or None, default="DEFAULT"
         "DEFAULT", a weights name ("IMAGENET1K_V2"), a local state-dict file, or None for random init.
     layer : str or None, default=None
-        The node to read (see :func:`featx.list_nodes`); None is the backbone's last pooling layer.
-    pooling : {"flatten", "avg", "max"} or None, default=None
-        How a spatial map becomes a vector; None keeps the backbone's choice for its default node, else "avg".
+        The node to read (see [`featx.list_nodes`][featx.list_nodes]); None is the backbone's last pooling layer.
+    pooling : str or None, default=None
+        How the node's output becomes one vector: "flatten", "avg" or "max"; for a vision transformer's
+        tokens also "cls" (the class token) or "tokens_avg" (the mean of the patch tokens). None keeps the
+        backbone's choice for its default node; at another node, "avg" for a feature map and the model's
+        own rule ("cls" or "tokens_avg") for tokens.
     batch_size : int, default=64
+        Images decoded and handed to the network together, and per forward pass unless ``forward_batch``.
     device : str, default="auto"
         "auto" (cuda, then mps, then cpu), or any torch device string.
     precision : {"auto", "fp32", "bf16", "fp16", "int8"}, default="auto"
         "auto" picks, by a timed trial on this machine remembered on disk, the fastest precision whose
-        features keep cosine >= ``min_cosine`` to fp32 (see the README). "int8" (CPU only) quantizes the
+        features keep cosine >= ``min_cosine`` to fp32 (the manual's "Devices, precision and speed"). "int8"
+        (CPU only) quantizes the
         network and falls back, with a warning, when its fidelity on held-out photos is under the bound.
     cache_dir : path or None, default=None
         On-disk feature cache shared with ``featx extract --cache``.
@@ -69,22 +67,26 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
         Show a progress bar.
     compile : {"auto", True, False}, default="auto"
         ``torch.compile`` the network; "auto" does when a transform computes at least 10,000 images, where
-        the one-off compile pays back (features equal within float rounding; see the README).
+        the one-off compile pays back (features equal within float rounding).
     max_pixels : int, default=featx.inputs.images.MAX_PIXELS (about 89 million)
         An image with more pixels, as decoded or once its short side is resized, fails (kind
         ``decompression_bomb`` or ``too_large``) before anything that size is allocated.
-    decoding : {"auto", "reduced", "full", "device"}, default="auto"
+    decoding : {"auto", "reduced", "full", "device", "dali"}, default="auto"
         "reduced" decodes a JPEG at least twice the size the resize needs at a reduced DCT scale (never
         below that size; about 3x faster on phone photos, cosine >= 0.99 to full decoding); "full" decodes
         every pixel; "device" decodes JPEGs on the network's device (nvJPEG on a GPU), other images on
-        the CPU; "auto" times "device" against the CPU decoders on a GPU (remembered in the tuning file)
-        and is "reduced" elsewhere. Modes never share cache entries (the mode is in the fingerprint).
+        the CPU; "dali" decodes, resizes and crops JPEGs with NVIDIA DALI on the GPU (the ``featx[dali]``
+        extra); "auto" times the GPU decoders against the CPU ones on a GPU (remembered in the tuning
+        file) and is "reduced" elsewhere. Modes never share cache entries (the mode is in the fingerprint).
     min_cosine : float, default=0.99
         The fidelity to fp32 features that ``precision="auto"`` and ``"int8"`` must keep.
     calibration : str or None, default=None
         For int8: a folder, manifest, shard set or table of images like yours; up to 32 of them, evenly
         spread, are split into a half that calibrates and a half on which fidelity is checked. None uses
         bundled real photos. Its digest is in the fingerprint; the calibration is kept on disk.
+    forward_batch : int or None, default=None
+        Images per forward pass where that differs from ``batch_size`` (a GPU runs 256 at once better
+        than 64; the decoders still hand over ``batch_size``). The vectors are the same.
 
     Attributes
     ----------
@@ -101,13 +103,8 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
     >>> clf.fit(train_paths, y_train).score(test_paths, y_test)  # doctest: +SKIP
     """
 
-    _parameter_constraints = {
-        "batch_size": POSITIVE_INT,
-        "num_workers": WORKERS,
-        "on_error": ON_ERROR,
-        "max_pixels": POSITIVE_INT,
-        "min_cosine": COSINE,
-    }
+    # its own parameters; the network's are NetworkSpec's, how it runs RunOptions', each declared there
+    _parameter_constraints = {"on_error": ON_ERROR}
 
     def __init__(
         self,
@@ -128,6 +125,7 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
         decoding: str = "auto",
         min_cosine: float = MIN_COSINE,
         calibration: str | None = None,
+        forward_batch: int | None = None,
     ):
         self.backbone = backbone
         self.weights = weights
@@ -145,6 +143,7 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
         self.decoding = decoding
         self.min_cosine = min_cosine
         self.calibration = calibration
+        self.forward_batch = forward_batch
 
     def fit(self, X: Any, y: Any = None) -> PretrainedFeatures:
         """Validate the parameters and the input; nothing is learned from X."""
@@ -158,15 +157,8 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
         check_is_fitted(self, "n_features_out_")
         images = as_image_list(X)
         network = self._network()
-        result = extract(
-            images,
-            network,
-            open_store(network.fingerprint, self.cache_dir),
-            batch_size=self.batch_size,
-            num_workers=self.num_workers,
-            progress=self.progress,
-            max_pixels=self.max_pixels,
-        )
+        options = RunOptions.from_params(self.get_params(deep=False), type(self).__name__)
+        result = extract(images, network, open_store(network.fingerprint, self.cache_dir), options)
         self.errors_: list[ImageError] = result.errors
         if result.errors:
             if self.on_error == "raise":
@@ -190,19 +182,19 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
 
     def _network(self) -> FrozenNetwork:
         """The loaded network, built on first use and kept (not pickled) for later calls."""
-        spec = self._spec()
+        spec = NetworkSpec.from_params(self.get_params(deep=False), type(self).__name__)
         cached = getattr(self, "_loaded", None)
         if cached is None or cached.spec != spec:
-            self._loaded = FrozenNetwork(spec)
+            self._loaded = build_network(spec)
         return self._loaded
 
-    def _spec(self) -> NetworkSpec:
-        return NetworkSpec(self.backbone, **{field: getattr(self, field) for field in _SPEC_FIELDS})
-
-    def _validate(self) -> None:
-        validate(type(self).__name__, self.get_params(deep=False), self._parameter_constraints)
-        get_backbone(self.backbone)
-        self._spec()  # the network's own parameters: precision, compile, pooling, decoding, min_cosine
+    def _validate(self, owner: str | None = None) -> None:
+        """Every parameter, checked in the name of ``owner`` (this estimator's): its own, the network's and
+        how it runs."""
+        params, owner = self.get_params(deep=False), owner or type(self).__name__
+        validate(owner, params, self._parameter_constraints)
+        NetworkSpec.from_params(params, owner)
+        RunOptions.from_params(params, owner)
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -215,3 +207,33 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
         tags.requires_fit = True
         tags.non_deterministic = False
         return tags
+
+
+def extract_features(images: Any, backbone: str | Backbone = "resnet50", **params: Any) -> np.ndarray:
+    """Feature vectors of a sequence of images: an (n_images, n_features) float32 array, input order.
+
+    ``PretrainedFeatures(backbone, **params).fit_transform(images)`` in one call: ``params`` are the
+    transformer's, checked the same way. ``on_error="raise"`` (the default) raises the first failure,
+    naming the input's index, path and reason; ``on_error="nan"`` returns NaN rows for failed inputs.
+    With ``cache_dir``, vectors are read from and written to the on-disk cache shared with
+    ``featx extract``.
+    """
+    transformer = checked_transformer("extract_features", {"backbone": backbone, **params})
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"\d+ of \d+ images failed and are NaN rows")
+        return transformer.fit_transform(images)
+
+
+def checked_transformer(owner: str, params: Mapping[str, Any]) -> PretrainedFeatures:
+    """The transformer of ``params`` for a door that takes its parameters (``owner``): an unknown name or a
+    value not accepted is refused in the door's name, before any image is read."""
+    names = PretrainedFeatures._get_param_names()
+    unknown = sorted(set(params) - set(names))
+    if unknown:
+        raise ParameterError(
+            f"{owner} got {', '.join(map(repr, unknown))}: it takes the parameters of PretrainedFeatures "
+            f"({', '.join(names)})"
+        )
+    transformer = PretrainedFeatures(**params)
+    transformer._validate(owner)
+    return transformer

@@ -1,7 +1,7 @@
 """Experiments on features: which classifier, which layer, which backbone, and did transfer help at all?
 
-:mod:`featx.evaluate.compare` compares classifiers; :mod:`featx.evaluate.transfer` measures pretrained
-features against baselines; both run on the folds of :mod:`featx.evaluate.folds`.
+`featx.evaluate.compare` compares classifiers; `featx.evaluate.transfer` measures pretrained
+features against baselines; both run on the folds of `featx.evaluate.folds`.
 """
 
 from featx.evaluate.compare import (

@@ -48,20 +48,39 @@ def compare_classifiers(
 
     Parameters
     ----------
-    X, y : features (n_samples, n_features) and labels.
-    classifiers : names from ``featx.evaluate.classifiers.CLASSIFIERS`` (default: all five), or name -> estimator.
-    cv : folds (int, stratified), ``"split"`` with ``split=`` the manifest's split, or a splitter.
-    tune : wrap each named classifier in a small ``GridSearchCV`` (nested inside the outer folds).
-    backbone, layer : copied into the table, so tables of several feature sets concatenate.
-    blas_threads : "auto" fits each classifier's first fold with BLAS's default threads and with one, and
-        runs the other folds on the faster (``featx.evaluate.blas``); "keep" leaves BLAS as it is.
-    progress : print a line to stderr as each classifier starts and ends (fits can take minutes).
+    X : array of shape (n_samples, n_features)
+        The features.
+    y : sequence
+        The labels.
+    classifiers : list of str, dict or None, default=None
+        Names from ``featx.evaluate.classifiers.CLASSIFIERS`` (None: all five), or name -> estimator.
+    cv : int, "split" or splitter, default=5
+        Folds (int, stratified), ``"split"`` with ``split=`` the manifest's split, or a splitter.
+    split : sequence of str or None, default=None
+        With ``cv="split"``: each row's split, "train" or "test".
+    tune : bool, default=False
+        Wrap each named classifier in a small ``GridSearchCV`` (nested inside the outer folds).
+    backbone : str or None, default=None
+        Copied into the table, so tables of several feature sets concatenate.
+    layer : str or None, default=None
+        Copied into the table, like ``backbone``.
+    n_jobs : int or None, default=None
+        Folds fitted in parallel (joblib).
+    blas_threads : {"auto", "keep"}, default="auto"
+        "auto" fits each classifier's first fold with BLAS's default threads and with one, and runs the
+        other folds on the faster (``featx.evaluate.blas``); "keep" leaves BLAS as it is.
+    random_state : int, default=0
+        Seeds the folds and the classifiers.
+    progress : bool, default=False
+        Print a line to stderr as each classifier starts and ends (fits can take minutes).
 
     Returns
     -------
-    DataFrame with one row per classifier: classifier, estimator, backbone, layer, n_features, n_folds,
-    accuracy_mean, accuracy_std, f1_macro_mean, f1_macro_std, fit_s and predict_s (mean seconds per fold).
-    ``attrs["notes"]`` says which stand-ins ran and why, ``attrs["blas"]`` what each BLAS trial chose.
+    DataFrame
+        One row per classifier: classifier, estimator, backbone, layer, n_features, n_folds,
+        accuracy_mean, accuracy_std, f1_macro_mean, f1_macro_std, fit_s and predict_s (mean seconds per
+        fold). ``attrs["notes"]`` says which stand-ins ran and why, ``attrs["blas"]`` what each BLAS trial
+        chose.
     """
     check("blas_threads", blas_threads, BLAS_THREADS, "compare_classifiers")
     X, y = check_inputs(X, y)
@@ -114,14 +133,14 @@ def compare_finetuning(
     random_state: int = 0,
     **params: Any,
 ) -> pd.DataFrame:
-    """Rows for :func:`compare_classifiers`' table: :class:`featx.estimators.finetune.FineTunedClassifier` trained
+    """Rows for [`compare_classifiers`][featx.evaluate.compare_classifiers]' table: [`FineTunedClassifier`][featx.FineTunedClassifier] trained
     on the images, head only (``unfreeze=0``) and with its last blocks, on the same folds.
 
     Training on a CPU costs minutes per fold, so by default only the first fold is run (``n_folds`` says
     how many were; ``max_folds=None`` runs all). ``fit_s`` is the price of each point of accuracy.
     """
     from featx.estimators.finetune import FineTunedClassifier
-    from featx.models.network import feature_size
+    from featx.models.nodes import feature_size
 
     images, y = as_image_list(images), np.asarray(y)
     folds = make_folds(y, cv, split=split, random_state=random_state)[:max_folds]

@@ -26,10 +26,13 @@ def make_folds(
     y: Sequence[Any], cv: Any = 5, *, split: Sequence[str] | None = None, random_state: int = 0
 ) -> Folds:
     """Train/test index pairs: ``cv`` folds (stratified, shuffled, seeded), or ``cv='split'`` for the
-    manifest's own split (``split`` holds 'train' / 'test' per row), or any scikit-learn splitter."""
-    y = np.asarray(y)
+    manifest's own split (``split`` holds 'train' / 'test' per row), or any scikit-learn splitter.
+
+    Labels no classifier can learn from (missing, fewer than two classes, a fold whose training rows hold
+    one class) are refused here, in featx's words, for every comparison that shares these folds."""
+    y = _learnable(y)
     if isinstance(cv, str) and cv == "split":
-        return [_split_fold(split)]
+        return _two_classes_to_train([_split_fold(split)], y, "the split's")
     if isinstance(cv, (int, np.integer)):
         counts = pd.Series(y).value_counts()
         smallest = int(counts.min())
@@ -40,7 +43,46 @@ def make_folds(
                 f"{counts.idxmin()!r} has {smallest} image(s); {fix}"
             )
         cv = StratifiedKFold(n_splits=int(cv), shuffle=True, random_state=random_state)
-    return list(check_cv(cv, y, classifier=True).split(np.zeros((len(y), 1)), y))
+    folds = list(check_cv(cv, y, classifier=True).split(np.zeros((len(y), 1)), y))
+    return _two_classes_to_train(folds, y, "a fold's")
+
+
+def _learnable(y: Sequence[Any]) -> np.ndarray:
+    """``y`` as a 1-D array of two classes or more, none missing; otherwise one line saying what it holds."""
+    y = np.asarray(y)
+    if y.ndim != 1:
+        raise ParameterError(f"y has shape {y.shape}; pass one label per image (a 1-D sequence)")
+    missing = pd.isna(y)
+    if missing.any():
+        raise ParameterError(
+            f"y has {int(missing.sum())} missing label(s) (None or NaN; first: row "
+            f"{int(np.flatnonzero(missing)[0])}); drop those rows or label them"
+        )
+    classes = pd.unique(y)
+    if len(classes) < 2:
+        held = f"hold one class, {_label(classes[0])}, in all {len(y)} rows" if len(classes) else "are empty"
+        raise ParameterError(
+            f"the labels (y) {held}; telling classes apart needs two classes or more: add images of "
+            "another class"
+        )
+    return y
+
+
+def _label(value: Any) -> str:
+    return repr(value.item() if isinstance(value, np.generic) else value)
+
+
+def _two_classes_to_train(folds: Folds, y: np.ndarray, whose: str) -> Folds:
+    """The folds, if each fold's training rows hold two classes or more (a splitter's folds need not)."""
+    for number, (train, _) in enumerate(folds, 1):
+        held = pd.unique(y[train])
+        if len(held) < 2:
+            name = whose if len(folds) == 1 else f"fold {number} of {len(folds)}:"
+            raise ParameterError(
+                f"{name} training rows hold {f'one class, {_label(held[0])}' if len(held) else 'no rows'}; a "
+                "classifier needs two classes to learn from: put images of each class on the training side"
+            )
+    return folds
 
 
 def _split_fold(split: Sequence[str] | None) -> tuple[np.ndarray, np.ndarray]:

@@ -5,7 +5,6 @@ data, so a plain paired t-test over folds is too optimistic."""
 from __future__ import annotations
 
 import math
-import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,9 +16,9 @@ from sklearn.base import BaseEstimator
 
 from featx.errors import ParameterError
 from featx.estimators.pixels import RawPixels
+from featx.estimators.transformer import checked_transformer, extract_features
 from featx.evaluate.classifiers import as_classifier
 from featx.evaluate.folds import corrected_paired_ttest, fold_scores, format_accuracy, make_folds, summarise
-from featx.extract import extract_features
 from featx.inputs.batches import as_image_list
 from featx.models._registry import Backbone, get_backbone
 from featx.options import BLAS_THREADS, check
@@ -85,33 +84,48 @@ def transfer_report(
     split: Sequence[str] | None = None,
     pixel_size: int = 32,
     dataset: str | None = None,
-    cache_dir: str | os.PathLike | None = None,
-    batch_size: int = 64,
-    device: str = "auto",
-    precision: str = "auto",
-    num_workers: int | None = None,
-    progress: bool = False,
     n_jobs: int | None = None,
     blas_threads: str = "auto",
     random_state: int = 0,
+    **params: Any,
 ) -> TransferReport:
     """Did pretrained features help on these images? Measure them against raw pixels and random weights.
 
-    Features go through :func:`featx.extract_features` (and ``cache_dir``, so each image is computed once
-    per network and layer). Images that fail to decode are left out of every feature set, with a warning.
+    Features go through [`featx.extract_features`][featx.extract_features] (and ``cache_dir``, so each
+    image is computed once per network and layer). Images that fail to decode are left out of every
+    feature set, with a warning.
 
     Parameters
     ----------
-    images, y : the images (paths, bytes, PIL, arrays) and their labels.
-    backbones : one or several backbones; each gets its pretrained ``weights`` and, as a baseline, the
-        same architecture with random weights at its last pooling layer.
-    layers : None for each backbone's last pooling layer; ``"stages"`` adds its early and middle stages
+    images : sequence of images
+        Paths, bytes, PIL images or arrays, as [`PretrainedFeatures`][featx.PretrainedFeatures] takes them.
+    y : sequence
+        Their labels.
+    backbones : str, Backbone or a list of them, default="efficientnet_lite0"
+        Each gets its pretrained ``weights`` and, as a baseline, the same architecture with random weights
+        at its last pooling layer.
+    layers : None, "stages" or list of str, default=None
+        None for each backbone's last pooling layer; ``"stages"`` adds its early and middle stages
         (``Backbone.stages``); or a list of node names.
-    baselines : any of ``"pixels"`` (:class:`featx.RawPixels` at ``pixel_size``) and ``"random"``.
-    classifier : a name from ``featx.evaluate.classifiers.CLASSIFIERS`` or an estimator; the same for every set.
-    cv, split : the folds, as in :func:`compare_classifiers`; the verdict's noise estimate needs cv >= 2.
-    dataset : a name for the verdict sentence.
-    blas_threads : as in :func:`compare_classifiers`; ``summary.attrs["blas"]`` says what each trial chose.
+    weights : str, path or None, default="DEFAULT"
+        The pretrained weights of every backbone.
+    baselines : sequence of str, default=("pixels", "random")
+        Any of ``"pixels"`` ([`RawPixels`][featx.RawPixels] at ``pixel_size``) and ``"random"``.
+    classifier : str or estimator, default="logreg"
+        A name from ``featx.evaluate.classifiers.CLASSIFIERS`` or an estimator; the same for every set.
+    cv : int, "split" or splitter, default=5
+        The folds, as in [`compare_classifiers`][featx.evaluate.compare_classifiers]; the verdict's noise
+        estimate needs cv >= 2.
+    split : sequence of str or None, default=None
+        With ``cv="split"``: each image's split, "train" or "test".
+    dataset : str or None, default=None
+        A name for the verdict sentence.
+    blas_threads : {"auto", "keep"}, default="auto"
+        As in [`compare_classifiers`][featx.evaluate.compare_classifiers]; ``summary.attrs["blas"]`` says
+        what each trial chose.
+    **params : dict
+        Any other parameter of [`PretrainedFeatures`][featx.PretrainedFeatures] (``cache_dir``,
+        ``device``, ``precision``, ``decoding``, ``batch_size``...), the same for every feature set.
     """
     check("blas_threads", blas_threads, BLAS_THREADS, "transfer_report")
     images = as_image_list(images)
@@ -122,15 +136,15 @@ def transfer_report(
     if unknown:
         raise ParameterError(f"baselines={list(baselines)}: {unknown} unknown; use any of {BASELINES}")
     specs = [get_backbone(b) for b in ([backbones] if isinstance(backbones, (str, Backbone)) else backbones)]
-    settings = dict(
-        cache_dir=cache_dir,
-        batch_size=batch_size,
-        device=device,
-        precision=precision,
-        num_workers=num_workers,
-        on_error="nan",
-        progress=progress,
-    )
+    owned = sorted({"backbone", "layer", "on_error"} & set(params))
+    if owned:
+        raise ParameterError(
+            f"transfer_report sets {owned} itself (from backbones= and layers=; failed images are left "
+            "out); leave them out"
+        )
+    settings = {**params, "on_error": "nan"}
+    checked_transformer("transfer_report", {**settings, "weights": weights})  # before minutes of work
+    make_folds(y, cv, split=split, random_state=random_state)  # labels no fold learns from, before extracting
     sets = []
     for spec in specs:
         for layer in _layers(spec, layers):
@@ -193,7 +207,8 @@ def transfer_report(
 
 
 def with_finetuning(report: TransferReport, finetuned: pd.DataFrame) -> TransferReport:
-    """The report with :func:`compare_finetuning`'s rows added (kind "fine-tuned").
+    """The report with [`compare_finetuning`][featx.evaluate.compare_finetuning]'s rows added (kind
+    "fine-tuned").
 
     Each row's ``difference`` is taken against the best pretrained set on the same first folds it ran.
     Its ``p_value`` is NaN: fine-tuning usually runs on too few folds for the paired test. The verdict

@@ -1,6 +1,8 @@
 """What users pass as X, made a list of single images: sequences, pandas columns, numpy stacks, and
 PyTorch tensors in torchvision's layout (``C x H x W``, or ``N x C x H x W`` for a batch), which become
 numpy's ``H x W x C`` arrays, so a tensor and the same pixels as an array get the same vector and key.
+A tensor that is no such image (meta, sparse, nested, another dtype or layout) becomes its own row's
+failure, named as the tensor it was, so one bad element never costs the good ones.
 """
 
 from __future__ import annotations
@@ -14,7 +16,10 @@ import numpy as np
 from PIL import Image
 
 from featx.errors import ParameterError
+from featx.inputs.arrays import Converted
 from featx.inputs.images import ImageInput
+
+_CHANNELS = (1, 3, 4)
 
 
 def as_image_list(images: Any) -> list[ImageInput]:
@@ -69,16 +74,36 @@ def _is_tensor(value: Any) -> bool:
 
 
 def _from_tensor(image: Any) -> Any:
-    """One image as a tensor (C x H x W, or H x W) -> numpy's H x W x C; anything else as it is."""
+    """One image as a tensor (C x H x W, or H x W) -> numpy's H x W x C, named as the tensor it was;
+    a tensor that is no image (meta, sparse, nested, another layout or dtype) -> its row's failure.
+    Anything else as it is."""
     if not _is_tensor(image):
         return image
-    array = image.detach().cpu().numpy()
-    return np.moveaxis(array, 0, -1) if array.ndim == 3 else array
+    name = _tensor_name(image)
+    problem = _unusable(image) or _not_an_image(image)
+    if problem:
+        return Converted(name, reason=problem)
+    try:
+        array = _to_numpy(image)
+    except (TypeError, RuntimeError) as error:  # a tensor subclass or layout numpy cannot hold
+        return Converted(name, reason=f"cannot be read as pixels ({str(error).splitlines()[0]})")
+    return Converted(name, np.moveaxis(array, 0, -1) if array.ndim == 3 else array)
 
 
-def _tensor_batch(tensor: Any) -> list[np.ndarray]:
+def _tensor_batch(tensor: Any) -> list[Any]:
+    """A batch tensor's images, each converted (or failed) alone; a nested tensor's images of any size."""
+    if tensor.is_nested:
+        return [_from_tensor(image) for image in tensor.unbind()]
+    problem = _unusable(tensor, "X")
+    if problem:
+        raise ParameterError(f"X is {problem}")
+    if tensor.ndim == 4 and tensor.shape[1] not in _CHANNELS and tensor.shape[-1] in _CHANNELS:
+        raise ParameterError(
+            f"X is a tensor of shape {tuple(tensor.shape)}, channels-last (n, H, W, C); featx takes "
+            "(n, C, H, W): pass X.permute(0, 3, 1, 2)"
+        )
     if tensor.ndim == 4:
-        return list(np.moveaxis(tensor.detach().cpu().numpy(), 1, -1))
+        return [_from_tensor(image) for image in tensor]
     shape = tuple(tensor.shape)
     if tensor.ndim == 3:
         raise ParameterError(
@@ -88,3 +113,50 @@ def _tensor_batch(tensor: Any) -> list[np.ndarray]:
     raise ParameterError(
         f"X is a tensor of shape {shape}; featx takes a batch of images as an (n, C, H, W) tensor"
     )
+
+
+def _tensor_name(tensor: Any) -> str:
+    if tensor.is_nested:
+        return f"<nested tensor of {tensor.size(0)}>"
+    kind = "meta " if tensor.is_meta else "" if tensor.layout == sys.modules["torch"].strided else "sparse "
+    return f"<{str(tensor.dtype).removeprefix('torch.')} {kind}tensor {'x'.join(map(str, tensor.shape)) or 'scalar'}>"
+
+
+def _unusable(tensor: Any, name: str = "tensor") -> str | None:
+    """Why a tensor holds no pixels numpy can read, saying what to pass instead; None if it does."""
+    torch = sys.modules["torch"]
+    if tensor.is_nested:
+        return f"a nested tensor of {tensor.size(0)} tensors, not one image; pass list({name}.unbind())"
+    if tensor.is_meta:
+        return "a meta tensor: it has a shape but no data; pass a tensor that holds the pixels"
+    if tensor.layout != torch.strided:
+        return f"a sparse tensor ({tensor.layout}); pass {name}.to_dense()"
+    if tensor.is_quantized:
+        return f"a quantized tensor ({tensor.dtype}); pass {name}.dequantize()"
+    return None
+
+
+def _not_an_image(tensor: Any) -> str | None:
+    """Why a tensor's dtype or shape is not one image in torchvision's layout, in the tensor's own axes."""
+    torch, shape = sys.modules["torch"], tuple(tensor.shape)
+    if not (tensor.dtype.is_floating_point or tensor.dtype in (torch.uint8, torch.uint16)):
+        return f"dtype {tensor.dtype} is not supported; use uint8, uint16 or float in [0, 1]"
+    if tensor.ndim == 3 and shape[0] not in _CHANNELS and shape[-1] in _CHANNELS:
+        return (
+            f"shape {shape} is channels-last (HxWxC), but a tensor image is CxHxW; pass "
+            "tensor.permute(2, 0, 1), or tensor.numpy() as an HxWxC array"
+        )
+    if tensor.ndim not in (2, 3) or (tensor.ndim == 3 and shape[0] not in _CHANNELS):
+        return f"shape {shape} is not an image: expected a CxHxW tensor with C in (1, 3, 4), or HxW"
+    if tensor.numel() == 0:
+        return f"the tensor is empty (shape {shape})"
+    return None
+
+
+def _to_numpy(tensor: Any) -> np.ndarray:
+    """The tensor's values on the host; float dtypes numpy lacks (bfloat16, float8) as float32, exactly."""
+    torch = sys.modules["torch"]
+    tensor = tensor.detach().cpu().resolve_conj().resolve_neg()
+    if tensor.is_floating_point() and tensor.dtype not in (torch.float16, torch.float32, torch.float64):
+        tensor = tensor.float()
+    return tensor.numpy()

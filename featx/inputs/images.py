@@ -2,9 +2,6 @@
 
 Every failure is an :class:`ImageError` that carries the input's index, a description of it (the path for
 files), a short machine-readable ``kind`` and a human-readable reason, so each door can apply its policy.
-
-About 320 lines: every input type's path to 8-bit RGB and every named failure stay in one
-place, so each kind of failure is defined once.
 """
 
 from __future__ import annotations
@@ -20,7 +17,8 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from featx.errors import ImageError
-from featx.inputs import sources, timeouts
+from featx.inputs import sources
+from featx.inputs.arrays import Converted, array_image, float_to_uint8, sixteen_bit_to_uint8
 from featx.inputs.bounds import (
     MAX_BYTES,
     MAX_PIXELS,
@@ -31,17 +29,19 @@ from featx.inputs.bounds import (
     refuse_over_max_bytes,
     resized_size,
 )
+from featx.inputs.remote import read_url
 
 #: Reduced decoding keeps the decoded image's short side at least this many times the resize target: a
 #: DCT reduction close to the target box-filters like a coarse resize (cosine 0.990 to full decoding with
 #: real weights at 1/4 then 321 -> 256); with this margin the antialiased resize does the last step.
 REDUCED_MARGIN = 2
-FLOAT_TOLERANCE = 1e-4  # float pixels this far outside [0, 1] are rounding, not another scale
-ImageInput = Any  # str | os.PathLike | bytes | PIL.Image.Image | np.ndarray
+ImageInput = Any  # str | os.PathLike | bytes | PIL.Image.Image | np.ndarray | Converted
 
 
 def describe(image: ImageInput) -> str:
     """A short description of an input for messages and error files (the path, for files)."""
+    if isinstance(image, Converted):
+        return image.description
     if isinstance(image, (str, os.PathLike)):
         return os.fspath(image)
     if isinstance(image, (bytes, bytearray)):
@@ -62,7 +62,7 @@ def read_content(
     Nothing is read past ``max_bytes`` (see :func:`byte_bound`): a larger input fails as ``too_large``.
     """
     if isinstance(image, str) and sources.is_url(image):
-        return _read_url(image, index, max_bytes)
+        return read_url(image, index, max_bytes)
     if isinstance(image, (str, os.PathLike)):
         with _open_file(image, index, max_bytes) as handle:
             content = handle.read(max_bytes + 1)
@@ -72,6 +72,10 @@ def read_content(
         return bytes(image)
     if isinstance(image, (Image.Image, np.ndarray)):
         return image
+    if isinstance(image, Converted):
+        if image.pixels is None:
+            raise ImageError(index, image.description, image.kind, image.reason)
+        return image.pixels
     raise _unsupported_type(image, index)
 
 
@@ -118,7 +122,7 @@ def load_rgb(
     source = source or describe(image)
     content = read_content(image, index, byte_bound(max_pixels))
     if isinstance(content, np.ndarray):
-        content = _array_image(content, index, source)
+        content = array_image(content, index, source)
     if isinstance(content, Image.Image):
         check_size(content.width, content.height, index, source, max_pixels, resize)
         return _to_rgb(content, index, source)
@@ -158,9 +162,9 @@ def _to_rgb(image: Image.Image, index: int, source: str) -> Image.Image:
     try:
         image = ImageOps.exif_transpose(image)
         if image.mode == "F":
-            return Image.fromarray(_float_to_uint8(np.asarray(image), index, source), "L").convert("RGB")
+            return Image.fromarray(float_to_uint8(np.asarray(image), index, source), "L").convert("RGB")
         if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
-            return Image.fromarray(_sixteen_bit_to_uint8(np.asarray(image)), "L").convert("RGB")
+            return Image.fromarray(sixteen_bit_to_uint8(np.asarray(image)), "L").convert("RGB")
         if image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in image.info:
             rgba = image.convert("RGBA")
             return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert(
@@ -173,63 +177,6 @@ def _to_rgb(image: Image.Image, index: int, source: str) -> Image.Image:
         raise ImageError(
             index, source, "unsupported_mode", f"cannot convert mode {image.mode} to RGB: {error}"
         ) from None
-
-
-_ARRAY_MODES = {1: "L", 3: "RGB", 4: "RGBA"}
-
-
-def _array_image(array: np.ndarray, index: int, source: str) -> Image.Image:
-    """HxW or HxWxC (C = 1, 3, 4) arrays -> a PIL image of the same pixels, so that an array and the same
-    pixels as a PIL image decode alike (alpha over white included). uint8 as is, uint16 scaled, floats
-    must lie in [0, 1]."""
-    if array.ndim == 2:
-        array = array[:, :, None]
-    if array.ndim != 3 or array.shape[2] not in _ARRAY_MODES:
-        channels_first = array.ndim == 3 and array.shape[0] in _ARRAY_MODES
-        hint = "; it looks channels-first (CxHxW): pass array.transpose(1, 2, 0)" if channels_first else ""
-        raise ImageError(
-            index, source, "invalid_array", f"expected an HxW or HxWxC array with C in (1, 3, 4){hint}"
-        )
-    if array.size == 0:
-        raise ImageError(index, source, "invalid_array", "the array is empty")
-    if array.dtype == np.uint8:
-        pixels = array
-    elif array.dtype.kind == "f":
-        pixels = _float_to_uint8(array, index, source)
-    elif array.dtype == np.uint16:
-        pixels = _sixteen_bit_to_uint8(array)
-    else:
-        raise ImageError(
-            index,
-            source,
-            "invalid_array",
-            f"dtype {array.dtype} is not supported; use uint8, uint16 or float in [0, 1]",
-        )
-    mode = _ARRAY_MODES[pixels.shape[2]]
-    return Image.fromarray(np.ascontiguousarray(pixels if mode != "L" else pixels[:, :, 0]), mode)
-
-
-def _float_to_uint8(array: np.ndarray, index: int, source: str) -> np.ndarray:
-    """Floats are intensities in [0, 1]; any other range is ambiguous ([0, 255]? [0, 65535]? HDR?) and refused.
-    Rounding from a resize or a colour conversion (1.0000001, -1e-9) is within ``FLOAT_TOLERANCE`` and clipped."""
-    if not np.isfinite(array).all() or array.min() < -FLOAT_TOLERANCE or array.max() > 1 + FLOAT_TOLERANCE:
-        low, high = (
-            (float(np.nanmin(array)), float(np.nanmax(array)))
-            if np.isfinite(array).any()
-            else (np.nan, np.nan)
-        )
-        raise ImageError(
-            index,
-            source,
-            "ambiguous",
-            f"float pixels must lie in [0, 1] (these span [{low:g}, {high:g}]); scale them to [0, 1] "
-            "or convert the image to 8 or 16 bits",
-        )
-    return np.round(np.clip(array, 0, 1) * 255).astype(np.uint8)
-
-
-def _sixteen_bit_to_uint8(array: np.ndarray) -> np.ndarray:
-    return np.round(np.clip(array.astype(np.float64), 0, 65535) / 257).astype(np.uint8)
 
 
 def _open_file(path: str | os.PathLike, index: int, max_bytes: int):
@@ -252,58 +199,6 @@ def _open_file(path: str | os.PathLike, index: int, max_bytes: int):
         ) from None
     except OSError as error:
         raise ImageError(index, source, "unreadable", str(error)) from None
-
-
-def _read_url(url: str, index: int, max_bytes: int) -> bytes:
-    """An fsspec URL or tar member's bytes; failures become this input's error, naming shard and member.
-    A read that timed out is tried again once (``timeouts.ATTEMPTS``); a server that could not be reached
-    in the last half minute is not asked again (``timeouts.known_unreachable``)."""
-    earlier = timeouts.known_unreachable(url)
-    if earlier is not None:
-        raise ImageError(
-            index, url, "unreachable", f"not asked again: its server failed moments ago, reading {earlier}"
-        )
-    for attempt in range(1, timeouts.ATTEMPTS + 1):
-        try:
-            content = sources.read_bytes(url, max_bytes + 1)
-            break
-        except Exception as error:  # each fsspec backend raises its own (OSError, botocore's, aiohttp's...)
-            if attempt < timeouts.ATTEMPTS and timeouts.timed_out(error):
-                continue
-            failure = read_error(index, url, error)
-            if failure.kind == "unreachable":
-                timeouts.remember_unreachable(url, failure.reason)
-            raise failure from None
-    refuse_over_max_bytes(len(content), index, url, max_bytes)
-    return content
-
-
-def read_error(index: int, url: str, error: BaseException) -> ImageError:
-    """What an fsspec, tar or table read failure means for the input it read: missing, permission,
-    unreadable, or unreachable (the server refused the connection or went silent: asking again later may
-    work). fsspec's HTTP file system reports a refused or timed-out connection as FileNotFoundError; the
-    cause in its chain says the server was never asked, so that input is unreachable, not missing."""
-    if timeouts.timed_out(error):
-        return ImageError(
-            index,
-            url,
-            "unreachable",
-            f"timed out: no answer within {timeouts.read_timeout():g} s, {timeouts.ATTEMPTS} attempts "
-            f"(raise it with --read-timeout or {timeouts.VARIABLE} if the server is only slow)",
-        )
-    cause = timeouts.cause_in_chain(error, ConnectionError, "ConnectionError")  # botocore's too
-    if cause is not None:
-        return ImageError(index, url, "unreachable", f"cannot connect ({type(cause).__name__}: {cause})")
-    if isinstance(error, FileNotFoundError):
-        what = (
-            "the table's cell is empty (null)"
-            if url.startswith(sources.ROW_PREFIX)
-            else "no such object or member"
-        )
-        return ImageError(index, url, "missing", what)
-    if isinstance(error, PermissionError):
-        return ImageError(index, url, "permission", f"access denied ({error}); check the credentials")
-    return ImageError(index, url, "unreadable", f"{type(error).__name__}: {error}")
 
 
 def _unsupported_type(image: Any, index: int) -> ImageError:

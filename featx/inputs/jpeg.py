@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import warnings
+from collections.abc import Sequence
 
 import torch
 from PIL import Image, UnidentifiedImageError
@@ -44,16 +45,51 @@ def device_decodable(content: object, max_pixels: int, resize: int) -> bool:
     return not rotated and min(width, height) >= resize and width * height <= max_pixels
 
 
-def decode_on_device(contents: list[bytes], device: torch.device) -> list[torch.Tensor | None]:
-    """Each JPEG as a ``3 x H x W`` uint8 RGB tensor on ``device`` (None where the device cannot decode
-    it). One batched call; if it fails, each image is tried alone, so one bad file costs only itself."""
-    tensors = [torch.frombuffer(bytearray(content), dtype=torch.uint8) for content in contents]
-    if device.type == "cuda":
-        # torchvision's CUDA decoder takes its outputs from the caching allocator on this stream but
-        # writes them on its own stream without waiting, so it can overwrite memory that kernels queued
-        # here still read (pytorch/vision#9606; the likely cause of non-finite fp16 vectors in one H200
-        # job): drain this stream first
-        torch.cuda.current_stream(device).synchronize()
+def decode_on_device(
+    contents: Sequence[bytes | torch.Tensor], device: torch.device
+) -> list[torch.Tensor | None]:
+    """Each JPEG (bytes, or a 1-D uint8 CPU tensor of them) as a ``3 x H x W`` uint8 RGB tensor on
+    ``device`` (None where the device cannot decode it). One batched call; if it fails, each image is
+    tried alone, so one bad file costs only itself.
+
+    On a GPU the output is ordered before the caller's later work by an event, not a host wait. Safety
+    comes from lifetimes: torchvision's CUDA decoder writes at call time, whatever the stream order
+    (pytorch/vision#9606), into blocks it takes from the caching allocator. It runs on a stream of its
+    own, whose pool holds only its own earlier outputs, each marked as used by its readers' streams
+    (``record_stream``): the allocator hands such a block out again only after those streams' events
+    have passed, so the decoder never writes into memory that queued kernels still read.
+    """
+    tensors = [
+        content
+        if isinstance(content, torch.Tensor)
+        else torch.frombuffer(bytearray(content), dtype=torch.uint8)
+        for content in contents
+    ]
+    if device.type != "cuda":
+        return _decode(tensors, device)
+    caller = torch.cuda.current_stream(device)
+    decoding = _decoding_stream(device)
+    with torch.cuda.stream(decoding):
+        decoded = _decode(tensors, device)
+    caller.wait_stream(decoding)
+    for image in decoded:
+        if image is not None:
+            image.record_stream(caller)
+    return decoded
+
+
+def _decoding_stream(device: torch.device) -> torch.cuda.Stream:
+    """The stream nvJPEG's outputs are allocated on, one a device (the job's decoding thread is its one user)."""
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    if index not in _DECODING_STREAMS:
+        _DECODING_STREAMS[index] = torch.cuda.Stream(index)
+    return _DECODING_STREAMS[index]
+
+
+_DECODING_STREAMS: dict[int, torch.cuda.Stream] = {}
+
+
+def _decode(tensors: list[torch.Tensor], device: torch.device) -> list[torch.Tensor | None]:
     with warnings.catch_warnings():
         # torchvision 0.29 deprecates its decoders in favour of TorchCodec (not a featx dependency)
         warnings.filterwarnings("ignore", message="The image decoding", category=DeprecationWarning)

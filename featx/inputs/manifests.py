@@ -29,12 +29,13 @@ import pandas as pd
 
 from featx.errors import ParameterError
 from featx.feature_files import printable_path
-from featx.inputs import sources, timeouts
+from featx.inputs import shards, sources, tables, timeouts
 from featx.inputs.sources import IMAGE_SUFFIXES
 
 #: Columns featx writes into feature files: a manifest that already has them would be overwritten or unreadable.
 RESERVED_COLUMNS = ("key", "features")
 _TABLE_SUFFIXES = (".parquet", ".csv", ".tsv", ".txt")
+_FEATURE_COLUMNS = 16  # this many numeric columns make a table of vectors, not a manifest
 
 
 def load_manifest(source: str | os.PathLike) -> pd.DataFrame:
@@ -43,8 +44,8 @@ def load_manifest(source: str | os.PathLike) -> pd.DataFrame:
     Entries of a folder that are not images are counted in ``attrs["skipped"]``: a list of (path, reason).
     """
     text = os.fspath(source)
-    if sources.is_shard_source(text):
-        return sources.shard_manifest(sources.expand_shards(text))
+    if shards.is_shard_source(text):
+        return shards.shard_manifest(shards.expand_shards(text))
     if sources.is_url(text):
         return _remote_manifest(text, _remote_folder(text))
     source = Path(source).expanduser()
@@ -63,22 +64,29 @@ def load_manifest(source: str | os.PathLike) -> pd.DataFrame:
     return _with_paths(_read_table(str(source)), str(source.parent.resolve()), source)
 
 
-def load_job_source(source: str | os.PathLike) -> pd.DataFrame | sources.Shards:
-    """What the batch job reads: WebDataset shards as :class:`~featx.inputs.sources.Shards` (streamed by the job,
+def load_job_source(source: str | os.PathLike) -> pd.DataFrame | shards.Shards:
+    """What the batch job reads: WebDataset shards as :class:`~featx.inputs.shards.Shards` (streamed by the job,
     never listed here), anything else as :func:`load_manifest`'s frame."""
     text = os.fspath(source)
-    if sources.is_shard_source(text):
-        return sources.Shards(sources.expand_shards(text))
+    if shards.is_shard_source(text):
+        return shards.Shards(shards.expand_shards(text))
     if sources.is_url(text):
         listed = _remote_folder(text)  # listed once: a prefix may hold millions of objects
         if listed is not None and _only_shards(listed):
-            return sources.Shards(sources.expand_shards(text))
+            return shards.Shards(shards.expand_shards(text))
         return _remote_manifest(text, listed)
     return load_manifest(source)
 
 
 def _with_paths(frame: pd.DataFrame, root: str, source: Any) -> pd.DataFrame:
     """Check the columns; make relative paths absolute against the manifest's folder (URLs stay as they are)."""
+    looks_like = _features_table(frame, str(source))
+    if looks_like:
+        raise ParameterError(
+            f"{source} is {looks_like}, not a manifest of images; featx compare takes a features file that "
+            "`featx extract --out` wrote (.parquet, or .npy beside its .meta.csv) or images (a folder, or a "
+            "manifest with a 'path' column); vectors of your own go to featx.evaluate.compare_classifiers(X, y)"
+        )
     if "path" not in frame.columns:
         raise ParameterError(f"{source} has columns {list(frame.columns)}; a manifest needs a 'path' column")
     reserved = [c for c in RESERVED_COLUMNS if c in frame.columns]
@@ -107,12 +115,27 @@ def _with_paths(frame: pd.DataFrame, root: str, source: Any) -> pd.DataFrame:
     return frame
 
 
+def _features_table(frame: pd.DataFrame, source: str) -> str | None:
+    """What a table of feature vectors given as a manifest looks like (None if it looks like a manifest):
+    the row list of an ``.npy`` features file, featx's own columns saved again as CSV, or a row of numbers
+    per image (a manifest's other columns are a few: sizes, scores, ids)."""
+    matrix = source[: -len(".meta.csv")] + ".npy" if source.endswith(".meta.csv") else None
+    if matrix and "key" in frame.columns and os.path.exists(matrix):
+        return f"the row list of the features file {matrix} (pass that file)"
+    if "features" in frame.columns and "key" in frame.columns:
+        return "a features file saved again as a table (its 'key' and 'features' columns)"
+    numeric = [c for c in frame.select_dtypes("number").columns if c not in ("label", "split")]
+    if len(numeric) >= _FEATURE_COLUMNS:
+        return f"a table of feature vectors ({len(numeric)} numeric columns of {len(frame.columns)})"
+    return None
+
+
 def _remote_manifest(url: str, listed: tuple[str, list[str]] | None) -> pd.DataFrame:
     """A manifest or table at ``url`` (``listed`` is None), or the folder ``listed`` there."""
     if listed is None:
         return _with_paths(_read_table(url), url.rsplit("/", 1)[0], url)
     if _only_shards(listed):
-        return sources.shard_manifest(sources.expand_shards(url))
+        return shards.shard_manifest(shards.expand_shards(url))
     return _listed_folder_manifest(url, *listed)
 
 
@@ -207,13 +230,13 @@ def _read_parquet(source: str) -> pd.DataFrame:
     with fsspec.open(source, "rb") as handle:
         file = pq.ParquetFile(handle)
         names = file.schema_arrow.names
-        column = None if "path" in names else sources.image_column(file.schema_arrow, source)
+        column = None if "path" in names else tables.image_column(file.schema_arrow, source)
         if column is None:
             return file.read().to_pandas()
         others = file.read(columns=[n for n in names if n != column]).to_pandas() if len(names) > 1 else None
         n_rows = file.metadata.num_rows
     table = source if sources.is_url(source) else os.path.abspath(source)
-    frame = pd.DataFrame({"path": [sources.row_path(table, column, row) for row in range(n_rows)]})
+    frame = pd.DataFrame({"path": [tables.row_path(table, column, row) for row in range(n_rows)]})
     return frame if others is None else pd.concat([frame, others.reset_index(drop=True)], axis=1)
 
 

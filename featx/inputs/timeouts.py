@@ -1,30 +1,40 @@
-"""Every network read has a timeout: a server that accepts and never answers, or an object store that
-stalls mid-read, becomes one input's error row (``unreachable``, "timed out") instead of a job that hangs.
+"""Every network read has a timeout and every input a deadline: a server that accepts and never answers,
+stalls mid-read, or trickles its answer a byte at a time becomes one input's error row (``unreachable``,
+"timed out") instead of a job that hangs.
 
 Without this, fsspec's HTTP file system waits for aiohttp's five-minute default and s3fs for botocore's
 minute per attempt, several attempts over. The bound is ``FEATX_READ_TIMEOUT`` seconds (default 60), or
 ``featx extract --read-timeout``: the longest wait for a connection, and the longest silence while reading.
 It is set in fsspec's configuration (``fsspec.config.conf``) for ``http``/``https`` and ``s3`` (where the
 user's own settings for those keys win) before a process's first remote read; worker processes inherit
-the variable.
+the variable. Silence alone is not enough: one input read from an asynchronous file system (HTTP, S3)
+is one request per attempt, which must end within the timeout plus one second per ``MIN_RATE`` bytes
+received (:func:`read_within_deadline`), so a trickle ends like silence.
 
-A server that cannot be reached, or went silent, is remembered for ``UNREACHABLE_TTL_S`` seconds by the
-process that tried it: the next reads from it fail at once (kind ``unreachable``) instead of each waiting
-through its own timeouts and retries, so a job whose object store died ends in seconds, listing what it
-could not read.
+A server that cannot be connected to (it refuses connections, or its host is unknown) is remembered
+for ``UNREACHABLE_TTL_S`` seconds by the process that tried it: the next reads from it fail at once (kind ``unreachable``) instead of each waiting
+through its own retries, so a job whose object store died ends in seconds, listing what it could not
+read. A read that timed out, or whose connection was dropped, is that object's failure only: the
+server's other objects are still asked.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import math
 import os
+import socket
 import time
 from typing import Any
 from urllib.parse import urlsplit
 
-from featx.errors import ParameterError
+from featx.errors import FeatxError, ParameterError
 
 DEFAULT_READ_TIMEOUT_S = 60.0
+MAX_READ_TIMEOUT_S = 86400.0  # a day: anything longer is no bound
+MIN_RATE = 1 << 20  # bytes a second: each attempt's deadline grows by a second per MB received
+CHUNK = 1 << 20
 VARIABLE = "FEATX_READ_TIMEOUT"
 ATTEMPTS = 2  # of a whole read that timed out: a stall is often one slow connection, not a dead server
 UNREACHABLE_TTL_S = 30.0
@@ -36,15 +46,20 @@ _placed: dict[tuple[str, str], Any] = {}  # (protocol, key) -> the value featx p
 def read_timeout() -> float:
     """The configured bound in seconds; a value that is not a positive number is refused by name."""
     text = os.environ.get(VARIABLE, "")
-    if not text:
-        return DEFAULT_READ_TIMEOUT_S
+    return parse_seconds(text, f"{VARIABLE}={text!r}", "unset it") if text else DEFAULT_READ_TIMEOUT_S
+
+
+def parse_seconds(text: str, named: str = "--read-timeout", instead: str = "") -> float:
+    """A read timeout from text: a finite number of seconds above 0 and at most a day (``inf`` would
+    wait for ever, and every remote input would fail); refused naming ``named``."""
     try:
         seconds = float(text)
     except ValueError:
         seconds = math.nan
-    if not seconds > 0 or math.isinf(seconds):
+    if not 0 < seconds <= MAX_READ_TIMEOUT_S:
         raise ParameterError(
-            f"{VARIABLE}={text!r} is not a number of seconds above 0; unset it or use e.g. 60"
+            f"{named} is not a number of seconds above 0 and at most {MAX_READ_TIMEOUT_S:g}; "
+            f"{instead + ' or ' if instead else ''}use e.g. 60"
         )
     return seconds
 
@@ -84,9 +99,11 @@ def timed_out(error: BaseException) -> bool:
     return cause_in_chain(error, TimeoutError, "Timeout") is not None
 
 
-def cause_in_chain(error: BaseException, kind: type[BaseException], name_part: str) -> BaseException | None:
-    """The first exception in ``error``'s chain of causes that is a ``kind`` or whose class name holds
-    ``name_part`` (botocore's and aiohttp's own classes derive from neither builtin)."""
+def cause_in_chain(
+    error: BaseException, kind: type[BaseException] | tuple[type[BaseException], ...], name_part: str
+) -> BaseException | None:
+    """The first exception in ``error``'s chain of causes that is a ``kind`` (``()``: none) or whose class
+    name holds ``name_part`` (botocore's and aiohttp's own classes derive from neither builtin)."""
     cause: BaseException | None = error
     while cause is not None and not (isinstance(cause, kind) or name_part in type(cause).__name__):
         cause = cause.__cause__ or cause.__context__
@@ -105,6 +122,76 @@ def endpoint(url: str) -> str:
     """What one server answers for: ``s3://bucket``, ``https://host:port`` (a tar member: its shard's)."""
     parts = urlsplit(url.rpartition("::")[2])
     return f"{parts.scheme}://{parts.netloc}"
+
+
+def server_down(error: BaseException) -> bool:
+    """Whether a read failed because the server could not be connected to (refused, no such host): its
+    other objects would fail alike. Not silence, an error answer, or a connection dropped after it was
+    made: those may be this object's alone, and its server's other objects are still asked."""
+    if timed_out(error):
+        return False
+    return any(
+        cause_in_chain(error, kind, name) is not None
+        for kind, name in (
+            (ConnectionRefusedError, "ConnectorError"),  # aiohttp's connect failures
+            (socket.gaierror, "EndpointConnectionError"),  # no such host; botocore's
+        )
+    )
+
+
+class DeadlineExceeded(FeatxError, TimeoutError):
+    """An attempt that outlived its deadline: the server went silent, or answered too slowly."""
+
+    def __init__(self, received: int, seconds: float, timeout: float):
+        self.received = received
+        detail = (
+            f"no answer within {timeout:g} s"
+            if not received
+            else f"{received} bytes in {seconds:.0f} s, slower than its deadline ({timeout:g} s, "
+            f"and 1 s more per {MIN_RATE >> 20} MB received)"
+        )
+        super().__init__(detail)
+
+
+def read_within_deadline(url: str, limit: int) -> bytes | None:
+    """At most ``limit`` bytes (-1: all) of ``url`` in one request, within the deadline (the read timeout
+    plus a second per ``MIN_RATE`` bytes received: at most the timeout plus ``limit`` / ``MIN_RATE``);
+    :class:`DeadlineExceeded` past it. None where the file system cannot stream asynchronously (local
+    files, tar members): the caller reads those the ordinary way."""
+    import fsspec.core
+    from fsspec.asyn import AsyncFileSystem, sync
+
+    ensure()
+    fs, path = fsspec.core.url_to_fs(url)
+    if not isinstance(fs, AsyncFileSystem) or type(fs).open_async is AsyncFileSystem.open_async:
+        return None
+    return sync(fs.loop, _read_within, fs, path, limit, read_timeout())
+
+
+async def _read_within(fs: Any, path: str, limit: int, timeout: float) -> bytes:
+    start, parts, received = time.monotonic(), [], 0
+
+    async def bounded(awaitable: Any) -> Any:
+        left = timeout + received / MIN_RATE - (time.monotonic() - start)
+        try:
+            return await asyncio.wait_for(awaitable, max(left, 0.0))
+        except TimeoutError:
+            raise DeadlineExceeded(received, time.monotonic() - start, timeout) from None
+
+    protocols = {fs.protocol} if isinstance(fs.protocol, str) else set(fs.protocol)
+    sized = {"size": 0} if protocols & {"http", "https"} else {}  # no HEAD request before the GET
+    handle = await bounded(fs.open_async(path, "rb", **sized))
+    try:
+        while limit < 0 or received < limit:
+            chunk = await bounded(handle.read(CHUNK if limit < 0 else min(CHUNK, limit - received)))
+            if not chunk:
+                break
+            parts.append(chunk)
+            received += len(chunk)
+    finally:
+        with contextlib.suppress(Exception):  # closing what failed: the read's own error is the one to report
+            await asyncio.wait_for(handle.close(), 1.0)
+    return b"".join(parts)
 
 
 def remember_unreachable(url: str, reason: str) -> None:

@@ -1,4 +1,4 @@
-"""The backbone registry: one :class:`Backbone` entry per network, as data, and nothing else.
+"""The backbone registry: one [`Backbone`][featx.Backbone] entry per network, as data, and nothing else.
 
 Like torchvision's ``models/_api.py``, the mechanism knows no model: each family registers its entries
 from its own file under :mod:`featx.models.zoo`, and users add theirs with :func:`register_backbone`.
@@ -22,6 +22,7 @@ from torch import nn
 
 from featx.errors import ParameterError
 from featx.models.checkpoints import load_trunk, trunk_keys
+from featx.models.memory import fitting_in_memory
 from featx.models.preprocessing import Preprocessing
 from featx.models.weights import RANDOM_INIT_SEED, PretrainedWeights, StateDict
 from featx.options import POOLINGS, check
@@ -71,23 +72,41 @@ class Backbone:
 
     Parameters
     ----------
-    name : registry key, also the prefix of feature names.
-    build : returns the architecture with random weights; takes ``build_args`` as keywords.
-    build_args : the builder's arguments for the architecture the default weights were trained in
-        (torchvision's builders set some from the weights they get: ``transform_input``, ``image_size``);
-        named weights may give their own.
-    node : the default feature node (the last pooling layer), a graph node name.
-    pooling : the default reduction of the default node's output: 'flatten', 'avg' or 'max'.
-    preprocessing : the input transform used when no named weights say otherwise.
-    weights : named pretrained weights; ``default_weights`` names the one 'DEFAULT' picks.
-    create_extractor : truncates a model at a node (torchvision FX by default; timm models use timm's tracer).
-    node_names : lists the nodes a user may name with ``layer=``.
-    stages : earlier nodes worth comparing with ``node`` (early to late), for the transfer report's
-        layer sweep: the field's rule is that early layers transfer to distant domains, late ones do not.
-    layer_pooling : the reduction of any other node's output ('avg' for feature maps; a vision
-        transformer's own rule, 'cls' or 'tokens_avg', for its blocks' tokens).
-    prefix_tokens : class and register tokens ahead of the patch tokens ('tokens_avg' skips them).
-    family : the zoo the entry came from ('torchvision', 'timm', ...), for listings.
+    name : str
+        The registry key, also the prefix of feature names.
+    build : callable
+        Returns the architecture with random weights; takes ``build_args`` as keywords.
+    build_args : mapping of str to value
+        The builder's arguments for the architecture the default weights were trained in (torchvision's
+        builders set some from the weights they get: ``transform_input``, ``image_size``); named weights
+        may give their own.
+    node : str
+        The default feature node (the last pooling layer), a graph node name.
+    pooling : str, default="flatten"
+        The reduction of the default node's output: "flatten", "avg" or "max"; for tokens "cls" or
+        "tokens_avg".
+    preprocessing : Preprocessing
+        The input transform used when no named weights say otherwise (ImageNet's by default).
+    weights : mapping of str to PretrainedWeights
+        Named pretrained weights.
+    default_weights : str or None, default=None
+        The name among ``weights`` that "DEFAULT" picks.
+    create_extractor : callable
+        Truncates a model at a node (torchvision's FX by default; timm models use timm's tracer).
+    node_names : callable
+        Lists the nodes a user may name with ``layer=``.
+    description : str, default=""
+        One line for listings.
+    stages : tuple of str, default=()
+        Earlier nodes worth comparing with ``node`` (early to late), for the transfer report's layer
+        sweep: the field's rule is that early layers transfer to distant domains, late ones do not.
+    layer_pooling : str, default="avg"
+        The reduction of any other node's output ("avg" for feature maps; a vision transformer's own rule,
+        "cls" or "tokens_avg", for its blocks' tokens).
+    prefix_tokens : int, default=0
+        Class and register tokens ahead of the patch tokens ("tokens_avg" skips them).
+    family : str, default="custom"
+        The zoo the entry came from ("torchvision", "timm", ...), for listings.
     """
 
     name: str
@@ -127,26 +146,28 @@ class Backbone:
         """The network with ``state_dict`` loaded (None: seeded random init), cut at ``node``, in eval mode.
 
         The one place a network is built: the frozen extractor and fine-tuning both start here, so
-        ``weights=None`` means the same network for both. Only the trunk (what the default node uses) of
-        ``state_dict`` must fit (:mod:`featx.models.checkpoints`); ``build_args`` default to the entry's.
+        ``weights=None`` means the same network for both, and a model too large for memory is one line.
+        Only the trunk (what the default node uses) of ``state_dict`` must fit (`featx.models.checkpoints`);
+        ``build_args`` default to the entry's.
         """
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(RANDOM_INIT_SEED)
-            model = self.build(**(self.build_args if build_args is None else build_args)).eval()
-        node = node or self.node
-        if state_dict is None:
-            return self.create_extractor(model, node).eval()
-        everything = dict(model.state_dict(keep_vars=True))  # before an extractor drops the classifier
-        default = self.create_extractor(model, self.node)
-        load_trunk(model, everything, trunk_keys(everything, default), state_dict, self.name)
-        return (default if node == self.node else self.create_extractor(model, node)).eval()
+        with fitting_in_memory(self.name, self.skeleton):
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(RANDOM_INIT_SEED)
+                model = self.build(**(self.build_args if build_args is None else build_args)).eval()
+            node = node or self.node
+            if state_dict is None:
+                return self.create_extractor(model, node).eval()
+            everything = dict(model.state_dict(keep_vars=True))  # before an extractor drops the classifier
+            default = self.create_extractor(model, self.node)
+            load_trunk(model, everything, trunk_keys(everything, default), state_dict, self.name)
+            return (default if node == self.node else self.create_extractor(model, node)).eval()
 
 
 @dataclass(frozen=True)
 class Family:
     """A zoo resolved lazily: ``names(pretrained)`` lists its names and ``default_weights(name)`` says
     what 'DEFAULT' loads (both cheaply: no model is built); ``resolve(name)`` builds the
-    :class:`Backbone` for a name that ``owns(name)`` claims."""
+    [`Backbone`][featx.Backbone] for a name that ``owns(name)`` claims."""
 
     name: str
     owns: Callable[[str], bool]
@@ -237,15 +258,29 @@ def get_backbone(backbone: str | Backbone) -> Backbone:
 
 
 def _import_backbone(reference: str) -> Backbone:
+    """``"package.module:ATTRIBUTE"`` -> the Backbone it names. Both sides must be Python names (no
+    relative module, no path), checked before anything is imported; a module that fails to import is one
+    line naming it and its error."""
     module_name, _, attribute = reference.partition(":")
+    if not (all(part.isidentifier() for part in module_name.split(".")) and attribute.isidentifier()):
+        raise ParameterError(
+            f"backbone={reference!r} is neither a known backbone nor a 'module:attribute' reference "
+            "(Python names on both sides, the module in full, e.g. 'mypackage.models:MY_BACKBONE')"
+        )
     try:
         found = getattr(importlib.import_module(module_name), attribute)
     except (ImportError, AttributeError) as error:
         raise ParameterError(
             f"backbone={reference!r}: cannot import {attribute!r} from {module_name!r} ({error})"
         ) from None
+    except Exception as error:  # the module's own code failed: its error, in one line
+        raise ParameterError(
+            f"backbone={reference!r}: importing {module_name!r} failed ({type(error).__name__}: {error})"
+        ) from error
     if not isinstance(found, Backbone):
-        raise ParameterError(f"backbone={reference!r} is a {type(found).__name__}, not a featx.Backbone")
+        raise ParameterError(
+            f"backbone={reference!r} is a {type(found).__name__}, not a featx.Backbone; name the Backbone object"
+        )
     return found
 
 

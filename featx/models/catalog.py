@@ -9,7 +9,7 @@ from __future__ import annotations
 import pandas as pd
 
 from featx.models._registry import listing
-from featx.models.network import feature_size
+from featx.models.nodes import feature_size
 
 #: Listings of at most this many names compute feature sizes unless told otherwise.
 SIZED_ROWS = 100
@@ -22,7 +22,7 @@ def backbone_table(
 ) -> pd.DataFrame:
     """One row per backbone: ``name``, ``family``, ``default_weights``, ``features`` (NaN when not computed).
 
-    ``sizes=None`` computes sizes when at most :data:`SIZED_ROWS` names match; ``True`` / ``False`` force it.
+    ``sizes=None`` computes sizes when at most `SIZED_ROWS` names match; ``True`` / ``False`` force it.
     """
     listed = listing(pattern, pretrained=pretrained)
     if sizes is None:

@@ -1,5 +1,6 @@
-"""Where images are decoded, decided by measurement: JPEGs on the network's GPU (nvJPEG, every pixel) or
-on the CPU decoding workers (big JPEGs at a reduced DCT scale).
+"""Where images are decoded, decided by measurement: JPEGs on the network's GPU (nvJPEG, every pixel; or
+DALI, where the ``featx[dali]`` extra is installed) or on the CPU decoding workers (big JPEGs at a reduced
+DCT scale).
 
 On a GPU machine the CPU decoders usually bound the job, but not always: a slow GPU, a big network that
 leaves the GPU no time, or many cores can reverse it. So ``decoding="auto"`` times both on this machine,
@@ -22,6 +23,7 @@ import torch
 from PIL import Image
 
 from featx._machine import cpu_model
+from featx.inputs import dali
 from featx.inputs.jpeg import decode_on_device
 from featx.models import tuning
 from featx.models.preprocessing import Preprocessing
@@ -31,6 +33,8 @@ DEVICE_TRIAL_IMAGES = 256  # a GPU decodes a few dozen JPEGs in about the time o
 
 def choose_decoding(requested: str, device: torch.device, preprocessing: Preprocessing) -> dict[str, Any]:
     """``{"decoding": ..., "why": ...}``: an explicit choice as given; "auto" measured on a GPU."""
+    if requested == "dali":
+        dali.require(device)
     if requested != "auto":
         return {"decoding": requested, "why": "given explicitly"}
     if device.type != "cuda":
@@ -41,7 +45,7 @@ def choose_decoding(requested: str, device: torch.device, preprocessing: Preproc
     key = decoding_key(device, preprocessing)
     entries = tuning.load_entries()
     known = entries.get(key)
-    if isinstance(known, dict) and known.get("decoding") in ("device", "reduced"):
+    if isinstance(known, dict) and known.get("decoding") in ("device", "reduced", "dali"):
         return known
     record = measure(device, preprocessing)
     entries[key] = record
@@ -64,9 +68,9 @@ def decoding_key(device: torch.device, preprocessing: Preprocessing) -> str:
 
 
 def measure(device: torch.device, preprocessing: Preprocessing, workers: int | None = None) -> dict[str, Any]:
-    """Images per second decoded to ``crop x crop`` on ``device`` in batches, against one CPU decoder
-    times ``workers`` (default: every core but one, the decoders featx starts beside a GPU); the faster
-    path wins. Best of ``tuning.ROUNDS`` each."""
+    """Images per second decoded to ``crop x crop`` on ``device`` in batches (nvJPEG, and DALI where it is
+    installed), against one CPU decoder times ``workers`` (default: every core but one, the decoders featx
+    starts beside a GPU); the fastest path wins. Best of ``tuning.ROUNDS`` each."""
     workers = workers or max(1, (os.cpu_count() or 2) - 1)
     jpegs = trial_jpegs()
     on_cpu = replace(preprocessing, decoding="reduced")
@@ -82,17 +86,30 @@ def measure(device: torch.device, preprocessing: Preprocessing, workers: int | N
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
+    def decode_with_dali() -> None:
+        dali.decode_crop(tiled, replace(preprocessing, decoding="dali"), device)
+        torch.cuda.synchronize(device)
+
     decode_here()  # warm-up: nvJPEG's handles and buffers
     cpu = workers * len(jpegs) / min(_seconds(decode_on_cpu) for _ in range(tuning.ROUNDS))
-    here = len(tiled) / min(_seconds(decode_here) for _ in range(tuning.ROUNDS))
-    choice = "device" if here > cpu else "reduced"
+    rates = {"device": len(tiled) / min(_seconds(decode_here) for _ in range(tuning.ROUNDS))}
+    if device.type == "cuda" and dali.available():
+        decode_with_dali()  # warm-up: DALI's pipeline is built on first use
+        rates["dali"] = len(tiled) / min(_seconds(decode_with_dali) for _ in range(tuning.ROUNDS))
+    rates["reduced"] = cpu
+    choice = max(rates, key=rates.get)
+    on_device = ", ".join(f"{name} {rate:.0f} images/s" for name, rate in rates.items() if name != "reduced")
     return {
         "decoding": choice,
         "why": (
-            f"faster: {device.type} decoding {here:.0f} images/s, {workers} CPU decoders "
+            f"fastest: {device.type} decoding ({on_device}), {workers} CPU decoders "
             f"{cpu:.0f} images/s (one measured, times {workers})"
         ),
-        "trials": {"device": round(here, 1), "cpu": round(cpu, 1), "cpu_workers": workers},
+        "trials": {
+            **{name: round(rate, 1) for name, rate in rates.items() if name != "reduced"},
+            "cpu": round(cpu, 1),
+            "cpu_workers": workers,
+        },
         "decided": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
 

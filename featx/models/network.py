@@ -1,30 +1,26 @@
-"""The frozen network: one description (:class:`NetworkSpec`) resolved into a module that turns uint8
-batches into pooled float32 vectors, and the ``fingerprint`` that names everything changing its output."""
+"""The network that runs: uint8 batches in, pooled float32 vectors out, in the precision it was given.
+
+:class:`Network` is what the engines depend on; :class:`FrozenNetwork` runs in this process and Ray's
+``RemoteNetwork`` on a cluster. Neither decides anything: :func:`featx.models.build.build_network`
+resolves a :class:`~featx.models.spec.NetworkSpec` (weights, device, measured precision and decoding)
+and hands the result to :class:`FrozenNetwork`.
+"""
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 import warnings
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 from torch import nn
-from torch.fx.experimental.optimization import fuse as fuse_conv_bn
 
-from featx.cache.files import FORMAT_VERSION
-from featx.errors import ParameterError
-from featx.models import quantize, tuning
-from featx.models._registry import Backbone, get_backbone
-from featx.models.decoding import choose_decoding
-from featx.models.devices import resolve_device
+from featx.models._registry import Backbone
 from featx.models.pending import PendingVectors
-from featx.models.pooling import Pool, pool, resolve_pooling
-from featx.models.precision import Trial, choose_precision
+from featx.models.pooling import Pool
 from featx.models.preprocessing import Normalise, Preprocessing
-from featx.models.weights import resolve_weights
-from featx.options import COMPILES, COSINE, DECODINGS, MIN_COSINE, POOLINGS, PRECISIONS, check
+from featx.models.spec import NetworkSpec
 
 # torch.compile costs 3-20 s once per network and process on 2 CPU cores and saves 1.3 ms (ResNet-18) to
 # 9 ms (ResNet-50) per image: it pays back after a few thousand (benchmarks/speed.py). "auto" compiles
@@ -32,191 +28,119 @@ from featx.options import COMPILES, COSINE, DECODINGS, MIN_COSINE, POOLINGS, PRE
 COMPILE_MIN_IMAGES = 10_000
 _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
-__all__ = [
-    "COMPILE_MIN_IMAGES",
-    "FrozenNetwork",
-    "NetworkSpec",
-    "feature_size",
-    "list_nodes",
-]
+__all__ = ["COMPILE_MIN_IMAGES", "FrozenNetwork", "Network", "Pipelines"]
 
 
-@dataclasses.dataclass(frozen=True)
-class NetworkSpec:
-    """Everything that picks a frozen network, as one value (like timm's ``PretrainedCfg``).
+class Network(Protocol):
+    """What an engine needs of a network: what it is (for the cache and the messages) and a way to run it."""
 
-    The transformer, the command line, the engines' worker processes and the fingerprint all start from
-    it. ``device`` and ``precision`` may be "auto" here; :class:`FrozenNetwork` resolves them where the
-    network runs.
-    """
+    @property
+    def spec(self) -> NetworkSpec: ...
+    @property
+    def backbone(self) -> Backbone: ...
+    @property
+    def node(self) -> str: ...
+    @property
+    def pooling(self) -> str: ...
+    @property
+    def n_features(self) -> int: ...
+    @property
+    def device(self) -> torch.device: ...
+    @property
+    def preprocessing(self) -> Preprocessing: ...
+    @property
+    def precision(self) -> str: ...
+    @property
+    def fingerprint(self) -> dict[str, Any]: ...
+    @property
+    def weights_description(self) -> str: ...
 
-    backbone: str | Backbone = "resnet50"
-    _: dataclasses.KW_ONLY
-    weights: Any = "DEFAULT"
-    layer: str | None = None
-    pooling: str | None = None
-    device: str = "auto"
-    precision: str = "auto"
-    compile: bool | str = "auto"
-    decoding: str = "auto"
-    min_cosine: float = MIN_COSINE
-    calibration: str | None = None
+    def prepare(self, n_images: int, batch_size: int) -> None:
+        """Before a job of ``n_images`` in batches of ``batch_size`` (compile, where that pays)."""
 
-    def __post_init__(self) -> None:
-        check("precision", self.precision, PRECISIONS, "NetworkSpec")
-        check("decoding", self.decoding, DECODINGS, "NetworkSpec")
-        check("compile", self.compile, COMPILES, "NetworkSpec")
-        check("min_cosine", self.min_cosine, COSINE, "NetworkSpec")
-        if self.pooling is not None:
-            check("pooling", self.pooling, POOLINGS, "NetworkSpec")
-        object.__setattr__(self, "device", str(self.device))
+    def submit(self, batch: torch.Tensor) -> PendingVectors:
+        """Start a (B, 3, crop, crop) uint8 batch; its vectors when the result is asked for."""
+        ...
 
-    def replace(self, **changes: Any) -> NetworkSpec:
-        return dataclasses.replace(self, **changes)
-
-
-@functools.lru_cache(maxsize=64)
-def _meta_output_shape(backbone: Backbone, node: str, crop: int) -> tuple[int, ...]:
-    extractor = backbone.create_extractor(backbone.skeleton(), node).eval()
-    with torch.device("meta"):  # tensors the forward creates (position ids, masks) stay data-free too
-        output = extractor(torch.empty(2, 3, crop, crop))["features"]
-    if not isinstance(output, torch.Tensor) or output.ndim < 2 or output.shape[0] != 2:
-        found = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
-        raise ParameterError(
-            f"layer={node!r} of {backbone.name} is not one output per image (it gives {found}: a weight, a "
-            f"size or an index); choose a module's output such as {list(backbone.stages)[-2:] or backbone.node!r}"
-        )
-    return tuple(output.shape[1:])
+    def __call__(self, batch: torch.Tensor) -> np.ndarray:
+        """(B, 3, crop, crop) uint8 images -> (B, n_features) float32 vectors."""
+        ...
 
 
-def feature_size(backbone: str | Backbone, layer: str | None = None, pooling: str | None = None) -> int:
-    """The length of the feature vector, computed on PyTorch's meta device: no weights, no images."""
-    spec = get_backbone(backbone)
-    shape = _output_shape(spec, layer or spec.node)
-    pooled = pool(
-        torch.empty((1, *shape), device="meta"),
-        resolve_pooling(spec, layer, pooling, shape),
-        spec.prefix_tokens,
-    )
-    return int(pooled.shape[1])
+class Pipelines:
+    """One truncated network as it runs in each precision: the float pipeline, and the int8 one built on
+    first use by ``quantizer`` (from the float network and its input normalisation)."""
 
+    def __init__(
+        self,
+        module: nn.Module,
+        preprocessing: Preprocessing,
+        pool: Pool,
+        device: torch.device,
+        quantizer: Callable[[nn.Module, Normalise], nn.Module],
+    ):
+        self.module, self.device, self._quantizer = module, device, quantizer
+        self._float = _Pipeline(module, Normalise(preprocessing), pool).to(device)
+        self._int8: nn.Module | None = None
 
-def _output_shape(spec: Backbone, node: str) -> tuple[int, ...]:
-    try:
-        return _meta_output_shape(spec, node, spec.preprocessing.crop)
-    except Exception as error:  # FX raises assorted errors for unknown nodes
-        names = list_nodes(spec)
-        if node not in names:
-            raise ParameterError(
-                f"layer={node!r} is not a node of {spec.name}; choose from featx.list_nodes({spec.name!r}), "
-                f"e.g. {names[-6:]}"
-            ) from None
-        raise error
+    def get(self, precision: str) -> nn.Module:
+        if precision != "int8":
+            return self._float
+        if self._int8 is None:
+            quantized = self._quantizer(self.module, self._float.normalise)
+            self._int8 = _Pipeline(quantized, self._float.normalise, self._float.pool)
+        return self._int8
 
+    def forward(self, precision: str, batch: torch.Tensor) -> np.ndarray:
+        """The eager network in ``precision``: what the precision trial times and compares."""
+        return self.run(self.get(precision), batch, precision).cpu().numpy()
 
-def list_nodes(backbone: str | Backbone) -> list[str]:
-    """The node names ``layer=`` accepts for this backbone, input to output."""
-    spec = get_backbone(backbone)
-    return spec.node_names(spec.skeleton())
+    def run(self, module: nn.Module, batch: torch.Tensor, precision: str) -> torch.Tensor:
+        # moved outside inference mode: an inference tensor fails a compiled graph's guards (H200: a
+        # recompilation per batch, then eager)
+        batch, dtype = batch.to(self.device, non_blocking=True), _AUTOCAST_DTYPES.get(precision)
+        autocast = torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+        with torch.inference_mode(), autocast:
+            return module(batch)
 
 
 class FrozenNetwork:
-    """A backbone with its weights, truncated at one node, frozen, on a device: batches in, vectors out.
+    """A backbone with its weights, truncated at one node, frozen, on a device, in one precision: batches
+    in, vectors out. Built by [`build_network`][featx.build_network]; ``fingerprint`` names everything that changes
+    the output and selects the cache namespace."""
 
-    ``FrozenNetwork(NetworkSpec(...))`` or ``FrozenNetwork("resnet50", weights=None, ...)`` (the spec's
-    fields as keywords). ``fingerprint`` names everything that changes the output; it selects the cache
-    namespace.
-    """
-
-    def __init__(self, backbone: NetworkSpec | str | Backbone = "resnet50", **settings: Any):
-        self.spec = backbone if isinstance(backbone, NetworkSpec) else NetworkSpec(backbone, **settings)
-        self.compile = self.spec.compile
+    def __init__(
+        self,
+        spec: NetworkSpec,
+        backbone: Backbone,
+        pipelines: Pipelines,
+        *,
+        preprocessing: Preprocessing,
+        node: str,
+        pooling: str,
+        n_features: int,
+        precision: str,
+        fingerprint: dict[str, Any],
+        weights_description: str,
+        precision_choice: dict[str, Any],
+        decoding_choice: dict[str, Any],
+    ):
+        self.spec, self.backbone, self.pipelines = spec, backbone, pipelines
+        self.device = pipelines.device
+        self.preprocessing, self.node, self.pooling, self.n_features = (
+            preprocessing,
+            node,
+            pooling,
+            n_features,
+        )
+        self.precision, self.fingerprint, self.weights_description = (
+            precision,
+            fingerprint,
+            weights_description,
+        )
+        self.precision_choice, self.decoding_choice = precision_choice, decoding_choice
+        self.compile = spec.compile
         self._compiled: tuple[nn.Module, int] | None = None
-        self.backbone = get_backbone(self.spec.backbone)
-        self.node = self.spec.layer or self.backbone.node
-        self.pooling = resolve_pooling(self.backbone, self.spec.layer, self.spec.pooling)
-        self.n_features = feature_size(
-            self.backbone, self.spec.layer, self.spec.pooling
-        )  # also validates the node
-        # int8 on a GPU is refused as such, whether or not this machine has the GPU asked for
-        asked = self.spec.device if self.spec.device != "auto" else None
-        try:
-            device_type = resolve_device("auto").type if asked is None else torch.device(asked).type
-        except RuntimeError:  # not a device at all: resolve_device below says so
-            device_type = "cpu"
-        if self.spec.precision == "int8" and device_type != "cpu":
-            raise ParameterError(
-                f"precision='int8' runs on the CPU only (here: {asked or device_type}); on a GPU use "
-                "'fp16', 'bf16' or 'auto'"
-            )
-        self.device = resolve_device(self.spec.device)
-        resolved = resolve_weights(self.backbone, self.spec.weights)
-        self.decoding_choice = choose_decoding(self.spec.decoding, self.device, resolved.preprocessing)
-        self.preprocessing: Preprocessing = dataclasses.replace(
-            resolved.preprocessing, decoding=self.decoding_choice["decoding"]
-        )
-        self.weights_description = resolved.description
-        self.module = self._load(resolved.state_dict, resolved.build_args)
-        self._pool = Pool(self.pooling, self.backbone.prefix_tokens)
-        self._pipelines = {"float": _Pipeline(self.module, self.preprocessing, self._pool).to(self.device)}
-        identity = {
-            "format": FORMAT_VERSION,
-            "backbone": self.backbone.name,
-            "weights": resolved.digest,
-            "node": self.node,
-            "pooling": self.pooling,
-            "preprocessing": self.preprocessing.as_dict(),
-        }
-        self._tuning_key = tuning.tuning_key(self.device, identity, self.spec.min_cosine)
-        self.trial = Trial(self.preprocessing, self.device, self.spec.calibration, self._forward_in)
-        self.precision_choice = choose_precision(
-            self.spec.precision,
-            self._tuning_key,
-            self.device,
-            self.trial,
-            self.spec.min_cosine,
-            self.backbone.name,
-        )
-        self.precision: str = self.precision_choice["precision"]
-        self.fingerprint = {**identity, "precision": self.precision}
-        if self.precision == "int8":
-            self.fingerprint["quantization"] = {
-                "scheme": quantize.SCHEME,
-                "torch": torch.__version__,
-                "calibration": self.trial.digest(),
-            }
-
-    def _pipeline_for(self, precision: str) -> nn.Module:
-        """The float pipeline, or (built on first use) the int8 one, calibrated on real images or read
-        from its stored calibration."""
-        if precision != "int8":
-            return self._pipelines["float"]
-        if "int8" not in self._pipelines:
-            calibration = self._pipelines["float"].normalise(self.trial.batches()[0].to(self.device))
-            stored = quantize.stored_calibration_path(
-                tuning.tuning_path().parent, self._tuning_key, self.trial.digest()
-            )
-            self._pipelines["int8"] = _Pipeline(
-                quantize.quantize(self.module, calibration, stored),
-                self.preprocessing,
-                self._pool,
-            )
-        return self._pipelines["int8"]
-
-    @property
-    def _pipeline(self) -> nn.Module:
-        return self._pipeline_for(self.precision)
-
-    def _load(self, state_dict: dict[str, torch.Tensor] | None, build_args: Any) -> nn.Module:
-        extractor = self.backbone.truncated(state_dict, self.node, build_args).requires_grad_(False)
-        if isinstance(extractor, torch.fx.GraphModule) and any(
-            type(m) is nn.BatchNorm2d for m in extractor.modules()
-        ):
-            # Fold each BatchNorm into its convolution: frozen statistics make it an affine map of the
-            # weights (fp32 features change by ~1e-6 relative; ResNet-50 runs 1.25x faster in bf16 here).
-            # Only where there is a plain BatchNorm2d to fold: regenerating timm's graph for nothing slows it.
-            extractor = fuse_conv_bn(extractor, inplace=True, no_trace=True).eval()
-        return extractor.to(self.device, memory_format=torch.channels_last)
 
     def prepare(self, n_images: int, batch_size: int) -> None:
         """Before a job of ``n_images``: compile the network if ``compile`` asks for it (once per process).
@@ -228,12 +152,14 @@ class FrozenNetwork:
         wanted = self.compile is True or (self.compile == "auto" and auto)
         if not wanted or self._compiled is not None:
             return
-        compiled = torch.compile(self._pipeline, dynamic=False, options={"freezing": True})
+        compiled = torch.compile(
+            self.pipelines.get(self.precision), dynamic=False, options={"freezing": True}
+        )
         crop = self.preprocessing.crop
-        try:
-            self._forward(
-                compiled, torch.zeros(batch_size, 3, crop, crop, dtype=torch.uint8)
-            )  # compiles now, or fails
+        try:  # compiles now, or fails
+            self.pipelines.run(
+                compiled, torch.zeros(batch_size, 3, crop, crop, dtype=torch.uint8), self.precision
+            )
         except Exception as error:  # torch.compile raises many kinds of errors, all of which mean "not here"
             warnings.warn(
                 f"torch.compile failed for {self.backbone.name} ({type(error).__name__}: "
@@ -249,37 +175,24 @@ class FrozenNetwork:
         return self.submit(batch).result()
 
     def submit(self, batch: torch.Tensor) -> PendingVectors:
-        """As calling the network, without waiting for the device (see :mod:`featx.models.pending`)."""
+        """As calling the network, without waiting for the device (see `featx.models.pending`)."""
         n = len(batch)
         if self._compiled is not None and n <= self._compiled[1]:
             module, size = self._compiled
             if n < size:  # the compiled graph's static shape: pad, then drop the padding's rows
                 batch = torch.cat([batch, batch.new_zeros((size - n, *batch.shape[1:]))])
-            return PendingVectors.copied(self._forward(module, batch)[:n])
-        return PendingVectors.copied(self._forward(self._pipeline, batch))
-
-    def _forward_in(self, precision: str, batch: torch.Tensor) -> np.ndarray:
-        """The eager network in ``precision``: what the precision trial times and compares."""
-        return self._forward(self._pipeline_for(precision), batch, precision).cpu().numpy()
-
-    def _forward(self, module: nn.Module, batch: torch.Tensor, precision: str | None = None) -> torch.Tensor:
-        # moved outside inference mode: an inference tensor fails a compiled graph's guards (H200: a
-        # recompilation per batch, then eager)
-        batch, dtype = (
-            batch.to(self.device, non_blocking=True),
-            _AUTOCAST_DTYPES.get(precision or self.precision),
+            return PendingVectors.copied(self.pipelines.run(module, batch, self.precision)[:n])
+        return PendingVectors.copied(
+            self.pipelines.run(self.pipelines.get(self.precision), batch, self.precision)
         )
-        autocast = torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
-        with torch.inference_mode(), autocast:
-            return module(batch)
 
 
 class _Pipeline(nn.Module):
     """uint8 batch -> scaled and normalised -> truncated network -> pooled float32: one graph to compile."""
 
-    def __init__(self, network: nn.Module, preprocessing: Preprocessing, pool: Pool):
+    def __init__(self, network: nn.Module, normalise: Normalise, pool: Pool):
         super().__init__()
-        self.normalise, self.network, self.pool = Normalise(preprocessing), network, pool
+        self.normalise, self.network, self.pool = normalise, network, pool
 
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
         return self.pool(self.network(self.normalise(batch))["features"].float())

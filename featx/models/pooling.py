@@ -29,16 +29,30 @@ def resolve_pooling(
 ) -> str:
     """The backbone's own pooling for its default node; its ``layer_pooling`` for any other node.
 
-    Given the node's output ``shape`` (per image), a pooling asked for that would change nothing, or
-    would mean something else than its name, is refused: every pooling names its own cache namespace, so
-    a no-op would cache the same vectors twice, and 'cls' without a class token is a patch token.
+    A blank ``layer`` is refused (it would mean the default node here and another node's rule there).
+    Given the node's output ``shape`` (per image): a token rule the user did not choose is refused for a
+    node without tokens, saying so instead of naming a ``pooling=`` the user never passed; and a pooling
+    asked for that would change nothing, or would mean something else than its name, is refused: every
+    pooling names its own cache namespace, so a no-op would cache the same vectors twice, and 'cls'
+    without a class token is a patch token.
     """
+    if layer is not None and (not isinstance(layer, str) or not layer.strip()):
+        raise ParameterError(
+            f"layer={layer!r} is not a node name; leave layer out (None) for {backbone.name}'s default "
+            f"node {backbone.node!r}, or name one of featx.list_nodes({backbone.name!r})"
+        )
     default = backbone.pooling if layer in (None, backbone.node) else backbone.layer_pooling
     if pooling is None:
+        if shape is not None and default in _TOKEN_POOLINGS and len(shape) != 2:
+            raise ParameterError(
+                f"layer={layer!r} of {backbone.name} gives {shape} per image, not tokens, which "
+                f"{backbone.name}'s rule for its layers ({default!r}) needs; pass pooling='avg', 'max' or "
+                "'flatten' for this layer"
+            )
         return default
     check("pooling", pooling, POOLINGS)
-    if shape is None or pooling == default:
-        return pooling
+    if shape is None or pooling == default or (default in _TOKEN_POOLINGS and len(shape) != 2):
+        return pooling  # the user's choice where the layer's own rule does not apply (no tokens there)
     node = layer or backbone.node
     if pooling == "cls" and len(shape) == 2 and backbone.prefix_tokens == 0:
         raise ParameterError(

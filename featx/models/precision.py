@@ -1,16 +1,18 @@
 """The precision policy: which precision a network runs in, decided by measurement, not by rule.
 
 An explicit precision is honoured (int8 only after its fidelity check on held-out images); "auto" times
-the network in each candidate on real photos and keeps the fastest whose features stay within
-``min_cosine`` of fp32's (:func:`featx.models.tuning.choose_precision`, which remembers the answer). The
-policy receives the network as a callable, ``forward(precision, batch)``, so it never reaches into
-:class:`~featx.models.network.FrozenNetwork`, which only runs what it is given.
+the network in each candidate this device supports on real photos and keeps the fastest whose features
+stay within ``min_cosine`` of fp32's, remembering the answer in the tuning file (:mod:`featx.models.tuning`).
+The policy receives the network as a callable, ``forward(precision, batch)``, so it never reaches into
+:class:`~featx.models.network.FrozenNetwork`, which only runs what it is given. Each decision has one
+name: :func:`choose_precision`.
 """
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
+from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
@@ -24,26 +26,14 @@ from featx.options import MIN_COSINE
 Forward = Callable[[str, torch.Tensor], np.ndarray]  # (precision, uint8 batch) -> vectors
 
 
-class Trial:
-    """The images a precision is judged on, and the timed trial of one precision.
+class TrialImages:
+    """The images a precision is judged on: the bundled photos and the same photos mirrored and upside
+    down, or alternate images of the user's ``calibration`` set (a folder, manifest, shards or table).
+    The first half calibrates int8, the second is held out to check fidelity."""
 
-    Calibration and held-out images are the bundled photos and the same photos mirrored and upside down,
-    or alternate images of the user's ``calibration`` set (a folder, manifest, shards or table).
-    """
-
-    def __init__(
-        self, preprocessing: Preprocessing, device: torch.device, calibration: str | None, forward: Forward
-    ):
-        self.preprocessing, self.device, self.calibration, self.forward = (
-            preprocessing,
-            device,
-            calibration,
-            forward,
-        )
+    def __init__(self, preprocessing: Preprocessing, calibration: str | None):
+        self.preprocessing, self.calibration = preprocessing, calibration
         self._batches: tuple[torch.Tensor, torch.Tensor] | None = None
-        self._reference: np.ndarray | None = None
-        self._tiled: torch.Tensor | None = None
-        self._warmed: set[str] = set()
 
     @property
     def held_out_name(self) -> str:
@@ -69,14 +59,32 @@ class Trial:
         """What the int8 calibration was fitted to: part of an int8 network's fingerprint."""
         return quantize.calibration_digest(self.batches()[0])
 
+    def _decode(self, source: Any) -> torch.Tensor:
+        try:
+            return self.preprocessing.decode(source)
+        except ImageError as error:
+            raise ParameterError(
+                f"calibration={self.calibration!r}: {error}; remove that image or choose another calibration set"
+            ) from None
+
+
+class Trial:
+    """The timed trial of one precision on :class:`TrialImages`, through ``forward``."""
+
+    def __init__(self, images: TrialImages, device: torch.device, forward: Forward):
+        self.images, self.device, self.forward = images, device, forward
+        self._reference: np.ndarray | None = None
+        self._tiled: torch.Tensor | None = None
+        self._warmed: set[str] = set()
+
     def int8_cosine(self) -> float:
         """Cosine of int8 to fp32 features on the held-out images (raises ``Int8Unavailable``)."""
-        held_out = self.batches()[1]
+        held_out = self.images.batches()[1]
         return tuning.min_cosine(self.forward("int8", held_out), self.forward("fp32", held_out))
 
     def __call__(self, precision: str) -> tuple[float, float]:
         """(images per second, min cosine to fp32) of the network in ``precision`` on the trial images."""
-        batch = torch.cat(self.batches())
+        batch = torch.cat(self.images.batches())
         if self._reference is None:
             self._reference = self.forward("fp32", batch)
         timing = self._timing_batch(batch)
@@ -105,14 +113,6 @@ class Trial:
                 self._tiled = photos
         return self._tiled
 
-    def _decode(self, source: Any) -> torch.Tensor:
-        try:
-            return self.preprocessing.decode(source)
-        except ImageError as error:
-            raise ParameterError(
-                f"calibration={self.calibration!r}: {error}; remove that image or choose another calibration set"
-            ) from None
-
 
 def choose_precision(
     requested: str,
@@ -127,14 +127,14 @@ def choose_precision(
     Explicit: honoured, int8 only if its features keep ``min_cosine`` on held-out images (else the choice
     "auto" would make without int8, with a warning, and the refusal remembered). "auto": measured.
     """
-    candidates = tuning.precision_candidates(device)
+    candidates = precision_candidates(device)
     if requested == "int8":
         try:
             cosine = trial.int8_cosine()
             problem = None
             if cosine < min_cosine:
                 problem = (
-                    f"int8 features reach cosine {cosine:.4f} to fp32 on held-out {trial.held_out_name}, "
+                    f"int8 features reach cosine {cosine:.4f} to fp32 on held-out {trial.images.held_out_name}, "
                     f"under the bound {min_cosine}"
                 )
         except quantize.Int8Unavailable as error:
@@ -142,9 +142,9 @@ def choose_precision(
         if problem is None:
             return {
                 "precision": "int8",
-                "why": f"given explicitly; cosine {cosine:.4f} to fp32 on held-out {trial.held_out_name}",
+                "why": f"given explicitly; cosine {cosine:.4f} to fp32 on held-out {trial.images.held_out_name}",
             }
-        fallback = tuning.choose_precision(key, [c for c in candidates if c != "int8"], trial, min_cosine)
+        fallback = _measured(key, [c for c in candidates if c != "int8"], trial, min_cosine)
         tuning.remember(key, "int8_refused", problem)
         warnings.warn(
             f"{problem}; using {fallback['precision']} instead (precision='auto' would choose it)",
@@ -153,4 +153,44 @@ def choose_precision(
         return {**fallback, "why": f"{problem}; fell back to {fallback['precision']}"}
     if requested != "auto":
         return {"precision": requested, "why": "given explicitly"}
-    return tuning.choose_precision(key, candidates, trial, min_cosine)
+    return _measured(key, candidates, trial, min_cosine)
+
+
+def precision_candidates(device: torch.device) -> list[str]:
+    """The precisions this device can run, fp32 first (the reference)."""
+    if device.type == "cuda":
+        return ["fp32", "fp16"] + (["bf16"] if torch.cuda.is_bf16_supported() else [])
+    if device.type != "cpu":
+        return ["fp32"]
+    bf16 = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    return ["fp32"] + (["bf16"] if bf16 else []) + (["int8"] if quantize.int8_supported() else [])
+
+
+def _measured(key: str, candidates: list[str], trial: Trial, bound: float = MIN_COSINE) -> dict[str, Any]:
+    """The remembered decision for ``key``, or a new one: the fastest candidate with cosine >= ``bound``."""
+    entries = tuning.load_entries()
+    known = entries.get(key)
+    if isinstance(known, dict) and known.get("precision") in candidates:
+        return known
+    trials: dict[str, dict[str, float]] = {}
+    for _ in range(tuning.ROUNDS):  # interleaved, best of each: a busy neighbour slows every candidate alike
+        for precision in candidates:
+            images_per_s, cosine = trial(precision)
+            best = trials.setdefault(precision, {"images_per_s": 0.0, "min_cosine": round(cosine, 5)})
+            best["images_per_s"] = max(best["images_per_s"], round(images_per_s, 2))
+    # fp32 is the reference: faithful by definition, even where a near-dead random-init network's
+    # vectors are so small (1e-7) that rounding noise alone moves their direction
+    faithful = [p for p in candidates if p == "fp32" or trials[p]["min_cosine"] >= bound]
+    best = max(faithful, key=lambda p: trials[p]["images_per_s"])
+    others = ", ".join(
+        f"{p} {t['images_per_s']} images/s (cosine {t['min_cosine']})" for p, t in trials.items()
+    )
+    record = {
+        "precision": best,
+        "why": f"fastest with cosine >= {bound} to fp32: {others}",
+        "trials": trials,
+        "decided": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    entries[key] = {**(known if isinstance(known, dict) else {}), **record}
+    tuning.save_entries(entries)
+    return record

@@ -92,7 +92,7 @@ class Preprocessing:
     ) -> torch.Tensor:
         """Any accepted input -> ``3 x crop x crop`` uint8 tensor (what decoding workers produce).
 
-        Images over ``max_pixels``, decoded or once resized, are refused (an :class:`ImageError`) before
+        Images over ``max_pixels``, decoded or once resized, are refused (an [`ImageError`][featx.errors.ImageError]) before
         anything that size is allocated. ``source`` names the input where ``image`` is its bytes, read.
         """
         reduced = self.decoding == "reduced"
@@ -129,15 +129,27 @@ class Preprocessing:
 
     def crop_batch(self, images: list[torch.Tensor]) -> torch.Tensor:
         """Images of any sizes (``3 x H x W`` uint8, on one device) -> one ``B x 3 x crop x crop`` batch,
-        in order. Images of one size are resized together: photos from one camera cost one call."""
+        in order. Images of one size are resized together: photos from one camera cost one call; mixed
+        sizes are put back in order by an index on the device (a host index would wait for the device)."""
         geometry = self.resize_crop()
         by_size: dict[tuple[int, ...], list[int]] = {}
         for position, image in enumerate(images):
             by_size.setdefault(tuple(image.shape), []).append(position)
-        batch = images[0].new_empty((len(images), 3, self.crop, self.crop))
-        for positions in by_size.values():
-            batch[positions] = geometry(torch.stack([images[p] for p in positions]))
-        return batch
+        if len(by_size) == 1:
+            return geometry(torch.stack(images))
+        groups = [geometry(torch.stack([images[p] for p in positions])) for positions in by_size.values()]
+        order = torch.tensor([p for positions in by_size.values() for p in positions])
+        where = torch.empty_like(order)
+        where[order] = torch.arange(len(order))
+        return torch.cat(groups).index_select(0, device_index(where, images[0].device))
+
+
+def device_index(rows: torch.Tensor | list[int], device: torch.device) -> torch.Tensor:
+    """Row numbers as an int64 tensor on ``device``, sent from pinned memory so that the host does not wait."""
+    rows = torch.as_tensor(rows, dtype=torch.int64)
+    if device.type != "cuda":
+        return rows
+    return rows.pin_memory().to(device, non_blocking=True)
 
 
 class Normalise(torch.nn.Module):

@@ -1,9 +1,9 @@
-"""Choices measured on the machine that runs the network, remembered on disk so later runs pay nothing.
+"""Where choices measured on the machine that runs the network are remembered, so later runs pay nothing,
+and the tools of measuring: timing, fidelity (min cosine), and real photos to measure on.
 
-``precision="auto"`` is one: a short timed trial runs the truncated network in each precision this device
-supports on a few real photos (scikit-learn's bundled sample images, so no data is needed), keeps those
-whose features stay within cosine 0.99 of fp32's, and picks the fastest. The same CPU flag meant a 2x
-speed-up on one AMD EPYC and a slow-down on an Intel Xeon without AMX: a rule could not tell them apart.
+The choices themselves are the policies' (:mod:`featx.models.precision`, :mod:`featx.models.decoding`):
+the same CPU flag meant a 2x speed-up on one AMD EPYC and a slow-down on an Intel Xeon without AMX, so
+a rule could not tell them apart, and each choice is a short timed trial on this machine.
 
 The results live in one JSON file (``$FEATX_TUNING_FILE``, else ``$XDG_CACHE_HOME/featx/tuning.json``,
 else ``~/.cache/featx/tuning.json``), keyed by CPU or GPU model, torch version, device, backbone, weights
@@ -17,7 +17,6 @@ import os
 import time
 import warnings
 from collections.abc import Callable, Mapping
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,6 @@ import torch
 
 from featx._files import save_or_warn
 from featx._machine import cpu_model
-from featx.models import quantize
 from featx.options import MIN_COSINE
 
 FORMAT = 1
@@ -34,7 +32,6 @@ ROUNDS = 3  # timing rounds per candidate
 # A GPU runs a few dozen images in about the time of its kernel launches, so its precisions separate only
 # at a job's batch size (on an H200, ResNet-50 on 48 images: fp16 0.99x fp32; on 256: 1.49x).
 GPU_TRIAL_IMAGES = 256
-Trial = Callable[[str], tuple[float, float]]  # precision -> (images per second, min cosine to fp32)
 
 
 def tuning_path() -> Path:
@@ -73,16 +70,6 @@ def tuning_key(device: torch.device, fingerprint: Mapping[str, Any], min_cosine:
     )
 
 
-def precision_candidates(device: torch.device) -> list[str]:
-    """The precisions this device can run, fp32 first (the reference)."""
-    if device.type == "cuda":
-        return ["fp32", "fp16"] + (["bf16"] if torch.cuda.is_bf16_supported() else [])
-    if device.type != "cpu":
-        return ["fp32"]
-    bf16 = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    return ["fp32"] + (["bf16"] if bf16 else []) + (["int8"] if quantize.int8_supported() else [])
-
-
 def forget(key: str) -> None:
     """Drop the remembered decision for ``key`` (``featx tune --again``)."""
     entries = load_entries()
@@ -95,38 +82,6 @@ def remember(key: str, field: str, value: Any) -> None:
     entries = load_entries()
     entries.setdefault(key, {})[field] = value
     save_entries(entries)
-
-
-def choose_precision(
-    key: str, candidates: list[str], trial: Trial, bound: float = MIN_COSINE
-) -> dict[str, Any]:
-    """The remembered decision for ``key``, or a new one: the fastest candidate with cosine >= ``bound``."""
-    entries = load_entries()
-    known = entries.get(key)
-    if isinstance(known, dict) and known.get("precision") in candidates:
-        return known
-    trials: dict[str, dict[str, float]] = {}
-    for _ in range(ROUNDS):  # interleaved, best of each: a busy neighbour slows every candidate alike
-        for precision in candidates:
-            images_per_s, cosine = trial(precision)
-            best = trials.setdefault(precision, {"images_per_s": 0.0, "min_cosine": round(cosine, 5)})
-            best["images_per_s"] = max(best["images_per_s"], round(images_per_s, 2))
-    # fp32 is the reference: faithful by definition, even where a near-dead random-init network's
-    # vectors are so small (1e-7) that rounding noise alone moves their direction
-    faithful = [p for p in candidates if p == "fp32" or trials[p]["min_cosine"] >= bound]
-    best = max(faithful, key=lambda p: trials[p]["images_per_s"])
-    others = ", ".join(
-        f"{p} {t['images_per_s']} images/s (cosine {t['min_cosine']})" for p, t in trials.items()
-    )
-    record = {
-        "precision": best,
-        "why": f"fastest with cosine >= {bound} to fp32: {others}",
-        "trials": trials,
-        "decided": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
-    entries[key] = {**(known if isinstance(known, dict) else {}), **record}
-    save_entries(entries)
-    return record
 
 
 def load_entries() -> dict[str, Any]:

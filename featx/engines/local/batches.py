@@ -19,8 +19,9 @@ import numpy as np
 import torch
 
 from featx.cache import Store
-from featx.models.network import FrozenNetwork
+from featx.models.network import Network
 from featx.models.pending import PendingVectors
+from featx.models.preprocessing import device_index
 
 MAX_WAITING_BYTES = 256 * 2**20  # vectors the network may run ahead of the disk by (at least one batch)
 
@@ -30,7 +31,7 @@ class Batches:
 
     Use as a context manager: leaving it waits for every commit (and raises a writer's error)."""
 
-    def __init__(self, network: FrozenNetwork, store: Store, batch_size: int):
+    def __init__(self, network: Network, store: Store, batch_size: int):
         self.network, self.batch_size = network, batch_size
         self.computed = 0
         self._keys: list[str] = []
@@ -56,7 +57,11 @@ class Batches:
                 fresh.append(row)
         if fresh:
             self._keys.extend(keys[row] for row in fresh)
-            self._chunks.append(pixels if len(fresh) == len(pixels) else pixels[fresh])
+            self._chunks.append(
+                pixels
+                if len(fresh) == len(pixels)
+                else pixels.index_select(0, device_index(fresh, pixels.device))
+            )
 
     def commit_full(self, expected: int) -> None:
         """Commit every full batch; ``expected`` estimates how many images this job computes in all (the

@@ -2,28 +2,35 @@
 if the store lacks that key; the network runs in full batches in this process, and each batch is committed
 to the store as soon as the disk takes it (``batches.py``), so an interrupted job keeps its work.
 
-About 380 lines: the fill of a file list and the stream of shards share their decoding workers and
-collation here; splitting them would split one DataLoader's life.
+What the workers run is ``datasets.py``; this thread keeps the books of each worker batch (keys,
+failures, progress) and hands it to the pipeline (``stages.py``), whose decoding, issuing and commit
+threads overlap.
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Container, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
+from torch.utils.data import DataLoader, Dataset, IterableDataset
 from tqdm.auto import tqdm
 
 from featx.cache import Namespace, Store, stat_memo
 from featx.engines.base import DEFAULTS, Filled, RunOptions, no_keys
-from featx.engines.keyed import decode_jpegs, key_and_decode
 from featx.engines.local import seen
-from featx.engines.local.batches import Batches
+from featx.engines.local.books import FileBooks, ShardBooks
+from featx.engines.local.datasets import (
+    ReadKeyDecode,
+    StreamShards,
+    stack_decoded,
+    stack_streamed,
+    unremembered,
+)
+from featx.engines.local.stages import ON_DEVICE, LocalJob
 from featx.engines.local.workers import (
     decoders_should_yield,
     default_num_workers,
@@ -32,25 +39,24 @@ from featx.engines.local.workers import (
     yield_to_the_network,
 )
 from featx.engines.plan import every_failure, first_missing, once_per_path, share_with_repeats
-from featx.engines.streaming import Streamed, assemble, stream_shard, without_pixels
-from featx.errors import ImageError
-from featx.inputs.bounds import MAX_PIXELS, byte_bound
-from featx.inputs.images import ImageInput, describe, read_content
-from featx.models.network import FrozenNetwork, NetworkSpec
-from featx.models.preprocessing import Preprocessing
+from featx.engines.streaming import assemble
+from featx.inputs.images import ImageInput, describe
+from featx.models.build import build_network
+from featx.models.network import Network
+from featx.models.spec import NetworkSpec
 
 
 class LocalEngine:
     """Read, key and decode in DataLoader worker processes, run the network here. See :class:`featx.engines.Engine`."""
 
-    def network(self, spec: NetworkSpec) -> FrozenNetwork:
+    def network(self, spec: NetworkSpec) -> Network:
         """The network of ``spec``, loaded in this process, where it runs."""
-        return FrozenNetwork(spec)
+        return build_network(spec)
 
     def fill(
         self,
         images: Sequence[ImageInput],
-        network: FrozenNetwork,
+        network: Network,
         store: Store,
         options: RunOptions = DEFAULTS,
     ) -> Filled:
@@ -72,7 +78,7 @@ class LocalEngine:
     def stream(
         self,
         shards: Sequence[str],
-        network: FrozenNetwork,
+        network: Network,
         store: Store,
         options: RunOptions = DEFAULTS,
     ) -> tuple[pd.DataFrame, Filled]:
@@ -85,21 +91,20 @@ class LocalEngine:
 def compute_missing(
     images: Sequence[ImageInput],
     keys: Sequence[str],
-    network: FrozenNetwork,
+    network: Network,
     store: Store,
-    *,
-    batch_size: int = 64,
-    max_pixels: int = MAX_PIXELS,
+    options: RunOptions = DEFAULTS,
 ) -> int:
-    """Compute, in this process, the vectors of ``keys`` the store lacks (a re-read after a checksum failure)."""
+    """Compute, in this process, the vectors of ``keys`` the store lacks (a re-read after a checksum
+    failure), in the batch size and pixel bound of ``options``."""
     todo = first_missing(keys, set(store.missing(keys)))
-    options = RunOptions(batch_size=batch_size, num_workers=0, max_pixels=max_pixels)
-    return run([images[i] for i in todo], network, store, options).n_computed
+    quiet = replace(options, num_workers=0, progress=False, fail_fast=False)
+    return run([images[i] for i in todo], network, store, quiet).n_computed
 
 
 def run(
     images: Sequence[ImageInput],
-    network: FrozenNetwork,
+    network: Network,
     store: Store,
     options: RunOptions = DEFAULTS,
     progress: tqdm | None = None,
@@ -110,7 +115,7 @@ def run(
     """
     known = store.known()
     keys = no_keys(len(images))
-    todo, repeats = once_per_path(images, _unremembered(images, known, keys))
+    todo, repeats = once_per_path(images, unremembered(images, known, keys))
     n_cached = len(images) - len(todo) - sum(map(len, repeats.values()))
     if progress is not None:
         progress.update(n_cached)
@@ -119,53 +124,25 @@ def run(
         workers = default_num_workers(len(todo), options.batch_size, network.device)
     workers = min(workers, -(-len(todo) // options.batch_size))  # a worker decodes whole batches
     loader = _decoding_loader(
-        _ReadKeyDecode(images, todo, known, network.preprocessing, options.max_pixels),
-        _stack_decoded,
+        ReadKeyDecode(images, todo, known, network.preprocessing, options.max_pixels),
+        stack_decoded,
         workers,
         network,
         options.batch_size,
     )
-    failures: list[ImageError] = []
-    n_seen = n_decoded = 0
-    with Batches(network, store, options.batch_size) as batches:
-        for samples, pixels in _iterate(loader):
-            decoded, jpegs = [], []
-            for index, key, outcome, file_signature in samples:
-                if key is not None:
-                    keys[index] = key
-                if file_signature is not None:
-                    seen.remember(images[index], file_signature, key)
-                if isinstance(outcome, ImageError):
-                    failures.append(outcome)
-                elif outcome is None:
-                    n_cached += 1
-                elif isinstance(outcome, bytes):
-                    jpegs.append((index, describe(images[index]), key, outcome))
-                else:
-                    decoded.append(key)
-            failures += _add(batches, decoded, pixels, jpegs, options.max_pixels)
-            n_decoded += len(decoded) + len(jpegs)
-            n_seen += len(samples)
-            batches.commit_full(expected=round(len(todo) * n_decoded / n_seen))
-            if options.fail_fast and failures:
-                batches.commit_all()
-                raise min(failures, key=lambda e: e.index)
-            if progress is not None:
-                progress.update(len(samples))
-                # as a string: tqdm's own number format shows 70,000 as "7e+4"
-                progress.set_postfix_str(
-                    f"cached={n_cached}, computed={batches.computed}, failed={len(failures)}", refresh=False
-                )
-        batches.commit_all()
-    n_cached += share_with_repeats(repeats, keys, failures, lambda i: describe(images[i]))
+    books = FileBooks(images, keys, len(todo), n_cached)
+    computed = _drive(loader, LocalJob(network, store, options), books, options, progress)
+    n_cached = books.n_cached + share_with_repeats(
+        repeats, keys, books.failures, lambda i: describe(images[i])
+    )
     return Filled(
-        keys, every_failure(failures, keys, lambda i: describe(images[i])), n_cached, batches.computed
+        keys, every_failure(books.failures, keys, lambda i: describe(images[i])), n_cached, computed
     )
 
 
 def run_shards(
     shards: list[str],
-    network: FrozenNetwork,
+    network: Network,
     store: Store,
     options: RunOptions = DEFAULTS,
     progress: tqdm | None = None,
@@ -178,172 +155,47 @@ def run_shards(
         workers = default_num_workers(sys.maxsize, options.batch_size, network.device)
     workers = min(workers, len(shards))
     loader = _decoding_loader(
-        _StreamShards(shards, known, network.preprocessing, options.max_pixels),
-        _stack_streamed,
+        StreamShards(shards, known, network.preprocessing, options.max_pixels),
+        stack_streamed,
         workers,
         network,
         options.batch_size,
     )
-    entries: list[Streamed] = []
-    n_cached = n_decoded = n_failed = 0
-    started: set[int] = set()
-    with Batches(network, store, options.batch_size) as batches:
-        for streamed, outcomes, pixels in _iterate(loader):
-            decoded_keys, jpegs = [], []
-            for entry, outcome in zip(streamed, outcomes):
-                started.add(entry.shard)
-                if isinstance(outcome, bytes):  # its index here: its place in ``entries``
-                    jpegs.append((len(entries), entry.path, entry.key, outcome))
-                elif outcome:
-                    decoded_keys.append(entry.key)
-                elif entry.key is not None and entry.error is None:
-                    n_cached += 1
-                n_failed += entry.error is not None
-                entries.append(entry)
-            for failure in _add(batches, decoded_keys, pixels, jpegs, options.max_pixels):
-                entry = entries[failure.index]
-                entries[failure.index] = replace(entry, error=failure.at(entry.position))
-                n_failed += 1
-            n_decoded += len(decoded_keys) + len(jpegs)
-            # how many this job computes is known only at its end: estimated from the shards begun so far
-            batches.commit_full(expected=round(n_decoded * len(shards) / len(started)))
-            if options.fail_fast and n_failed:
-                batches.commit_all()
-                raise assemble(entries, shards, n_cached, batches.computed)[1].errors[0]
+    books = ShardBooks(shards)
+    computed = _drive(loader, LocalJob(network, store, options), books, options, progress)
+    return assemble(books.entries, shards, books.n_cached, computed)
+
+
+def _drive(
+    loader: DataLoader,
+    job: LocalJob,
+    books: FileBooks | ShardBooks,
+    options: RunOptions,
+    progress: tqdm | None,
+) -> int:
+    """The one loop of both kinds of job: each worker batch into the books and on to the pipeline; at the
+    first failure with ``fail_fast``, what was decoded before it is stored and the failure raised. Returns
+    how many vectors the job computed."""
+    with job:
+        for batch in _iterate(loader):
+            work, n = books.take(batch)
+            job.put(work)
+            books.device_failed(job.take_failures())
+            if options.fail_fast and (books.failed or job.pipeline.stopped):
+                job.finish()
+                books.device_failed(job.take_failures())
+                raise books.first_failure()
             if progress is not None:
-                progress.update(len(streamed))
-                progress.set_postfix_str(
-                    f"shards={len(started)}/{len(shards)}, cached={n_cached}, "
-                    f"computed={batches.computed}, failed={n_failed}",
-                    refresh=False,
-                )
-        batches.commit_all()
-    return assemble(entries, shards, n_cached, batches.computed)
-
-
-class _StreamShards(IterableDataset):
-    """The samples of this worker's shards (every shard when there are no workers), streamed, keyed, and
-    decoded where ``known`` lacks them."""
-
-    def __init__(
-        self, shards: list[str], known: Container[str], preprocessing: Preprocessing, max_pixels: int
-    ):
-        self.shards, self.known, self.preprocessing, self.max_pixels = (
-            shards,
-            known,
-            preprocessing,
-            max_pixels,
-        )
-
-    def __iter__(self) -> Iterator[Streamed]:
-        worker = get_worker_info()
-        mine = (
-            range(len(self.shards))
-            if worker is None
-            else range(worker.id, len(self.shards), worker.num_workers)
-        )
-        for number in mine:
-            yield from stream_shard(
-                number, self.shards[number], self.known, self.preprocessing, self.max_pixels
-            )
-
-
-def _unremembered(images: Sequence[ImageInput], known: Container[str], keys: np.ndarray) -> list[int]:
-    """The inputs to read: all but the files this process read before, unchanged since, whose vectors are
-    ``known`` (their ``keys`` are filled in)."""
-    todo = []
-    for index, image in enumerate(images):
-        key = seen.remembered(image)
-        if key is not None and key in known:
-            keys[index] = key
-        else:
-            todo.append(index)
-    return todo
-
-
-class _ReadKeyDecode(Dataset):
-    """One input: read once, keyed by its content, and decoded (to a uint8 ``3 x crop x crop`` tensor)
-    only if its key is not in ``known``. Runs in DataLoader workers, so the network never waits on I/O or
-    PIL. A local file's stat signature comes back too, unless the file changed while it was read."""
-
-    def __init__(
-        self,
-        images: Sequence[ImageInput],
-        todo: Sequence[int],
-        known: Container[str],
-        preprocessing: Preprocessing,
-        max_pixels: int,
-    ):
-        self.images, self.todo, self.known = images, todo, known
-        self.preprocessing, self.max_pixels = preprocessing, max_pixels
-
-    def __len__(self) -> int:
-        return len(self.todo)
-
-    def __getitem__(self, position: int) -> tuple[int, str | None, torch.Tensor | ImageError | None, Any]:
-        index = self.todo[position]
-        image = self.images[index]
-        before = seen.signature(image)
-        key, pixels, error = key_and_decode(
-            lambda: read_content(image, index, byte_bound(self.max_pixels)),
-            index,
-            describe(image),
-            self.known,
-            self.preprocessing,
-            self.max_pixels,
-        )
-        unchanged = key is not None and before is not None and seen.signature(image) == before
-        return index, key, error if error is not None else pixels, before if unchanged else None
-
-
-def _stack_decoded(samples: list[tuple]) -> tuple[list[tuple], torch.Tensor | None]:
-    """In the worker: the batch's decoded pixels as one tensor (one transfer between processes, one pinned
-    copy for the GPU), in sample order; each sample keeps its index, key, outcome and file signature, where
-    the outcome is an error, None (cached), True (its row is in the tensor) or JPEG bytes for the device."""
-    decoded = [result for _, _, result, _ in samples if isinstance(result, torch.Tensor)]
-    outcomes = [
-        (index, key, True if isinstance(result, torch.Tensor) else result, signature)
-        for index, key, result, signature in samples
-    ]
-    return outcomes, torch.stack(decoded) if decoded else None
-
-
-def _stack_streamed(
-    entries: list[Streamed],
-) -> tuple[list[Streamed], list[bool | bytes], torch.Tensor | None]:
-    """In the worker, as :func:`_stack_decoded`: the entries without their pixels, each one's outcome
-    (True: a row of the tensor; bytes: a JPEG for the device; False: nothing to compute), and the tensor."""
-    outcomes = [
-        entry.pixels if isinstance(entry.pixels, bytes) else entry.pixels is not None for entry in entries
-    ]
-    pixels = [entry.pixels for entry in entries if isinstance(entry.pixels, torch.Tensor)]
-    return [without_pixels(entry) for entry in entries], outcomes, torch.stack(pixels) if pixels else None
-
-
-def _add(
-    batches: Batches,
-    keys: list[str],
-    pixels: torch.Tensor | None,
-    jpegs: list[tuple[int, str, str, bytes]],
-    max_pixels: int,
-) -> list[ImageError]:
-    """Add a worker batch's decoded rows, then its JPEGs decoded on the network's device; returns the
-    failures of those JPEGs (their index as given in ``jpegs``). Where JPEGs are decoded on the device,
-    the workers' rows go there too, so that a batch's rows share one device."""
-    network = batches.network
-    if keys:
-        on_device = network.preprocessing.decoding == "device"
-        batches.add(keys, pixels.to(network.device, non_blocking=True) if on_device else pixels)
-    if not jpegs:
-        return []
-    decoded = decode_jpegs(jpegs, network.preprocessing, network.device, max_pixels)
-    if decoded.keys:
-        batches.add(decoded.keys, decoded.pixels)
-    return decoded.errors
+                progress.update(n)
+                # as a string: tqdm's own number format shows 70,000 as "7e+4"
+                progress.set_postfix_str(books.postfix(job.batches.computed), refresh=False)
+        job.finish()
+        books.device_failed(job.take_failures())
+    return job.batches.computed
 
 
 def _decoding_loader(
-    dataset: Dataset | IterableDataset, collate_fn: Any, workers: int, network: FrozenNetwork, batch_size: int
+    dataset: Dataset | IterableDataset, collate_fn: Any, workers: int, network: Network, batch_size: int
 ) -> DataLoader:
     """How a job's decoders start, written once for both kinds of job: ``workers`` processes (none: here),
     niced beside a CPU network, started from a fork server in a process connected to Ray."""
@@ -359,11 +211,11 @@ def _decoding_loader(
     )
 
 
-def _pin(network: FrozenNetwork) -> bool:
+def _pin(network: Network) -> bool:
     """Pinned worker batches for a GPU, unless the workers hand over JPEG bytes (nothing to pin, and
     pinning walks every sample holding the GIL). A RemoteNetwork's "cuda" may be a Ray worker's GPU."""
     cuda = network.device.type == "cuda" and torch.cuda.is_available()
-    return cuda and network.preprocessing.decoding != "device"
+    return cuda and network.preprocessing.decoding not in ON_DEVICE
 
 
 def _iterate(loader: DataLoader) -> Iterator[Any]:

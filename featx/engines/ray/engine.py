@@ -4,14 +4,12 @@
 
 The unit of work is the local engine's: each path read once (however many rows name it), in a CPU
 task, keyed by its content and decoded only if the cache lacks that key; a batch of decoded images ->
-``FrozenNetwork`` -> one atomic ``Namespace.write`` into the on-disk cache. So a re-run computes only what
+``Network`` -> one atomic ``Namespace.write`` into the on-disk cache. So a re-run computes only what
 is missing, a killed run keeps its finished shards, and everything downstream reads the same namespaces.
 WebDataset shards are streamed: one task reads each shard once and reports its samples
 (:mod:`featx.engines.streaming`). The driver never loads the network: a worker resolves it
 (:meth:`RayEngine.network`). Every node must see the cache directory (shared storage) and the image
 paths. Ray stays optional: ``pip install 'featx[ray]'``.
-
-About 320 lines: the engine and its actor, which must be importable by Ray's workers by name.
 """
 
 from __future__ import annotations
@@ -46,8 +44,9 @@ from featx.engines.ray.tasks import (
 )
 from featx.engines.streaming import Streamed, assemble
 from featx.errors import FeatxError, ImageError, ParameterError
-from featx.inputs import sources
-from featx.models.network import FrozenNetwork, NetworkSpec
+from featx.inputs import tables
+from featx.models.network import Network
+from featx.models.spec import NetworkSpec
 
 BLOCK_BATCHES = 8  # batches of a list of files per Ray Data block: each block is one task for one actor
 
@@ -111,9 +110,9 @@ class RayEngine:
     def network(self, spec: NetworkSpec) -> RemoteNetwork:
         """The network of ``spec``, resolved by one task on the kind of worker that will run it (a GPU worker
         for device 'cuda', or 'auto' on a cluster with GPUs; else a CPU one). The driver never loads it."""
-        if spec.decoding == "device":
+        if spec.decoding in ("device", "dali"):
             raise ParameterError(
-                "decoding='device' runs with the local engine only: Ray's decoding tasks run on CPU "
+                f"decoding={spec.decoding!r} runs with the local engine only: Ray's decoding tasks run on CPU "
                 "workers; use decoding auto, reduced or full"
             )
         spec = spec.replace(decoding="reduced") if spec.decoding == "auto" else spec
@@ -136,7 +135,7 @@ class RayEngine:
     def fill(
         self,
         images: Sequence[str | os.PathLike],
-        network: FrozenNetwork,
+        network: Network,
         store: Store,
         options: RunOptions = DEFAULTS,
     ) -> Filled:
@@ -169,7 +168,7 @@ class RayEngine:
     def stream(
         self,
         shards: Sequence[str],
-        network: FrozenNetwork,
+        network: Network,
         store: Store,
         options: RunOptions = DEFAULTS,
     ) -> tuple[pd.DataFrame, Filled]:
@@ -203,7 +202,7 @@ class RayEngine:
             raise filled.errors[0]
         return manifest, filled
 
-    def _start(self, store: Store, network: FrozenNetwork, progress: bool):
+    def _start(self, store: Store, network: Network, progress: bool):
         if not isinstance(store, Namespace):
             raise ParameterError(
                 "the Ray engine writes to an on-disk cache that every node sees: pass cache_dir / --cache"
@@ -219,14 +218,14 @@ class RayEngine:
         self,
         ray,
         paths: list[str],
-        network: FrozenNetwork | RemoteNetwork,
+        network: Network | RemoteNetwork,
         store: Namespace,
         batch_size: int,
         num_workers: int | None,
         max_pixels: int,
     ) -> _Outcome:
         settings = {"preprocessing": network.preprocessing, "max_pixels": max_pixels, "known": store.known()}
-        whole = sources.whole_table(paths)
+        whole = tables.whole_table(paths)
         context = ray.data.DataContext.get_current()
         ordered = context.execution_options.preserve_order
         if whole:  # Ray Data's own Parquet reader: each row group read once; rows numbered here, in order
@@ -264,7 +263,7 @@ class RayEngine:
         return outcome
 
     def _embedded(
-        self, ray, decoded: Any, network: FrozenNetwork | RemoteNetwork, store: Namespace, batch_size: int
+        self, ray, decoded: Any, network: Network | RemoteNetwork, store: Namespace, batch_size: int
     ) -> Iterator[dict[str, np.ndarray]]:
         """The decoded rows through the actor pool, which commits their vectors; the rows come back to the
         driver streamed (never all at once), without pixels."""

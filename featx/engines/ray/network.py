@@ -13,9 +13,11 @@ import torch
 
 from featx.errors import FeatxError, ParameterError
 from featx.models._registry import Backbone, get_backbone
-from featx.models.network import FrozenNetwork, NetworkSpec
+from featx.models.build import build_network
+from featx.models.network import Network
 from featx.models.pending import PendingVectors
 from featx.models.preprocessing import Preprocessing
+from featx.models.spec import NetworkSpec
 
 
 def ray_module():
@@ -58,9 +60,9 @@ def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
         ) from None
 
 
-def matching_network(spec: NetworkSpec, fingerprint: dict[str, Any]) -> FrozenNetwork:
+def matching_network(spec: NetworkSpec, fingerprint: dict[str, Any]) -> Network:
     """The network of ``spec`` built here, refused unless its fingerprint is the job's."""
-    network = FrozenNetwork(spec)
+    network = build_network(spec)
     if network.fingerprint != fingerprint:
         differing = sorted(
             k
@@ -109,7 +111,7 @@ class RemoteNetwork:
         """Nothing to prepare here: the network lives on the workers."""
 
     def submit(self, batch: torch.Tensor) -> PendingVectors:
-        """As :meth:`FrozenNetwork.submit`; the vectors are here when this returns."""
+        """As :meth:`Network.submit`; the vectors are here when this returns."""
         return PendingVectors(torch.from_numpy(self(batch).copy()))  # Ray's arrays are read-only
 
     def __call__(self, batch: torch.Tensor) -> np.ndarray:
@@ -119,7 +121,7 @@ class RemoteNetwork:
 
 
 def resolve_on_worker(spec: NetworkSpec) -> RemoteNetwork:
-    network = FrozenNetwork(spec)
+    network = build_network(spec)
     resolved = spec.replace(device=network.device.type, precision=network.precision)
     return RemoteNetwork(
         resolved,

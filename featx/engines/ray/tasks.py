@@ -13,9 +13,10 @@ import pyarrow as pa
 from featx.engines.keyed import key_and_decode
 from featx.engines.streaming import Streamed, stream_shard
 from featx.errors import ImageError
-from featx.inputs import sources
+from featx.inputs import tables
 from featx.inputs.bounds import byte_bound
-from featx.inputs.images import read_content, read_error
+from featx.inputs.images import read_content
+from featx.inputs.remote import read_error
 from featx.models.preprocessing import Preprocessing
 
 
@@ -135,9 +136,9 @@ def key_decode_cells(
 
 def _cell_content(value: Any) -> bytes:
     try:
-        return sources.cell_bytes(value)
+        return tables.cell_bytes(value)
     except FileNotFoundError as empty:
-        raise read_error(0, sources.ROW_PREFIX, empty) from None
+        raise read_error(0, tables.ROW_PREFIX, empty) from None
 
 
 def _keyed_columns(
