@@ -23,10 +23,30 @@ from featx.models.nodes import feature_size
 from featx.models.pooling import Pool, resolve_pooling
 from featx.models.precision import Trial, TrialImages, choose_precision
 from featx.models.preprocessing import Normalise
-from featx.models.spec import NetworkSpec
+from featx.models.spec import NetworkSpec, field_names
 from featx.models.weights import resolve_weights
 
 __all__ = ["build_network"]
+
+
+def _spec(spec: NetworkSpec | str | Backbone, settings: dict[str, Any]) -> NetworkSpec:
+    """The spec ``build_network`` was asked for: ``settings`` (the spec's fields) checked in its name,
+    and applied over a given spec rather than dropped."""
+    unknown = sorted(set(settings) - set(field_names()[1:]))
+    if unknown:
+        raise ParameterError(
+            f"build_network got {', '.join(map(repr, unknown))}; it takes a NetworkSpec or a backbone and "
+            f"the spec's fields ({', '.join(field_names()[1:])}); batch_size and the like belong to the "
+            "engines (featx.engines.RunOptions)"
+        )
+    fields = (
+        {name: getattr(spec, name) for name in field_names()}
+        if isinstance(spec, NetworkSpec)
+        else {"backbone": spec}
+    )
+    if isinstance(spec, NetworkSpec) and not settings:
+        return spec
+    return NetworkSpec.from_params({**fields, **settings}, "build_network")
 
 
 def build_network(spec: NetworkSpec | str | Backbone = "resnet50", **settings: Any) -> FrozenNetwork:
@@ -37,7 +57,7 @@ def build_network(spec: NetworkSpec | str | Backbone = "resnet50", **settings: A
     timed trial here, remembered in the tuning file (`featx.models.tuning`), so later builds pay
     nothing.
     """
-    spec = spec if isinstance(spec, NetworkSpec) else NetworkSpec(spec, **settings)
+    spec = _spec(spec, settings)
     backbone = get_backbone(spec.backbone)
     node = spec.layer or backbone.node
     pooling = resolve_pooling(backbone, spec.layer, spec.pooling)
