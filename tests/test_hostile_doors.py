@@ -85,3 +85,18 @@ def test_an_image_forwarded_alone_gets_the_vector_it_gets_in_a_batch(batch_size,
         images, "tiny", weights=None, precision="fp32", batch_size=batch_size, forward_batch=forward_batch
     )
     np.testing.assert_array_equal(given, expected)
+
+
+def test_a_ray_address_nothing_answers_at_is_named_as_run_jobs_own_keyword(tmp_path):
+    pytest.importorskip("ray")
+    with pytest.raises(
+        ParameterError, match=r"Ray address '127.0.0.1:1' \(--ray-address, or address= in Python\)"
+    ):
+        run_job(
+            tmp_path / "absent",
+            "tiny",
+            cache_dir=tmp_path / "c",
+            weights=None,
+            engine="ray",
+            address="127.0.0.1:1",
+        )
