@@ -100,3 +100,24 @@ def test_a_ray_address_nothing_answers_at_is_named_as_run_jobs_own_keyword(tmp_p
             engine="ray",
             address="127.0.0.1:1",
         )
+
+
+def test_knn_on_fewer_training_rows_than_its_neighbours_votes_with_all_of_them():
+    from featx.evaluate import compare_classifiers
+
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(4, 8)).astype(np.float32), np.array([0, 1, 0, 1])
+    X[y == 1] += 3
+    table = compare_classifiers(X, y, classifiers=["knn"], cv=2)
+    assert len(table) == 1 and "knn" in table.to_string()
+
+
+@pytest.mark.filterwarnings("error::sklearn.exceptions.FitFailedWarning")
+@pytest.mark.filterwarnings("error::UserWarning:sklearn.model_selection")
+def test_tuned_knn_on_a_small_fold_searches_its_grid_without_failed_candidates():
+    from featx.evaluate import compare_classifiers
+
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(12, 8)), np.array([0, 1] * 6)
+    X[y == 1] += 3
+    assert len(compare_classifiers(X, y, classifiers=["knn"], cv=2, tune=True)) == 1
