@@ -67,17 +67,48 @@ class Interval:
         return f"{noun} {' and '.join(bounds)}".strip() + (" or None" if self.none else "")
 
     def parse(self, text: str) -> Any:
-        """An argparse ``type=``: the value of ``text``, or one line saying what is accepted."""
+        """An argparse ``type=``: the value of ``text``, or one line saying what is accepted (a flag
+        cannot be None: leaving it out is how the command line says that)."""
         try:
             value = self.kind(text)
         except ValueError:
             value = None
         if value is None or not self.accepts(value):
-            raise argparse.ArgumentTypeError(f"{text!r} is not {self.describe()}")
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not {dataclasses.replace(self, none=False).describe()}"
+            )
         return value
 
 
-Constraint = Choice | Interval
+@dataclass(frozen=True)
+class DeviceName:
+    """A torch device's name ("auto", "cpu", "cuda", "cuda:1", "mps") or a ``torch.device``; whether this
+    machine has it is checked where the network is built."""
+
+    def accepts(self, value: Any) -> bool:
+        if value == "auto" and isinstance(value, str):
+            return True
+        if not isinstance(value, str) and type(value).__name__ != "device":
+            return False
+        import torch  # only once a device other than "auto" is named: `featx --help` stays torch-free
+
+        try:
+            torch.device(value)
+        except (RuntimeError, TypeError, ValueError):
+            return False
+        return True
+
+    def describe(self) -> str:
+        return "a torch device ('auto', 'cpu', 'cuda', 'cuda:N' or 'mps')"
+
+    def parse(self, text: str) -> str:
+        """An argparse ``type=``: ``text``, or one line saying it is not a torch device."""
+        if not self.accepts(text):
+            raise argparse.ArgumentTypeError(f"{text!r} is not {self.describe()}")
+        return text
+
+
+Constraint = Choice | Interval | DeviceName
 
 PRECISIONS = Choice(("auto", "fp32", "bf16", "fp16", "int8"))
 COMPILES = Choice(("auto", True, False))
@@ -95,6 +126,7 @@ PIXEL_DECODINGS = Choice(
     ("reduced", "full", "device", "dali")
 )  # what a network's preprocessing holds, resolved
 POSITIVE_INT = Interval(int, 1)  # batch sizes, pixel limits, sizes, megabytes
+DEVICES = DeviceName()
 WORKERS = Interval(int, 0, none=True)  # decoding processes: 0 decodes in the calling process
 COUNT = Interval(int, 1, none=True)  # Ray actors; None: one per GPU
 COSINE = Interval(float, 0, 1, open_low=True)  # a fidelity bound: 0 would accept anything

@@ -232,7 +232,11 @@ def test_a_ray_address_where_nothing_answers_is_one_line_within_seconds_not_minu
         "--ray-address",
         "127.0.0.1:1",
     )
-    one_line_error(result, "--ray-address 127.0.0.1:1: nothing answers there", "ray start --head")
+    one_line_error(
+        result,
+        "Ray address '127.0.0.1:1' (--ray-address, or address= in Python): nothing answers there",
+        "ray start --head",
+    )
     assert time.perf_counter() - start < 60
     with socket.create_server(("127.0.0.1", 0)) as server:  # something that answers passes the check
         check_reachable(f"ray://127.0.0.1:{server.getsockname()[1]}")

@@ -10,7 +10,7 @@ from typing import Any
 
 from featx.engines.base import RunOptions
 from featx.models.spec import NetworkSpec
-from featx.options import Choice, Interval
+from featx.options import Choice, DeviceName, Interval
 
 
 def add_network_arguments(parser: argparse.ArgumentParser, *, backbones: str = "one") -> None:
@@ -66,7 +66,7 @@ def _argument(field: dataclasses.Field) -> dict[str, Any]:
         )
     elif isinstance(constraint, Choice):
         kwargs["choices"] = constraint
-    elif isinstance(constraint, Interval):
+    elif isinstance(constraint, Interval | DeviceName):
         kwargs["type"] = constraint.parse
     if "metavar" in metadata:
         kwargs["metavar"] = metadata["metavar"]

@@ -84,6 +84,10 @@ class RunOptions:
 
     def __post_init__(self) -> None:
         check_fields(RunOptions, vars(self), "RunOptions")
+        for name in ("batch_size", "num_workers", "max_pixels", "forward_batch"):
+            value = getattr(self, name)  # numpy's integers pass the check; torch's DataLoader wants int
+            if value is not None:
+                object.__setattr__(self, name, int(value))
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any], owner: str, **fixed: Any) -> RunOptions:

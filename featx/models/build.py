@@ -23,21 +23,41 @@ from featx.models.nodes import feature_size
 from featx.models.pooling import Pool, resolve_pooling
 from featx.models.precision import Trial, TrialImages, choose_precision
 from featx.models.preprocessing import Normalise
-from featx.models.spec import NetworkSpec
+from featx.models.spec import NetworkSpec, field_names
 from featx.models.weights import ResolvedWeights, resolve_weights
 
 __all__ = ["build_network"]
 
 
-def build_network(spec: NetworkSpec | str | Backbone = "resnet50", **settings: Any) -> FrozenNetwork:
+def _spec(spec: NetworkSpec | str | Backbone | None, settings: dict[str, Any]) -> NetworkSpec:
+    """The spec ``build_network`` was asked for: ``settings`` (the spec's fields, ``backbone`` too) checked
+    in its name, and applied over a given spec rather than dropped."""
+    unknown = sorted(set(settings) - set(field_names()))
+    if unknown:
+        raise ParameterError(
+            f"build_network got {', '.join(map(repr, unknown))}; it takes a NetworkSpec or a backbone and "
+            f"the spec's fields ({', '.join(field_names()[1:])}); batch_size and the like belong to the "
+            "engines (featx.engines.RunOptions)"
+        )
+    if isinstance(spec, NetworkSpec):
+        if not settings:
+            return spec
+        fields = {name: getattr(spec, name) for name in field_names()}
+    else:
+        fields = {"backbone": "resnet50" if spec is None else spec}
+    return NetworkSpec.from_params({**fields, **settings}, "build_network")
+
+
+def build_network(spec: NetworkSpec | str | Backbone | None = None, /, **settings: Any) -> FrozenNetwork:
     """The network of ``spec`` on this machine: ``build_network(NetworkSpec(...))``, or the spec's fields
-    as keywords (``build_network("resnet50", weights=None)``).
+    as keywords (``build_network("resnet50", weights=None)``, ``build_network(backbone="resnet50")``;
+    None: resnet50).
 
     Loads the weights, resolves ``device``, and for ``decoding`` and ``precision`` "auto" runs a short
     timed trial here, remembered in the tuning file (`featx.models.tuning`), so later builds pay
     nothing.
     """
-    spec = spec if isinstance(spec, NetworkSpec) else NetworkSpec(spec, **settings)
+    spec = _spec(spec, settings)
     backbone = get_backbone(spec.backbone)
     node = spec.layer or backbone.node
     pooling = resolve_pooling(backbone, spec.layer, spec.pooling)

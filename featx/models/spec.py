@@ -17,6 +17,7 @@ from featx.options import (
     COMPILES,
     COSINE,
     DECODINGS,
+    DEVICES,
     MIN_COSINE,
     POOLINGS,
     PRECISIONS,
@@ -44,7 +45,7 @@ class NetworkSpec:
     pooling: str | None = declared(
         None, "how a map or tokens become a vector (default: the backbone's own)", POOLINGS
     )
-    device: str = declared("auto", "auto, cpu, cuda, cuda:1, mps")
+    device: str = declared("auto", "auto, cpu, cuda, cuda:1, mps", DEVICES)
     precision: str = declared(
         "auto", "auto: measured here (see featx tune); int8: CPU only, checked against fp32", PRECISIONS
     )

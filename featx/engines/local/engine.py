@@ -191,6 +191,8 @@ def _drive(
                 progress.set_postfix_str(books.postfix(job.batches.computed), refresh=False)
         job.finish()
         books.device_failed(job.take_failures())
+    if progress is not None:  # the last batches were computed after the last worker batch came in
+        progress.set_postfix_str(books.postfix(job.batches.computed))
     return job.batches.computed
 
 

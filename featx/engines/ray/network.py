@@ -54,9 +54,9 @@ def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
         socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
     except OSError as error:
         raise ParameterError(
-            f"--ray-address {address}: nothing answers there within {timeout:g} s "
-            f"({type(error).__name__}: {error.strerror or error}); start a cluster with `ray start --head` "
-            "and pass the address it prints, or leave --ray-address out to start a local Ray instance"
+            f"Ray address {address!r} (--ray-address, or address= in Python): nothing answers there within "
+            f"{timeout:g} s ({type(error).__name__}: {error.strerror or error}); start a cluster with `ray "
+            "start --head` and pass the address it prints, or leave the address out to start a local Ray instance"
         ) from None
 
 

@@ -1,0 +1,123 @@
+"""Hostile values at the doors that take the network's options: each accepted or refused alike, in the
+door's own name, before any work."""
+
+import numpy as np
+import pytest
+from conftest import assert_same_vectors, photo
+from test_cache import featx_cli
+from test_hostile_cli import one_line_error
+
+from featx import NetworkSpec, ParameterError, build_network, extract_features, run_job
+from featx.models import build as build_module
+
+IMAGES = [photo(seed) for seed in range(4)]
+TINY = ["--backbone", "tiny_backbone:TINY", "--weights", "none", "--quiet"]
+
+
+def test_numpy_integers_are_run_options_like_python_ints():
+    expected = extract_features(IMAGES, "tiny", weights=None, batch_size=2, num_workers=0)
+    given = extract_features(
+        IMAGES,
+        "tiny",
+        weights=None,
+        batch_size=np.int64(2),
+        num_workers=np.int32(0),
+        forward_batch=np.int16(3),
+    )
+    assert_same_vectors(given, expected)
+
+
+def test_build_network_refuses_a_keyword_that_is_no_field_in_its_own_name():
+    with pytest.raises(ParameterError, match=r"build_network got 'batch_size'.*\(weights, layer") as error:
+        build_network("tiny", weights=None, batch_size=8)
+    assert "\n" not in str(error.value) and "RunOptions" in str(error.value)
+
+
+def test_build_network_checks_values_in_its_own_name():
+    with pytest.raises(ParameterError, match="'precision' parameter of build_network.*'FP32'"):
+        build_network("tiny", weights=None, precision="FP32")
+
+
+def test_build_network_applies_keywords_given_beside_a_spec():
+    network = build_network(NetworkSpec("tiny", weights=None, precision="fp32"), pooling="max")
+    assert network.pooling == "max" and network.n_features == 16
+
+
+@pytest.mark.parametrize("device", ["gpu", "tpu", 0, None, "cuda:x"])
+def test_a_device_that_is_no_torch_device_is_refused_by_each_door_before_any_work(
+    monkeypatch, tmp_path, device
+):
+    def no_build(*args, **kwargs):
+        raise AssertionError("the network was built")
+
+    monkeypatch.setattr(build_module, "_truncated", no_build)
+    doors = {
+        "extract_features": lambda: extract_features(IMAGES, "tiny", weights=None, device=device),
+        "run_job": lambda: run_job(tmp_path / "absent", "tiny", cache_dir=tmp_path / "c", device=device),
+        "build_network": lambda: build_network("tiny", weights=None, device=device),
+    }
+    for door, call in doors.items():
+        with pytest.raises(ParameterError, match=f"'device' parameter of {door} must be a torch device") as e:
+            call()
+        assert "\n" not in str(e.value)
+
+
+def test_the_command_line_refuses_a_device_torch_does_not_know_as_an_argument(tmp_path):
+    result = featx_cli("extract", tmp_path, *TINY, "--cache", tmp_path / "c", "--device", "gpu")
+    one_line_error(
+        result, "featx extract: error: argument --device", "'gpu' is not a torch device", "'cuda:N'"
+    )
+    assert result.returncode == 2
+
+
+@pytest.mark.parametrize("flag, value", [("--forward-batch", "0"), ("--num-workers", "-1")])
+def test_a_flag_never_offers_none_which_the_command_line_cannot_spell(tmp_path, flag, value):
+    result = featx_cli("extract", tmp_path, *TINY, "--cache", tmp_path / "c", flag, value)
+    line = one_line_error(result, f"argument {flag}", f"'{value}' is not an integer")
+    assert "None" not in line
+
+
+@pytest.mark.parametrize("batch_size, forward_batch", [(2, 1), (1, None), (5, None), (4, 1)])
+def test_an_image_forwarded_alone_gets_the_vector_it_gets_in_a_batch(batch_size, forward_batch):
+    images = [photo(seed) for seed in range(6)]  # 5 + 1: the last batch holds one image
+    expected = extract_features(images, "tiny", weights=None, precision="fp32", batch_size=6)
+    given = extract_features(
+        images, "tiny", weights=None, precision="fp32", batch_size=batch_size, forward_batch=forward_batch
+    )
+    np.testing.assert_array_equal(given, expected)
+
+
+def test_a_ray_address_nothing_answers_at_is_named_as_run_jobs_own_keyword(tmp_path):
+    pytest.importorskip("ray")
+    with pytest.raises(
+        ParameterError, match=r"Ray address '127.0.0.1:1' \(--ray-address, or address= in Python\)"
+    ):
+        run_job(
+            tmp_path / "absent",
+            "tiny",
+            cache_dir=tmp_path / "c",
+            weights=None,
+            engine="ray",
+            address="127.0.0.1:1",
+        )
+
+
+def test_knn_on_fewer_training_rows_than_its_neighbours_votes_with_all_of_them():
+    from featx.evaluate import compare_classifiers
+
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(4, 8)).astype(np.float32), np.array([0, 1, 0, 1])
+    X[y == 1] += 3
+    table = compare_classifiers(X, y, classifiers=["knn"], cv=2)
+    assert len(table) == 1 and "knn" in table.to_string()
+
+
+@pytest.mark.filterwarnings("error::sklearn.exceptions.FitFailedWarning")
+@pytest.mark.filterwarnings("error::UserWarning:sklearn.model_selection")
+def test_tuned_knn_on_a_small_fold_searches_its_grid_without_failed_candidates():
+    from featx.evaluate import compare_classifiers
+
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(12, 8)), np.array([0, 1] * 6)
+    X[y == 1] += 3
+    assert len(compare_classifiers(X, y, classifiers=["knn"], cv=2, tune=True)) == 1
