@@ -3,11 +3,15 @@
 import json
 import warnings
 
+import numpy as np
 import pytest
 import torch
+from conftest import photo
 
 from featx import build_network
-from featx.models import precision, tuning
+from featx.engines.base import RunOptions
+from featx.extract import extract
+from featx.models import precision, quantize, tuning
 from featx.options import MIN_COSINE
 
 
@@ -98,3 +102,22 @@ def test_featx_tune_shows_both_choices_auto_made_and_measures_only_once(own_file
     assert "precision " in first.splitlines()[0] and first.splitlines()[1].startswith("why: fastest")
     # on a CPU the decoding workers decode beside the network: no trial, and the reason says so
     assert "decoding reduced: on cpu the decoding workers decode beside the network" in first
+
+
+def test_a_remembered_int8_choice_is_built_before_a_job_starts_its_decoding_thread(own_file, monkeypatch):
+    """torch.fx tracing (int8) patches nn.Module.__call__ process-wide: built during a job, it broke the
+    decoding thread's resize ("module is not installed as a submodule")."""
+    first = build_network("tiny", weights=None, precision="fp32")
+    if "int8" not in precision.precision_candidates(first.device):
+        pytest.skip("int8 is not a candidate on this CPU")
+    key = tuning.tuning_key(first.device, first.fingerprint, first.spec.min_cosine)
+    tuning.remember(key, "precision", "int8")
+    calls = []
+    real = quantize.quantize
+    monkeypatch.setattr(quantize, "quantize", lambda *a, **k: calls.append(1) or real(*a, **k))
+    network = build_network("tiny", weights=None)
+    assert network.precision == "int8" and calls == [1]
+    vectors = extract(
+        [photo(i) for i in range(6)], network, options=RunOptions(batch_size=2, num_workers=0, progress=False)
+    )
+    assert calls == [1] and vectors.n_computed == 6 and np.isfinite(vectors.features).all()

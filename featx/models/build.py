@@ -88,6 +88,9 @@ def build_network(spec: NetworkSpec | str | Backbone | None = None, /, **setting
     trial = Trial(images, device, pipelines.forward)
     precision_choice = choose_precision(spec.precision, key, device, trial, spec.min_cosine, backbone.name)
     precision = precision_choice["precision"]
+    # built here, not on first use: int8 is built by torch.fx tracing, which patches nn.Module.__call__
+    # for the whole process, and a job's decoding thread calling the resize module then fails
+    pipelines.get(precision)
     fingerprint = {**identity, "precision": precision}
     if precision == "int8":
         fingerprint["quantization"] = {
