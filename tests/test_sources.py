@@ -282,6 +282,7 @@ def test_a_job_over_s3_shards_fetches_each_shard_once_in_the_decoding_workers_ne
     import s3fs
 
     from featx import FeatureCache, build_network
+    from featx.inputs import remote_files
     from featx.inputs.shards import Shards
     from featx.job import run_extract_job
 
@@ -294,15 +295,24 @@ def test_a_job_over_s3_shards_fetches_each_shard_once_in_the_decoding_workers_ne
         s3.put(str(shard), f"bucket/streamed/s-{n}.tar")
         sizes[f"bucket/streamed/s-{n}.tar"] = shard.stat().st_size
     log = tmp_path / "fetches.log"
-    fetch = s3fs.core.S3File._fetch_range
+    fetch, stream = s3fs.core.S3File._fetch_range, remote_files._BoundedFile.readinto
 
-    def counted(self, start, end):
-        data = fetch(self, start, end)
+    def note(path, n):
         with open(log, "a") as handle:  # the DataLoader's forked workers append here too
-            handle.write(f"{os.getpid()} {self.path} {len(data)}\n")
+            handle.write(f"{os.getpid()} {path} {n}\n")
+
+    def fetched_by_range(self, start, end):
+        data = fetch(self, start, end)
+        note(self.path, len(data))
         return data
 
-    monkeypatch.setattr(s3fs.core.S3File, "_fetch_range", counted)
+    def streamed(self, buffer):
+        n = stream(self, buffer)
+        note(self._path, n)
+        return n
+
+    monkeypatch.setattr(s3fs.core.S3File, "_fetch_range", fetched_by_range)  # fsspec's files
+    monkeypatch.setattr(remote_files._BoundedFile, "readinto", streamed)  # featx's, within deadlines
     network = build_network("tiny", weights=None, precision="fp32")
     namespace = FeatureCache(tmp_path / "cache").namespace(network.fingerprint)
     shards = Shards([f"s3://{name}" for name in sizes])

@@ -66,7 +66,7 @@ def stream_shard(
             yield Streamed(number, position, path, sample.key, sample.label, key, pixels, error)
             position += 1
     except ShardReadError as failure:
-        error = read_error(position, shard, failure.cause)  # missing, permission or unreadable
+        error = read_error(position, shard, failure.cause, attempts=1)  # streamed once: a rerun resumes it
         if failure.member:
             error = ImageError(
                 position, shard, error.kind, f"{error.reason} (reading member {failure.member})"

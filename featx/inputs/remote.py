@@ -44,10 +44,12 @@ def read_url(url: str, index: int, max_bytes: int) -> bytes:
     return content
 
 
-def read_error(index: int, url: str, error: BaseException) -> ImageError:
-    """What an fsspec, tar or table read failure means for the input it read. fsspec's HTTP file system
-    reports a refused or timed-out connection as FileNotFoundError; the cause in its chain says the server
-    was never asked, so that input is unreachable, not missing."""
+def read_error(index: int, url: str, error: BaseException, attempts: int = timeouts.ATTEMPTS) -> ImageError:
+    """What an fsspec, tar or table read failure means for the input it read, after ``attempts`` tries (a
+    shard streamed by the batch job is read once). fsspec's HTTP file system reports a refused or
+    timed-out connection as FileNotFoundError; the cause in its chain says the server was never asked, so
+    that input is unreachable, not missing."""
+    tried = f"{attempts} attempts" if attempts > 1 else "1 attempt"
     if timeouts.timed_out(error):
         deadline = timeouts.cause_in_chain(error, timeouts.DeadlineExceeded, "DeadlineExceeded")
         detail = deadline or f"no answer within {timeouts.read_timeout():g} s"
@@ -55,7 +57,7 @@ def read_error(index: int, url: str, error: BaseException) -> ImageError:
             index,
             url,
             "unreachable",
-            f"timed out: {detail}, {timeouts.ATTEMPTS} attempts (raise it with --read-timeout or "
+            f"timed out: {detail}, {tried} (raise it with --read-timeout or "
             f"{timeouts.VARIABLE} if the server is only slow)",
         )
     answered = _http_answer(error)
@@ -66,7 +68,7 @@ def read_error(index: int, url: str, error: BaseException) -> ImageError:
             index,
             url,
             "unreachable",
-            f"the server closed the connection mid-answer, {timeouts.ATTEMPTS} attempts",
+            f"the server closed the connection mid-answer, {tried}",
         )
     dropped = timeouts.cause_in_chain(error, (ConnectionResetError, BrokenPipeError), "ServerDisconnected")
     if dropped is not None and not timeouts.server_down(error):

@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 
 from featx.errors import ParameterError, ShardReadError
-from featx.inputs import timeouts
+from featx.inputs import remote_files, timeouts
 from featx.inputs.sources import indexed_shard, is_url, member_path, with_protocol
 from featx.inputs.suffixes import IMAGE_SUFFIXES, SHARD_SUFFIXES
 from featx.inputs.tar_members import IndexedShard, key_and_extension, unused_because
@@ -170,7 +170,9 @@ def stream_samples(shard: str, max_bytes: int | None = None) -> Iterator[Sample]
     member_name = last_read = None
     current: dict[str, Any] | None = None
     try:
-        with fsspec.open(shard, "rb") as raw, tarfile.open(fileobj=raw, mode="r|*", tarinfo=_EndAware) as tar:
+        bounded = remote_files.open_shard(shard, streamed=True)
+        opened = bounded if bounded is not None else fsspec.open(shard, "rb")
+        with opened as raw, tarfile.open(fileobj=raw, mode="r|*", tarinfo=_EndAware) as tar:
             for member in tar:
                 if member.isdir():
                     continue

@@ -18,7 +18,7 @@ from __future__ import annotations
 import functools
 import os
 
-from featx.inputs import tables, timeouts
+from featx.inputs import remote_files, tables, timeouts
 from featx.inputs.suffixes import IMAGE_SUFFIXES, SHARD_SUFFIXES
 from featx.inputs.tar_members import IndexedShard
 
@@ -62,7 +62,8 @@ def _shard_in(process: int, shard: str) -> IndexedShard:
     import fsspec
 
     timeouts.ensure()
-    return IndexedShard(fsspec.open(shard, "rb").open())
+    bounded = remote_files.open_shard(shard, streamed=False)
+    return IndexedShard(bounded if bounded is not None else fsspec.open(shard, "rb").open())
 
 
 def with_protocol(source: str, paths: list[str]) -> list[str]:

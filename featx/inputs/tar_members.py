@@ -40,7 +40,7 @@ class IndexedShard:
 
     def __init__(self, handle: Any):
         # held open for the life of the index: members are read from it by offset (gzip: transparently)
-        self._tar = tarfile.open(fileobj=handle, mode="r:*")  # noqa: SIM115
+        self._tar = tarfile.open(fileobj=handle, mode=f"r:{_compression(handle)}")  # noqa: SIM115
         self.members = [member for member in self._tar.getmembers() if not member.isdir()]
         self._first: dict[str, tarfile.TarInfo] = {}
         for member in self.members:
@@ -55,3 +55,16 @@ class IndexedShard:
         if not member.isfile():
             raise ValueError(unused_because(member, "", None))
         return self._tar.extractfile(member).read(limit)  # type: ignore[union-attr]  # a regular member
+
+
+_MAGIC = {b"\x1f\x8b": "gz", b"BZh": "bz2", b"\xfd7zXZ\x00": "xz"}
+
+
+def _compression(handle: Any) -> str:
+    """tarfile's name for the compression of the shard behind ``handle`` ("" for none), from its first
+    bytes as tarfile's stream mode tells it: mode "r:*" tries each compression in turn, reading the
+    shard's start once per try, and so waits out a silent server once per try."""
+    start = handle.tell()
+    head = handle.read(6)
+    handle.seek(start)
+    return next((name for magic, name in _MAGIC.items() if head.startswith(magic)), "")

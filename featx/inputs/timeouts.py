@@ -153,41 +153,73 @@ class DeadlineExceeded(FeatxError, TimeoutError):
         super().__init__(detail)
 
 
-def read_within_deadline(url: str, limit: int) -> bytes | None:
-    """At most ``limit`` bytes (-1: all) of ``url`` in one request, within the deadline (the read timeout
-    plus a second per ``MIN_RATE`` bytes received: at most the timeout plus ``limit`` / ``MIN_RATE``);
-    :class:`DeadlineExceeded` past it. None where the file system cannot stream asynchronously (local
-    files, tar members): the caller reads those the ordinary way."""
+class Budget:
+    """The time one read may spend waiting on its server: the timeout, plus a second per ``MIN_RATE``
+    bytes received (or announced, for a range of known length). Only time spent waiting counts, so a
+    stream whose reader pauses between reads (a shard read as its samples are computed) is not charged
+    for the pause; a trickle is, since each byte is a wait."""
+
+    def __init__(self, timeout: float):
+        self.timeout, self.waited, self.received = timeout, 0.0, 0
+
+    async def wait(self, awaitable: Any, expected: int = 0) -> Any:
+        """``awaitable``'s result, or :class:`DeadlineExceeded` once the budget is spent; bytes count as
+        received, and ``expected`` bytes are allowed for ahead."""
+        left = self.timeout + (self.received + expected) / MIN_RATE - self.waited
+        start = time.monotonic()
+        try:
+            result = await asyncio.wait_for(awaitable, max(left, 0.0))
+        except TimeoutError:
+            raise DeadlineExceeded(self.received, self.waited + left, self.timeout) from None
+        finally:
+            self.waited += time.monotonic() - start
+        if isinstance(result, bytes):
+            self.received += len(result)
+        return result
+
+
+def async_file_system(url: str) -> tuple[Any, str] | None:
+    """``url``'s fsspec file system and path where it streams asynchronously (HTTP, S3), else None (local
+    files, tar members: read the ordinary way)."""
     import fsspec.core
-    from fsspec.asyn import AsyncFileSystem, sync
+    from fsspec.asyn import AsyncFileSystem
 
     ensure()
     fs, path = fsspec.core.url_to_fs(url)
     if not isinstance(fs, AsyncFileSystem) or type(fs).open_async is AsyncFileSystem.open_async:
         return None
+    return fs, path
+
+
+def read_within_deadline(url: str, limit: int) -> bytes | None:
+    """At most ``limit`` bytes (-1: all) of ``url`` in one request, within its :class:`Budget`;
+    :class:`DeadlineExceeded` past it. None where the file system cannot stream asynchronously."""
+    from fsspec.asyn import sync
+
+    found = async_file_system(url)
+    if found is None:
+        return None
+    fs, path = found
     return sync(fs.loop, _read_within, fs, path, limit, read_timeout())
 
 
-async def _read_within(fs: Any, path: str, limit: int, timeout: float) -> bytes:
-    start, parts, received = time.monotonic(), [], 0
-
-    async def bounded(awaitable: Any) -> Any:
-        left = timeout + received / MIN_RATE - (time.monotonic() - start)
-        try:
-            return await asyncio.wait_for(awaitable, max(left, 0.0))
-        except TimeoutError:
-            raise DeadlineExceeded(received, time.monotonic() - start, timeout) from None
-
+def http_open_arguments(fs: Any) -> dict[str, Any]:
+    """No HEAD request before an HTTP GET (fsspec asks the size first unless told it)."""
     protocols = {fs.protocol} if isinstance(fs.protocol, str) else set(fs.protocol)
-    sized = {"size": 0} if protocols & {"http", "https"} else {}  # no HEAD request before the GET
-    handle = await bounded(fs.open_async(path, "rb", **sized))
+    return {"size": 0} if protocols & {"http", "https"} else {}
+
+
+async def _read_within(fs: Any, path: str, limit: int, timeout: float) -> bytes:
+    budget, parts = Budget(timeout), []
+    handle = await budget.wait(fs.open_async(path, "rb", **http_open_arguments(fs)))
     try:
-        while limit < 0 or received < limit:
-            chunk = await bounded(handle.read(CHUNK if limit < 0 else min(CHUNK, limit - received)))
+        while limit < 0 or budget.received < limit:
+            chunk = await budget.wait(
+                handle.read(CHUNK if limit < 0 else min(CHUNK, limit - budget.received))
+            )
             if not chunk:
                 break
             parts.append(chunk)
-            received += len(chunk)
     finally:
         with contextlib.suppress(Exception):  # closing what failed: the read's own error is the one to report
             await asyncio.wait_for(handle.close(), 1.0)

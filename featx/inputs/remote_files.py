@@ -1,0 +1,111 @@
+"""Remote shards (HTTP, S3) opened as files whose every read is bounded (:class:`timeouts.Budget`): a
+shard streamed front to back by the batch job, or indexed and read by range for its members. fsspec's
+own files only time silence, so a server trickling a byte at a time could hold a job for as long as it
+liked; here a shard read fails like any read that timed out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+from typing import Any, BinaryIO
+
+from featx.inputs import timeouts
+
+
+def open_shard(url: str, *, streamed: bool) -> BinaryIO | None:
+    """``url`` opened for reading within deadlines, buffered; None where it is no remote file that streams
+    asynchronously (a local shard: open it the ordinary way). ``streamed``: one request read front to
+    back, within one budget for the whole shard; else seekable, each range one request within its own."""
+    found = timeouts.async_file_system(url)
+    if found is None:
+        return None
+    fs, path = found
+    return io.BufferedReader(_BoundedFile(fs, path, streamed), buffer_size=timeouts.CHUNK)
+
+
+class _BoundedFile(io.RawIOBase):
+    def __init__(self, fs: Any, path: str, streamed: bool):
+        super().__init__()
+        self._fs, self._path, self._streamed = fs, path, streamed
+        self._timeout = timeouts.read_timeout()
+        self._budget = timeouts.Budget(self._timeout)  # a stream's, for all its reads
+        self._stream: Any = None
+        self._position = 0
+        self._size: int | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return not self._streamed
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if self._streamed:
+            raise io.UnsupportedOperation("a streamed shard is read front to back")
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: None}[whence]
+        if base is None:
+            base = self._call(self._sized, timeouts.Budget(self._timeout))
+        if base + offset < 0:
+            raise ValueError(f"negative seek position {base + offset}")
+        self._position = base + offset
+        return self._position
+
+    def readinto(self, buffer: Any) -> int:
+        data = self._call(self._read, len(buffer))
+        buffer[: len(data)] = data
+        self._position += len(data)
+        return len(data)
+
+    def close(self) -> None:
+        if self._stream is not None and not self.closed:
+            stream, self._stream = self._stream, None
+            with contextlib.suppress(Exception):  # closing what failed: the read's own error is reported
+                self._call(_closed, stream)
+        super().close()
+
+    def _call(self, function: Any, *args: Any) -> Any:
+        """``function(*args)`` run on fsspec's event loop (fsspec raises its own FSTimeoutError from a
+        DeadlineExceeded, which stays in the chain of causes)."""
+        from fsspec.asyn import sync
+
+        return sync(self._fs.loop, function, *args)
+
+    async def _read(self, n: int) -> bytes:
+        if self._streamed:
+            if self._stream is None:
+                opened = self._fs.open_async(self._path, "rb", **timeouts.http_open_arguments(self._fs))
+                self._stream = await self._budget.wait(opened)
+            return await self._budget.wait(self._stream.read(n))
+        budget = timeouts.Budget(self._timeout)  # one request, one budget: a member's failure is its own
+        end = min(self._position + n, await self._sized(budget))
+        if end <= self._position:
+            return b""
+        wanted = end - self._position
+        data = await budget.wait(self._fs._cat_file(self._path, start=self._position, end=end), wanted)
+        if len(data) != wanted:
+            raise OSError(
+                f"asked for {wanted:,} bytes at offset {self._position:,}, the server answered "
+                f"{len(data):,}: it does not serve byte ranges; give the shard to the batch job, which "
+                "streams it front to back"
+            )
+        return data
+
+    async def _sized(self, budget: timeouts.Budget) -> int:
+        if self._size is None:
+            size = (await budget.wait(self._fs._info(self._path))).get("size")
+            if size is None:
+                raise OSError(
+                    "the server does not say the shard's size, so its members cannot be read by range; "
+                    "give the shard to the batch job, which streams it front to back"
+                )
+            self._size = int(size)
+        return self._size
+
+
+async def _closed(stream: Any) -> None:
+    await asyncio.wait_for(stream.close(), 1.0)
