@@ -51,6 +51,7 @@ class JobSummary:
     out: Path | None = None
     skipped: list[tuple[str, str]] = field(default_factory=list)  # folder entries that are not images
     failed_shards: int = 0  # whole shards that could not be read: in ``errors``, not in ``n_images``
+    n_recomputed: int = 0  # vectors that vanished from the cache while ``out`` was written (a prune beside)
 
     @property
     def images_per_second(self) -> float:
@@ -61,7 +62,8 @@ class JobSummary:
             f"images: {self.n_images}  cached: {self.n_cached}  computed: {self.n_computed}  "
             f"failed: {len(self.errors) - self.failed_shards}"
             + (f"  shards failed: {self.failed_shards}" if self.failed_shards else "")
-            + (f"  skipped (not images): {len(self.skipped)}" if self.skipped else ""),
+            + (f"  skipped (not images): {len(self.skipped)}" if self.skipped else "")
+            + (f"  recomputed (vanished from the cache): {self.n_recomputed}" if self.n_recomputed else ""),
             f"time: {self.seconds:.1f} s  ({self.images_per_second:.1f} images/s)",
         ]
         if self.out is not None:
@@ -115,7 +117,7 @@ def run_extract_job(
         good = filled.good()
         summary.out = write_features(
             out,
-            _chunks(manifest, filled, good, network, namespace, options),
+            _chunks(manifest, filled, good, network, namespace, options, summary),
             network.n_features,
             len(good),
             network.fingerprint,
@@ -132,12 +134,17 @@ def _chunks(
     network: Network,
     namespace: Namespace,
     options: RunOptions,
+    summary: JobSummary,
 ) -> Iterator[tuple[pd.DataFrame, np.ndarray]]:
-    """The output, chunk by chunk: the keys become strings only a chunk at a time."""
+    """The output, chunk by chunk: the keys become strings only a chunk at a time. Vectors that vanished
+    from the cache meanwhile are computed again and counted in ``summary``."""
     for start in range(0, len(rows), _CHUNK_ROWS):
         here = rows[start : start + _CHUNK_ROWS]
         chunk = manifest.iloc[here].assign(key=filled.key_strings(here))
-        vectors, _ = read_vectors(chunk["path"].tolist(), filled.keys[here], network, namespace, options)
+        vectors, recomputed = read_vectors(
+            chunk["path"].tolist(), filled.keys[here], network, namespace, options
+        )
+        summary.n_recomputed += recomputed
         yield chunk.assign(path=chunk["path"].map(printable_path)), vectors
 
 

@@ -102,6 +102,23 @@ def test_the_featx_job_on_a_copied_folder_without_namespace_json_exits_1_in_one_
     assert featx_cli("extract", folder, "--cache", cache, *TINY_CLI).returncode == 0
 
 
+@pytest.mark.parametrize("drop", [[], ["--drop"]])
+def test_cache_verify_exits_1_while_a_namespace_it_could_not_check_is_left_even_with_drop(
+    two_precisions, drop
+):
+    cache, fp32_folder, _, _, _ = two_precisions
+    damage(fp32_folder / "namespace.json", "half")
+    shards = sorted(path.name for path in fp32_folder.iterdir() if path.name != "namespace.json")
+    done = featx_cli("cache", "verify", cache, *drop)
+    assert done.returncode == 1, done.stdout
+    assert (
+        f"{fp32_folder.name}: 1 problem(s)" in done.stdout and "namespace.json is unreadable" in done.stdout
+    )
+    assert "(dropped)" not in done.stdout.split(fp32_folder.name)[1].splitlines()[0]
+    assert ("not dropped" in done.stdout) == bool(drop)
+    assert sorted(path.name for path in fp32_folder.iterdir() if path.name != "namespace.json") == shards
+
+
 def test_a_missing_namespace_json_over_its_own_shards_is_rewritten_once_they_prove_theirs(two_precisions):
     cache, fp32_folder, _, fp32, _ = two_precisions
     (fp32_folder / "namespace.json").unlink()
@@ -207,7 +224,11 @@ def test_a_prune_before_every_read_of_the_job_is_recomputed_and_the_out_file_is_
         "extract", image_folder, "--cache", tmp_path / "c", "--out", tmp_path / "f.parquet", *TINY_CLI
     )
     assert done.returncode == 0, done.stderr
-    assert_same_vectors(load_features(tmp_path / "f.parquet")[0], load_features(tmp_path / "r.parquet")[0])
+    vectors = load_features(tmp_path / "f.parquet")[0]
+    assert_same_vectors(vectors, load_features(tmp_path / "r.parquet")[0])
+    # every vector was read back after a prune: each was computed again, and the summary says so
+    assert f"recomputed (vanished from the cache): {len(vectors)}" in done.stdout
+    assert "recomputed" not in reference.stdout
 
 
 def test_a_prune_during_a_stream_of_shards_job_is_recomputed(tmp_path, monkeypatch):

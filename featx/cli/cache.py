@@ -81,18 +81,22 @@ def _cache_info(args: argparse.Namespace) -> int:
 def _cache_verify(args: argparse.Namespace) -> int:
     from featx.cache import FeatureCache
 
-    problems = []
+    problems, left = [], 0  # left: problems still there after the run (all of them without --drop)
     for namespace in _namespaces(FeatureCache(args.dir)):
         unreadable = _unreadable_fingerprint(namespace)
-        if unreadable:
+        if unreadable:  # never dropped: the shards are not proven to be anyone's, nor to be garbage
             found = [{"shard": "namespace.json", "key": None, "problem": unreadable}]
+            done = " (not dropped: its shards are not proven bad, only unchecked)" if args.drop else ""
+            left += 1
         else:
             found = namespace.verify(drop=args.drop)
+            done = " (dropped)" if found and args.drop else ""
+            left += 0 if args.drop else len(found)
         problems += [{"namespace": namespace.path.name, **p} for p in found]
-        print(f"{namespace.path.name}: {len(found)} problem(s){' (dropped)' if found and args.drop else ''}")
+        print(f"{namespace.path.name}: {len(found)} problem(s){done}")
     for problem in problems[:20]:
         print(f"  {problem['namespace']}/{problem['shard']}: {problem['problem']} {problem['key'] or ''}")
-    return 1 if problems and not args.drop else 0
+    return 1 if left else 0
 
 
 def _cache_compact(args: argparse.Namespace) -> int:
