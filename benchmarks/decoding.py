@@ -18,38 +18,23 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
-import io
+import sys
 import time
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
-from sklearn.datasets import load_sample_images
 
 import featx.inputs.images as images
 from featx import build_network
 from featx._machine import cpu_model
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from sample_photos import mosaic  # noqa: E402  (the tests' photographs, made the same way)
+
 SIZES = [(400, 300), (1024, 683), (1920, 1281), (4032, 3024)]
-
-
-def mosaic(width: int, height: int, seed: int) -> bytes:
-    photos = [Image.fromarray(p) for p in load_sample_images().images]
-    canvas = Image.new("RGB", (width, height))
-    rng = np.random.default_rng(seed)
-    for i in range(3):
-        for j in range(3):
-            x, y = rng.integers(0, 200), rng.integers(0, 100)
-            tile = photos[(i + j + seed) % 2].crop((x, y, x + 400, y + 300))
-            canvas.paste(
-                tile.resize((width // 3 + 1, height // 3 + 1), Image.BICUBIC),
-                (i * width // 3, j * height // 3),
-            )
-    buffer = io.BytesIO()
-    canvas.save(buffer, "JPEG", quality=90)
-    return buffer.getvalue()
 
 
 def best_ms(run: Callable[[], object], rounds: int) -> float:

@@ -2,12 +2,9 @@
 changes nothing under a namespace of its own, timm's encoders without a classifier left out, and reduced
 decoding close to full decoding on real photos with real weights."""
 
-import io
-
 import numpy as np
 import pytest
-from PIL import Image
-from sklearn.datasets import load_sample_images
+from sample_photos import mosaic
 
 from featx import ParameterError, build_network, feature_size, get_backbone, list_backbones
 from featx.cli import main as featx_main
@@ -53,24 +50,6 @@ def test_timms_encoders_without_a_classifier_are_not_listed_and_asking_for_one_s
     assert featx_main(["backbones", "--filter", "mobilenetv5*", "--sizes"]) == 0  # sized, no AttributeError
     listed = capsys.readouterr().out
     assert "timm/mobilenetv5_300m.gemma3n" in listed and "_enc" not in listed
-
-
-def mosaic(width: int, height: int) -> bytes:
-    """A photo mosaic of scikit-learn's two sample photographs, as a camera's JPEG."""
-    photos = [Image.fromarray(p) for p in load_sample_images().images]
-    canvas = Image.new("RGB", (width, height))
-    rng = np.random.default_rng(0)
-    for i in range(3):
-        for j in range(3):
-            x, y = rng.integers(0, 200), rng.integers(0, 100)
-            tile = photos[(i + j) % 2].crop((x, y, x + 400, y + 300))
-            canvas.paste(
-                tile.resize((width // 3 + 1, height // 3 + 1), Image.BICUBIC),
-                (i * width // 3, j * height // 3),
-            )
-    buffer = io.BytesIO()
-    canvas.save(buffer, "JPEG", quality=90)
-    return buffer.getvalue()
 
 
 @pytest.mark.parametrize("size", [(1024, 683), (1920, 1281), (4000, 3000)])
