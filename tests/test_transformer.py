@@ -12,7 +12,8 @@ from sklearn.model_selection import GridSearchCV, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.utils import estimator_checks
 
-from featx import PretrainedFeatures
+from featx import PretrainedFeatures, build_network
+from featx.estimators import transformer
 from featx.models.network import FrozenNetwork
 
 
@@ -104,6 +105,24 @@ def test_grid_search_with_a_cache_runs_the_network_once_per_image(tmp_path, monk
     pipeline = make_pipeline(tiny(cache_dir=tmp_path), LogisticRegression(max_iter=500))
     GridSearchCV(pipeline, {"logisticregression__C": [0.01, 0.1, 1.0]}, cv=3).fit(images, y)
     assert sum(calls) == 12  # 3 candidates x 3 folds x (fit + score) would otherwise be 18 x 8-ish images
+
+
+def test_a_grid_search_loads_the_network_once_and_its_clones_share_it_until_pickled(tmp_path, monkeypatch):
+    images, y = labelled_images(12)
+    builds = []
+    monkeypatch.setattr(transformer, "build_network", lambda spec: builds.append(spec) or build_network(spec))
+    base = tiny(cache_dir=tmp_path, precision="fp32")
+    pipeline = make_pipeline(base, LogisticRegression(max_iter=500))
+    search = GridSearchCV(pipeline, {"logisticregression__C": [0.01, 0.1, 1.0]}, cv=3).fit(images, y)
+    assert len(builds) == 1  # 3 candidates x 3 folds + the refit: 10 clones, one load
+    fitted = search.best_estimator_[0]
+    assert fitted._network() is base._network() and len(builds) == 1
+    # a clone whose network options differ loads its own; pickled, a clone reloads (no origin travels)
+    other = clone(base).set_params(pooling="max")
+    assert other._network() is not base._network() and len(builds) == 2
+    copy = pickle.loads(pickle.dumps(fitted))
+    np.testing.assert_array_equal(copy.transform(images), fitted.transform(images))
+    assert len(builds) == 3
 
 
 def test_on_error_nan_keeps_rows_aligned_and_records_failures(tmp_path):

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import re
 import warnings
-from collections.abc import Mapping
+import weakref
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -30,8 +31,9 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
     """Turn images into the activations of a frozen pretrained network at one node.
 
     ``fit`` learns nothing (the network is pretrained); ``transform`` returns an (n_images, n_features)
-    float32 array. The network loads lazily on the first ``transform`` and is never pickled: a pickled or
-    cloned estimator reloads it. With ``cache_dir`` every vector is stored by image content, so repeated
+    float32 array. The network loads lazily on the first ``transform`` and is never pickled: a pickled
+    estimator reloads it, a clone shares it with the estimator it was cloned from (a grid search loads it
+    once per process). With ``cache_dir`` every vector is stored by image content, so repeated
     transforms (cross-validation folds, grid-search candidates, a notebook re-run) compute nothing twice.
 
     Parameters
@@ -180,13 +182,35 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
         prefix = re.sub(r"\W", "_", "_".join(part for part in (spec.name, node, pooling) if part))
         return np.asarray([f"{prefix}_{i}" for i in range(self.n_features_out_)], dtype=object)
 
+    def __sklearn_clone__(self) -> PretrainedFeatures:
+        """scikit-learn's clone, which remembers where it came from: a grid search clones the transformer
+        for every fold and candidate, and each clone would load the same frozen weights again (about a
+        second for a ResNet, more for large models, even when every vector is cached). A clone uses the
+        network of the transformer it was cloned from, or loads it for them both."""
+        copy = super().__sklearn_clone__()
+        copy._origin = weakref.ref(self)
+        return copy
+
     def _network(self) -> FrozenNetwork:
-        """The loaded network, built on first use and kept (not pickled) for later calls."""
+        """The loaded network, built on first use and kept (not pickled) for later calls; shared with the
+        transformers this one was cloned from, which is safe because a network is frozen and only runs."""
         spec = NetworkSpec.from_params(self.get_params(deep=False), type(self).__name__)
         cached = getattr(self, "_loaded", None)
         if cached is None or cached.spec != spec:
-            self._loaded = build_network(spec)
+            lineage = list(self._lineage())
+            shared = [e._loaded for e in lineage if getattr(e, "_loaded", None) is not None]
+            self._loaded = next((n for n in shared if n.spec == spec), None) or build_network(spec)
+            for estimator in lineage:  # the next clone of any of them finds it
+                if getattr(estimator, "_loaded", None) is None:
+                    estimator._loaded = self._loaded
         return self._loaded
+
+    def _lineage(self) -> Iterator[PretrainedFeatures]:
+        """The live transformers this one was cloned from, nearest first."""
+        origin = getattr(self, "_origin", None)
+        while origin is not None and (estimator := origin()) is not None:
+            yield estimator
+            origin = getattr(estimator, "_origin", None)
 
     def _validate(self, owner: str | None = None) -> None:
         """Every parameter, checked in the name of ``owner`` (this estimator's): its own, the network's and
@@ -199,6 +223,7 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state.pop("_loaded", None)  # the network reloads after unpickling; never pickle weights
+        state.pop("_origin", None)  # another process's transformer is no origin
         return state
 
     def __sklearn_tags__(self):
