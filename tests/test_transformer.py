@@ -1,5 +1,6 @@
 """PretrainedFeatures follows the scikit-learn estimator contract."""
 
+import dataclasses
 import pickle
 
 import numpy as np
@@ -11,8 +12,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.utils import estimator_checks
+from tiny_backbone import TINY
 
-from featx import PretrainedFeatures, build_network
+from featx import PretrainedFeatures, build_network, register_backbone
 from featx.estimators import transformer
 from featx.models.network import FrozenNetwork
 
@@ -123,6 +125,22 @@ def test_a_grid_search_loads_the_network_once_and_its_clones_share_it_until_pick
     copy = pickle.loads(pickle.dumps(fitted))
     np.testing.assert_array_equal(copy.transform(images), fitted.transform(images))
     assert len(builds) == 3
+
+
+def test_a_backbone_registered_by_name_in_this_process_is_known_to_joblibs_workers(tmp_path):
+    """joblib's workers are fresh processes: the registry entry travels with the pickled transformer."""
+    name = "tiny-registered-in-a-notebook"
+    register_backbone(dataclasses.replace(TINY, name=name), overwrite=True)
+    images, y = labelled_images(8)
+    pipeline = make_pipeline(
+        PretrainedFeatures(name, weights=None, precision="fp32", cache_dir=tmp_path),
+        LogisticRegression(max_iter=500),
+    )
+    search = GridSearchCV(pipeline, {"logisticregression__C": [0.1, 1.0]}, cv=2, n_jobs=2).fit(images, y)
+    assert np.isfinite(search.cv_results_["mean_test_score"]).all()  # no fold failed in a worker
+    assert "_registered_backbone" not in vars(search.best_estimator_[0])  # only in the pickle
+    bundled = PretrainedFeatures("resnet18", weights=None)
+    assert "_registered_backbone" not in pickle.loads(pickle.dumps(bundled)).__getstate__()
 
 
 def test_on_error_nan_keeps_rows_aligned_and_records_failures(tmp_path):

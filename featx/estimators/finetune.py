@@ -31,6 +31,7 @@ from sklearn.utils.validation import check_is_fitted, column_or_1d
 from torch import nn
 
 from featx.errors import ParameterError
+from featx.estimators._pickling import PicklesLight
 from featx.inputs.batches import as_image_list
 from featx.models._registry import get_backbone
 from featx.models.blocks import blocks
@@ -56,7 +57,7 @@ class _Classifier(nn.Module):
         return self.head(self.pool(self.extractor(x)["features"]))
 
 
-class FineTunedClassifier(ClassifierMixin, BaseEstimator):
+class FineTunedClassifier(PicklesLight, ClassifierMixin, BaseEstimator):
     """A pretrained backbone with a new head, trained on images; optionally its last blocks fine-tuned.
 
     Parameters
@@ -109,6 +110,8 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
         "validation_fraction": FRACTION,
         "patience": NON_NEGATIVE_INT,
     }
+
+    _TRANSIENT = ("_model",)  # rebuilt from state_dict_ after unpickling
 
     def __init__(
         self,
@@ -298,11 +301,6 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
             self._model = self._build(len(self.classes_)).to(resolve_device(self.device))
             self._model.load_state_dict(self.state_dict_)
         return self._model
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state.pop("_model", None)  # rebuilt from state_dict_ after unpickling
-        return state
 
 
 def _labels(y: Any, n_images: int) -> np.ndarray:

@@ -16,6 +16,7 @@ from sklearn.utils.validation import check_is_fitted
 from featx.cache import open_store
 from featx.engines.base import RunOptions
 from featx.errors import ImageError, ParameterError
+from featx.estimators._pickling import PicklesLight
 from featx.extract import extract
 from featx.inputs.batches import as_image_list
 from featx.inputs.images import MAX_PIXELS
@@ -27,7 +28,7 @@ from featx.models.spec import NetworkSpec
 from featx.options import MIN_COSINE, ON_ERROR, validate
 
 
-class PretrainedFeatures(TransformerMixin, BaseEstimator):
+class PretrainedFeatures(PicklesLight, TransformerMixin, BaseEstimator):
     """Turn images into the activations of a frozen pretrained network at one node.
 
     ``fit`` learns nothing (the network is pretrained); ``transform`` returns an (n_images, n_features)
@@ -107,6 +108,9 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
 
     # its own parameters; the network's are NetworkSpec's, how it runs RunOptions', each declared there
     _parameter_constraints = {"on_error": ON_ERROR}
+
+    # the network reloads after unpickling (weights are never pickled); another process's is no origin
+    _TRANSIENT = ("_loaded", "_origin")
 
     def __init__(
         self,
@@ -219,12 +223,6 @@ class PretrainedFeatures(TransformerMixin, BaseEstimator):
         validate(owner, params, self._parameter_constraints)
         NetworkSpec.from_params(params, owner)
         RunOptions.from_params(params, owner)
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state.pop("_loaded", None)  # the network reloads after unpickling; never pickle weights
-        state.pop("_origin", None)  # another process's transformer is no origin
-        return state
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -216,6 +216,7 @@ def _registered_on_meta() -> Iterator[None]:
 _REGISTRY: dict[str, Backbone] = {}
 _FAMILIES: dict[str, Family] = {}
 _RESOLVED: dict[str, Backbone] = {}  # family entries, built once per process
+_BUNDLED: frozenset[str] = frozenset()  # the names featx registers on import, so in every process
 
 
 def register_backbone(backbone: Backbone, *, overwrite: bool = False) -> Backbone:
@@ -224,6 +225,25 @@ def register_backbone(backbone: Backbone, *, overwrite: bool = False) -> Backbon
         raise ParameterError(f"a backbone named {backbone.name!r} is already registered; pass overwrite=True")
     _REGISTRY[backbone.name] = backbone
     return backbone
+
+
+def mark_bundled() -> None:
+    """The names registered so far are featx's own (called once the bundled zoo is imported)."""
+    global _BUNDLED
+    _BUNDLED = frozenset(_REGISTRY)
+
+
+def registered_here(backbone: object) -> Backbone | None:
+    """The entry behind ``backbone`` if it is a name a fresh process would not know (a backbone the user
+    registered in this one), so that it can travel with a pickled estimator to joblib's workers."""
+    if isinstance(backbone, str) and backbone not in _BUNDLED:
+        return _REGISTRY.get(backbone)
+    return None
+
+
+def adopt(backbone: Backbone) -> None:
+    """Register an entry that travelled with a pickled estimator, unless this process knows the name."""
+    _REGISTRY.setdefault(backbone.name, backbone)
 
 
 def register_family(family: Family) -> Family:
