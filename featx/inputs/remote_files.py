@@ -70,10 +70,17 @@ class _BoundedFile(io.RawIOBase):
 
     def _call(self, function: Any, *args: Any) -> Any:
         """``function(*args)`` run on fsspec's event loop (fsspec raises its own FSTimeoutError from a
-        DeadlineExceeded, which stays in the chain of causes)."""
+        DeadlineExceeded, which stays in the chain of causes). A failure is an OSError, as any file's
+        read's: the HTTP client's own (aiohttp's cut answer or 5xx, botocore's) derive from no builtin
+        error, and a shard's reader catches what a file raises."""
         from fsspec.asyn import sync
 
-        return sync(self._fs.loop, function, *args)
+        try:
+            return sync(self._fs.loop, function, *args)
+        except OSError:
+            raise
+        except Exception as error:  # the server's answer, in its client's class: kept as the cause
+            raise OSError(f"{type(error).__name__}: {error}") from error
 
     async def _read(self, n: int) -> bytes:
         if self._streamed:
