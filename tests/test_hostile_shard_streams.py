@@ -15,6 +15,7 @@ import pytest
 from conftest import TINY_CLI, encode, photo, write_shard
 from test_cache import featx_cli
 
+from featx import load_features
 from featx.errors import ShardReadError
 from featx.inputs import shards, timeouts
 from featx.inputs.remote import read_error
@@ -102,6 +103,7 @@ def test_a_shard_whose_server_drops_the_connection_mid_shard_is_a_cut_answer_not
 ):
     keys, error, _ = streamed(f"{server}/dropped.tar")
     assert error is not None  # featx's ShardReadError, not aiohttp's ClientPayloadError
+    assert keys == samples_whole_within(HALF)
     failure = read_error(len(keys), f"{server}/dropped.tar", error.cause, attempts=1)
     assert failure.kind == "unreachable"
     assert failure.reason == "the server closed the connection mid-answer, 1 attempt"
@@ -112,6 +114,13 @@ def test_a_shard_answered_503_is_the_servers_failure_not_a_client_error(server, 
     assert keys == [] and error is not None  # not aiohttp's ClientResponseError
     failure = read_error(0, f"{server}/503.tar", error.cause, attempts=1)
     assert failure.kind == "unreachable" and "HTTP 503" in failure.reason
+
+
+def test_samples_sent_whole_before_a_silence_are_kept_though_they_fill_no_tar_record(server, one_second):
+    keys, error, seconds = streamed(f"{server}/silent-after-two.tar")
+    assert keys == ["000000", "000001"]  # both arrived whole: the silence came after them
+    assert timeouts.timed_out(error) and error.member is None  # between samples, not inside 000000.png
+    assert seconds < 10  # the 1 s timeout, on a loaded machine
 
 
 def test_the_batch_job_names_a_dropped_and_a_failing_shard_in_its_errors_and_keeps_what_arrived(
@@ -136,3 +145,4 @@ def test_the_batch_job_names_a_dropped_and_a_failing_shard_in_its_errors_and_kee
     errors = (tmp_path / "f.errors.csv").read_text()
     assert "closed the connection mid-answer, 1 attempt" in errors and "HTTP 503" in errors
     assert errors.count("unreachable") == 2
+    assert load_features(out)[1]["sample"].tolist() == samples_whole_within(HALF)
