@@ -9,12 +9,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
-from typing import Any, BinaryIO
+import tarfile
+from typing import Any
 
 from featx.inputs import timeouts
 
 
-def open_shard(url: str, *, streamed: bool) -> BinaryIO | None:
+def open_shard(url: str, *, streamed: bool) -> io.IOBase | None:
     """``url`` opened for reading within deadlines, buffered; None where it is no remote file that streams
     asynchronously (a local shard: open it the ordinary way). ``streamed``: one request read front to
     back, within one budget for the whole shard; else seekable, each range one request within its own."""
@@ -22,7 +23,49 @@ def open_shard(url: str, *, streamed: bool) -> BinaryIO | None:
     if found is None:
         return None
     fs, path = found
+    if streamed:
+        return _ArrivedReader(_BoundedFile(fs, path, streamed))
     return io.BufferedReader(_BoundedFile(fs, path, streamed), buffer_size=timeouts.CHUNK)
+
+
+class _ArrivedReader(io.IOBase):
+    """A streamed shard whose ``read(n)`` returns the bytes that have arrived (a tar block at least, unless
+    the shard ends), not ``n``: tarfile's stream mode asks for a whole record (10 KB) at a time, and
+    ``io.BufferedReader`` would wait for all of it, so samples that arrived whole before a server went
+    silent or dropped the connection were lost with the rest, and the error named a member read whole.
+    The server is read a ``timeouts.CHUNK`` at most at a time, once what arrived before is used."""
+
+    def __init__(self, raw: _BoundedFile):
+        super().__init__()
+        self._raw, self._arrived, self._used = raw, b"", 0
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0:
+            parts = [self._take(len(self._arrived))]
+            while self._fill():
+                parts.append(self._take(len(self._arrived)))
+            return b"".join(parts)
+        data = self._take(size)
+        while len(data) < min(size, tarfile.BLOCKSIZE) and self._fill():  # a block tells a compression
+            data += self._take(size - len(data))
+        return data
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
+
+    def _take(self, size: int) -> bytes:
+        data = self._arrived[self._used : self._used + size]
+        self._used += len(data)
+        return data
+
+    def _fill(self) -> bool:
+        """One read of the server (what has arrived, up to a chunk); False at the shard's end."""
+        self._arrived, self._used = self._raw.read(timeouts.CHUNK) or b"", 0
+        return bool(self._arrived)
 
 
 class _BoundedFile(io.RawIOBase):
@@ -70,10 +113,17 @@ class _BoundedFile(io.RawIOBase):
 
     def _call(self, function: Any, *args: Any) -> Any:
         """``function(*args)`` run on fsspec's event loop (fsspec raises its own FSTimeoutError from a
-        DeadlineExceeded, which stays in the chain of causes)."""
+        DeadlineExceeded, which stays in the chain of causes). A failure is an OSError, as any file's
+        read's: the HTTP client's own (aiohttp's cut answer or 5xx, botocore's) derive from no builtin
+        error, and a shard's reader catches what a file raises."""
         from fsspec.asyn import sync
 
-        return sync(self._fs.loop, function, *args)
+        try:
+            return sync(self._fs.loop, function, *args)
+        except OSError:
+            raise
+        except Exception as error:  # the server's answer, in its client's class: kept as the cause
+            raise OSError(f"{type(error).__name__}: {error}") from error
 
     async def _read(self, n: int) -> bytes:
         if self._streamed:

@@ -142,14 +142,20 @@ def server_down(error: BaseException) -> bool:
 class DeadlineExceeded(FeatxError, TimeoutError):
     """An attempt that outlived its deadline: the server went silent, or answered too slowly."""
 
-    def __init__(self, received: int, seconds: float, timeout: float):
+    def __init__(self, received: int, seconds: float, timeout: float, expected: int = 0):
         self.received = received
-        detail = (
-            f"no answer within {timeout:g} s"
-            if not received
-            else f"{received} bytes in {seconds:.0f} s, slower than its deadline ({timeout:g} s, "
-            f"and 1 s more per {MIN_RATE >> 20} MB received)"
-        )
+        if expected:  # a range of known length, whose deadline was longer than the timeout
+            detail = (
+                f"the {expected:,} bytes asked for did not all arrive within {seconds:.0f} s (its deadline: "
+                f"{timeout:g} s, and 1 s more per {MIN_RATE >> 20} MB asked for)"
+            )
+        elif not received:
+            detail = f"no answer within {timeout:g} s"
+        else:
+            detail = (
+                f"{received} bytes in {seconds:.0f} s, slower than its deadline ({timeout:g} s, "
+                f"and 1 s more per {MIN_RATE >> 20} MB received)"
+            )
         super().__init__(detail)
 
 
@@ -169,8 +175,10 @@ class Budget:
         start = time.monotonic()
         try:
             result = await asyncio.wait_for(awaitable, max(left, 0.0))
-        except TimeoutError:
-            raise DeadlineExceeded(self.received, self.waited + left, self.timeout) from None
+        except asyncio.TimeoutError:  # TimeoutError, which Python 3.10's asyncio does not raise
+            if time.monotonic() - start < left:  # the client's own (aiohttp's silence), not this deadline
+                raise
+            raise DeadlineExceeded(self.received, self.waited + left, self.timeout, expected) from None
         finally:
             self.waited += time.monotonic() - start
         if isinstance(result, bytes):
