@@ -56,8 +56,9 @@ from speed import write_photos  # noqa: E402
 
 from featx import FrozenNetwork, Preprocessing, build_network, extract_features  # noqa: E402
 from featx._machine import cpu_model  # noqa: E402
+from featx.cache import open_store  # noqa: E402
 from featx.engines.local.workers import default_num_workers  # noqa: E402
-from featx.extract import extract, open_store  # noqa: E402
+from featx.extract import extract  # noqa: E402
 from featx.inputs import dali  # noqa: E402
 from featx.inputs.jpeg import decode_on_device  # noqa: E402
 

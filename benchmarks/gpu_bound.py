@@ -21,7 +21,8 @@ import numpy as np
 import torch
 
 from featx import FrozenNetwork, extract_features
-from featx.extract import extract, open_store
+from featx.cache import open_store
+from featx.extract import extract
 from featx.inputs.jpeg import decode_on_device
 
 

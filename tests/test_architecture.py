@@ -130,3 +130,22 @@ def test_the_architecture_page_names_every_module():
         if path.name not in ("__init__.py", "__main__.py") and str(path.relative_to(PACKAGE)) not in page
     ]
     assert unnamed == [], f"docs/architecture.md does not name {unnamed}"
+
+
+def test_every_featx_name_the_scripts_beside_the_package_import_exists():
+    """benchmarks/, pipelines/, notebooks/ and tests/ import featx by name; a name moved out from under
+    them (``featx.extract.open_store``) broke a GPU benchmark that no CPU run imports."""
+    import importlib
+
+    missing = []
+    for folder in ("benchmarks", "pipelines", "notebooks", "tests"):
+        for path in sorted((PACKAGE.parent / folder).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "featx":
+                    module = importlib.import_module(node.module)
+                    missing += [
+                        f"{path.relative_to(PACKAGE.parent)}: {node.module}.{alias.name}"
+                        for alias in node.names
+                        if not hasattr(module, alias.name) and f"{node.module}.{alias.name}" not in MODULES
+                    ]
+    assert missing == []
