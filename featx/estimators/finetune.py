@@ -208,8 +208,8 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
         for epoch in range(epochs):
             start, losses = time.perf_counter(), []
             model.eval()  # frozen BatchNorm statistics and no dropout, while gradients still flow
-            for rows in torch.as_tensor(train)[torch.randperm(len(train), generator=generator)].split(
-                self.batch_size
+            for rows in _split(
+                torch.as_tensor(train)[torch.randperm(len(train), generator=generator)], self.batch_size
             ):
                 loss = nn.functional.cross_entropy(forward(rows), targets[rows].to(device))
                 optimizer.zero_grad()
@@ -284,14 +284,14 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
         return torch.cat(
             [
                 model.pool(model.extractor(self._scale(chunk, device))["features"])
-                for chunk in pixels.split(self.batch_size * 4)
+                for chunk in _split(pixels, self.batch_size * 4)
             ]
         ).clone()
 
     @torch.inference_mode()
     def _logits(self, model: _Classifier, pixels: torch.Tensor, device: torch.device) -> torch.Tensor:
         model.eval()
-        return torch.cat([model(self._scale(chunk, device)) for chunk in pixels.split(self.batch_size * 4)])
+        return torch.cat([model(self._scale(chunk, device)) for chunk in _split(pixels, self.batch_size * 4)])
 
     def _loaded(self) -> _Classifier:
         if getattr(self, "_model", None) is None:
@@ -303,6 +303,12 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
         state = self.__dict__.copy()
         state.pop("_model", None)  # rebuilt from state_dict_ after unpickling
         return state
+
+
+def _split(rows: torch.Tensor, size: int) -> tuple[torch.Tensor, ...]:
+    """``rows`` in chunks of ``size``. A size past their count is one chunk, as torch's ``split`` would give
+    it were it not to fail ("Overflow when unpacking long long") past a C long: ``batch_size=2**70``."""
+    return rows.split(min(size, max(len(rows), 1)))
 
 
 def _labels(y: Any, n_images: int) -> np.ndarray:
