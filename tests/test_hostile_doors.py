@@ -145,3 +145,22 @@ def test_fine_tuning_with_a_batch_size_past_a_c_long_trains_on_every_image_at_on
         "tiny", weights=None, unfreeze=0, epochs=1, validation_fraction=0.5, batch_size=2**70
     )
     assert model.fit(images, y).predict(images).shape == (8,)
+
+
+def test_n_jobs_0_is_refused_at_each_door_in_one_line_not_joblibs_traceback(image_folder, tmp_path):
+    from featx.evaluate import compare_classifiers, transfer_report
+
+    X, y = np.random.default_rng(0).random((8, 4)), ["cat", "dog"] * 4
+    for door, call in [
+        ("compare_classifiers", lambda: compare_classifiers(X, y, classifiers="logreg", cv=2, n_jobs=0)),
+        (
+            "transfer_report",
+            lambda: transfer_report(IMAGES * 2, y, backbones="tiny", weights=None, cv=2, n_jobs=0),
+        ),
+    ]:
+        with pytest.raises(ParameterError, match=f"'n_jobs' parameter of {door} must be a nonzero integer"):
+            call()
+    done = featx_cli("compare", image_folder, "--cv", "2", "--n-jobs", "0", *TINY)
+    assert done.returncode == 2 and "argument --n-jobs: '0' is not a nonzero integer" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert compare_classifiers(X, y, classifiers="logreg", cv=2, n_jobs=-1).shape[0] == 1  # -1: every core
