@@ -108,7 +108,31 @@ class DeviceName:
         return text
 
 
-Constraint = Choice | Interval | DeviceName
+@dataclass(frozen=True)
+class JobCount:
+    """joblib's ``n_jobs``: None, or a nonzero integer (-1: every core, -2: all but one). 0 means nothing to
+    joblib ("n_jobs == 0 in Parallel has no meaning"), so it is refused here, at the door, in one line."""
+
+    def accepts(self, value: Any) -> bool:
+        if value is None:
+            return True
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value != 0
+
+    def describe(self) -> str:
+        return "a nonzero integer (-1: every core) or None"
+
+    def parse(self, text: str) -> int:
+        """An argparse ``type=``: the value of ``text``, or one line saying what is accepted."""
+        try:
+            value = int(text)
+        except ValueError:
+            value = 0
+        if not self.accepts(value):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a nonzero integer (-1: every core)")
+        return value
+
+
+Constraint = Choice | Interval | DeviceName | JobCount
 
 PRECISIONS = Choice(("auto", "fp32", "bf16", "fp16", "int8"))
 COMPILES = Choice(("auto", True, False))
@@ -135,6 +159,7 @@ FRACTION = Interval(float, 0, 1, open_low=True)
 POSITIVE = Interval(float, 0, open_low=True)  # learning rates
 NON_NEGATIVE = Interval(float, 0)  # days, regularisation
 NON_NEGATIVE_INT = Interval(int, 0)
+N_JOBS = JobCount()  # folds fitted in parallel
 
 
 def check(name: str, value: Any, constraint: Constraint, owner: str = "featx") -> Any:

@@ -121,3 +121,46 @@ def test_tuned_knn_on_a_small_fold_searches_its_grid_without_failed_candidates()
     X, y = rng.normal(size=(12, 8)), np.array([0, 1] * 6)
     X[y == 1] += 3
     assert len(compare_classifiers(X, y, classifiers=["knn"], cv=2, tune=True)) == 1
+
+
+@pytest.mark.parametrize("num_workers", [0, None])
+def test_a_batch_size_past_a_c_long_is_every_image_at_once_not_torchs_overflow(num_workers):
+    expected = extract_features(IMAGES, "tiny", weights=None, num_workers=0)
+    huge = extract_features(IMAGES, "tiny", weights=None, batch_size=2**70, num_workers=num_workers)
+    assert_same_vectors(huge, expected)
+    forward = extract_features(IMAGES, "tiny", weights=None, batch_size=2, forward_batch=2**70)
+    assert_same_vectors(forward, expected)
+
+
+def test_the_command_line_takes_a_batch_size_past_a_c_long(image_folder, tmp_path):
+    done = featx_cli("extract", image_folder, "--cache", tmp_path / "c", "--batch-size", str(2**70), *TINY)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+
+
+def test_fine_tuning_with_a_batch_size_past_a_c_long_trains_on_every_image_at_once():
+    from featx import FineTunedClassifier
+
+    images, y = [photo(seed) for seed in range(8)], [0, 1] * 4
+    model = FineTunedClassifier(
+        "tiny", weights=None, unfreeze=0, epochs=1, validation_fraction=0.5, batch_size=2**70
+    )
+    assert model.fit(images, y).predict(images).shape == (8,)
+
+
+def test_n_jobs_0_is_refused_at_each_door_in_one_line_not_joblibs_traceback(image_folder, tmp_path):
+    from featx.evaluate import compare_classifiers, transfer_report
+
+    X, y = np.random.default_rng(0).random((8, 4)), ["cat", "dog"] * 4
+    for door, call in [
+        ("compare_classifiers", lambda: compare_classifiers(X, y, classifiers="logreg", cv=2, n_jobs=0)),
+        (
+            "transfer_report",
+            lambda: transfer_report(IMAGES * 2, y, backbones="tiny", weights=None, cv=2, n_jobs=0),
+        ),
+    ]:
+        with pytest.raises(ParameterError, match=f"'n_jobs' parameter of {door} must be a nonzero integer"):
+            call()
+    done = featx_cli("compare", image_folder, "--cv", "2", "--n-jobs", "0", *TINY)
+    assert done.returncode == 2 and "argument --n-jobs: '0' is not a nonzero integer" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert compare_classifiers(X, y, classifiers="logreg", cv=2, n_jobs=-1).shape[0] == 1  # -1: every core

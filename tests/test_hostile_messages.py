@@ -232,3 +232,16 @@ def test_python_callers_get_featx_words_for_one_class_not_scikit_learns(monkeypa
     monkeypatch.setattr("featx.evaluate.transfer.extract_features", never)
     with pytest.raises(ParameterError, match="one class, 'cat'"):
         transfer_report([np.zeros((32, 32, 3), np.uint8)] * 4, ["cat"] * 4, backbones="tiny", cv=2)
+
+
+@pytest.mark.parametrize("cv", [True, 5.0, np.float64(3.0), "5", "abc"])
+def test_a_cv_that_is_no_number_of_folds_is_refused_in_featx_words_not_read_as_one_fold(cv):
+    with pytest.raises(ParameterError, match="is not a number of folds: pass an integer >= 2") as raised:
+        make_folds(["cat", "dog"] * 6, cv)
+    assert "np.float64" not in str(raised.value) and "True-fold" not in str(raised.value)
+
+
+def test_too_many_folds_names_the_class_as_the_user_wrote_it_not_numpys_repr():
+    with pytest.raises(ParameterError, match="and class 0 has 3 image") as raised:
+        make_folds(np.array([0, 1, 1, 0, 1, 0, 1, 1]), 4)
+    assert "np.int64" not in str(raised.value)

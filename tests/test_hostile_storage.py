@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 import uuid
+import warnings
 
 import numpy as np
 import pytest
@@ -374,3 +375,66 @@ def test_prune_removes_and_names_the_leftovers_of_dead_writers_and_keeps_a_live_
     assert {names["live_tmp"], names["live_vectors"], names["other_host_fresh"]} <= left
     assert names["dead_tmp"] not in left and names["dead_vectors"] not in left
     assert len(Namespace(namespace.path)) == 1  # the committed shard is untouched
+
+
+# -- shard files that are no files ----------------------------------------------------------------------
+
+
+def unblock_later(fifos, seconds=30):
+    """A timer that, after ``seconds``, opens each FIFO's writing end (and closes it): a reader blocked on
+    opening one gets end-of-file instead of hanging the test run. ``timer.unblocked`` lists what it freed."""
+
+    def unblock():
+        for fifo in fifos:
+            try:
+                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))  # ENXIO unless a reader waits
+                timer.unblocked.append(fifo)
+            except OSError:
+                pass
+
+    timer = threading.Timer(seconds, unblock)
+    timer.unblocked = []
+    timer.start()
+    return timer
+
+
+@pytest.mark.parametrize("suffix", [".keys.npy", ".vectors.npy"])
+@pytest.mark.parametrize("kind", ["fifo", "folder"])
+def test_a_shard_file_that_is_a_fifo_or_a_folder_is_recomputed_never_opened(two_precisions, suffix, kind):
+    cache, fp32_folder, _, fp32, _ = two_precisions
+    replaced = list(fp32_folder.glob(f"*{suffix}"))
+    for path in replaced:
+        path.unlink()
+        os.mkfifo(path) if kind == "fifo" else path.mkdir()
+    timer = unblock_later(replaced if kind == "fifo" else [])
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # an unreadable vectors file is warned about
+            vectors = tiny("fp32", cache)
+    except Exception:
+        vectors = None
+    finally:
+        timer.cancel()
+    assert not timer.unblocked, "the job blocked opening a FIFO"
+    assert_same_vectors(vectors, fp32)  # recomputed
+    for command in ("info", "verify", "compact"):  # nor do the cache commands block or fail
+        timer = unblock_later(replaced if kind == "fifo" else [])
+        try:
+            done = featx_cli("cache", command, cache)
+        finally:
+            timer.cancel()
+        assert not timer.unblocked, f"cache {command} blocked opening a FIFO"
+        assert done.returncode in (0, 1) and "Traceback" not in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize("how", ["file", "dangling-link", "link-loop"])
+def test_a_namespace_folder_that_is_no_folder_is_one_line(two_precisions, how):
+    cache, fp32_folder, _, _, _ = two_precisions
+    shutil.rmtree(fp32_folder)
+    if how == "file":
+        fp32_folder.write_bytes(b"x")
+    else:
+        fp32_folder.symlink_to("nowhere" if how == "dangling-link" else fp32_folder.name)
+    with pytest.raises(OutputError, match="is in its place, not a folder; move it away") as refused:
+        tiny("fp32", cache)
+    assert "\n" not in str(refused.value)

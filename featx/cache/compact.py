@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from featx.cache.checksums import unbound, vector_checksums
-from featx.cache.files import KEY_DTYPE, KEYS_SUFFIX, VECTORS_SUFFIX
+from featx.cache.files import KEY_DTYPE, KEYS_SUFFIX, VECTORS_SUFFIX, load_array
 from featx.cache.namespace import Namespace
 from featx.errors import OutputError
 
@@ -96,8 +96,8 @@ def _write(namespace: Namespace, keys: list[np.ndarray], vectors: list[np.ndarra
 
 def _load(namespace: Namespace, shard: str) -> tuple[np.ndarray, np.ndarray] | None:
     try:
-        keys = np.load(namespace.path / f"{shard}{KEYS_SUFFIX}", allow_pickle=False)
-        vectors = np.load(namespace.path / f"{shard}{VECTORS_SUFFIX}", allow_pickle=False)
+        keys = load_array(namespace.path / f"{shard}{KEYS_SUFFIX}")
+        vectors = load_array(namespace.vectors_path(shard))
     except (OSError, ValueError, EOFError):
         return None
     if keys.dtype != KEY_DTYPE or vectors.ndim != 2 or len(vectors) != len(keys):

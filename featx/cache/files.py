@@ -79,6 +79,16 @@ def not_a_file(path: Path) -> str | None:
     return next((name for test, name in kinds if test(mode)), "a device")
 
 
+def load_array(path: Path, mmap: bool = False) -> np.ndarray:
+    """A shard's keys or vectors file as ``np.load`` reads it (memory-mapped with ``mmap``); ValueError for
+    one that is a FIFO, device or folder, never opened: opening a FIFO blocks until a writer comes, so a
+    job, ``cache info`` or ``verify`` would wait for ever instead of recomputing the shard."""
+    kind = not_a_file(path)
+    if kind is not None:
+        raise ValueError(f"{path.name} is {kind}, not a file")
+    return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+
+
 def read_fingerprint(folder: Path) -> dict[str, Any]:
     """A namespace folder's ``namespace.json``; ValueError (or OSError) where it holds no fingerprint. A
     FIFO or device is never opened, and no more than ``FINGERPRINT_BYTES`` are read."""

@@ -8,6 +8,7 @@ at most its unfinished batch. Where each key lives comes from the small keys fil
 from __future__ import annotations
 
 import functools
+import os
 import time
 import uuid
 import warnings
@@ -28,6 +29,7 @@ from featx.cache.files import (
     claim_namespace,
     fingerprint_tag,
     leftovers,
+    load_array,
     read_fingerprint,
 )
 from featx.cache.index import DigestSet, KeyIndex, shared_index
@@ -45,18 +47,14 @@ class Namespace:
     def __init__(self, path: Path, fingerprint: Mapping[str, Any] | None = None):
         self.path = path
         self._tag = None if fingerprint is None else fingerprint_tag(fingerprint)
+        if fingerprint is not None:
+            _make_folder(path)  # before resolving it: a link to itself would be a RuntimeError there
         self._shared_index = shared_index(path)
         self._synced = False
         # Per-instance LRU of open memory maps: each holds a file descriptor, so keep a bounded number.
         self._vectors = functools.lru_cache(maxsize=OPEN_SHARDS)(self._load_vectors)
         self._keys = functools.lru_cache(maxsize=OPEN_SHARDS)(self._load_keys)
         if fingerprint is not None:
-            try:
-                path.mkdir(parents=True, exist_ok=True)
-            except OSError as error:
-                raise OutputError(
-                    f"cannot create the feature cache folder {path}: {error.strerror or error}"
-                ) from None
             claim_namespace(path, fingerprint, self._foreign_shards)
 
     @property
@@ -169,14 +167,13 @@ class Namespace:
         )
 
     def _load_vectors(self, shard: str) -> np.ndarray:
-        return np.load(self.vectors_path(shard), mmap_mode="r", allow_pickle=False)
+        return load_array(self.vectors_path(shard), mmap=True)
 
     def _load_keys(self, shard: str) -> np.ndarray:
         """A job's small keys file is read whole (quicker than mapping it); a compacted one is mapped, so
         that an open namespace keeps no copy of its keys beside the index."""
         path = self.path / f"{shard}{KEYS_SUFFIX}"
-        mapped = path.stat().st_size > MAPPED_KEYS_BYTES
-        return np.load(path, mmap_mode="r" if mapped else None, allow_pickle=False)
+        return load_array(path, mmap=path.stat().st_size > MAPPED_KEYS_BYTES)
 
     def _readable_keys(self, shard: str) -> np.ndarray | None:
         """A shard's keys, or None if its keys file is unreadable (reported by verify(), not trusted)."""
@@ -235,7 +232,7 @@ class Namespace:
         for shard in self.shard_names():
             try:
                 keys = self._keys(shard)
-                vectors = np.load(self.path / f"{shard}{VECTORS_SUFFIX}", allow_pickle=False)
+                vectors = load_array(self.vectors_path(shard))
                 if keys.dtype != KEY_DTYPE:
                     raise ValueError(f"a keys file of dtype {keys.dtype}")
                 _check_header(vectors, len(keys), None)
@@ -297,6 +294,24 @@ class Namespace:
         self._synced = False
         self._vectors.cache_clear()
         self._keys.cache_clear()
+
+
+def _make_folder(path: Path) -> None:
+    """Create a namespace's folder; OutputError in one line where it cannot be, naming what is in its
+    place when something is (a file, or a link to nowhere or to itself, which ``mkdir`` calls "File
+    exists")."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        what = f"a link to {os.readlink(path)}" if path.is_symlink() else "a file"
+        raise OutputError(
+            f"cannot create the feature cache folder {path}: {what} is in its place, not a folder; "
+            "move it away or remove it"
+        ) from None
+    except OSError as error:
+        raise OutputError(
+            f"cannot create the feature cache folder {path}: {error.strerror or error}"
+        ) from None
 
 
 def _check_header(vectors: np.ndarray, n_keys: int, width: int | None) -> None:

@@ -12,7 +12,7 @@ import pandas as pd
 
 from featx.cli._common import one_line, progress_wanted
 from featx.errors import ParameterError
-from featx.options import BLAS_THREADS, NON_NEGATIVE_INT, POSITIVE_INT
+from featx.options import BLAS_THREADS, N_JOBS, NON_NEGATIVE_INT, POSITIVE_INT
 
 
 def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -71,7 +71,7 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
         default=1,
         help="--finetune: folds to train on (default 1: minutes per fold on a CPU)",
     )
-    compare.add_argument("--n-jobs", type=int, help="folds fitted in parallel (default 1)")
+    compare.add_argument("--n-jobs", type=N_JOBS.parse, help="folds fitted in parallel (default 1)")
     compare.add_argument(
         "--blas-threads",
         choices=BLAS_THREADS,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -88,6 +89,10 @@ class RunOptions:
             value = getattr(self, name)  # numpy's integers pass the check; torch's DataLoader wants int
             if value is not None:
                 object.__setattr__(self, name, int(value))
+        for name in ("batch_size", "forward_batch"):  # past sys.maxsize torch's sampler fails (islice); a
+            value = getattr(self, name)  # batch that large is every image at once, as sys.maxsize is
+            if value is not None:
+                object.__setattr__(self, name, min(value, sys.maxsize))
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any], owner: str, **fixed: Any) -> RunOptions:

@@ -211,8 +211,8 @@ class FineTunedClassifier(PicklesLight, ClassifierMixin, BaseEstimator):
         for epoch in range(epochs):
             start, losses = time.perf_counter(), []
             model.eval()  # frozen BatchNorm statistics and no dropout, while gradients still flow
-            for rows in torch.as_tensor(train)[torch.randperm(len(train), generator=generator)].split(
-                self.batch_size
+            for rows in _split(
+                torch.as_tensor(train)[torch.randperm(len(train), generator=generator)], self.batch_size
             ):
                 loss = nn.functional.cross_entropy(forward(rows), targets[rows].to(device))
                 optimizer.zero_grad()
@@ -287,20 +287,26 @@ class FineTunedClassifier(PicklesLight, ClassifierMixin, BaseEstimator):
         return torch.cat(
             [
                 model.pool(model.extractor(self._scale(chunk, device))["features"])
-                for chunk in pixels.split(self.batch_size * 4)
+                for chunk in _split(pixels, self.batch_size * 4)
             ]
         ).clone()
 
     @torch.inference_mode()
     def _logits(self, model: _Classifier, pixels: torch.Tensor, device: torch.device) -> torch.Tensor:
         model.eval()
-        return torch.cat([model(self._scale(chunk, device)) for chunk in pixels.split(self.batch_size * 4)])
+        return torch.cat([model(self._scale(chunk, device)) for chunk in _split(pixels, self.batch_size * 4)])
 
     def _loaded(self) -> _Classifier:
         if getattr(self, "_model", None) is None:
             self._model = self._build(len(self.classes_)).to(resolve_device(self.device))
             self._model.load_state_dict(self.state_dict_)
         return self._model
+
+
+def _split(rows: torch.Tensor, size: int) -> tuple[torch.Tensor, ...]:
+    """``rows`` in chunks of ``size``. A size past their count is one chunk, as torch's ``split`` would give
+    it were it not to fail ("Overflow when unpacking long long") past a C long: ``batch_size=2**70``."""
+    return rows.split(min(size, max(len(rows), 1)))
 
 
 def _labels(y: Any, n_images: int) -> np.ndarray:

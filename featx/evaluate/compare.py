@@ -22,7 +22,7 @@ from featx.evaluate.folds import (
 )
 from featx.inputs.batches import as_image_list
 from featx.models._registry import Backbone, get_backbone
-from featx.options import BLAS_THREADS, check
+from featx.options import BLAS_THREADS, N_JOBS, check
 
 
 def compare_classifiers(
@@ -83,6 +83,7 @@ def compare_classifiers(
         chose.
     """
     check("blas_threads", blas_threads, BLAS_THREADS, "compare_classifiers")
+    check("n_jobs", n_jobs, N_JOBS, "compare_classifiers")
     X, y = check_inputs(X, y)
     folds = make_folds(y, cv, split=split, random_state=random_state)
     n_train = max(len(train) for train, _ in folds)

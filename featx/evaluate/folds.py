@@ -31,6 +31,7 @@ def make_folds(
     Labels no classifier can learn from (missing, fewer than two classes, a fold whose training rows hold
     one class) are refused here, in featx's words, for every comparison that shares these folds."""
     y = _learnable(y)
+    _check_cv(cv)
     if isinstance(cv, str) and cv == "split":
         return _two_classes_to_train([_split_fold(split)], y, "the split's")
     if isinstance(cv, (int, np.integer)):
@@ -40,11 +41,23 @@ def make_folds(
             fix = f"pass cv={smallest} or fewer (--cv), or add images" if smallest >= 2 else "add images"
             raise ParameterError(
                 f"cv={cv}: {cv}-fold cross-validation needs 2 <= cv <= the smallest class size, and class "
-                f"{counts.idxmin()!r} has {smallest} image(s); {fix}"
+                f"{_label(counts.idxmin())} has {smallest} image(s); {fix}"
             )
         cv = StratifiedKFold(n_splits=int(cv), shuffle=True, random_state=random_state)
     folds = list(check_cv(cv, y, classifier=True).split(np.zeros((len(y), 1)), y))
     return _two_classes_to_train(folds, y, "a fold's")
+
+
+def _check_cv(cv: Any) -> None:
+    """Refuse a ``cv`` that is no number of folds, ``'split'`` or splitter in featx's words: a bool would be
+    read as 1 fold ("True-fold"), and a float or other string reaches scikit-learn's ``ValueError``."""
+    if isinstance(cv, (bool, np.bool_, str, float, np.floating)) and not (
+        isinstance(cv, str) and cv == "split"
+    ):
+        raise ParameterError(
+            f"cv={_label(cv)} is not a number of folds: pass an integer >= 2 (5-fold cross-validation: cv=5), "
+            "'split' for the manifest's own split, or a scikit-learn splitter"
+        )
 
 
 def _learnable(y: Sequence[Any]) -> np.ndarray:

@@ -21,7 +21,7 @@ from featx.evaluate.classifiers import as_classifier
 from featx.evaluate.folds import corrected_paired_ttest, fold_scores, format_accuracy, make_folds, summarise
 from featx.inputs.batches import as_image_list
 from featx.models._registry import Backbone, get_backbone
-from featx.options import BLAS_THREADS, check
+from featx.options import BLAS_THREADS, N_JOBS, check
 
 BASELINES = ("pixels", "random")
 
@@ -128,6 +128,7 @@ def transfer_report(
         ``device``, ``precision``, ``decoding``, ``batch_size``...), the same for every feature set.
     """
     check("blas_threads", blas_threads, BLAS_THREADS, "transfer_report")
+    check("n_jobs", n_jobs, N_JOBS, "transfer_report")
     images = as_image_list(images)
     y = np.asarray(y)
     if len(images) != len(y):
