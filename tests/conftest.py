@@ -1,8 +1,12 @@
+import contextlib
 import io
 import os
 import subprocess
 import sys
 import tarfile
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 # BLAS on one thread, here and in every process a test starts: on some CPUs OpenBLAS's threads make
@@ -229,3 +233,42 @@ def rotated_jpeg() -> bytes:
     buffer = io.BytesIO()
     picture.save(buffer, "JPEG", exif=exif)
     return buffer.getvalue()
+
+
+@contextlib.contextmanager
+def serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """``handler`` served on a free localhost port, one thread per connection: its base URL. The handler's
+    ``stop`` event, set on the way out, ends the waits of servers that stall or trickle."""
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        handler.stop.set()
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def trickle(handler: BaseHTTPRequestHandler, data: bytes, step_s: float) -> None:
+    """Send ``data`` a byte every ``step_s`` seconds, until the client gives up or the server stops."""
+    for byte in data:
+        if type(handler).stop.wait(step_s):
+            return
+        try:
+            handler.wfile.write(bytes([byte]))
+            handler.wfile.flush()
+        except OSError:  # the client gave up
+            return
+
+
+@pytest.fixture
+def one_second(monkeypatch):
+    """Every network read of this test bounded by 1 s (``FEATX_READ_TIMEOUT`` too, for the processes it
+    starts); the default again after it."""
+    from featx.inputs import timeouts
+
+    monkeypatch.setenv(timeouts.VARIABLE, "1")
+    timeouts.set_read_timeout(1.0)
+    yield
+    timeouts.set_read_timeout(timeouts.DEFAULT_READ_TIMEOUT_S)  # the variable: monkeypatch restores it

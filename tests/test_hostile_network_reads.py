@@ -6,10 +6,10 @@ import collections
 import contextlib
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
-from conftest import TINY_CLI, encode, photo
+from conftest import TINY_CLI, encode, photo, serving, trickle
 from test_cache import featx_cli
 
 from featx import load_features
@@ -38,9 +38,9 @@ class Handler(BaseHTTPRequestHandler):
             Handler.stop.wait(30)  # accepts, never answers
         elif route == "/trickle-body":
             self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n")
-            self.trickle(b"\xff" * 100000)
+            trickle(self, b"\xff" * 100000, STEP_S)
         elif route == "/trickle-headers":
-            self.trickle(b"HTTP/1.1 200 OK\r\n" + b"X-Slow: " + b"a" * 100000 + b"\r\n\r\n")
+            trickle(self, b"HTTP/1.1 200 OK\r\n" + b"X-Slow: " + b"a" * 100000 + b"\r\n\r\n", STEP_S)
         elif route == "/status":
             self.answer(int(argument), b"oops")
         elif route == "/loop":
@@ -66,36 +66,16 @@ class Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(body)
 
-    def trickle(self, data):
-        for byte in data:
-            if Handler.stop.wait(STEP_S):
-                return
-            try:
-                self.wfile.write(bytes([byte]))
-                self.wfile.flush()
-            except OSError:  # the client gave up
-                return
-
 
 @pytest.fixture(scope="module")
 def server():
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    httpd.daemon_threads = True
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    Handler.stop.set()
-    httpd.shutdown()
-    httpd.server_close()
+    with serving(Handler) as url:
+        yield url
 
 
-@pytest.fixture
-def one_second(monkeypatch):
-    monkeypatch.setenv(timeouts.VARIABLE, "1")
-    timeouts.set_read_timeout(1.0)
+@pytest.fixture(autouse=True)
+def counted():
     Handler.requests.clear()
-    yield
-    timeouts.set_read_timeout(timeouts.DEFAULT_READ_TIMEOUT_S)
 
 
 def failure(url, index=0) -> tuple[ImageError, float]:

@@ -2,8 +2,9 @@
 naming the value and what to do, or the damage is repaired by recomputing."""
 
 import contextlib
-import os
+import io
 import socket
+import tarfile
 import threading
 import time
 from pathlib import Path
@@ -277,27 +278,13 @@ def stalling_server(answer: bytes = b""):
         server.close()
 
 
-@pytest.fixture
-def one_second_reads(monkeypatch):
-    from featx.inputs import timeouts
-
-    monkeypatch.setenv(timeouts.VARIABLE, "1")
-    timeouts.set_read_timeout(1.0)
-    yield
-    monkeypatch.delenv(timeouts.VARIABLE)
-    timeouts.set_read_timeout(timeouts.DEFAULT_READ_TIMEOUT_S)
-    os.environ.pop(timeouts.VARIABLE, None)
-
-
 HALF_AN_ANSWER = (
     b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nContent-Length: 100000\r\n\r\n\xff\xd8" + bytes(998)
 )
 
 
 @pytest.mark.parametrize("answer", [b"", HALF_AN_ANSWER], ids=["never-answers", "stalls-mid-body"])
-def test_a_server_that_goes_silent_is_a_timed_out_error_row_within_the_timeout_not_a_hang(
-    answer, one_second_reads
-):
+def test_a_server_that_goes_silent_is_a_timed_out_error_row_within_the_timeout_not_a_hang(answer, one_second):
     from featx.errors import ImageError
     from featx.inputs.images import read_content
 
@@ -373,12 +360,18 @@ def test_a_file_over_the_byte_bound_is_refused_unread_and_urls_and_members_are_b
     assert sample.content is None and "101 bytes, over the 100" in sample.unused[0][1]
 
 
-def test_a_shard_whose_server_stalls_mid_stream_ends_in_the_shards_timed_out_error_row(one_second_reads):
+def test_a_shard_whose_server_stalls_mid_stream_ends_in_the_shards_timed_out_error_row(one_second):
     from featx.engines.streaming import stream_shard
     from featx.inputs.images import MAX_PIXELS
     from featx.models.preprocessing import Preprocessing
 
-    with stalling_server(HALF_AN_ANSWER) as url:
+    shard = io.BytesIO()
+    with tarfile.open(fileobj=shard, mode="w") as tar:
+        info = tarfile.TarInfo("000000.png")
+        info.size = 5000
+        tar.addfile(info, io.BytesIO(bytes(5000)))
+    header = f"HTTP/1.1 200 OK\r\nContent-Length: {len(shard.getvalue())}\r\n\r\n".encode()
+    with stalling_server(header + shard.getvalue()[:1500]) as url:  # stalls inside the first member
         start = time.monotonic()
         entries = list(stream_shard(0, f"{url}/shard-000.tar", set(), Preprocessing(), MAX_PIXELS))
         seconds = time.monotonic() - start
