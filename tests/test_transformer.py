@@ -1,7 +1,11 @@
 """PretrainedFeatures follows the scikit-learn estimator contract."""
 
 import dataclasses
+import os
 import pickle
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -16,6 +20,7 @@ from tiny_backbone import TINY
 
 from featx import PretrainedFeatures, build_network, register_backbone
 from featx.estimators import transformer
+from featx.models import _registry
 from featx.models.network import FrozenNetwork
 
 
@@ -109,7 +114,9 @@ def test_grid_search_with_a_cache_runs_the_network_once_per_image(tmp_path, monk
     assert sum(calls) == 12  # 3 candidates x 3 folds x (fit + score) would otherwise be 18 x 8-ish images
 
 
-def test_a_grid_search_loads_the_network_once_and_its_clones_share_it_until_pickled(tmp_path, monkeypatch):
+def test_a_grid_search_loads_the_network_once_per_network_candidate_and_clones_share_it(
+    tmp_path, monkeypatch
+):
     images, y = labelled_images(12)
     builds = []
     monkeypatch.setattr(transformer, "build_network", lambda spec: builds.append(spec) or build_network(spec))
@@ -117,20 +124,35 @@ def test_a_grid_search_loads_the_network_once_and_its_clones_share_it_until_pick
     pipeline = make_pipeline(base, LogisticRegression(max_iter=500))
     search = GridSearchCV(pipeline, {"logisticregression__C": [0.01, 0.1, 1.0]}, cv=3).fit(images, y)
     assert len(builds) == 1  # 3 candidates x 3 folds + the refit: 10 clones, one load
-    fitted = search.best_estimator_[0]
-    assert fitted._network() is base._network() and len(builds) == 1
-    # a clone whose network options differ loads its own; pickled, a clone reloads (no origin travels)
-    other = clone(base).set_params(pooling="max")
-    assert other._network() is not base._network() and len(builds) == 2
-    copy = pickle.loads(pickle.dumps(fitted))
-    np.testing.assert_array_equal(copy.transform(images), fitted.transform(images))
-    assert len(builds) == 3
+    assert search.best_estimator_[0]._network() is base._network() and len(builds) == 1
+    builds.clear()
+    poolings = {"pretrainedfeatures__pooling": ["avg", "max"]}
+    search = GridSearchCV(pipeline, poolings, cv=3).fit(images, y)
+    # candidate by candidate: once each, and once more for the refit where the best is not the last
+    assert [spec.pooling for spec in builds[:2]] == ["avg", "max"] and len(builds) <= 3
+    copy = pickle.loads(pickle.dumps(search.best_estimator_[0]))  # pickled: its own slot, reloaded
+    np.testing.assert_array_equal(copy.transform(images), search.best_estimator_[0].transform(images))
+    assert copy._network() is not search.best_estimator_[0]._network()
 
 
-def test_a_backbone_registered_by_name_in_this_process_is_known_to_joblibs_workers(tmp_path):
+@pytest.fixture
+def register_here():
+    """Register a tiny backbone by name in this process only, as a notebook would; removed after."""
+    names = []
+
+    def register(name: str, build=TINY.build) -> str:
+        register_backbone(dataclasses.replace(TINY, name=name, build=build))
+        names.append(name)
+        return name
+
+    yield register
+    for name in names:
+        _registry._REGISTRY.pop(name, None)
+
+
+def test_a_backbone_registered_by_name_in_this_process_is_known_to_joblibs_workers(tmp_path, register_here):
     """joblib's workers are fresh processes: the registry entry travels with the pickled transformer."""
-    name = "tiny-registered-in-a-notebook"
-    register_backbone(dataclasses.replace(TINY, name=name), overwrite=True)
+    name = register_here("tiny-registered-in-a-notebook")
     images, y = labelled_images(8)
     pipeline = make_pipeline(
         PretrainedFeatures(name, weights=None, precision="fp32", cache_dir=tmp_path),
@@ -139,8 +161,32 @@ def test_a_backbone_registered_by_name_in_this_process_is_known_to_joblibs_worke
     search = GridSearchCV(pipeline, {"logisticregression__C": [0.1, 1.0]}, cv=2, n_jobs=2).fit(images, y)
     assert np.isfinite(search.cv_results_["mean_test_score"]).all()  # no fold failed in a worker
     assert "_registered_backbone" not in vars(search.best_estimator_[0])  # only in the pickle
-    bundled = PretrainedFeatures("resnet18", weights=None)
-    assert "_registered_backbone" not in pickle.loads(pickle.dumps(bundled)).__getstate__()
+    assert "_registered_backbone" not in PretrainedFeatures("resnet18").__getstate__()  # bundled: by name
+
+
+def test_a_backbone_built_by_a_lambda_pickles_and_loads_where_it_was_never_registered(
+    tmp_path, register_here
+):
+    name = register_here("tiny-built-by-a-lambda", build=lambda: TINY.build())
+    path = tmp_path / "estimator.pkl"
+    path.write_bytes(pickle.dumps(PretrainedFeatures(name, weights=None, precision="fp32", num_workers=0)))
+    script = (
+        "import pickle, sys, warnings, numpy as np\n"
+        "from featx import register_backbone\n"
+        "warnings.simplefilter('error')\n"
+        "estimator = pickle.loads(open(sys.argv[1], 'rb').read())\n"
+        "X = estimator.fit_transform([np.zeros((40, 48, 3), np.uint8)] * 2)\n"
+        "assert X.shape == (2, 64) and np.isfinite(X).all(), X.shape\n"
+        "register_backbone(estimator._network().backbone)  # the user's own registration still works\n"
+        "print('ok')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(path)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parent)},
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
 
 
 def test_on_error_nan_keeps_rows_aligned_and_records_failures(tmp_path):

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import re
 import warnings
-import weakref
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -33,8 +32,7 @@ class PretrainedFeatures(PicklesLight, TransformerMixin, BaseEstimator):
 
     ``fit`` learns nothing (the network is pretrained); ``transform`` returns an (n_images, n_features)
     float32 array. The network loads lazily on the first ``transform`` and is never pickled: a pickled
-    estimator reloads it, a clone shares it with the estimator it was cloned from (a grid search loads it
-    once per process). With ``cache_dir`` every vector is stored by image content, so repeated
+    estimator reloads it; clones share it (a grid search loads it once per network candidate). With ``cache_dir`` every vector is stored by image content, so repeated
     transforms (cross-validation folds, grid-search candidates, a notebook re-run) compute nothing twice.
 
     Parameters
@@ -109,8 +107,8 @@ class PretrainedFeatures(PicklesLight, TransformerMixin, BaseEstimator):
     # its own parameters; the network's are NetworkSpec's, how it runs RunOptions', each declared there
     _parameter_constraints = {"on_error": ON_ERROR}
 
-    # the network reloads after unpickling (weights are never pickled); another process's is no origin
-    _TRANSIENT = ("_loaded", "_origin")
+    # the network reloads after unpickling (weights are never pickled), into a slot of its own
+    _TRANSIENT = ("_loaded", "_shared")
 
     def __init__(
         self,
@@ -187,34 +185,25 @@ class PretrainedFeatures(PicklesLight, TransformerMixin, BaseEstimator):
         return np.asarray([f"{prefix}_{i}" for i in range(self.n_features_out_)], dtype=object)
 
     def __sklearn_clone__(self) -> PretrainedFeatures:
-        """scikit-learn's clone, which remembers where it came from: a grid search clones the transformer
-        for every fold and candidate, and each clone would load the same frozen weights again (about a
-        second for a ResNet, more for large models, even when every vector is cached). A clone uses the
-        network of the transformer it was cloned from, or loads it for them both."""
+        """scikit-learn's clone, sharing one network slot with this transformer: a grid search clones it
+        for every fold and candidate (candidate by candidate), and each clone would load the same frozen
+        weights again (about a second for a ResNet, more for large models, even when every vector is
+        cached). The slot holds the last network any of them loaded, so memory holds one network."""
         copy = super().__sklearn_clone__()
-        copy._origin = weakref.ref(self)
+        copy._shared = self.__dict__.setdefault("_shared", _NetworkSlot())
         return copy
 
     def _network(self) -> FrozenNetwork:
-        """The loaded network, built on first use and kept (not pickled) for later calls; shared with the
-        transformers this one was cloned from, which is safe because a network is frozen and only runs."""
+        """The loaded network, built on first use and kept (not pickled) for later calls; taken from the
+        slot shared with the transformers this one was cloned from or with, when it is the same network."""
         spec = NetworkSpec.from_params(self.get_params(deep=False), type(self).__name__)
         cached = getattr(self, "_loaded", None)
         if cached is None or cached.spec != spec:
-            lineage = list(self._lineage())
-            shared = [e._loaded for e in lineage if getattr(e, "_loaded", None) is not None]
-            self._loaded = next((n for n in shared if n.spec == spec), None) or build_network(spec)
-            for estimator in lineage:  # the next clone of any of them finds it
-                if getattr(estimator, "_loaded", None) is None:
-                    estimator._loaded = self._loaded
+            slot = self.__dict__.setdefault("_shared", _NetworkSlot())
+            if slot.network is None or slot.network.spec != spec:
+                slot.network = build_network(spec)
+            self._loaded = slot.network
         return self._loaded
-
-    def _lineage(self) -> Iterator[PretrainedFeatures]:
-        """The live transformers this one was cloned from, nearest first."""
-        origin = getattr(self, "_origin", None)
-        while origin is not None and (estimator := origin()) is not None:
-            yield estimator
-            origin = getattr(estimator, "_origin", None)
 
     def _validate(self, owner: str | None = None) -> None:
         """Every parameter, checked in the name of ``owner`` (this estimator's): its own, the network's and
@@ -230,6 +219,12 @@ class PretrainedFeatures(PicklesLight, TransformerMixin, BaseEstimator):
         tags.requires_fit = True
         tags.non_deterministic = False
         return tags
+
+
+class _NetworkSlot:
+    """The network last loaded by a transformer or any of its clones (shared by reference, never pickled)."""
+
+    network: FrozenNetwork | None = None
 
 
 def extract_features(images: Any, backbone: str | Backbone = "resnet50", **params: Any) -> np.ndarray:

@@ -216,34 +216,44 @@ def _registered_on_meta() -> Iterator[None]:
 _REGISTRY: dict[str, Backbone] = {}
 _FAMILIES: dict[str, Family] = {}
 _RESOLVED: dict[str, Backbone] = {}  # family entries, built once per process
-_BUNDLED: frozenset[str] = frozenset()  # the names featx registers on import, so in every process
+_BUNDLED: dict[str, Backbone] = {}  # what featx registers on import, so in every process
+_ADOPTED: set[str] = set()  # names registered from an unpickled estimator: the user's own registration wins
 
 
 def register_backbone(backbone: Backbone, *, overwrite: bool = False) -> Backbone:
     """Add a backbone to the registry so ``PretrainedFeatures(backbone=name)`` and the CLI find it."""
-    if backbone.name in _REGISTRY and not overwrite:
+    if backbone.name in _REGISTRY and not overwrite and backbone.name not in _ADOPTED:
         raise ParameterError(f"a backbone named {backbone.name!r} is already registered; pass overwrite=True")
     _REGISTRY[backbone.name] = backbone
+    _ADOPTED.discard(backbone.name)
     return backbone
 
 
 def mark_bundled() -> None:
-    """The names registered so far are featx's own (called once the bundled zoo is imported)."""
-    global _BUNDLED
-    _BUNDLED = frozenset(_REGISTRY)
+    """What is registered so far is featx's own (called once the bundled zoo is imported)."""
+    _BUNDLED.update(_REGISTRY)
 
 
 def registered_here(backbone: object) -> Backbone | None:
-    """The entry behind ``backbone`` if it is a name a fresh process would not know (a backbone the user
-    registered in this one), so that it can travel with a pickled estimator to joblib's workers."""
-    if isinstance(backbone, str) and backbone not in _BUNDLED:
-        return _REGISTRY.get(backbone)
-    return None
+    """The entry behind ``backbone`` if it is a name whose entry a fresh process would not have (one the
+    user registered, or registered over a bundled one, in this process), so that it can travel with a
+    pickled estimator to joblib's workers."""
+    if not isinstance(backbone, str):
+        return None
+    entry = _REGISTRY.get(backbone)
+    return entry if entry is not None and _BUNDLED.get(backbone) is not entry else None
+
+
+def is_registered(name: str) -> bool:
+    return name in _REGISTRY
 
 
 def adopt(backbone: Backbone) -> None:
-    """Register an entry that travelled with a pickled estimator, unless this process knows the name."""
-    _REGISTRY.setdefault(backbone.name, backbone)
+    """Register an entry that travelled with an unpickled estimator, unless this process has one by that
+    name; a later ``register_backbone`` of the name replaces it without ``overwrite``."""
+    if backbone.name not in _REGISTRY:
+        _REGISTRY[backbone.name] = backbone
+        _ADOPTED.add(backbone.name)
 
 
 def register_family(family: Family) -> Family:
