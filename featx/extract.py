@@ -26,12 +26,14 @@ __all__ = ["Extraction", "extract", "read_vectors"]
 
 @dataclass
 class Extraction:
-    """What one run produced: vectors in input order (NaN rows where an input failed) and the failures."""
+    """What one run produced: vectors in input order (NaN rows where an input failed), the failures, and
+    how many vectors were found cached, computed, and computed again (as the batch job's summary)."""
 
     features: np.ndarray
     errors: list[ImageError] = field(default_factory=list)
     n_cached: int = 0
     n_computed: int = 0
+    n_recomputed: int = 0  # found in the cache, then vanished from it before they were read: computed again
 
 
 def read_vectors(
@@ -95,6 +97,4 @@ def extract(
         features[good], recomputed = read_vectors(
             [images[i] for i in good], filled.keys[good], network, store, options
         )
-    return Extraction(
-        features, filled.errors, n_cached=filled.n_cached, n_computed=filled.n_computed + recomputed
-    )
+    return Extraction(features, filled.errors, filled.n_cached, filled.n_computed, n_recomputed=recomputed)

@@ -148,4 +148,10 @@ def test_every_featx_name_the_scripts_beside_the_package_import_exists():
                         for alias in node.names
                         if not hasattr(module, alias.name) and f"{node.module}.{alias.name}" not in MODULES
                     ]
+                elif isinstance(node, ast.Import):  # import featx.inputs.images as images
+                    missing += [
+                        f"{path.relative_to(PACKAGE.parent)}: {alias.name}"
+                        for alias in node.names
+                        if alias.name.split(".")[0] == "featx" and alias.name not in MODULES
+                    ]
     assert missing == []

@@ -77,6 +77,8 @@ class Handler(BaseHTTPRequestHandler):
             body, status = shard, 200
         else:
             start, end = int(wanted[1]), int(wanted[2])
+            if "wrong-range" in self.path:  # the bytes of the start, said to be those of the start
+                start, end = 0, end - start
             body, status = shard[start : end + 1], 206
         self.send_response(status)
         self.send_header("Content-Length", str(len(body)))
@@ -198,6 +200,9 @@ def test_a_server_that_ignores_byte_ranges_is_named_for_it_not_read_as_a_corrupt
     assert "does not serve byte ranges" in raised.value.reason and "streams it" in raised.value.reason
     keys, error, _ = streamed_keys(f"{server}/big-no-ranges.tar")  # streamed, it is read whole
     assert error is None and keys == ["padding", "000001"]
+    with pytest.raises(ImageError) as raised:  # 206, with another range than the one asked for
+        read_content(f"tar://000001.png::{server}/big-wrong-range.tar")
+    assert "does not serve byte ranges" in raised.value.reason and "HTTP 206 bytes 0-" in raised.value.reason
 
 
 def test_time_a_reader_spends_between_reads_of_a_stream_is_not_charged_to_the_server(server, one_second):

@@ -232,6 +232,18 @@ def test_a_prune_before_every_read_of_the_job_is_recomputed_and_the_out_file_is_
     assert "recomputed" not in reference.stdout
 
 
+def test_the_library_counts_vectors_computed_again_apart_from_those_found_or_computed(tmp_path, monkeypatch):
+    from featx import build_network
+    from featx.extract import extract
+
+    network = build_network("tiny", weights=None, precision="fp32")
+    namespace = FeatureCache(tmp_path).namespace(network.fingerprint)
+    prune_every_read(monkeypatch)
+    result = extract(IMAGES, network, namespace)
+    assert (result.n_cached, result.n_computed, result.n_recomputed) == (0, len(IMAGES), len(IMAGES))
+    assert_same_vectors(result.features, tiny("fp32", tmp_path / "reference"))
+
+
 def test_a_prune_during_a_stream_of_shards_job_is_recomputed(tmp_path, monkeypatch):
     for number in range(2):
         write_shard(

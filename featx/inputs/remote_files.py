@@ -16,9 +16,10 @@ from featx.inputs import timeouts
 
 
 def open_shard(url: str, *, streamed: bool) -> io.IOBase | None:
-    """``url`` opened for reading within deadlines, buffered; None where it is no remote file that streams
+    """``url`` opened for reading within deadlines; None where it is no remote file that streams
     asynchronously (a local shard: open it the ordinary way). ``streamed``: one request read front to
-    back, within one budget for the whole shard; else seekable, each range one request within its own."""
+    back, within one budget for the whole shard, handing over what has arrived; else seekable and
+    buffered, each range one request within its own budget."""
     found = timeouts.async_file_system(url)
     if found is None:
         return None
@@ -38,6 +39,7 @@ class _ArrivedReader(io.IOBase):
     def __init__(self, raw: _BoundedFile):
         super().__init__()
         self._raw, self._arrived, self._used = raw, b"", 0
+        self._failure: OSError | None = None  # raised at the next read, once what arrived is handed over
 
     def readable(self) -> bool:
         return True
@@ -49,8 +51,13 @@ class _ArrivedReader(io.IOBase):
                 parts.append(self._take(len(self._arrived)))
             return b"".join(parts)
         data = self._take(size)
-        while len(data) < min(size, tarfile.BLOCKSIZE) and self._fill():  # a block tells a compression
-            data += self._take(size - len(data))
+        try:
+            while len(data) < min(size, tarfile.BLOCKSIZE) and self._fill():  # a block tells a compression
+                data += self._take(size - len(data))
+        except OSError as failure:
+            if not data:
+                raise
+            self._failure = failure  # the bytes that arrived first: they may end a member
         return data
 
     def close(self) -> None:
@@ -64,6 +71,9 @@ class _ArrivedReader(io.IOBase):
 
     def _fill(self) -> bool:
         """One read of the server (what has arrived, up to a chunk); False at the shard's end."""
+        if self._failure is not None:
+            failure, self._failure = self._failure, None
+            raise failure
         self._arrived, self._used = self._raw.read(timeouts.CHUNK) or b"", 0
         return bool(self._arrived)
 
@@ -73,7 +83,7 @@ class _BoundedFile(io.RawIOBase):
         super().__init__()
         self._fs, self._path, self._streamed = fs, path, streamed
         self._timeout = timeouts.read_timeout()
-        self._budget = timeouts.Budget(self._timeout)  # a stream's, for all its reads
+        self._budget = timeouts.Budget(self._timeout)  # a stream's, for all its reads (a range has its own)
         self._stream: Any = None
         self._position = 0
         self._size: int | None = None
@@ -136,13 +146,13 @@ class _BoundedFile(io.RawIOBase):
         if end <= self._position:
             return b""
         wanted = end - self._position
-        data = await budget.wait(self._fs._cat_file(self._path, start=self._position, end=end), wanted)
+        if timeouts.http_open_arguments(self._fs):  # HTTP: the answer's status and range checked first
+            ranged = _http_range(self._fs, self._path, self._position, end)
+        else:
+            ranged = self._fs._cat_file(self._path, start=self._position, end=end)
+        data = await budget.wait(ranged, wanted)
         if len(data) != wanted:
-            raise OSError(
-                f"asked for {wanted:,} bytes at offset {self._position:,}, the server answered "
-                f"{len(data):,}: it does not serve byte ranges; give the shard to the batch job, which "
-                "streams it front to back"
-            )
+            raise OSError(_no_ranges(f"{len(data):,} bytes for the {wanted:,} at offset {self._position:,}"))
         return data
 
     async def _sized(self, budget: timeouts.Budget) -> int:
@@ -159,3 +169,33 @@ class _BoundedFile(io.RawIOBase):
 
 async def _closed(stream: Any) -> None:
     await asyncio.wait_for(stream.close(), 1.0)
+
+
+async def _http_range(fs: Any, path: str, start: int, end: int) -> bytes:
+    """Bytes ``start:end`` of an HTTP file, refused before its body is read where the server answers
+    anything but that range (fsspec's ``_cat_file`` would read a whole shard into memory to find out)."""
+    session = await fs.set_session()
+    headers = {**fs.kwargs.get("headers", {}), "Range": f"bytes={start}-{end - 1}"}
+    options = {key: value for key, value in fs.kwargs.items() if key != "headers"}
+    async with session.get(fs.encode_url(path), headers=headers, **options) as answer:
+        fs._raise_not_found_for_status(answer, path)
+        given = answer.headers.get("Content-Range", "")
+        ranged = answer.status == 206 and given.startswith(f"bytes {start}-")
+        whole = answer.status == 200 and start == 0 and (answer.content_length or end + 1) <= end
+        if not (ranged or whole):  # the whole file, where it is no longer than what was asked for, will do
+            raise OSError(_no_ranges(f"HTTP {answer.status} {given or 'without a Content-Range'}"))
+        parts, received = [], 0
+        while received <= end - start:  # a byte more than asked for, at most: a longer answer is refused
+            part = await answer.content.read(end - start + 1 - received)
+            if not part:
+                break
+            parts.append(part)
+            received += len(part)
+        return b"".join(parts)
+
+
+def _no_ranges(answered: str) -> str:
+    return (
+        f"the server answered {answered}: it does not serve byte ranges; give the shard to the batch job, "
+        "which streams it front to back"
+    )

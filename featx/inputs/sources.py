@@ -63,7 +63,12 @@ def _shard_in(process: int, shard: str) -> IndexedShard:
 
     timeouts.ensure()
     bounded = remote_files.open_shard(shard, streamed=False)
-    return IndexedShard(bounded if bounded is not None else fsspec.open(shard, "rb").open())
+    handle = bounded if bounded is not None else fsspec.open(shard, "rb").open()
+    try:
+        return IndexedShard(handle)
+    except BaseException:  # not cached, so never closed by anyone else
+        handle.close()
+        raise
 
 
 def with_protocol(source: str, paths: list[str]) -> list[str]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import tarfile
+import threading
 from typing import Any
 
 from featx.inputs.suffixes import IMAGE_SUFFIXES
@@ -45,6 +46,7 @@ class IndexedShard:
         self._first: dict[str, tarfile.TarInfo] = {}
         for member in self.members:
             self._first.setdefault(member.name, member)
+        self._reading = threading.Lock()  # one file offset: two threads' seek-then-read must not interleave
 
     def read(self, name: str, limit: int = -1) -> bytes:
         """The bytes of member ``name`` (at most ``limit``); FileNotFoundError where there is none, and a
@@ -54,17 +56,22 @@ class IndexedShard:
             raise FileNotFoundError(f"no member {name}")
         if not member.isfile():
             raise ValueError(unused_because(member, "", None))
-        return self._tar.extractfile(member).read(limit)  # type: ignore[union-attr]  # a regular member
+        with self._reading:
+            return self._tar.extractfile(member).read(limit)  # type: ignore[union-attr]  # a regular member
 
 
-_MAGIC = {b"\x1f\x8b": "gz", b"BZh": "bz2", b"\xfd7zXZ\x00": "xz"}
+_MAGIC = {b"\x1f\x8b": "gz", b"BZh": "bz2", b"\xfd7zXZ\x00": "xz", b"(\xb5/\xfd": "zst"}
 
 
 def _compression(handle: Any) -> str:
     """tarfile's name for the compression of the shard behind ``handle`` ("" for none), from its first
     bytes as tarfile's stream mode tells it: mode "r:*" tries each compression in turn, reading the
-    shard's start once per try, and so waits out a silent server once per try."""
+    shard's start once per try, and so waits out a silent server once per try. Unknown first bytes that
+    arrived (another compression; no tar) are left to "r:*", which reads them from the buffer."""
     start = handle.tell()
-    head = handle.read(6)
+    head = handle.read(tarfile.BLOCKSIZE)
     handle.seek(start)
-    return next((name for magic, name in _MAGIC.items() if head.startswith(magic)), "")
+    if head[257:262] == b"ustar" or len(head) < tarfile.BLOCKSIZE:  # a tar header, or too short for one
+        return ""
+    name = next((name for magic, name in _MAGIC.items() if head.startswith(magic)), "*")
+    return name if name in tarfile.TarFile.OPEN_METH else "*"  # zstd: tarfile of Python 3.14 on

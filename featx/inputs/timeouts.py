@@ -172,15 +172,18 @@ class Budget:
         """``awaitable``'s result, or :class:`DeadlineExceeded` once the budget is spent; bytes count as
         received, and ``expected`` bytes are allowed for ahead."""
         left = self.timeout + (self.received + expected) / MIN_RATE - self.waited
-        start = time.monotonic()
-        try:
-            result = await asyncio.wait_for(awaitable, max(left, 0.0))
-        except asyncio.TimeoutError:  # TimeoutError, which Python 3.10's asyncio does not raise
-            if time.monotonic() - start < left:  # the client's own (aiohttp's silence), not this deadline
-                raise
-            raise DeadlineExceeded(self.received, self.waited + left, self.timeout, expected) from None
+        start, task = time.monotonic(), asyncio.ensure_future(awaitable)
+        try:  # the task's own errors (aiohttp's silence time-out among them) stay the task's
+            done, _ = await asyncio.wait({task}, timeout=max(left, 0.0))
+        except BaseException:
+            task.cancel()
+            raise
         finally:
             self.waited += time.monotonic() - start
+        if not done:
+            task.cancel()
+            raise DeadlineExceeded(self.received, self.waited, self.timeout, expected)
+        result = task.result()
         if isinstance(result, bytes):
             self.received += len(result)
         return result
