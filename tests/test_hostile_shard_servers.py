@@ -250,3 +250,19 @@ def test_the_batch_job_names_a_dropped_and_a_failing_shard_in_its_errors_and_kee
     assert "closed the connection mid-answer, 1 attempt" in errors and "HTTP 503" in errors
     assert errors.count("unreachable") == 2
     assert load_features(out)[1]["sample"].tolist() == samples_whole_within(HALF)
+
+
+def test_bytes_that_arrived_before_a_stream_failed_are_handed_over_before_the_failure():
+    class Cut:  # a server that sent 100 bytes, then dropped the connection
+        answers = [b"x" * 100, OSError("the server dropped the connection")]
+
+        def read(self, n):
+            answer = self.answers.pop(0)
+            if isinstance(answer, Exception):
+                raise answer
+            return answer
+
+    stream = remote_files._ArrivedReader(Cut())
+    assert stream.read(512) == b"x" * 100  # what arrived: it may end a member
+    with pytest.raises(OSError, match="dropped"):
+        stream.read(512)
