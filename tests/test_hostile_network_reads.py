@@ -4,6 +4,7 @@ answers trickled a byte at a time (headers or body), silence costing more than t
 
 import collections
 import contextlib
+import gzip
 import threading
 import time
 from http.server import BaseHTTPRequestHandler
@@ -19,6 +20,8 @@ from featx.inputs.images import read_content
 
 GOOD = {f"/good/{n}.png": encode(photo(n)) for n in range(3)}
 STEP_S = 0.2  # a trickle: one byte this often
+ODD = {"/no-content", "/moved-nowhere", "/partial", "/whole-range", "/to-404", "/to-refused", "/gzip"}
+ODD |= {"/bad-gzip", "/http10", "/not-http"}
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -54,8 +57,44 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + GOOD["/good/0.png"][:100])
             self.wfile.flush()
             self.close_connection = True
+        elif route in ODD:
+            self.odd(route)
         else:
             self.answer(404, b"no")
+
+    def odd(self, route):
+        """Answers that are no error status yet no whole object, or no HTTP at all; and odd whole ones."""
+        png = GOOD["/good/0.png"]
+        if route in ("/no-content", "/moved-nowhere"):
+            self.send_response(204 if route == "/no-content" else 301)  # a 301 with no Location
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        elif route in ("/partial", "/whole-range"):  # 206 to a request that asked for no range
+            part = png[:100] if route == "/partial" else png
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes 0-{len(part) - 1}/{len(png)}")
+            self.send_header("Content-Length", str(len(part)))
+            self.end_headers()
+            self.wfile.write(part)
+        elif route in ("/to-404", "/to-refused"):
+            self.send_response(302)
+            self.send_header(
+                "Location", "/nothing-here" if route == "/to-404" else "http://127.0.0.1:9/a.png"
+            )
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        elif route in ("/gzip", "/bad-gzip"):
+            body = gzip.compress(png) if route == "/gzip" else b"not gzip at all"
+            self.send_response(200)
+            self.send_header("Content-Encoding", "gzip")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        else:  # an HTTP/1.0 answer without a length, or a port that speaks another protocol
+            raw = b"HTTP/1.0 200 OK\r\n\r\n" + png if route == "/http10" else b"SSH-2.0-OpenSSH_9.6\r\n"
+            self.wfile.write(raw)
+            self.wfile.flush()
+            self.close_connection = True
 
     do_HEAD = do_GET  # noqa: N815 (a silent server is silent to every request)
 
@@ -199,14 +238,26 @@ def test_a_server_failure_or_rate_limit_is_unreachable_with_its_status_and_the_j
         ("/status?403", "permission", "HTTP 403"),
         ("/status?400", "unreadable", "HTTP 400"),
         ("/loop", "unreadable", "a redirect loop: still redirected after 10 redirects"),
+        ("/no-content", "unreadable", "HTTP 204 (No Content), not the whole object"),
+        ("/partial", "unreadable", "HTTP 206 (Partial Content), not the whole object"),
+        ("/moved-nowhere", "unreadable", "HTTP 301 (Moved Permanently), not the whole object"),
+        ("/to-404", "missing", "no such object"),
+        ("/to-refused", "unreachable", "cannot connect"),  # the redirect's server, not this one
+        ("/bad-gzip", "unreadable", "the server's answer cannot be decoded"),
+        ("/not-http", "unreadable", "the server's answer is not HTTP (Bad status line"),
     ],
 )
 def test_other_answers_are_named_for_what_they_are(server, one_second, route, kind, words):
     error, _ = failure(server + route)
-    assert error.kind == kind and words in error.reason
+    assert error.kind == kind and words in error.reason and "\n" not in error.reason
     with contextlib.suppress(ImageError):  # none of them marks the server
         read_content(server + route)
     assert read_content(f"{server}/good/2.png") == GOOD["/good/2.png"]
+
+
+@pytest.mark.parametrize("route", ["/whole-range", "/gzip", "/http10"])
+def test_odd_answers_that_hold_the_whole_object_are_read_as_it(server, one_second, route):
+    assert read_content(server + route) == GOOD["/good/0.png"]
 
 
 def test_decoding_workers_read_urls_within_their_deadline_and_name_server_answers_alike(server, tmp_path):

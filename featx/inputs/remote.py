@@ -37,7 +37,7 @@ def read_url(url: str, index: int, max_bytes: int) -> bytes:
             if attempt < timeouts.ATTEMPTS and (timeouts.timed_out(error) or _cut(error)):
                 continue
             failure = read_error(index, url, error)
-            if timeouts.server_down(error):
+            if timeouts.server_down(error) and not timeouts.refused_elsewhere(error, url):
                 timeouts.remember_unreachable(url, failure.reason)
             raise failure from None
     refuse_over_max_bytes(len(content), index, url, max_bytes)
@@ -60,6 +60,13 @@ def read_error(index: int, url: str, error: BaseException, attempts: int = timeo
             f"timed out: {detail}, {tried} (raise it with --read-timeout or "
             f"{timeouts.VARIABLE} if the server is only slow)",
         )
+    encoded = timeouts.cause_in_chain(error, (), "ContentEncodingError")
+    if encoded is not None:
+        said = " ".join(str(getattr(encoded, "message", "") or encoded).split())
+        return ImageError(index, url, "unreadable", f"the server's answer cannot be decoded ({said})")
+    garbled = _not_http(error)
+    if garbled is not None:
+        return ImageError(index, url, "unreadable", f"the server's answer is not HTTP ({garbled})")
     answered = _http_answer(error)
     if answered is not None:
         return answered.error(index, url)
@@ -94,8 +101,10 @@ def read_error(index: int, url: str, error: BaseException, attempts: int = timeo
 
 
 def _cut(error: BaseException) -> bool:
-    """An answer cut short: the server closed the connection before the length it announced."""
-    return timeouts.cause_in_chain(error, (), "PayloadError") is not None
+    """An answer cut short: the server closed the connection before the length it announced (aiohttp's
+    payload error, which also reports a body its Content-Encoding cannot decode: not a cut)."""
+    encoded = timeouts.cause_in_chain(error, (), "ContentEncodingError")
+    return encoded is None and timeouts.cause_in_chain(error, (), "PayloadError") is not None
 
 
 class _Answer:
@@ -120,9 +129,28 @@ class _Answer:
             )
         if self.status in (404, 410):
             return ImageError(index, url, "missing", f"the server answered {said}")
+        if self.status < 400:
+            return ImageError(index, url, "unreadable", f"the server answered {said}, not the whole object")
         if self.status in (401, 403):
             return ImageError(index, url, "permission", f"the server answered {said}; check the credentials")
         return ImageError(index, url, "unreadable", f"the server answered {said}")
+
+
+def _not_http(error: BaseException) -> str | None:
+    """What aiohttp could not parse as an HTTP answer (a port that speaks another protocol, an answer
+    past its end), in one line. aiohttp reports it as a ``ClientResponseError`` of status 400, which would
+    read as the server's own "HTTP 400"; the parser's error (an ``HttpProcessingError``) is its cause.
+    A body cut short or badly encoded (a ``PayloadEncodingError``) is no such thing: None."""
+    cause: BaseException | None = error
+    while cause is not None:
+        kinds = {kind.__name__ for kind in type(cause).__mro__}
+        if "PayloadEncodingError" in kinds:
+            return None
+        if "HttpProcessingError" in kinds:
+            said = " ".join(str(getattr(cause, "message", "") or cause).split())
+            return said or type(cause).__name__
+        cause = cause.__cause__ or cause.__context__
+    return None
 
 
 def _http_answer(error: BaseException) -> _Answer | None:
@@ -130,7 +158,7 @@ def _http_answer(error: BaseException) -> _Answer | None:
     loop = timeouts.cause_in_chain(error, (), "TooManyRedirects")
     if loop is not None:
         return _Answer(getattr(loop, "status", 0), "", len(getattr(loop, "history", ())))
-    answered = timeouts.cause_in_chain(error, (), "ResponseError")  # aiohttp's ClientResponseError
+    answered = timeouts.cause_in_chain(error, timeouts.AnswerNotTheObjectError, "ResponseError")  # aiohttp's
     if answered is not None and isinstance(getattr(answered, "status", None), int):
         return _Answer(answered.status, str(getattr(answered, "message", "") or ""))
     botocore = timeouts.cause_in_chain(error, (), "ClientError")

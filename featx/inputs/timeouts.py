@@ -139,6 +139,39 @@ def server_down(error: BaseException) -> bool:
     )
 
 
+def refused_elsewhere(error: BaseException, url: str) -> bool:
+    """Whether the connection that could not be made was to another server than ``url``'s: a redirect's
+    target. ``url``'s own server answered (with the redirect), so its other objects are still asked."""
+    connector = cause_in_chain(error, (), "ConnectorError")  # aiohttp's; botocore's name no host
+    host, port = getattr(connector, "host", None), getattr(connector, "port", None)
+    if not isinstance(host, str):
+        return False
+    own = urlsplit(url.rpartition("::")[2])
+    return (host, port) != (own.hostname, own.port or {"http": 80, "https": 443}.get(own.scheme))
+
+
+class AnswerNotTheObjectError(FeatxError, OSError):
+    """An HTTP answer that is no whole object though it is no error (``204 No Content``, ``206 Partial
+    Content`` to a request for all of it, a ``3xx`` without a place to go): its body would otherwise be
+    read as the image, and fail as empty or truncated. ``status`` and ``message`` as aiohttp's
+    ``ClientResponseError`` has them, so :mod:`featx.inputs.remote` names it as any status."""
+
+    def __init__(self, status: int, message: str):
+        self.status, self.message = status, message
+        super().__init__(f"HTTP {status} ({message})")
+
+
+def check_whole_answer(handle: Any) -> None:
+    """Refuse an HTTP answer whose status is not 200 (or 203, a proxy's copy of it, or a 206 whose range
+    is the whole object) once it is known."""
+    answer = getattr(handle, "r", None)
+    status = getattr(answer, "status", None)
+    size = getattr(answer, "content_length", None)
+    whole = status == 206 and f"bytes 0-{(size or 0) - 1}/{size}" == answer.headers.get("Content-Range")
+    if isinstance(status, int) and status not in (200, 203) and not whole:
+        raise AnswerNotTheObjectError(status, str(getattr(handle.r, "reason", "") or ""))
+
+
 class DeadlineExceeded(FeatxError, TimeoutError):
     """An attempt that outlived its deadline: the server went silent, or answered too slowly."""
 
@@ -228,6 +261,8 @@ async def _read_within(fs: Any, path: str, limit: int, timeout: float) -> bytes:
             chunk = await budget.wait(
                 handle.read(CHUNK if limit < 0 else min(CHUNK, limit - budget.received))
             )
+            if not parts:
+                check_whole_answer(handle)  # its status is known once the first read is answered
             if not chunk:
                 break
             parts.append(chunk)
