@@ -312,6 +312,40 @@ def test_a_real_prune_loop_beside_a_running_job_never_kills_it(image_folder, tmp
     assert_same_vectors(load_features(tmp_path / "f.parquet")[0], load_features(tmp_path / "r.parquet")[0])
 
 
+def test_a_namespace_pruned_again_and_again_beside_a_job_is_made_again_and_the_job_ends_right(
+    image_folder, tmp_path
+):
+    for n in range(6, 24):  # enough batches of 2 for the removals to land between them
+        (image_folder / "cat" / f"{n}.png").write_bytes(encode(photo(n)))
+    cache, stop, removed = tmp_path / "c", threading.Event(), []
+
+    def prune_namespace_loop():  # `featx cache prune DIR --namespace NAME`, a few times
+        while not stop.is_set() and len(removed) < 5:
+            for namespace in FeatureCache(cache).namespaces():
+                FeatureCache(cache).remove_namespace(namespace.path.name)
+                removed.append(namespace.path.name)
+            time.sleep(0.02)
+
+    pruner = threading.Thread(target=prune_namespace_loop)
+    pruner.start()
+    try:
+        args = ["--batch-size", "2", "--num-workers", "0"]
+        done = featx_cli(
+            "extract", image_folder, "--cache", cache, "--out", tmp_path / "f.parquet", *TINY_CLI, *args
+        )
+    finally:
+        stop.set()
+        pruner.join()
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    assert removed  # the namespace was removed under the job
+    assert not [p for p in cache.iterdir() if p.name.startswith(TMP_PREFIX)]  # nothing half-removed left
+    reference = featx_cli(
+        "extract", image_folder, "--cache", tmp_path / "r", "--out", tmp_path / "r.parquet", *TINY_CLI
+    )
+    assert reference.returncode == 0
+    assert_same_vectors(load_features(tmp_path / "f.parquet")[0], load_features(tmp_path / "r.parquet")[0])
+
+
 # -- leftovers of killed writers ------------------------------------------------------------------------
 
 

@@ -20,11 +20,12 @@ import glob
 import json
 import os
 import shutil
+import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from featx._files import local_path
+from featx._files import TMP_PREFIX, local_path, writer_tag
 from featx.cache.checksums import entry_checksums, vector_checksums
 from featx.cache.files import (
     FORMAT_VERSION,
@@ -68,7 +69,11 @@ class FeatureCache:
         what maintains the cache touches nothing outside its folder."""
         if not self.root.is_dir():
             return []
-        return [Namespace(p) for p in sorted(self.root.iterdir()) if not p.is_symlink() and _is_namespace(p)]
+        return [
+            Namespace(p)
+            for p in sorted(self.root.iterdir())
+            if not p.is_symlink() and not p.name.startswith(TMP_PREFIX) and _is_namespace(p)
+        ]
 
     def links(self) -> list[Path]:
         """Entries of the cache folder that are symbolic links: never followed by [`namespaces`][featx.FeatureCache.namespaces]."""
@@ -90,7 +95,11 @@ class FeatureCache:
             )
         if not _is_namespace(path):
             raise ParameterError(f"{path} is not a featx cache namespace; see `featx cache info {self.root}`")
-        shutil.rmtree(path)
+        # Renamed away first: a job writing into it cannot add files while it is removed ("Directory not
+        # empty"), and makes the namespace again under its own name (Namespace.write)
+        doomed = self.root / f"{TMP_PREFIX}{writer_tag()}-{uuid.uuid4().hex[:8]}-{name}"
+        os.rename(path, doomed)
+        shutil.rmtree(doomed)
 
     def older_formats(self, fingerprint: Mapping[str, Any]) -> list[str]:
         """Namespaces of this extractor written by an older cache format: not read (their checksums are

@@ -38,6 +38,7 @@ from featx.cache.store import Keys, key_strings
 from featx.errors import OutputError, ParameterError
 
 LOOKUPS = 10
+WRITE_ATTEMPTS = 3  # of a shard whose namespace folder was removed under its writer
 MAPPED_KEYS_BYTES = 1 << 20
 
 
@@ -47,6 +48,7 @@ class Namespace:
     def __init__(self, path: Path, fingerprint: Mapping[str, Any] | None = None):
         self.path = path
         self._tag = None if fingerprint is None else fingerprint_tag(fingerprint)
+        self._fingerprint = fingerprint
         if fingerprint is not None:
             _make_folder(path)  # before resolving it: a link to itself would be a RuntimeError there
         self._shared_index = shared_index(path)
@@ -59,7 +61,8 @@ class Namespace:
 
     @property
     def fingerprint(self) -> dict[str, Any]:
-        return read_fingerprint(self.path)
+        """The job's own (so a namespace removed under it still knows whose it is), else the file's."""
+        return dict(self._fingerprint) if self._fingerprint is not None else read_fingerprint(self.path)
 
     @property
     def tag(self) -> int:
@@ -194,13 +197,25 @@ class Namespace:
         key_rows = np.empty(len(keys), dtype=KEY_DTYPE)
         key_rows["key"] = [key.encode() for key in keys]
         key_rows["crc32"] = entry_checksums(key_rows["key"], vectors, self.tag)
+        for attempt in range(WRITE_ATTEMPTS):
+            try:
+                self._write_files(shard, vectors, key_rows)
+                break
+            except OutputError:
+                if attempt + 1 == WRITE_ATTEMPTS or self._fingerprint is None or self.path.is_dir():
+                    raise
+                # `featx cache prune --namespace` removed the folder under this writer: make it again
+                _make_folder(self.path)
+                claim_namespace(self.path, self._fingerprint, self._foreign_shards)
+        self._shared_index.add(shard, key_rows["key"])
+        return shard
+
+    def _write_files(self, shard: str, vectors: np.ndarray, key_rows: np.ndarray) -> None:
         atomic_write(
             self.path / f"{shard}{VECTORS_SUFFIX}", lambda f: np.save(f, vectors, allow_pickle=False)
         )
         # The keys file is the commit marker, so it is written last.
         atomic_write(self.path / f"{shard}{KEYS_SUFFIX}", lambda f: np.save(f, key_rows, allow_pickle=False))
-        self._shared_index.add(shard, key_rows["key"])
-        return shard
 
     # -- maintenance --------------------------------------------------------------------------------------
 
