@@ -68,6 +68,10 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
 
     def do_GET(self):  # noqa: N802
+        if self.path == "/no-content.tar":
+            self.send_response(204)
+            self.end_headers()
+            return
         if self.path in ("/503.tar", "/dropped.tar", "/silent-after-two.tar"):
             self.stream_then_fail()
             return
@@ -266,3 +270,10 @@ def test_bytes_that_arrived_before_a_stream_failed_are_handed_over_before_the_fa
     assert stream.read(512) == b"x" * 100  # what arrived: it may end a member
     with pytest.raises(OSError, match="dropped"):
         stream.read(512)
+
+
+def test_a_shard_answered_204_is_named_for_its_status_not_read_as_an_empty_shard(server, one_second):
+    keys, error, _ = streamed_keys(f"{server}/no-content.tar")
+    assert keys == [] and error is not None
+    failure = read_error(0, f"{server}/no-content.tar", error.cause, attempts=1)
+    assert failure.kind == "unreadable" and "HTTP 204" in failure.reason, failure.reason

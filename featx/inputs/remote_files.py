@@ -140,6 +140,9 @@ class _BoundedFile(io.RawIOBase):
             if self._stream is None:
                 opened = self._fs.open_async(self._path, "rb", **timeouts.http_open_arguments(self._fs))
                 self._stream = await self._budget.wait(opened)
+                data = await self._budget.wait(self._stream.read(n))
+                timeouts.check_whole_answer(self._stream)  # a 204, a 3xx without a place to go: no shard
+                return data
             return await self._budget.wait(self._stream.read(n))
         budget = timeouts.Budget(self._timeout)  # one request, one budget: a member's failure is its own
         end = min(self._position + n, await self._sized(budget))
