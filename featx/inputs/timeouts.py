@@ -142,11 +142,13 @@ def server_down(error: BaseException) -> bool:
 def refused_elsewhere(error: BaseException, url: str) -> bool:
     """Whether the connection that could not be made was to another server than ``url``'s: a redirect's
     target. ``url``'s own server answered (with the redirect), so its other objects are still asked."""
-    connector = cause_in_chain(error, (), "ConnectorError")  # aiohttp's; botocore's name no host
+    own = urlsplit(url.rpartition("::")[2])
+    if own.scheme not in ("http", "https"):  # s3://bucket/...: the host refused is the endpoint, never the
+        return False  # bucket's name, and an object store does not redirect
+    connector = cause_in_chain(error, (), "ConnectorError")  # aiohttp's
     host, port = getattr(connector, "host", None), getattr(connector, "port", None)
     if not isinstance(host, str):
         return False
-    own = urlsplit(url.rpartition("::")[2])
     return (host, port) != (own.hostname, own.port or {"http": 80, "https": 443}.get(own.scheme))
 
 
