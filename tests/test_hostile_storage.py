@@ -282,19 +282,21 @@ def test_vectors_that_vanish_and_cannot_be_computed_again_fail_in_one_line_not_a
     assert "\n" not in str(failed.value) and "run the same command again" in str(failed.value)
 
 
-def test_a_real_prune_loop_beside_a_running_job_never_kills_it(image_folder, tmp_path):
-    for n in range(6, 24):  # enough batches of 2 for the prunes to land between them
+def extract_beside(maintenance, image_folder, tmp_path):
+    """``featx extract`` in batches of 2 while ``maintenance(cache)`` runs in a loop beside it (every
+    5 ms until the job ends): the job must exit 0 without a traceback, with the vectors of a job run
+    alone. Returns the cache folder."""
+    for n in range(6, 24):  # enough batches of 2 for the maintenance to land between them
         (image_folder / "cat" / f"{n}.png").write_bytes(encode(photo(n)))
-    cache, stop, pruned = tmp_path / "c", threading.Event(), []
+    cache, stop = tmp_path / "c", threading.Event()
 
-    def prune_loop():
+    def loop():
         while not stop.is_set():
-            for namespace in FeatureCache(cache).namespaces():
-                pruned.append(namespace.remove_shards_older_than(0))
+            maintenance(cache)
             time.sleep(0.005)
 
-    pruner = threading.Thread(target=prune_loop)
-    pruner.start()
+    beside = threading.Thread(target=loop)
+    beside.start()
     try:
         args = ["--batch-size", "2", "--num-workers", "0"]
         done = featx_cli(
@@ -302,48 +304,42 @@ def test_a_real_prune_loop_beside_a_running_job_never_kills_it(image_folder, tmp
         )
     finally:
         stop.set()
-        pruner.join()
+        beside.join()
     assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
-    assert sum(pruned) > 0  # shards were removed under the job
     reference = featx_cli(
         "extract", image_folder, "--cache", tmp_path / "r", "--out", tmp_path / "r.parquet", *TINY_CLI
     )
     assert reference.returncode == 0
     assert_same_vectors(load_features(tmp_path / "f.parquet")[0], load_features(tmp_path / "r.parquet")[0])
+    return cache
+
+
+def test_a_real_prune_loop_beside_a_running_job_never_kills_it(image_folder, tmp_path):
+    pruned = []
+
+    def prune(cache):  # `featx cache prune DIR --older-than 0`
+        for namespace in FeatureCache(cache).namespaces():
+            pruned.append(namespace.remove_shards_older_than(0))
+
+    extract_beside(prune, image_folder, tmp_path)
+    assert sum(pruned) > 0  # shards were removed under the job
 
 
 def test_a_namespace_pruned_again_and_again_beside_a_job_is_made_again_and_the_job_ends_right(
     image_folder, tmp_path
 ):
-    for n in range(6, 24):  # enough batches of 2 for the removals to land between them
-        (image_folder / "cat" / f"{n}.png").write_bytes(encode(photo(n)))
-    cache, stop, removed = tmp_path / "c", threading.Event(), []
+    removed = []
 
-    def prune_namespace_loop():  # `featx cache prune DIR --namespace NAME`, a few times
-        while not stop.is_set() and len(removed) < 5:
+    def prune_namespace(cache):  # `featx cache prune DIR --namespace NAME`, a few times
+        if len(removed) < 5:
             for namespace in FeatureCache(cache).namespaces():
                 FeatureCache(cache).remove_namespace(namespace.path.name)
                 removed.append(namespace.path.name)
-            time.sleep(0.02)
+            time.sleep(0.015)  # 20 ms between removals, as before
 
-    pruner = threading.Thread(target=prune_namespace_loop)
-    pruner.start()
-    try:
-        args = ["--batch-size", "2", "--num-workers", "0"]
-        done = featx_cli(
-            "extract", image_folder, "--cache", cache, "--out", tmp_path / "f.parquet", *TINY_CLI, *args
-        )
-    finally:
-        stop.set()
-        pruner.join()
-    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    cache = extract_beside(prune_namespace, image_folder, tmp_path)
     assert removed  # the namespace was removed under the job
     assert not [p for p in cache.iterdir() if p.name.startswith(TMP_PREFIX)]  # nothing half-removed left
-    reference = featx_cli(
-        "extract", image_folder, "--cache", tmp_path / "r", "--out", tmp_path / "r.parquet", *TINY_CLI
-    )
-    assert reference.returncode == 0
-    assert_same_vectors(load_features(tmp_path / "f.parquet")[0], load_features(tmp_path / "r.parquet")[0])
 
 
 # -- leftovers of killed writers ------------------------------------------------------------------------
